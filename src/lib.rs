@@ -1,0 +1,2 @@
+//! redquorum (work in progress)
+#![deny(missing_docs)]
