@@ -1,1 +1,62 @@
-//! placeholder
+//! Real Redis masters for integration tests, with a failure-injection harness.
+//!
+//! `testcluster` starts N independent `redis-server` masters (local processes, or Docker
+//! containers) on free ports, waits until each answers `PING`, and lets a test hurt them:
+//! pause (SIGSTOP), kill, restart with or without their data, cut them off or slow them
+//! through a TCP proxy, lose replies, and jump their wall clock with libfaketime.
+//! Everything is synchronous (std threads and processes), so it works from plain `#[test]`s
+//! and from `#[tokio::test(flavor = "multi_thread")]` alike.
+//!
+//! What it guarantees: every server and helper thread it started is gone when the
+//! [`Cluster`] is dropped, even if the test panicked, and servers die with the test process
+//! if that is killed. A fault a backend cannot inject returns [`Error::Unsupported`]; it is
+//! never silently skipped. What it does not do: replication, Redis Cluster mode, TLS, AUTH.
+//!
+//! # Layout
+//! - `cluster`: [`Cluster`], [`ClusterBuilder`] and the fault enums, the public face.
+//! - `process`: spawning, signalling and readiness-polling local `redis-server`s.
+//! - `ports`: free loopback ports that stay reserved across restarts.
+//! - `state`: [`State`], the text form the CLI keeps between invocations.
+//! - [`resp`]: a tiny blocking RESP client for readiness checks and raw assertions.
+//! - `error`: the typed [`Error`].
+//!
+//! # Example
+//! A user testing that their own code survives one of three masters freezing:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use testcluster::{resp, Cluster};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let cluster = Cluster::start(3)?;
+//! // Hand cluster.urls() to the code under test, e.g. a Redlock client.
+//! let urls = cluster.urls();
+//!
+//! cluster.pause(1)?;
+//! // A paused master holds its connections open and answers nothing.
+//! assert!(resp::cmd(&urls[1], &["PING"], Duration::from_millis(200)).is_err());
+//! // ... exercise your code here: a quorum of 2 out of 3 is still reachable ...
+//! assert!(resp::ping(&urls[0], Duration::from_secs(1)), "{}", cluster.logs());
+//!
+//! cluster.resume(1)?;
+//! assert!(resp::ping(&urls[1], Duration::from_secs(1)), "{}", cluster.log(1));
+//! # Ok(())
+//! # }
+//! // Dropping `cluster` kills and reaps the three servers and removes their temp dirs.
+//! ```
+#![deny(missing_docs)]
+
+mod cluster;
+mod error;
+mod ports;
+mod process;
+pub mod resp;
+mod state;
+
+pub use cluster::{
+    Backend, Cluster, ClusterBuilder, Cut, DEFAULT_MASTERS, DEFAULT_REDIS_SERVER, DataOnRestart,
+    Status,
+};
+pub use error::{Error, Result};
+pub use process::DEFAULT_FAKETIME_LIB;
+pub use state::State;

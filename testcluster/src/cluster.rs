@@ -1,0 +1,832 @@
+//! `Cluster` and its builder: the public face of the harness.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::process::Child;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::thread;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::ports;
+use crate::process::{self, NotReady, Spec};
+use crate::state::{MasterRecord, State};
+
+/// Masters started by [`Cluster::builder`] unless told otherwise (the usual Redlock N).
+pub const DEFAULT_MASTERS: usize = 5;
+/// The `redis-server` used unless [`ClusterBuilder::redis_server`] or the
+/// `TESTCLUSTER_REDIS_SERVER` environment variable says otherwise; looked up on `PATH`.
+pub const DEFAULT_REDIS_SERVER: &str = "redis-server";
+
+/// How many times a restart retries when its port is briefly taken by someone else.
+const BIND_RETRIES: usize = 20;
+const BIND_RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// How many fresh ports a first start tries before giving up.
+const FIRST_START_ATTEMPTS: usize = 5;
+
+static DIR_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Where the masters run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Backend {
+    /// Local `redis-server` child processes on loopback ports.
+    Process,
+    /// Containers of the locally built `redquorum-redis:local` image on a private network.
+    Docker,
+    /// Docker when `docker info` answers within about 3 seconds, else Process.
+    Auto,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Process => "process",
+            Backend::Docker => "docker",
+            Backend::Auto => "auto",
+        })
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "process" => Ok(Backend::Process),
+            "docker" => Ok(Backend::Docker),
+            "auto" => Ok(Backend::Auto),
+            other => Err(Error::Config(format!(
+                "unknown backend {other:?} (process, docker or auto)"
+            ))),
+        }
+    }
+}
+
+/// What a restarted master finds on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataOnRestart {
+    /// The AOF (written with `appendfsync always`) is replayed: every acknowledged write
+    /// survives, even across SIGKILL.
+    Keep,
+    /// The data dir is wiped first: the master comes back empty, like a replacement machine.
+    Lose,
+}
+
+/// How [`Cluster::cut_off`] isolates a master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// Bytes are silently swallowed both ways and connections stay open: clients see
+    /// timeouts, never errors (a partition, a dead switch).
+    BlackHole,
+    /// Existing connections are reset and new ones are reset right after accept: clients
+    /// see errors at once (a crashed host whose kernel still answers).
+    Reset,
+}
+
+/// What a master is doing right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Up and scheduled.
+    Running,
+    /// Stopped with SIGSTOP / `docker pause`: holds its connections, answers nothing.
+    Paused,
+    /// Killed or exited.
+    Down,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Down => "down",
+        })
+    }
+}
+
+/// Configures and starts a [`Cluster`].
+#[must_use]
+#[derive(Debug, Clone)]
+pub struct ClusterBuilder {
+    masters: usize,
+    backend: Backend,
+    proxy: bool,
+    faketime: bool,
+    redis_server: PathBuf,
+    faketime_lib: PathBuf,
+    detached: bool,
+}
+
+impl Default for ClusterBuilder {
+    fn default() -> Self {
+        ClusterBuilder {
+            masters: DEFAULT_MASTERS,
+            backend: Backend::Process,
+            proxy: false,
+            faketime: false,
+            redis_server: std::env::var_os("TESTCLUSTER_REDIS_SERVER")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_REDIS_SERVER)),
+            faketime_lib: std::env::var_os("TESTCLUSTER_FAKETIME_LIB")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(process::DEFAULT_FAKETIME_LIB)),
+            detached: false,
+        }
+    }
+}
+
+impl ClusterBuilder {
+    /// Number of masters. Default [`DEFAULT_MASTERS`] (5); must be at least 1.
+    pub fn masters(mut self, n: usize) -> Self {
+        self.masters = n;
+        self
+    }
+
+    /// Where the masters run. Default [`Backend::Process`].
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// Put a fault proxy in front of every master, so [`Cluster::cut_off`],
+    /// [`Cluster::set_latency`] and [`Cluster::drop_replies`] work. Default off.
+    pub fn proxy(mut self, on: bool) -> Self {
+        self.proxy = on;
+        self
+    }
+
+    /// Preload libfaketime into every master so [`Cluster::jump_clock`] works. Default off.
+    pub fn faketime(mut self, on: bool) -> Self {
+        self.faketime = on;
+        self
+    }
+
+    /// The `redis-server` binary. Default [`DEFAULT_REDIS_SERVER`] from `PATH`, or
+    /// `$TESTCLUSTER_REDIS_SERVER`.
+    pub fn redis_server(mut self, path: impl Into<PathBuf>) -> Self {
+        self.redis_server = path.into();
+        self
+    }
+
+    /// The libfaketime shared object. Default Debian's `libfaketimeMT.so.1`, or
+    /// `$TESTCLUSTER_FAKETIME_LIB`.
+    pub fn faketime_lib(mut self, path: impl Into<PathBuf>) -> Self {
+        self.faketime_lib = path.into();
+        self
+    }
+
+    /// Start servers in their own session so they can outlive this process once the
+    /// cluster is turned into a [`State`] with [`Cluster::into_state`] (what the CLI does).
+    /// Dropping a detached cluster still stops everything. Default off: without it the
+    /// servers die with the process even if it is killed.
+    pub fn detached(mut self, on: bool) -> Self {
+        self.detached = on;
+        self
+    }
+
+    /// Starts the masters and waits until each answers `PING`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for zero masters or a missing libfaketime, [`Error::Spawn`] when
+    /// redis-server cannot be run, [`Error::NotReady`] (with the server log) when a master
+    /// does not come up, [`Error::Unsupported`] for a backend that is not available.
+    pub fn build(self) -> Result<Cluster> {
+        if self.masters == 0 {
+            return Err(Error::Config("a cluster needs at least one master".into()));
+        }
+        if self.faketime && !self.faketime_lib.exists() {
+            return Err(Error::Config(format!(
+                "faketime(true) but {} does not exist (install libfaketime or set TESTCLUSTER_FAKETIME_LIB)",
+                self.faketime_lib.display()
+            )));
+        }
+        let backend = match self.backend {
+            Backend::Auto => Backend::Process,
+            b => b,
+        };
+        match backend {
+            Backend::Process => self.build_process(),
+            _ => Err(Error::Unsupported {
+                fault: "start",
+                backend,
+                reason: "the docker backend is not implemented yet",
+            }),
+        }
+    }
+
+    fn build_process(self) -> Result<Cluster> {
+        if self.proxy {
+            return Err(Error::Unsupported {
+                fault: "proxy",
+                backend: Backend::Process,
+                reason: "the fault proxy is not implemented yet",
+            });
+        }
+        let mut cluster = Cluster {
+            backend: Backend::Process,
+            nodes: Vec::with_capacity(self.masters),
+            owned: true,
+        };
+        // Spawn everything first and wait afterwards: startup is mostly waiting.
+        let mut pending = Vec::with_capacity(self.masters);
+        for index in 0..self.masters {
+            let spec = self.new_spec()?;
+            spec.prepare(true)?;
+            let child = spec.spawn();
+            let node = Node::new(spec, None);
+            let child = match child {
+                Ok(c) => c,
+                Err(e) => {
+                    cluster.nodes.push(node);
+                    return Err(e);
+                }
+            };
+            node.run().pid = Some(child.id());
+            node.run().child = Some(child);
+            cluster.nodes.push(node);
+            pending.push(index);
+        }
+        for index in pending {
+            cluster.finish_first_start(index, &self)?;
+        }
+        Ok(cluster)
+    }
+
+    fn new_spec(&self) -> Result<Spec> {
+        let n = DIR_COUNTER.fetch_add(1, Ordering::Relaxed);
+        Ok(Spec {
+            redis_server: self.redis_server.clone(),
+            port: ports::reserve()?,
+            dir: std::env::temp_dir().join(format!("testcluster-{}-{n}", std::process::id())),
+            faketime: self.faketime.then(|| self.faketime_lib.clone()),
+            detached: self.detached,
+        })
+    }
+}
+
+/// A master's mutable run state.
+#[derive(Debug, Default)]
+struct Run {
+    /// Present for servers this process spawned; waiting on it reaps the zombie.
+    child: Option<Child>,
+    /// Also set for servers re-attached from a state file (CLI), where there is no `Child`.
+    pid: Option<u32>,
+}
+
+#[derive(Debug)]
+struct Node {
+    spec: Spec,
+    proxy_port: Option<u16>,
+    run: Mutex<Run>,
+}
+
+impl Node {
+    fn new(spec: Spec, proxy_port: Option<u16>) -> Node {
+        Node {
+            spec,
+            proxy_port,
+            run: Mutex::new(Run::default()),
+        }
+    }
+
+    fn run(&self) -> MutexGuard<'_, Run> {
+        // A panicking test thread must not wedge the harness for the others.
+        self.run.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Run {
+    fn alive(&mut self) -> bool {
+        if let Some(child) = &mut self.child {
+            match child.try_wait() {
+                Ok(None) => return true,
+                _ => {
+                    self.child = None;
+                    self.pid = None;
+                    return false;
+                }
+            }
+        }
+        match self.pid {
+            Some(pid) if process::pid_is_redis(pid) => true,
+            _ => {
+                self.pid = None;
+                false
+            }
+        }
+    }
+
+    fn exited(&mut self) -> Option<String> {
+        match &mut self.child {
+            Some(child) => match child.try_wait() {
+                Ok(Some(status)) => Some(status.to_string()),
+                Ok(None) => None,
+                Err(e) => Some(e.to_string()),
+            },
+            None => match self.pid {
+                Some(pid) if process::pid_is_redis(pid) => None,
+                _ => Some("process is gone".into()),
+            },
+        }
+    }
+
+    /// SIGKILL and reap; bounded even for servers we did not spawn.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        } else if let Some(pid) = self.pid
+            && process::pid_is_redis(pid)
+        {
+            let _ = process::signal(pid, libc::SIGKILL);
+            process::wait_gone(pid, Duration::from_secs(5));
+        }
+        self.pid = None;
+    }
+}
+
+/// A set of independent Redis masters plus the means to hurt them.
+///
+/// All methods take `&self`, and `Cluster` is `Send + Sync`: share it with `Arc` between
+/// test threads or tokio tasks. Methods block (they wait for processes), so from async code
+/// call them via `tokio::task::spawn_blocking` or accept a few milliseconds of blocking.
+///
+/// # Drop
+/// Dropping the cluster kills and reaps every server it started, stops its proxies and
+/// removes its temp dirs. Servers also die if the test process itself is killed (they get
+/// `SIGKILL` from the kernel when it goes), unless the cluster was built
+/// [`detached`](ClusterBuilder::detached).
+#[derive(Debug)]
+pub struct Cluster {
+    backend: Backend,
+    nodes: Vec<Node>,
+    /// False for clusters re-attached from a state file: dropping those leaves the
+    /// servers alone (the CLI's `status` must not stop what `up` started).
+    owned: bool,
+}
+
+impl Cluster {
+    /// A builder with the defaults: 5 masters, process backend, no proxy, no faketime.
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder::default()
+    }
+
+    /// Starts `masters` masters with the default settings.
+    ///
+    /// # Errors
+    /// As [`ClusterBuilder::build`].
+    pub fn start(masters: usize) -> Result<Cluster> {
+        Cluster::builder().masters(masters).build()
+    }
+
+    /// Number of masters.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Always false: a cluster has at least one master.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The backend the masters run on (never [`Backend::Auto`]).
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The URL clients should use for every master, in index order.
+    pub fn urls(&self) -> Vec<String> {
+        (0..self.len()).map(|i| self.url(i)).collect()
+    }
+
+    /// The URL clients should use for master `i`: through the proxy when there is one.
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    pub fn url(&self, i: usize) -> String {
+        let node = &self.nodes[i];
+        match node.proxy_port {
+            Some(p) => format!("redis://127.0.0.1:{p}"),
+            None => node.spec.url(),
+        }
+    }
+
+    /// The URL of master `i` itself, bypassing any proxy: for checks a test makes behind
+    /// the client's back ("did the SET land?").
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    pub fn direct_url(&self, i: usize) -> String {
+        self.nodes[i].spec.url()
+    }
+
+    /// The tail of master `i`'s server log, for panic messages.
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    pub fn log(&self, i: usize) -> String {
+        self.nodes[i].spec.log_tail()
+    }
+
+    /// Every master's log tail, each under a `=== master i (url) ===` header.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for i in 0..self.len() {
+            out.push_str(&format!("=== master {i} ({}) ===\n", self.direct_url(i)));
+            out.push_str(&self.log(i));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The pid of master `i`'s server, `None` when it is down.
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        let mut run = self.nodes[i].run();
+        if run.alive() { run.pid } else { None }
+    }
+
+    fn node(&self, i: usize) -> Result<&Node> {
+        self.nodes.get(i).ok_or(Error::NoSuchMaster {
+            index: i,
+            len: self.nodes.len(),
+        })
+    }
+
+    /// What master `i` is doing.
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    pub fn status(&self, i: usize) -> Status {
+        let mut run = self.nodes[i].run();
+        if !run.alive() {
+            return Status::Down;
+        }
+        match run.pid.and_then(process::proc_state) {
+            Some('T') | Some('t') => Status::Paused,
+            _ => Status::Running,
+        }
+    }
+
+    /// True when master `i`'s server exists (running or paused).
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    pub fn is_running(&self, i: usize) -> bool {
+        self.nodes[i].run().alive()
+    }
+
+    /// Freezes master `i` (SIGSTOP): it keeps its connections and its data but answers
+    /// nothing, like a long GC pause or a VM migration. Returns once the kernel reports it
+    /// stopped.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchMaster`], [`Error::NotRunning`] if it is down.
+    pub fn pause(&self, i: usize) -> Result<()> {
+        self.signal_and_wait(i, libc::SIGSTOP, true)
+    }
+
+    /// Undoes [`pause`](Cluster::pause) (SIGCONT).
+    ///
+    /// # Errors
+    /// [`Error::NoSuchMaster`], [`Error::NotRunning`] if it is down.
+    pub fn resume(&self, i: usize) -> Result<()> {
+        self.signal_and_wait(i, libc::SIGCONT, false)
+    }
+
+    fn signal_and_wait(&self, i: usize, sig: libc::c_int, stopped: bool) -> Result<()> {
+        let node = self.node(i)?;
+        let mut run = node.run();
+        let pid = match (run.alive(), run.pid) {
+            (true, Some(pid)) => pid,
+            _ => return Err(Error::NotRunning { index: i }),
+        };
+        process::signal(pid, sig).map_err(|e| Error::io(format!("signalling pid {pid}"), e))?;
+        // Signals are asynchronous; a test that pauses and immediately measures must not
+        // race the scheduler. 200 x 5 ms bounds the wait.
+        for _ in 0..200 {
+            let is_stopped = matches!(process::proc_state(pid), Some('T') | Some('t'));
+            if is_stopped == stopped {
+                return Ok(());
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        Err(Error::io(
+            format!("pid {pid} did not change state after signal {sig}"),
+            std::io::Error::from(std::io::ErrorKind::TimedOut),
+        ))
+    }
+
+    /// Kills master `i` (SIGKILL) and reaps it. Its port stays reserved, so
+    /// [`restart`](Cluster::restart) brings it back on the same URL. Killing a master that is
+    /// already down is not an error.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchMaster`].
+    pub fn kill(&self, i: usize) -> Result<()> {
+        self.node(i)?.run().kill();
+        Ok(())
+    }
+
+    /// Kills master `i` if it is running, then starts it again on the same port and waits
+    /// until it answers `PING`. With [`DataOnRestart::Keep`] it replays its AOF; with
+    /// [`DataOnRestart::Lose`] it starts empty. A jumped clock stays jumped.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchMaster`], [`Error::NotReady`] with the log when it does not come back.
+    pub fn restart(&self, i: usize, data: DataOnRestart) -> Result<()> {
+        let node = self.node(i)?;
+        let mut run = node.run();
+        run.kill();
+        node.spec.prepare(false)?;
+        if data == DataOnRestart::Lose {
+            node.spec.wipe_data()?;
+        }
+        let mut last = NotReady::TimedOut;
+        for _ in 0..BIND_RETRIES {
+            let child = node.spec.spawn()?;
+            run.pid = Some(child.id());
+            run.child = Some(child);
+            match process::wait_ready(&node.spec, || run.exited()) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    run.kill();
+                    let retry = matches!(
+                        e,
+                        NotReady::Exited {
+                            addr_in_use: true,
+                            ..
+                        }
+                    );
+                    last = e;
+                    if !retry {
+                        break;
+                    }
+                    thread::sleep(BIND_RETRY_PAUSE);
+                }
+            }
+        }
+        Err(self.not_ready(i, &last))
+    }
+
+    fn not_ready(&self, i: usize, why: &NotReady) -> Error {
+        let spec = &self.nodes[i].spec;
+        Error::NotReady {
+            index: i,
+            port: spec.port,
+            waited: process::READY_TIMEOUT,
+            why: why.describe(),
+            log: spec.log_tail(),
+        }
+    }
+
+    /// Waits for the first start of master `index`; on a bind race moves it to a fresh port
+    /// (nobody knows its URL yet).
+    fn finish_first_start(&mut self, index: usize, builder: &ClusterBuilder) -> Result<()> {
+        for _ in 0..FIRST_START_ATTEMPTS {
+            let node = &self.nodes[index];
+            let res = {
+                let mut run = node.run();
+                process::wait_ready(&node.spec, || run.exited())
+            };
+            match res {
+                Ok(()) => return Ok(()),
+                Err(NotReady::Exited {
+                    addr_in_use: true, ..
+                }) => {
+                    let old = &mut self.nodes[index];
+                    old.run().kill();
+                    ports::release(old.spec.port);
+                    old.spec.port = ports::reserve()?;
+                    let child = old.spec.spawn()?;
+                    let mut run = old.run();
+                    run.pid = Some(child.id());
+                    run.child = Some(child);
+                }
+                Err(e) => return Err(self.not_ready(index, &e)),
+            }
+        }
+        let _ = builder;
+        Err(self.not_ready(index, &NotReady::TimedOut))
+    }
+
+    /// Moves master `i`'s wall clock by `offset_secs` (added to any earlier jump), as seen
+    /// by the server through libfaketime. Only `CLOCK_REALTIME` moves: key expiry (which
+    /// Redis bases on the wall clock) jumps, the monotonic clock does not.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] unless the cluster was built with
+    /// [`faketime(true)`](ClusterBuilder::faketime).
+    pub fn jump_clock(&self, i: usize, offset_secs: i64) -> Result<()> {
+        let now = self.clock_offset(i)?;
+        self.set_clock_offset(i, now.saturating_add(offset_secs))
+    }
+
+    /// Sets master `i`'s total clock offset from real time (0 undoes every jump).
+    ///
+    /// # Errors
+    /// As [`jump_clock`](Cluster::jump_clock).
+    pub fn set_clock_offset(&self, i: usize, offset_secs: i64) -> Result<()> {
+        let node = self.node(i)?;
+        self.require_faketime(node)?;
+        process::write_clock(&node.spec.clock_path(), offset_secs)
+    }
+
+    /// Master `i`'s current total clock offset in seconds.
+    ///
+    /// # Errors
+    /// As [`jump_clock`](Cluster::jump_clock).
+    pub fn clock_offset(&self, i: usize) -> Result<i64> {
+        let node = self.node(i)?;
+        self.require_faketime(node)?;
+        Ok(process::read_clock(&node.spec.clock_path()))
+    }
+
+    fn require_faketime(&self, node: &Node) -> Result<()> {
+        if node.spec.faketime.is_none() {
+            return Err(Error::Unsupported {
+                fault: "jump_clock",
+                backend: self.backend,
+                reason: "build the cluster with .faketime(true)",
+            });
+        }
+        Ok(())
+    }
+
+    fn no_proxy(&self, fault: &'static str) -> Error {
+        Error::Unsupported {
+            fault,
+            backend: self.backend,
+            reason: "build the cluster with .proxy(true)",
+        }
+    }
+
+    /// Isolates master `i` from its clients. See [`Cut`] for the two flavours.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] on the process backend without the proxy.
+    pub fn cut_off(&self, i: usize, how: Cut) -> Result<()> {
+        self.node(i)?;
+        let _ = how;
+        Err(self.no_proxy("cut_off"))
+    }
+
+    /// Undoes [`cut_off`](Cluster::cut_off), [`set_latency`](Cluster::set_latency) and
+    /// [`drop_replies`](Cluster::drop_replies).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] on the process backend without the proxy.
+    pub fn heal(&self, i: usize) -> Result<()> {
+        self.node(i)?;
+        Err(self.no_proxy("heal"))
+    }
+
+    /// Delays every chunk forwarded to and from master `i` by `one_way`, so a round trip
+    /// gains at least twice that.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] without the proxy.
+    pub fn set_latency(&self, i: usize, one_way: Duration) -> Result<()> {
+        self.node(i)?;
+        let _ = one_way;
+        Err(self.no_proxy("set_latency"))
+    }
+
+    /// While on, requests reach master `i` but its replies are swallowed: the write lands,
+    /// the client never hears about it.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] without the proxy.
+    pub fn drop_replies(&self, i: usize, on: bool) -> Result<()> {
+        self.node(i)?;
+        let _ = on;
+        Err(self.no_proxy("drop_replies"))
+    }
+
+    /// A description of the running masters that [`Cluster::attach`] can turn back into a
+    /// handle, e.g. from another process.
+    pub fn state(&self) -> State {
+        State {
+            backend: self.backend,
+            masters: self
+                .nodes
+                .iter()
+                .map(|n| MasterRecord {
+                    port: n.spec.port,
+                    pid: {
+                        let mut run = n.run();
+                        if run.alive() { run.pid } else { None }
+                    },
+                    dir: n.spec.dir.clone(),
+                    redis_server: n.spec.redis_server.clone(),
+                    faketime: n.spec.faketime.clone(),
+                    proxy_port: n.proxy_port,
+                })
+                .collect(),
+        }
+    }
+
+    /// Gives up ownership: the servers keep running after this handle is gone.
+    ///
+    /// # Errors
+    /// [`Error::Config`] unless the cluster was built
+    /// [`detached`](ClusterBuilder::detached) (its servers would die with this process).
+    pub fn into_state(mut self) -> Result<State> {
+        if self.nodes.iter().any(|n| !n.spec.detached) {
+            return Err(Error::Config(
+                "into_state needs a cluster built with .detached(true)".into(),
+            ));
+        }
+        let state = self.state();
+        self.owned = false;
+        // The Child handles are dropped without waiting: the servers are reparented to
+        // init when we exit, which reaps them.
+        for n in &mut self.nodes {
+            n.run().child = None;
+        }
+        Ok(state)
+    }
+
+    /// A handle on masters described by `state` (from [`Cluster::into_state`]). Dropping it
+    /// leaves them running; [`Cluster::shutdown`] stops them. Restarts spawn detached.
+    pub fn attach(state: &State) -> Cluster {
+        let nodes = state
+            .masters
+            .iter()
+            .map(|m| {
+                let spec = Spec {
+                    redis_server: m.redis_server.clone(),
+                    port: m.port,
+                    dir: m.dir.clone(),
+                    faketime: m.faketime.clone(),
+                    detached: true,
+                };
+                let node = Node::new(spec, m.proxy_port);
+                node.run().pid = m.pid;
+                node
+            })
+            .collect();
+        Cluster {
+            backend: state.backend,
+            nodes,
+            owned: false,
+        }
+    }
+
+    /// Stops every master and removes its files, whether or not this handle owns them.
+    pub fn shutdown(mut self) {
+        self.teardown();
+        self.owned = false;
+    }
+
+    fn teardown(&mut self) {
+        for node in &self.nodes {
+            node.run().kill();
+            let _ = std::fs::remove_dir_all(&node.spec.dir);
+            ports::release(node.spec.port);
+            if let Some(p) = node.proxy_port {
+                ports::release(p);
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.owned {
+            self.teardown();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn cluster_is_send_and_sync() {
+        assert_send_sync::<Cluster>();
+        assert_send_sync::<Error>();
+    }
+
+    #[test]
+    fn zero_masters_is_a_config_error() {
+        assert!(matches!(
+            Cluster::builder().masters(0).build(),
+            Err(Error::Config(_))
+        ));
+    }
+
+    #[test]
+    fn backend_round_trips_through_strings() {
+        for b in [Backend::Process, Backend::Docker, Backend::Auto] {
+            assert_eq!(b.to_string().parse::<Backend>().unwrap(), b);
+        }
+        assert!("podman".parse::<Backend>().is_err());
+    }
+}

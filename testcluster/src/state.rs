@@ -1,0 +1,183 @@
+//! A cluster described as text, so the CLI can find what an earlier `up` started.
+//!
+//! The format is line-based, one master per line, tab-separated `key=value` fields, so it
+//! needs no serde and a human can read it when something is left behind.
+
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use crate::cluster::Backend;
+use crate::error::{Error, Result};
+
+const HEADER: &str = "testcluster-state v1";
+
+/// Enough about a running cluster to re-attach to it (see [`crate::Cluster::attach`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct State {
+    pub(crate) backend: Backend,
+    pub(crate) masters: Vec<MasterRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MasterRecord {
+    pub port: u16,
+    pub pid: Option<u32>,
+    pub dir: PathBuf,
+    pub redis_server: PathBuf,
+    pub faketime: Option<PathBuf>,
+    pub proxy_port: Option<u16>,
+}
+
+impl State {
+    /// The backend the masters run on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Number of masters.
+    pub fn len(&self) -> usize {
+        self.masters.len()
+    }
+
+    /// True when no master is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.masters.is_empty()
+    }
+
+    /// Reads a state file.
+    ///
+    /// # Errors
+    /// [`Error::State`] when it is missing or malformed.
+    pub fn load(path: &Path) -> Result<State> {
+        let text = fs::read_to_string(path).map_err(|e| Error::State {
+            path: path.into(),
+            reason: e.to_string(),
+        })?;
+        text.parse().map_err(|e: Error| Error::State {
+            path: path.into(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Writes a state file atomically (write to a temp file, rename), creating its dir.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn save(&self, path: &Path) -> Result<()> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        }
+        let tmp = path.with_extension("tmp");
+        fs::write(&tmp, self.to_string())
+            .and_then(|()| fs::rename(&tmp, path))
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))
+    }
+}
+
+fn opt<T: fmt::Display>(v: &Option<T>) -> String {
+    v.as_ref().map(ToString::to_string).unwrap_or_default()
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{HEADER}")?;
+        writeln!(f, "backend={}", self.backend)?;
+        for m in &self.masters {
+            writeln!(
+                f,
+                "master\tport={}\tpid={}\tproxy_port={}\tdir={}\tredis_server={}\tfaketime={}",
+                m.port,
+                opt(&m.pid),
+                opt(&m.proxy_port),
+                m.dir.display(),
+                m.redis_server.display(),
+                opt(&m.faketime.as_ref().map(|p| p.display().to_string())),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for State {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<State> {
+        let bad = |why: String| Error::Config(why);
+        let mut lines = s.lines();
+        if lines.next() != Some(HEADER) {
+            return Err(bad(format!("first line is not {HEADER:?}")));
+        }
+        let backend = lines
+            .next()
+            .and_then(|l| l.strip_prefix("backend="))
+            .ok_or_else(|| bad("missing backend= line".into()))?
+            .parse()?;
+        let mut masters = Vec::new();
+        for line in lines.filter(|l| !l.trim().is_empty()) {
+            let mut fields = line.split('\t');
+            if fields.next() != Some("master") {
+                return Err(bad(format!("unexpected line {line:?}")));
+            }
+            let get = |key: &str| -> Option<&str> {
+                line.split('\t')
+                    .skip(1)
+                    .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
+                    .filter(|v| !v.is_empty())
+            };
+            let num = |key: &str| -> Result<Option<u32>> {
+                get(key)
+                    .map(|v| v.parse().map_err(|_| bad(format!("bad {key}={v}"))))
+                    .transpose()
+            };
+            let port = num("port")?.ok_or_else(|| bad(format!("no port in {line:?}")))?;
+            let to_port = |p: u32| u16::try_from(p).map_err(|_| bad(format!("bad port {p}")));
+            masters.push(MasterRecord {
+                port: to_port(port)?,
+                pid: num("pid")?,
+                proxy_port: num("proxy_port")?.map(to_port).transpose()?,
+                dir: get("dir")
+                    .map(PathBuf::from)
+                    .ok_or_else(|| bad(format!("no dir in {line:?}")))?,
+                redis_server: get("redis_server").unwrap_or("redis-server").into(),
+                faketime: get("faketime").map(PathBuf::from),
+            });
+        }
+        Ok(State { backend, masters })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_text() {
+        let s = State {
+            backend: Backend::Process,
+            masters: vec![
+                MasterRecord {
+                    port: 21000,
+                    pid: Some(42),
+                    dir: "/tmp/testcluster-1-0".into(),
+                    redis_server: "/usr/bin/redis-server".into(),
+                    faketime: Some("/lib/faketime.so".into()),
+                    proxy_port: Some(21001),
+                },
+                MasterRecord {
+                    port: 21002,
+                    pid: None,
+                    dir: "/tmp/with space".into(),
+                    redis_server: "redis-server".into(),
+                    faketime: None,
+                    proxy_port: None,
+                },
+            ],
+        };
+        let text = s.to_string();
+        assert_eq!(text.parse::<State>().unwrap(), s);
+        assert!("garbage".parse::<State>().is_err());
+    }
+}
