@@ -1,0 +1,13 @@
+-- Acquire a Redlock on one master, and (when fencing is on) take the next fencing token.
+-- KEYS[1] = lock key, KEYS[2] = fencing counter of the namespace
+-- ARGV[1] = owner token, ARGV[2] = ttl in ms, ARGV[3] = "1" to increment the fencing counter
+-- Returns -1 when the key is held by anyone (including an older round of ours), else the new
+-- counter value (0 when fencing is off). Atomic on this master, so the counter only moves for
+-- a grant.
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  if ARGV[3] == '1' then
+    return redis.call('INCR', KEYS[2])
+  end
+  return 0
+end
+return -1

@@ -1,0 +1,302 @@
+//! The builder, its defaults, and the validation of everything a caller can pass in.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::lock::Redlock;
+
+/// Default number of acquire rounds: unbounded, so the acquire wait alone ends the retries.
+pub const DEFAULT_RETRY_COUNT: Option<u32> = None;
+/// Default base delay between two acquire rounds.
+pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_millis(20);
+/// Default random jitter added to each retry delay (uniform in `0..=jitter`), so that
+/// contending clients do not retry in lockstep.
+pub const DEFAULT_RETRY_JITTER: Duration = Duration::from_millis(20);
+/// Default bound on every single call to one master. Small against the TTL, as the Redlock spec
+/// asks (5–50 ms for a 10 s TTL): a paused or black-holed master costs at most this much.
+pub const DEFAULT_MASTER_TIMEOUT: Duration = Duration::from_millis(50);
+/// Default bound on opening a connection to one master (at build and on reconnect).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Default clock drift factor: the validity of a lock is shortened by `ttl * factor + 2 ms`.
+pub const DEFAULT_DRIFT_FACTOR: f64 = 0.01;
+/// The fixed part of the drift allowance (from the Redlock spec).
+pub const DRIFT_FIXED: Duration = Duration::from_millis(2);
+/// Default time [`Redlock::acquire`] keeps retrying before it gives up.
+pub const DEFAULT_ACQUIRE_WAIT: Duration = Duration::from_secs(10);
+/// Default prefix of every key this crate writes.
+pub const DEFAULT_KEY_PREFIX: &str = "redquorum:";
+/// Fencing tokens are on by default: they are what makes a lock safe against paused holders.
+pub const DEFAULT_FENCING: bool = true;
+/// Largest TTL accepted. Longer leases are almost always a bug (and a crashed holder would block
+/// the resource for that long); use [`Redlock::with_lock`] to hold a lock for long work.
+pub const MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// The per-master timeout must be at most this fraction of a lock's TTL: a round may take up to
+/// one timeout, and that time is lost from the validity.
+pub const MIN_TTL_PER_TIMEOUT: u32 = 10;
+
+/// Settings shared by every operation of one [`Redlock`]. Built by [`Builder`].
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) retry_count: Option<u32>,
+    pub(crate) retry_delay: Duration,
+    pub(crate) retry_jitter: Duration,
+    pub(crate) master_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) drift_factor: f64,
+    pub(crate) acquire_wait: Duration,
+    pub(crate) key_prefix: String,
+    pub(crate) fencing: bool,
+    pub(crate) restart_quarantine: Option<Duration>,
+}
+
+impl Config {
+    /// The key a resource's lock lives under.
+    pub(crate) fn lock_key(&self, resource: &str) -> String {
+        format!("{}lock:{}", self.key_prefix, resource)
+    }
+
+    /// The fencing counter of this key namespace (one per prefix, on every master).
+    pub(crate) fn fence_key(&self) -> String {
+        format!("{}fence", self.key_prefix)
+    }
+
+    /// Rejects TTLs that cannot give a useful lock.
+    pub(crate) fn check_ttl(&self, ttl: Duration) -> Result<()> {
+        let invalid = |reason: String| Err(Error::InvalidTtl { ttl, reason });
+        if ttl.is_zero() {
+            return invalid("ttl must be positive".into());
+        }
+        if ttl > MAX_TTL {
+            return invalid(format!("ttl must be at most {MAX_TTL:?}"));
+        }
+        if ttl < Duration::from_millis(1) {
+            return invalid("ttl must be at least 1 ms (redis expires in milliseconds)".into());
+        }
+        if self.master_timeout * MIN_TTL_PER_TIMEOUT > ttl {
+            return invalid(format!(
+                "the per-master timeout ({:?}) must be at most 1/{MIN_TTL_PER_TIMEOUT} of the ttl",
+                self.master_timeout
+            ));
+        }
+        let drift = crate::quorum::drift(ttl, self.drift_factor);
+        if drift + self.master_timeout >= ttl {
+            return invalid(format!(
+                "drift ({drift:?}) and the per-master timeout ({:?}) leave no validity",
+                self.master_timeout
+            ));
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn check_resource(resource: &str) -> Result<()> {
+    if resource.is_empty() {
+        return Err(Error::EmptyResource);
+    }
+    Ok(())
+}
+
+/// Configures and connects a [`Redlock`]. Created by [`Redlock::builder`].
+///
+/// ```no_run
+/// # async fn run() -> redquorum::Result<()> {
+/// use std::time::Duration;
+/// let redlock = redquorum::Redlock::builder()
+///     .masters(["redis://10.0.0.1:6379", "redis://10.0.0.2:6379", "redis://10.0.0.3:6379"])
+///     .master_timeout(Duration::from_millis(20))
+///     .build()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[must_use]
+#[derive(Clone, Debug)]
+pub struct Builder {
+    pub(crate) masters: Vec<String>,
+    pub(crate) config: Config,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self {
+            masters: Vec::new(),
+            config: Config {
+                retry_count: DEFAULT_RETRY_COUNT,
+                retry_delay: DEFAULT_RETRY_DELAY,
+                retry_jitter: DEFAULT_RETRY_JITTER,
+                master_timeout: DEFAULT_MASTER_TIMEOUT,
+                connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+                drift_factor: DEFAULT_DRIFT_FACTOR,
+                acquire_wait: DEFAULT_ACQUIRE_WAIT,
+                key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
+                fencing: DEFAULT_FENCING,
+                restart_quarantine: None,
+            },
+        }
+    }
+}
+
+impl Builder {
+    /// The independent Redis masters (`redis://[user:password@]host:port[/db]` URLs). Their
+    /// order defines the master indices used in errors. Typically 5; any N >= 1 works, and the
+    /// quorum is `N / 2 + 1`. No default: at least one is required.
+    pub fn masters<I, S>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.masters = urls.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Maximum number of rounds [`Redlock::acquire`] tries. Default: unbounded
+    /// ([`DEFAULT_RETRY_COUNT`]), so that the acquire wait alone bounds it.
+    pub fn retry_count(mut self, count: u32) -> Self {
+        self.config.retry_count = Some(count);
+        self
+    }
+
+    /// Base delay between acquire rounds. Default [`DEFAULT_RETRY_DELAY`].
+    pub fn retry_delay(mut self, delay: Duration) -> Self {
+        self.config.retry_delay = delay;
+        self
+    }
+
+    /// Maximum random jitter added to each retry delay. Default [`DEFAULT_RETRY_JITTER`].
+    pub fn retry_jitter(mut self, jitter: Duration) -> Self {
+        self.config.retry_jitter = jitter;
+        self
+    }
+
+    /// Bound on each call to one master. Default [`DEFAULT_MASTER_TIMEOUT`]. Must be well below
+    /// the TTLs used (at most 1/[`MIN_TTL_PER_TIMEOUT`] of them).
+    pub fn master_timeout(mut self, timeout: Duration) -> Self {
+        self.config.master_timeout = timeout;
+        self
+    }
+
+    /// Bound on opening a connection to one master. Default [`DEFAULT_CONNECT_TIMEOUT`].
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// Clock drift factor, in `[0, 0.5)`. Default [`DEFAULT_DRIFT_FACTOR`]. The validity of a
+    /// lock is `ttl - elapsed - (ttl * factor + 2 ms)`.
+    pub fn drift_factor(mut self, factor: f64) -> Self {
+        self.config.drift_factor = factor;
+        self
+    }
+
+    /// How long [`Redlock::acquire`] keeps retrying. Default [`DEFAULT_ACQUIRE_WAIT`].
+    pub fn acquire_wait(mut self, wait: Duration) -> Self {
+        self.config.acquire_wait = wait;
+        self
+    }
+
+    /// Prefix of every key written (lock keys are `<prefix>lock:<resource>`, the fencing counter
+    /// is `<prefix>fence`). Default [`DEFAULT_KEY_PREFIX`].
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.config.key_prefix = prefix.into();
+        self
+    }
+
+    /// Whether acquisitions carry fencing tokens. Default [`DEFAULT_FENCING`] (on). Off saves
+    /// the counter increment and, rarely, one write-back round trip.
+    pub fn fencing(mut self, on: bool) -> Self {
+        self.config.fencing = on;
+        self
+    }
+
+    /// Delayed-restart protection: do not count the votes of a master that restarted (new
+    /// `run_id`, or uptime below this) less than `max_lock_ttl` ago, because it may have lost
+    /// keys it granted. Set it to the largest TTL your application uses. Default: off.
+    pub fn restart_quarantine(mut self, max_lock_ttl: Duration) -> Self {
+        self.config.restart_quarantine = Some(max_lock_ttl);
+        self
+    }
+
+    /// Validates the settings, connects to every master concurrently, checks that no two URLs
+    /// are the same server, and returns the client.
+    ///
+    /// A master that is down does not fail the build as long as a quorum is reachable; the
+    /// client keeps trying to connect to it in the background.
+    ///
+    /// # Errors
+    /// [`Error::NoMasters`], [`Error::InvalidUrl`], [`Error::InvalidConfig`],
+    /// [`Error::DuplicateMaster`], or [`Error::QuorumUnreachable`] when fewer than a quorum of
+    /// masters answer within the connect timeout.
+    pub async fn build(self) -> Result<Redlock> {
+        self.validate()?;
+        Redlock::connect(self).await
+    }
+
+    fn validate(&self) -> Result<()> {
+        let c = &self.config;
+        if self.masters.is_empty() {
+            return Err(Error::NoMasters);
+        }
+        let bad = |what: &str| Err(Error::InvalidConfig(what.to_owned()));
+        if c.master_timeout.is_zero() {
+            return bad("master timeout must be positive");
+        }
+        if c.connect_timeout.is_zero() {
+            return bad("connect timeout must be positive");
+        }
+        if !(0.0..0.5).contains(&c.drift_factor) || c.drift_factor.is_nan() {
+            return bad("drift factor must be in [0, 0.5)");
+        }
+        if c.retry_count == Some(0) {
+            return bad("retry count must be at least 1");
+        }
+        if c.retry_delay + c.retry_jitter > Duration::from_secs(60) {
+            return bad("retry delay plus jitter must be at most 60 s");
+        }
+        if let Some(q) = c.restart_quarantine
+            && q.is_zero()
+        {
+            return bad("restart quarantine must be positive");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Builder::default().config
+    }
+
+    #[test]
+    fn rejects_zero_huge_and_too_short_ttls() {
+        let c = config();
+        assert!(c.check_ttl(Duration::ZERO).is_err());
+        assert!(c.check_ttl(MAX_TTL + Duration::from_secs(1)).is_err());
+        // 50 ms timeout: a 400 ms TTL is below 10x the timeout.
+        assert!(c.check_ttl(Duration::from_millis(400)).is_err());
+        assert!(c.check_ttl(Duration::from_millis(500)).is_ok());
+        assert!(c.check_ttl(Duration::from_secs(10)).is_ok());
+    }
+
+    #[test]
+    fn builder_validation() {
+        assert!(matches!(
+            Builder::default().validate(),
+            Err(Error::NoMasters)
+        ));
+        let b = Builder::default().masters(["redis://127.0.0.1:1"]);
+        assert!(b.clone().drift_factor(0.7).validate().is_err());
+        assert!(b.clone().drift_factor(f64::NAN).validate().is_err());
+        assert!(b.clone().master_timeout(Duration::ZERO).validate().is_err());
+        assert!(b.clone().retry_count(0).validate().is_err());
+        assert!(b.validate().is_ok());
+    }
+
+    #[test]
+    fn keys_do_not_collide_with_the_fence_counter() {
+        let c = config();
+        assert_eq!(c.lock_key("fence"), "redquorum:lock:fence");
+        assert_eq!(c.fence_key(), "redquorum:fence");
+    }
+}

@@ -1,0 +1,303 @@
+//! The crate's one error type, and what each master answered in a round.
+
+use std::fmt;
+use std::time::Duration;
+
+/// A `Result` whose error is this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What one master answered in one round of a quorum operation.
+///
+/// A quorum failure keeps one of these per master, by index, so that a caller (or a log) can see
+/// *why* no quorum was reached: which masters refused, which timed out, which were down.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MasterReply {
+    /// The master did what was asked (set the key, extended it, deleted it).
+    Granted,
+    /// The master answered no: the key is held by another owner (or, for extend and release, no
+    /// longer holds this owner's token).
+    Refused,
+    /// The master did not answer within the per-master timeout.
+    TimedOut,
+    /// There is no usable connection to the master (refused, reset, reconnecting).
+    Unavailable(String),
+    /// The master answered with an error reply (for example `OOM`, `READONLY`, a script error).
+    ServerError(String),
+    /// The master's votes are not counted: it restarted less than the configured maximum lock TTL
+    /// ago and may have lost keys it had granted (delayed-restart protection).
+    Quarantined,
+    /// The round was decided before this master answered; its answer is not known.
+    NoAnswer,
+}
+
+impl MasterReply {
+    /// Whether this reply is a failure of the master (as opposed to an answer, yes or no).
+    pub fn is_failure(&self) -> bool {
+        matches!(
+            self,
+            Self::TimedOut | Self::Unavailable(_) | Self::ServerError(_) | Self::Quarantined
+        )
+    }
+}
+
+impl fmt::Display for MasterReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Granted => f.write_str("granted"),
+            Self::Refused => f.write_str("refused"),
+            Self::TimedOut => f.write_str("timed out"),
+            Self::Unavailable(why) => write!(f, "unavailable ({why})"),
+            Self::ServerError(msg) => write!(f, "error reply ({msg})"),
+            Self::Quarantined => f.write_str("quarantined after a restart"),
+            Self::NoAnswer => f.write_str("no answer before the round was decided"),
+        }
+    }
+}
+
+/// The replies of every master in one round, by master index.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Replies(pub(crate) Vec<MasterReply>);
+
+impl Replies {
+    /// The replies, indexed like the masters given to the builder.
+    pub fn as_slice(&self) -> &[MasterReply] {
+        &self.0
+    }
+
+    /// How many masters granted.
+    pub fn granted(&self) -> usize {
+        self.0
+            .iter()
+            .filter(|r| matches!(r, MasterReply::Granted))
+            .count()
+    }
+
+    /// How many masters failed (timed out, unavailable, error reply, quarantined).
+    pub fn failures(&self) -> usize {
+        self.0.iter().filter(|r| r.is_failure()).count()
+    }
+}
+
+impl fmt::Display for Replies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, reply) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "master {i}: {reply}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything that can go wrong in this crate.
+///
+/// Question methods ([`is_contended`](Error::is_contended), [`is_timeout`](Error::is_timeout),
+/// [`is_unavailable`](Error::is_unavailable), [`is_invalid_input`](Error::is_invalid_input)) let
+/// callers branch without matching on variants, which may grow.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The builder was given no master URLs.
+    #[error("no masters configured")]
+    NoMasters,
+    /// A master URL could not be parsed.
+    #[error("master {index}: invalid url {url}")]
+    InvalidUrl {
+        /// Position of the URL in the list given to the builder.
+        index: usize,
+        /// The URL, with any password redacted.
+        url: String,
+        /// What the parser said.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// Two configured masters are the same server (same address, or the same `run_id` behind two
+    /// addresses); counting it twice would break the quorum arithmetic.
+    #[error("masters {first} and {second} are the same server ({why})")]
+    DuplicateMaster {
+        /// Index of the first occurrence.
+        first: usize,
+        /// Index of the duplicate.
+        second: usize,
+        /// `"same address"` or `"same run_id <id>"`.
+        why: String,
+    },
+    /// A builder setting is out of range.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// The resource name is empty.
+    #[error("resource name is empty")]
+    EmptyResource,
+    /// The TTL is zero, too large, or leaves no validity after drift and the per-master timeout.
+    #[error("invalid ttl {ttl:?}: {reason}")]
+    InvalidTtl {
+        /// The TTL that was asked for.
+        ttl: Duration,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// Fewer than a quorum of masters could be reached when the client was built.
+    #[error("only {reachable} of {masters} masters reachable, a quorum needs {quorum}: {replies}")]
+    QuorumUnreachable {
+        /// Masters that answered.
+        reachable: usize,
+        /// Masters configured.
+        masters: usize,
+        /// Masters needed for a quorum.
+        quorum: usize,
+        /// What each master answered.
+        replies: Replies,
+    },
+    /// The lock is held by someone else and was not freed within the acquire wait (or the retry
+    /// count ran out).
+    #[error(
+        "resource {resource:?} still held by another owner after {attempts} attempts in {waited:?}: {replies}"
+    )]
+    Contended {
+        /// The resource asked for.
+        resource: String,
+        /// Rounds tried.
+        attempts: u32,
+        /// Time spent.
+        waited: Duration,
+        /// What each master answered in the last round.
+        replies: Replies,
+    },
+    /// The acquire wait ran out while no round could complete inside the validity window (the
+    /// masters were too slow for the TTL), without any sign of another owner.
+    #[error("acquire of {resource:?} timed out after {attempts} attempts in {waited:?}: {replies}")]
+    Timeout {
+        /// The resource asked for.
+        resource: String,
+        /// Rounds tried.
+        attempts: u32,
+        /// Time spent.
+        waited: Duration,
+        /// What each master answered in the last round.
+        replies: Replies,
+    },
+    /// So many masters failed (down, timed out, error replies) that no quorum is possible; the
+    /// operation failed fast instead of retrying.
+    #[error("no quorum possible, {failed} of {masters} masters failed: {replies}")]
+    Unavailable {
+        /// Masters that failed.
+        failed: usize,
+        /// Masters configured.
+        masters: usize,
+        /// What each master answered.
+        replies: Replies,
+    },
+    /// Extend or release found that this owner no longer holds the lock on a quorum.
+    #[error("lock on {resource:?} is no longer held on a quorum: {replies}")]
+    NotHeld {
+        /// The resource.
+        resource: String,
+        /// What each master answered.
+        replies: Replies,
+    },
+    /// A lock held by [`Redlock::with_lock`](crate::Redlock::with_lock) could not be extended
+    /// before its validity ran out; the closure ran (part of the time) without the lock.
+    #[error("lock on {resource:?} was lost while the closure ran")]
+    LockLost {
+        /// The resource.
+        resource: String,
+    },
+}
+
+impl Error {
+    /// The lock is held by someone else (the acquire wait or retry count ran out).
+    pub fn is_contended(&self) -> bool {
+        matches!(self, Self::Contended { .. })
+    }
+
+    /// The operation ran out of time (acquire wait, or rounds that could not finish within the
+    /// lock's validity).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout { .. } | Self::Contended { .. })
+    }
+
+    /// Too many masters are down or failing for a quorum.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Self::Unavailable { .. } | Self::QuorumUnreachable { .. }
+        )
+    }
+
+    /// The caller passed a bad argument or configuration; retrying cannot help.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(
+            self,
+            Self::NoMasters
+                | Self::InvalidUrl { .. }
+                | Self::DuplicateMaster { .. }
+                | Self::InvalidConfig(_)
+                | Self::EmptyResource
+                | Self::InvalidTtl { .. }
+        )
+    }
+
+    /// The lock was lost or is no longer held.
+    pub fn is_lost(&self) -> bool {
+        matches!(self, Self::NotHeld { .. } | Self::LockLost { .. })
+    }
+
+    /// The per-master replies of the failed round, where the error has them.
+    pub fn replies(&self) -> Option<&Replies> {
+        match self {
+            Self::QuorumUnreachable { replies, .. }
+            | Self::Contended { replies, .. }
+            | Self::Timeout { replies, .. }
+            | Self::Unavailable { replies, .. }
+            | Self::NotHeld { replies, .. } => Some(replies),
+            _ => None,
+        }
+    }
+}
+
+/// Redacts the password of a `redis://user:password@host` URL so it can be shown.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None => format!("{scheme}://***@{host}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact_url("redis://u:secret@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(redact_url("redis://secret@h:1"), "redis://***@h:1");
+        assert_eq!(redact_url("redis://h:1"), "redis://h:1");
+    }
+
+    #[test]
+    fn error_is_send_sync_static() {
+        fn check<T: Send + Sync + 'static + std::error::Error>() {}
+        check::<Error>();
+    }
+
+    #[test]
+    fn display_is_lowercase_without_trailing_punctuation() {
+        let e = Error::Unavailable {
+            failed: 3,
+            masters: 5,
+            replies: Replies(vec![MasterReply::Granted, MasterReply::TimedOut]),
+        };
+        let s = e.to_string();
+        assert!(s.starts_with("no quorum possible"));
+        assert!(s.contains("master 1: timed out"));
+        assert!(!s.ends_with('.'));
+    }
+}

@@ -1,0 +1,389 @@
+//! [`LockGuard`]: a held lock's validity, extend, release and drop behaviour; and the
+//! auto-extending lease behind [`Redlock::with_lock`](crate::Redlock::with_lock).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::Value;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, field};
+
+use crate::error::{Error, MasterReply, Replies, Result};
+use crate::lock::Redlock;
+use crate::quorum::{Decision, drift, fan_out, validity};
+use crate::scripts::{EXTEND, RELEASE, ScriptCall};
+
+/// A lock held on a quorum of masters.
+///
+/// The lock is safe to rely on only while [`is_valid`](Self::is_valid) is true: after that the
+/// keys may have expired and someone else may hold the lock. Pass the
+/// [`fencing_token`](Self::fencing_token) to the protected resource so that it can reject writes
+/// from a holder that was paused past its validity.
+///
+/// # Drop
+/// Dropping a guard without calling [`release`](Self::release) spawns a best-effort release on
+/// the current tokio runtime and returns at once (it never blocks). Outside a runtime nothing
+/// is sent and the keys expire after their TTL. Prefer `release().await`, which reports whether
+/// a quorum released.
+pub struct LockGuard {
+    redlock: Redlock,
+    resource: String,
+    key: String,
+    token: String,
+    valid_until: Instant,
+    fencing_token: Option<u64>,
+    released: bool,
+}
+
+impl std::fmt::Debug for LockGuard {
+    // The owner token is left out: anyone holding it can release or extend the lock.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("resource", &self.resource)
+            .field("remaining", &self.remaining())
+            .field("fencing_token", &self.fencing_token)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LockGuard {
+    pub(crate) fn new(
+        redlock: Redlock,
+        resource: &str,
+        token: String,
+        valid_until: Instant,
+        fencing_token: Option<u64>,
+    ) -> Self {
+        let key = redlock.config().lock_key(resource);
+        Self {
+            redlock,
+            resource: resource.to_owned(),
+            key,
+            token,
+            valid_until,
+            fencing_token,
+            released: false,
+        }
+    }
+
+    /// The resource this lock is for.
+    pub fn resource(&self) -> &str {
+        &self.resource
+    }
+
+    /// Validity left: the TTL minus the time the acquire (or last extend) round took, minus the
+    /// clock-drift allowance, minus the time since. Zero once expired.
+    pub fn remaining(&self) -> Duration {
+        self.valid_until.saturating_duration_since(Instant::now())
+    }
+
+    /// The instant (on tokio's monotonic clock) the lock stops being valid.
+    pub fn valid_until(&self) -> Instant {
+        self.valid_until
+    }
+
+    /// Whether the validity has not run out yet.
+    pub fn is_valid(&self) -> bool {
+        Instant::now() < self.valid_until
+    }
+
+    /// The fencing token of this acquisition, if fencing is on: strictly larger than the token
+    /// of any earlier acquisition in the same key namespace. Send it with every write to the
+    /// protected resource, which must reject a token lower than one it has seen.
+    pub fn fencing_token(&self) -> Option<u64> {
+        self.fencing_token
+    }
+
+    /// Extends the lock to `ttl` from now, if this owner still holds it on a quorum.
+    ///
+    /// Only keys that still carry this owner's token are extended; a key that expired is never
+    /// re-created (someone else may hold the lock), and a failed extend never deletes anything,
+    /// so the guard stays valid until its old validity runs out.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTtl`] for a bad TTL; [`Error::NotHeld`] when a quorum no longer has this
+    /// owner's key; [`Error::Unavailable`] when too many masters failed to answer;
+    /// [`Error::Timeout`] when the round took so long that no validity is left.
+    pub async fn extend(&mut self, ttl: Duration) -> Result<()> {
+        let config = self.redlock.config();
+        config.check_ttl(ttl)?;
+        let inner = &self.redlock.inner;
+        let span = tracing::debug_span!("extend", resource = %self.resource, votes = field::Empty,
+            elapsed_us = field::Empty);
+        let call = Arc::new(ScriptCall::new(
+            &EXTEND,
+            vec![self.key.clone()],
+            vec![self.token.clone(), (ttl.as_millis() as u64).to_string()],
+        ));
+        let t0 = Instant::now();
+        let round = fan_out(
+            inner.masters.len(),
+            inner.quorum,
+            |i| {
+                let master = inner.masters[i].clone();
+                let call = call.clone();
+                let quarantined = self.redlock.is_quarantined(&master);
+                async move {
+                    if quarantined {
+                        return Err(MasterReply::Quarantined);
+                    }
+                    master.run(&call).await
+                }
+            },
+            |answer| matches!(answer, Ok(Value::Int(1))),
+        )
+        .instrument(span.clone())
+        .await;
+        let replies = replies_of(&round.answers);
+        span.record("votes", replies.granted());
+        span.record("elapsed_us", t0.elapsed().as_micros() as u64);
+        if round.decision == Decision::Won {
+            let drift = drift(ttl, config.drift_factor);
+            return match validity(ttl, t0.elapsed(), drift) {
+                Some(valid) => {
+                    self.valid_until = Instant::now() + valid;
+                    Ok(())
+                }
+                None => Err(Error::Timeout {
+                    resource: self.resource.clone(),
+                    attempts: 1,
+                    waited: t0.elapsed(),
+                    replies,
+                }),
+            };
+        }
+        Err(self.quorum_failure(replies))
+    }
+
+    /// Releases the lock on every master (compare-and-delete: only this owner's keys).
+    ///
+    /// Returns once the outcome is known for a quorum; the calls to the other masters finish in
+    /// the background. `Ok(true)`: a quorum deleted this owner's key. `Ok(false)`: a quorum did
+    /// not hold it any more (it had expired, so the lock was not held until now).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when too many masters failed to answer for the outcome to be known;
+    /// the keys then expire after their TTL.
+    pub async fn release(mut self) -> Result<bool> {
+        self.released = true;
+        let inner = &self.redlock.inner;
+        let span = tracing::debug_span!("release", resource = %self.resource, votes = field::Empty,
+            elapsed_us = field::Empty);
+        let t0 = Instant::now();
+        let call = Arc::new(ScriptCall::new(
+            &RELEASE,
+            vec![self.key.clone()],
+            vec![self.token.clone()],
+        ));
+        let round = fan_out(
+            inner.masters.len(),
+            inner.quorum,
+            |i| {
+                let master = inner.masters[i].clone();
+                let call = call.clone();
+                async move { master.run(&call).await }
+            },
+            |answer| matches!(answer, Ok(Value::Int(1))),
+        )
+        .instrument(span.clone())
+        .await;
+        let replies = replies_of(&round.answers);
+        span.record("votes", replies.granted());
+        span.record("elapsed_us", t0.elapsed().as_micros() as u64);
+        match round.decision {
+            Decision::Won => Ok(true),
+            _ => match self.quorum_failure(replies) {
+                Error::NotHeld { .. } => Ok(false),
+                other => Err(other),
+            },
+        }
+    }
+
+    fn quorum_failure(&self, replies: Replies) -> Error {
+        let n = self.redlock.masters();
+        if replies.failures() > n - self.redlock.quorum() {
+            Error::Unavailable {
+                failed: replies.failures(),
+                masters: n,
+                replies,
+            }
+        } else {
+            Error::NotHeld {
+                resource: self.resource.clone(),
+                replies,
+            }
+        }
+    }
+}
+
+fn replies_of(answers: &[Option<std::result::Result<Value, MasterReply>>]) -> Replies {
+    Replies(
+        answers
+            .iter()
+            .map(|a| match a {
+                None => MasterReply::NoAnswer,
+                Some(Ok(Value::Int(1))) => MasterReply::Granted,
+                Some(Ok(_)) => MasterReply::Refused,
+                Some(Err(reply)) => reply.clone(),
+            })
+            .collect(),
+    )
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let guard = LockGuard {
+            redlock: self.redlock.clone(),
+            resource: std::mem::take(&mut self.resource),
+            key: std::mem::take(&mut self.key),
+            token: std::mem::take(&mut self.token),
+            valid_until: self.valid_until,
+            fencing_token: self.fencing_token,
+            released: false,
+        };
+        self.released = true;
+        handle.spawn(async move {
+            let _ = guard.release().await;
+        });
+    }
+}
+
+/// What the closure of [`Redlock::with_lock`](crate::Redlock::with_lock) gets: the lock's
+/// fencing token and a way to learn that the lock was lost.
+#[derive(Clone, Debug)]
+pub struct LockContext {
+    resource: Arc<str>,
+    fencing_token: Option<u64>,
+    lost: CancellationToken,
+    valid_until: watch::Receiver<Instant>,
+}
+
+impl LockContext {
+    /// The resource held.
+    pub fn resource(&self) -> &str {
+        &self.resource
+    }
+
+    /// The fencing token of this acquisition (see [`LockGuard::fencing_token`]).
+    pub fn fencing_token(&self) -> Option<u64> {
+        self.fencing_token
+    }
+
+    /// Whether the lock was lost (it could not be extended before its validity ran out).
+    pub fn is_lost(&self) -> bool {
+        self.lost.is_cancelled()
+    }
+
+    /// Completes when the lock is lost; never completes while it is held. Use it in a
+    /// `tokio::select!` to stop work that must not continue without the lock.
+    pub async fn lost(&self) {
+        self.lost.cancelled().await;
+    }
+
+    /// Validity left as of the last successful extension.
+    pub fn remaining(&self) -> Duration {
+        self.valid_until
+            .borrow()
+            .saturating_duration_since(Instant::now())
+    }
+}
+
+/// A guard handed to a background task that keeps extending it.
+pub(crate) struct Lease {
+    stop: CancellationToken,
+    lost: CancellationToken,
+    task: Option<tokio::task::JoinHandle<LockGuard>>,
+}
+
+impl Lease {
+    pub(crate) fn start(guard: LockGuard, ttl: Duration) -> (Self, LockContext) {
+        let stop = CancellationToken::new();
+        let lost = CancellationToken::new();
+        let (valid_tx, valid_rx) = watch::channel(guard.valid_until());
+        let context = LockContext {
+            resource: guard.resource().into(),
+            fencing_token: guard.fencing_token(),
+            lost: lost.clone(),
+            valid_until: valid_rx,
+        };
+        let task = tokio::spawn(watchdog(guard, ttl, stop.clone(), lost.clone(), valid_tx));
+        (
+            Self {
+                stop,
+                lost,
+                task: Some(task),
+            },
+            context,
+        )
+    }
+
+    /// Stops extending and hands the guard back, with whether the lock was lost meanwhile.
+    pub(crate) async fn stop(mut self) -> (Option<LockGuard>, bool) {
+        self.stop.cancel();
+        let guard = match self.task.take() {
+            Some(task) => task.await.ok(),
+            None => None,
+        };
+        (guard, self.lost.is_cancelled())
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // with_lock was cancelled or its closure panicked: stop extending; the watchdog then
+        // drops the guard, which releases it.
+        self.stop.cancel();
+    }
+}
+
+/// Extends the lock every third of its TTL; signals `lost` when the validity runs out before an
+/// extension succeeds, or as soon as a quorum says the lock is no longer ours.
+async fn watchdog(
+    mut guard: LockGuard,
+    ttl: Duration,
+    stop: CancellationToken,
+    lost: CancellationToken,
+    valid_tx: watch::Sender<Instant>,
+) -> LockGuard {
+    let mut next = Instant::now() + ttl / 3;
+    loop {
+        // Never sleep past the validity: loss must be signalled on time.
+        let wake = next.min(guard.valid_until());
+        tokio::select! {
+            _ = stop.cancelled() => return guard,
+            _ = tokio::time::sleep_until(wake) => {}
+        }
+        if !guard.is_valid() {
+            tracing::warn!(
+                resource = guard.resource(),
+                "lock validity ran out before it could be extended"
+            );
+            lost.cancel();
+            return guard;
+        }
+        match guard.extend(ttl).await {
+            Ok(()) => {
+                let _ = valid_tx.send(guard.valid_until());
+                next = Instant::now() + ttl / 3;
+            }
+            Err(e @ Error::NotHeld { .. }) => {
+                tracing::warn!(resource = guard.resource(), error = %e, "lock lost");
+                lost.cancel();
+                return guard;
+            }
+            Err(e) => {
+                // Transient (masters slow or down): retry soon, while validity lasts.
+                tracing::debug!(resource = guard.resource(), error = %e, "extend failed, retrying");
+                next = Instant::now() + (ttl / 20).max(Duration::from_millis(10));
+            }
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! Vote counting, validity arithmetic, and the concurrent fan-out to all masters.
+//!
+//! The pure parts ([`Tally`], [`drift`], [`validity`]) are unit-tested here; [`fan_out`] is
+//! exercised against real masters by the integration tests.
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+
+use crate::config::DRIFT_FIXED;
+
+/// Votes needed out of `n`: a strict majority, so two quorums always share a master.
+pub(crate) fn quorum(n: usize) -> usize {
+    n / 2 + 1
+}
+
+/// The state of a round after a vote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Neither outcome is certain yet.
+    Pending,
+    /// At least a quorum voted yes.
+    Won,
+    /// So many voted no (or failed) that a quorum can no longer be reached.
+    Lost,
+}
+
+/// Counts yes and no votes and decides as early as the outcome is certain.
+///
+/// Works for any N, even N included: with N = 4 (quorum 3), two no votes already make a quorum
+/// impossible, so an even split never leaves the round waiting.
+#[derive(Clone, Debug)]
+pub(crate) struct Tally {
+    n: usize,
+    quorum: usize,
+    yes: usize,
+    no: usize,
+}
+
+impl Tally {
+    #[cfg(test)]
+    pub(crate) fn new(n: usize) -> Self {
+        Self::needing(n, quorum(n))
+    }
+
+    /// A tally that needs `needed` yes votes out of `n` (for rounds that start with some votes
+    /// already known, like the fencing write-back).
+    pub(crate) fn needing(n: usize, needed: usize) -> Self {
+        Self {
+            n,
+            quorum: needed,
+            yes: 0,
+            no: 0,
+        }
+    }
+
+    pub(crate) fn record(&mut self, yes: bool) -> Decision {
+        if yes {
+            self.yes += 1;
+        } else {
+            self.no += 1;
+        }
+        self.decision()
+    }
+
+    pub(crate) fn decision(&self) -> Decision {
+        if self.yes >= self.quorum {
+            Decision::Won
+        } else if self.no > self.n.saturating_sub(self.quorum) || self.quorum > self.n {
+            Decision::Lost
+        } else {
+            Decision::Pending
+        }
+    }
+}
+
+/// The clock-drift allowance the Redlock spec subtracts from the validity.
+pub(crate) fn drift(ttl: Duration, factor: f64) -> Duration {
+    ttl.mul_f64(factor) + DRIFT_FIXED
+}
+
+/// `ttl - elapsed - drift`, or `None` when that is not positive (the lock must not be used).
+///
+/// Saturating: a round that took longer than the TTL yields `None`, never a wrapped-around huge
+/// validity (a bug of a peer library).
+pub(crate) fn validity(ttl: Duration, elapsed: Duration, drift: Duration) -> Option<Duration> {
+    ttl.checked_sub(elapsed)?
+        .checked_sub(drift)
+        .filter(|v| !v.is_zero())
+}
+
+/// The answers of one round: one slot per master, `None` where the round was decided before
+/// that master answered.
+pub(crate) struct Round<T> {
+    pub(crate) answers: Vec<Option<T>>,
+    pub(crate) decision: Decision,
+}
+
+/// Sends one call to every master concurrently and returns as soon as the round is decided.
+///
+/// `call(i)` builds master `i`'s future; `vote` says whether an answer counts as yes; `needed`
+/// yes votes win (normally the quorum). Calls that
+/// are still running when the round is decided are not dropped (a release, for example, must
+/// still reach every master): they are driven to completion on a background task, and their
+/// answers are ignored.
+pub(crate) async fn fan_out<T, F, Fut>(
+    n: usize,
+    needed: usize,
+    call: F,
+    vote: impl Fn(&T) -> bool,
+) -> Round<T>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+{
+    let mut pending: FuturesUnordered<_> = (0..n)
+        .map(|i| {
+            let fut = call(i);
+            async move { (i, fut.await) }
+        })
+        .collect();
+    let mut answers: Vec<Option<T>> = (0..n).map(|_| None).collect();
+    let mut tally = Tally::needing(n, needed);
+    let mut decision = tally.decision();
+    if decision != Decision::Pending {
+        return Round { answers, decision };
+    }
+    while let Some((i, answer)) = pending.next().await {
+        decision = tally.record(vote(&answer));
+        answers[i] = Some(answer);
+        if decision != Decision::Pending {
+            break;
+        }
+    }
+    if !pending.is_empty() {
+        // Each straggler may already have written to its master; let it finish so that the
+        // command order on that master's connection (e.g. a SET followed by our rollback DEL)
+        // is what we sent. Its answer no longer matters.
+        tokio::spawn(pending.for_each(|_| async {}));
+    }
+    Round { answers, decision }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_is_a_strict_majority() {
+        assert_eq!(quorum(1), 1);
+        assert_eq!(quorum(2), 2);
+        assert_eq!(quorum(3), 2);
+        assert_eq!(quorum(4), 3);
+        assert_eq!(quorum(5), 3);
+    }
+
+    #[test]
+    fn decides_success_early() {
+        let mut t = Tally::new(5);
+        assert_eq!(t.record(true), Decision::Pending);
+        assert_eq!(t.record(true), Decision::Pending);
+        assert_eq!(t.record(true), Decision::Won);
+    }
+
+    #[test]
+    fn decides_failure_as_soon_as_quorum_is_impossible() {
+        let mut t = Tally::new(5);
+        assert_eq!(t.record(false), Decision::Pending);
+        assert_eq!(t.record(false), Decision::Pending);
+        assert_eq!(t.record(false), Decision::Lost);
+    }
+
+    #[test]
+    fn even_n_split_does_not_hang() {
+        // N = 4, quorum 3: after 2 yes and 2 no, the round must be lost, not pending.
+        let mut t = Tally::new(4);
+        t.record(true);
+        t.record(true);
+        assert_eq!(t.record(false), Decision::Pending);
+        assert_eq!(t.record(false), Decision::Lost);
+        // N = 2: one no already loses.
+        let mut t = Tally::new(2);
+        assert_eq!(t.record(true), Decision::Pending);
+        assert_eq!(t.record(false), Decision::Lost);
+    }
+
+    #[test]
+    fn single_master() {
+        let mut t = Tally::new(1);
+        assert_eq!(t.record(true), Decision::Won);
+        let mut t = Tally::new(1);
+        assert_eq!(t.record(false), Decision::Lost);
+    }
+
+    #[test]
+    fn drift_follows_the_spec() {
+        assert_eq!(
+            drift(Duration::from_secs(10), 0.01),
+            Duration::from_millis(102)
+        );
+        assert_eq!(drift(Duration::from_secs(1), 0.0), Duration::from_millis(2));
+    }
+
+    #[test]
+    fn validity_subtracts_elapsed_and_drift() {
+        let ttl = Duration::from_secs(10);
+        let d = drift(ttl, 0.01);
+        assert_eq!(
+            validity(ttl, Duration::from_millis(8), d),
+            Some(Duration::from_millis(10_000 - 8 - 102))
+        );
+    }
+
+    #[test]
+    fn validity_never_underflows() {
+        let ttl = Duration::from_millis(100);
+        let d = drift(ttl, 0.01);
+        assert_eq!(validity(ttl, Duration::from_millis(200), d), None);
+        assert_eq!(validity(ttl, Duration::from_millis(97), d), None);
+        assert_eq!(validity(ttl, ttl - d, d), None);
+    }
+
+    #[tokio::test]
+    async fn fan_out_returns_at_quorum_without_waiting_for_stragglers() {
+        tokio::time::pause();
+        let start = tokio::time::Instant::now();
+        let round = fan_out(
+            5,
+            3,
+            |i| async move {
+                // Masters 3 and 4 are "paused": they answer only after an hour.
+                let wait = if i >= 3 { 3600 } else { 0 };
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+                true
+            },
+            |yes| *yes,
+        )
+        .await;
+        assert_eq!(round.decision, Decision::Won);
+        assert!(start.elapsed() < Duration::from_secs(1));
+        assert_eq!(round.answers.iter().filter(|a| a.is_some()).count(), 3);
+    }
+}
