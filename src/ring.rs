@@ -32,6 +32,17 @@
 //! [`HashRing::remove`] keeps the order of the rest, so the winner of a tie never changes
 //! while both nodes stay in the ring. The `tie-ab` / `tie-ba` vectors pin this behaviour
 //! down against libmemcached.
+//!
+//! # Movement on add and remove
+//!
+//! With equal weights every node gets the same number of digests whatever `n` is, so removing
+//! a node moves only that node's keys and adding one moves keys only onto it. Two
+//! libmemcached-compatible exceptions: at the `n` where `f32` rounding gives 39 digests
+//! instead of 40 (25, 47, 50, 55, ...), crossing that `n` drops or restores every node's 40th
+//! digest, moving about 1/40 of the keys between surviving nodes; and with unequal weights
+//! every node's digest count is recomputed from its new share, so survivors also trade the
+//! keys of the digests they gained or lost. Since digest `i` is the same string whatever the
+//! count, only those digests' arcs change hands.
 
 use std::fmt;
 
