@@ -70,6 +70,7 @@
 //! - `lock`: [`Redlock`]: connect, acquire rounds, fencing write-back, retry policy.
 //! - `guard`: [`LockGuard`] (extend, release, drop) and the auto-extending lease of
 //!   [`Redlock::with_lock`].
+//! - `ring`: [`HashRing`], ketama consistent hashing byte-compatible with libmemcached.
 //!
 //! ## Cancellation
 //! Dropping an `acquire` future part-way rolls its round back in the background. Dropping a
@@ -84,6 +85,7 @@ mod guard;
 mod lock;
 mod master;
 mod quorum;
+mod ring;
 mod scripts;
 
 pub use config::{
@@ -94,3 +96,4 @@ pub use config::{
 pub use error::{Error, MasterReply, Replies, Result};
 pub use guard::{LockContext, LockGuard};
 pub use lock::Redlock;
+pub use ring::{HashRing, RingNode};
