@@ -97,3 +97,8 @@ pub use error::{Error, MasterReply, Replies, Result};
 pub use guard::{LockContext, LockGuard};
 pub use lock::Redlock;
 pub use ring::{HashRing, RingNode};
+
+// Compiles the README's example as a doctest, so the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
