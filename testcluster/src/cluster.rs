@@ -1,6 +1,7 @@
 //! `Cluster` and its builder: the public face of the harness.
 
 use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Child;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,6 +12,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::ports;
 use crate::process::{self, NotReady, Spec};
+use crate::proxy::{FaultProxy, Faults};
 use crate::state::{MasterRecord, State};
 
 /// Masters started by [`Cluster::builder`] unless told otherwise (the usual Redlock N).
@@ -114,7 +116,7 @@ pub struct ClusterBuilder {
     proxy: bool,
     faketime: bool,
     redis_server: PathBuf,
-    faketime_lib: PathBuf,
+    faketime_lib: Option<PathBuf>,
     detached: bool,
 }
 
@@ -128,9 +130,7 @@ impl Default for ClusterBuilder {
             redis_server: std::env::var_os("TESTCLUSTER_REDIS_SERVER")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_REDIS_SERVER)),
-            faketime_lib: std::env::var_os("TESTCLUSTER_FAKETIME_LIB")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(process::DEFAULT_FAKETIME_LIB)),
+            faketime_lib: std::env::var_os("TESTCLUSTER_FAKETIME_LIB").map(PathBuf::from),
             detached: false,
         }
     }
@@ -156,7 +156,13 @@ impl ClusterBuilder {
         self
     }
 
-    /// Preload libfaketime into every master so [`Cluster::jump_clock`] works. Default off.
+    /// Preload a clock shim into every master so [`Cluster::jump_clock`] works. Default off.
+    ///
+    /// The shim (built from this crate's `csrc/clockshim.c`) is a small, allocation-free
+    /// subset of libfaketime: it reads the same `FAKETIME_TIMESTAMP_FILE` format and fakes
+    /// only the wall clock. libfaketime itself deadlocks at start-up in any redis-server
+    /// linked with jemalloc, which is Debian's and the official image's; use
+    /// [`faketime_lib`](ClusterBuilder::faketime_lib) for a redis built with libc malloc.
     pub fn faketime(mut self, on: bool) -> Self {
         self.faketime = on;
         self
@@ -169,10 +175,12 @@ impl ClusterBuilder {
         self
     }
 
-    /// The libfaketime shared object. Default Debian's `libfaketimeMT.so.1`, or
-    /// `$TESTCLUSTER_FAKETIME_LIB`.
+    /// Preload this libfaketime-compatible library instead of the built-in shim when
+    /// [`faketime`](ClusterBuilder::faketime) is on; it gets `FAKETIME_TIMESTAMP_FILE`,
+    /// `FAKETIME_NO_CACHE=1` and `FAKETIME_DONT_FAKE_MONOTONIC=1`. Default: the built-in
+    /// shim, or `$TESTCLUSTER_FAKETIME_LIB`.
     pub fn faketime_lib(mut self, path: impl Into<PathBuf>) -> Self {
-        self.faketime_lib = path.into();
+        self.faketime_lib = Some(path.into());
         self
     }
 
@@ -195,11 +203,21 @@ impl ClusterBuilder {
         if self.masters == 0 {
             return Err(Error::Config("a cluster needs at least one master".into()));
         }
-        if self.faketime && !self.faketime_lib.exists() {
-            return Err(Error::Config(format!(
-                "faketime(true) but {} does not exist (install libfaketime or set TESTCLUSTER_FAKETIME_LIB)",
-                self.faketime_lib.display()
-            )));
+        if self.faketime {
+            match &self.faketime_lib {
+                Some(lib) if !lib.exists() => {
+                    return Err(Error::Config(format!(
+                        "faketime library {} does not exist",
+                        lib.display()
+                    )));
+                }
+                None if !process::clock_shim_available() => {
+                    return Err(Error::Config(
+                        "faketime(true) but this build has no clock shim (no C compiler at build time); set faketime_lib".into(),
+                    ));
+                }
+                _ => {}
+            }
         }
         let backend = match self.backend {
             Backend::Auto => Backend::Process,
@@ -216,17 +234,11 @@ impl ClusterBuilder {
     }
 
     fn build_process(self) -> Result<Cluster> {
-        if self.proxy {
-            return Err(Error::Unsupported {
-                fault: "proxy",
-                backend: Backend::Process,
-                reason: "the fault proxy is not implemented yet",
-            });
-        }
         let mut cluster = Cluster {
             backend: Backend::Process,
             nodes: Vec::with_capacity(self.masters),
             owned: true,
+            proxy_pid: None,
         };
         // Spawn everything first and wait afterwards: startup is mostly waiting.
         let mut pending = Vec::with_capacity(self.masters);
@@ -234,7 +246,24 @@ impl ClusterBuilder {
             let spec = self.new_spec()?;
             spec.prepare(true)?;
             let child = spec.spawn();
-            let node = Node::new(spec, None);
+            let mut node = Node::new(spec, None);
+            if self.proxy {
+                let proxy = start_proxy(node.spec.port);
+                match proxy {
+                    Ok(p) => {
+                        node.proxy_port = Some(p.port());
+                        node.proxy = Some(p);
+                    }
+                    Err(e) => {
+                        if let Ok(mut c) = child {
+                            let _ = c.kill();
+                            let _ = c.wait();
+                        }
+                        cluster.nodes.push(node);
+                        return Err(e);
+                    }
+                }
+            }
             let child = match child {
                 Ok(c) => c,
                 Err(e) => {
@@ -255,14 +284,39 @@ impl ClusterBuilder {
 
     fn new_spec(&self) -> Result<Spec> {
         let n = DIR_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("testcluster-{}-{n}", std::process::id()));
+        let faketime = self.faketime.then(|| {
+            self.faketime_lib
+                .clone()
+                .unwrap_or_else(|| dir.join(process::CLOCK_SHIM_NAME))
+        });
         Ok(Spec {
             redis_server: self.redis_server.clone(),
             port: ports::reserve()?,
-            dir: std::env::temp_dir().join(format!("testcluster-{}-{n}", std::process::id())),
-            faketime: self.faketime.then(|| self.faketime_lib.clone()),
+            dir,
+            faketime,
             detached: self.detached,
         })
     }
+}
+
+/// A proxy on a reserved port; retries a few ports in case another process won the race.
+fn start_proxy(upstream_port: u16) -> Result<FaultProxy> {
+    let upstream = SocketAddr::from((Ipv4Addr::LOCALHOST, upstream_port));
+    let mut last = None;
+    for _ in 0..FIRST_START_ATTEMPTS {
+        let port = ports::reserve()?;
+        match FaultProxy::start(port, upstream) {
+            Ok(p) => return Ok(p),
+            Err(e) => {
+                ports::release(port);
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or(Error::NoFreePort {
+        attempts: FIRST_START_ATTEMPTS,
+    }))
 }
 
 /// A master's mutable run state.
@@ -277,7 +331,10 @@ struct Run {
 #[derive(Debug)]
 struct Node {
     spec: Spec,
+    /// Set whenever clients are meant to go through a proxy, even one running in another
+    /// process (the CLI's helper), where `proxy` is `None`.
     proxy_port: Option<u16>,
+    proxy: Option<FaultProxy>,
     run: Mutex<Run>,
 }
 
@@ -286,6 +343,7 @@ impl Node {
         Node {
             spec,
             proxy_port,
+            proxy: None,
             run: Mutex::new(Run::default()),
         }
     }
@@ -364,6 +422,8 @@ pub struct Cluster {
     /// False for clusters re-attached from a state file: dropping those leaves the
     /// servers alone (the CLI's `status` must not stop what `up` started).
     owned: bool,
+    /// Carried through from an attached [`State`] so re-saving it keeps the CLI's helper.
+    proxy_pid: Option<u32>,
 }
 
 impl Cluster {
@@ -614,7 +674,8 @@ impl Cluster {
     }
 
     /// Moves master `i`'s wall clock by `offset_secs` (added to any earlier jump), as seen
-    /// by the server through libfaketime. Only `CLOCK_REALTIME` moves: key expiry (which
+    /// by the server through the clock shim (see [`ClusterBuilder::faketime`]); the change
+    /// is visible to the server when this returns. Only `CLOCK_REALTIME` moves: key expiry (which
     /// Redis bases on the wall clock) jumps, the monotonic clock does not.
     ///
     /// # Errors
@@ -656,54 +717,71 @@ impl Cluster {
         Ok(())
     }
 
-    fn no_proxy(&self, fault: &'static str) -> Error {
-        Error::Unsupported {
-            fault,
-            backend: self.backend,
-            reason: "build the cluster with .proxy(true)",
+    fn proxy(&self, i: usize, fault: &'static str) -> Result<&FaultProxy> {
+        let node = self.node(i)?;
+        match (&node.proxy, node.proxy_port) {
+            (Some(p), _) => Ok(p),
+            (None, Some(_)) => Err(Error::Unsupported {
+                fault,
+                backend: self.backend,
+                reason: "the proxy runs in the `testcluster up --proxy` helper process; use the CLI's fault commands",
+            }),
+            (None, None) => Err(Error::Unsupported {
+                fault,
+                backend: self.backend,
+                reason: "build the cluster with .proxy(true)",
+            }),
         }
     }
 
-    /// Isolates master `i` from its clients. See [`Cut`] for the two flavours.
+    /// Isolates master `i` from its clients (through the proxy). See [`Cut`] for the two
+    /// flavours; both apply to connections already open. The server itself keeps running
+    /// and is still reachable on [`direct_url`](Cluster::direct_url).
     ///
     /// # Errors
-    /// [`Error::Unsupported`] on the process backend without the proxy.
+    /// [`Error::Unsupported`] without [`proxy(true)`](ClusterBuilder::proxy).
     pub fn cut_off(&self, i: usize, how: Cut) -> Result<()> {
-        self.node(i)?;
-        let _ = how;
-        Err(self.no_proxy("cut_off"))
+        self.proxy(i, "cut_off")?.set_cut(Some(how));
+        Ok(())
     }
 
     /// Undoes [`cut_off`](Cluster::cut_off), [`set_latency`](Cluster::set_latency) and
-    /// [`drop_replies`](Cluster::drop_replies).
+    /// [`drop_replies`](Cluster::drop_replies). Connections that lost bytes meanwhile are
+    /// reset (see [`FaultProxy::heal`]); clients must reconnect on them.
     ///
     /// # Errors
-    /// [`Error::Unsupported`] on the process backend without the proxy.
+    /// [`Error::Unsupported`] without [`proxy(true)`](ClusterBuilder::proxy).
     pub fn heal(&self, i: usize) -> Result<()> {
-        self.node(i)?;
-        Err(self.no_proxy("heal"))
+        self.proxy(i, "heal")?.heal();
+        Ok(())
     }
 
-    /// Delays every chunk forwarded to and from master `i` by `one_way`, so a round trip
-    /// gains at least twice that.
+    /// Delays every chunk forwarded to and from master `i` by `one_way`, so a request and
+    /// its reply gain at least twice that. `Duration::ZERO` removes the delay.
     ///
     /// # Errors
-    /// [`Error::Unsupported`] without the proxy.
+    /// [`Error::Unsupported`] without [`proxy(true)`](ClusterBuilder::proxy).
     pub fn set_latency(&self, i: usize, one_way: Duration) -> Result<()> {
-        self.node(i)?;
-        let _ = one_way;
-        Err(self.no_proxy("set_latency"))
+        self.proxy(i, "set_latency")?.set_latency(one_way);
+        Ok(())
     }
 
-    /// While on, requests reach master `i` but its replies are swallowed: the write lands,
-    /// the client never hears about it.
+    /// While on, requests reach master `i` but its replies are swallowed: a `SET` lands,
+    /// the client never hears about it and times out.
     ///
     /// # Errors
-    /// [`Error::Unsupported`] without the proxy.
+    /// [`Error::Unsupported`] without [`proxy(true)`](ClusterBuilder::proxy).
     pub fn drop_replies(&self, i: usize, on: bool) -> Result<()> {
-        self.node(i)?;
-        let _ = on;
-        Err(self.no_proxy("drop_replies"))
+        self.proxy(i, "drop_replies")?.set_drop_replies(on);
+        Ok(())
+    }
+
+    /// The proxy faults in force on master `i`.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] without [`proxy(true)`](ClusterBuilder::proxy).
+    pub fn faults(&self, i: usize) -> Result<Faults> {
+        Ok(self.proxy(i, "faults")?.faults())
     }
 
     /// A description of the running masters that [`Cluster::attach`] can turn back into a
@@ -726,6 +804,7 @@ impl Cluster {
                     proxy_port: n.proxy_port,
                 })
                 .collect(),
+            proxy_pid: self.proxy_pid,
         }
     }
 
@@ -746,6 +825,8 @@ impl Cluster {
         // init when we exit, which reaps them.
         for n in &mut self.nodes {
             n.run().child = None;
+            // In-process proxies cannot outlive us; the CLI restarts them in a helper.
+            n.proxy = None;
         }
         Ok(state)
     }
@@ -773,6 +854,7 @@ impl Cluster {
             backend: state.backend,
             nodes,
             owned: false,
+            proxy_pid: state.proxy_pid,
         }
     }
 
@@ -783,7 +865,9 @@ impl Cluster {
     }
 
     fn teardown(&mut self) {
-        for node in &self.nodes {
+        for node in &mut self.nodes {
+            // Proxies first, so no client sees a half-dead master through them.
+            node.proxy = None;
             node.run().kill();
             let _ = std::fs::remove_dir_all(&node.spec.dir);
             ports::release(node.spec.port);

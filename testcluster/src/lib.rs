@@ -3,7 +3,8 @@
 //! `testcluster` starts N independent `redis-server` masters (local processes, or Docker
 //! containers) on free ports, waits until each answers `PING`, and lets a test hurt them:
 //! pause (SIGSTOP), kill, restart with or without their data, cut them off or slow them
-//! through a TCP proxy, lose replies, and jump their wall clock with libfaketime.
+//! through a TCP proxy, lose replies, and jump their wall clock (a libfaketime-style
+//! preload shim).
 //! Everything is synchronous (std threads and processes), so it works from plain `#[test]`s
 //! and from `#[tokio::test(flavor = "multi_thread")]` alike.
 //!
@@ -13,8 +14,10 @@
 //! never silently skipped. What it does not do: replication, Redis Cluster mode, TLS, AUTH.
 //!
 //! # Layout
+//! - [`checker`]: a mutual-exclusion checker and a fenced store model for lock tests.
 //! - `cluster`: [`Cluster`], [`ClusterBuilder`] and the fault enums, the public face.
 //! - `process`: spawning, signalling and readiness-polling local `redis-server`s.
+//! - `proxy`: [`FaultProxy`], the TCP proxy behind cut-off, latency and lost replies.
 //! - `ports`: free loopback ports that stay reserved across restarts.
 //! - `state`: [`State`], the text form the CLI keeps between invocations.
 //! - [`resp`]: a tiny blocking RESP client for readiness checks and raw assertions.
@@ -46,10 +49,12 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod checker;
 mod cluster;
 mod error;
 mod ports;
 mod process;
+mod proxy;
 pub mod resp;
 mod state;
 
@@ -58,5 +63,5 @@ pub use cluster::{
     Status,
 };
 pub use error::{Error, Result};
-pub use process::DEFAULT_FAKETIME_LIB;
+pub use proxy::{FaultProxy, Faults};
 pub use state::State;

@@ -13,8 +13,19 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::resp;
 
-/// Where Debian's libfaketime lives; the multi-threaded variant because redis has bio threads.
-pub const DEFAULT_FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+/// The clock shim built from `csrc/clockshim.c` (see there for why not libfaketime).
+const CLOCK_SHIM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libtcclock.so"));
+/// File name of the shim inside a master's dir.
+pub(crate) const CLOCK_SHIM_NAME: &str = "clockshim.so";
+
+/// False when the crate was built without a C compiler: no shim, no `faketime(true)`.
+pub(crate) fn clock_shim_available() -> bool {
+    !cfg!(tc_no_clock_shim) && !CLOCK_SHIM.is_empty()
+}
+
+/// How long a clock change takes to reach a server: the shim re-reads its file at most
+/// once a millisecond.
+const CLOCK_PROPAGATION: Duration = Duration::from_millis(3);
 
 /// How long a master gets to answer PING after a (re)start. Generous because tests run in
 /// parallel on small CI machines, and AOF loading on restart counts too.
@@ -28,7 +39,8 @@ pub(crate) struct Spec {
     pub redis_server: PathBuf,
     pub port: u16,
     pub dir: PathBuf,
-    /// Path of libfaketime to preload, if the clock may be jumped.
+    /// Library to preload so the clock can be jumped: `dir/clockshim.so` (written by
+    /// `prepare`) or a libfaketime-compatible library the user chose.
     pub faketime: Option<PathBuf>,
     /// Own session and no parent-death signal, so the server outlives this process (CLI).
     pub detached: bool,
@@ -55,8 +67,14 @@ impl Spec {
         }
         fs::create_dir_all(self.data_dir())
             .map_err(|e| Error::io(format!("creating {}", self.data_dir().display()), e))?;
-        if self.faketime.is_some() && !self.clock_path().exists() {
-            write_clock(&self.clock_path(), 0)?;
+        if let Some(lib) = &self.faketime {
+            if !self.clock_path().exists() {
+                write_clock(&self.clock_path(), 0)?;
+            }
+            if *lib == self.dir.join(CLOCK_SHIM_NAME) && !lib.exists() {
+                fs::write(lib, CLOCK_SHIM)
+                    .map_err(|e| Error::io(format!("writing {}", lib.display()), e))?;
+            }
         }
         Ok(())
     }
@@ -90,9 +108,10 @@ impl Spec {
         if let Some(lib) = &self.faketime {
             cmd.env("LD_PRELOAD", lib)
                 .env("FAKETIME_TIMESTAMP_FILE", self.clock_path())
+                // Both only matter to a real libfaketime; the shim always re-reads and never
+                // fakes monotonic clocks. Only the wall clock jumps: keys expire on it, while
+                // the server's event loop keeps a sane monotonic clock.
                 .env("FAKETIME_NO_CACHE", "1")
-                // Only the wall clock jumps: redis keys expire on it, while its event loop and
-                // our readiness timeouts keep a sane monotonic clock.
                 .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
         }
         if self.detached {
@@ -273,7 +292,9 @@ pub(crate) fn write_clock(path: &Path, offset_secs: i64) -> Result<()> {
     let tmp = path.with_extension("tmp");
     fs::write(&tmp, format!("{offset_secs:+}s\n"))
         .and_then(|()| fs::rename(&tmp, path))
-        .map_err(|e| Error::io(format!("writing {}", path.display()), e))
+        .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+    thread::sleep(CLOCK_PROPAGATION);
+    Ok(())
 }
 
 pub(crate) fn read_clock(path: &Path) -> i64 {

@@ -18,6 +18,7 @@ const HEADER: &str = "testcluster-state v1";
 pub struct State {
     pub(crate) backend: Backend,
     pub(crate) masters: Vec<MasterRecord>,
+    pub(crate) proxy_pid: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +35,16 @@ impl State {
     /// The backend the masters run on.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The pid of the process serving the masters' proxies (the CLI's helper), if any.
+    pub fn proxy_pid(&self) -> Option<u32> {
+        self.proxy_pid
+    }
+
+    /// Records the pid of the process serving the proxies.
+    pub fn set_proxy_pid(&mut self, pid: Option<u32>) {
+        self.proxy_pid = pid;
     }
 
     /// Number of masters.
@@ -85,6 +96,7 @@ impl fmt::Display for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{HEADER}")?;
         writeln!(f, "backend={}", self.backend)?;
+        writeln!(f, "proxy_pid={}", opt(&self.proxy_pid))?;
         for m in &self.masters {
             writeln!(
                 f,
@@ -116,7 +128,14 @@ impl FromStr for State {
             .ok_or_else(|| bad("missing backend= line".into()))?
             .parse()?;
         let mut masters = Vec::new();
+        let mut proxy_pid = None;
         for line in lines.filter(|l| !l.trim().is_empty()) {
+            if let Some(v) = line.strip_prefix("proxy_pid=") {
+                proxy_pid = (!v.is_empty())
+                    .then(|| v.parse().map_err(|_| bad(format!("bad proxy_pid={v}"))))
+                    .transpose()?;
+                continue;
+            }
             let mut fields = line.split('\t');
             if fields.next() != Some("master") {
                 return Err(bad(format!("unexpected line {line:?}")));
@@ -145,7 +164,11 @@ impl FromStr for State {
                 faketime: get("faketime").map(PathBuf::from),
             });
         }
-        Ok(State { backend, masters })
+        Ok(State {
+            backend,
+            masters,
+            proxy_pid,
+        })
     }
 }
 
@@ -175,6 +198,7 @@ mod tests {
                     proxy_port: None,
                 },
             ],
+            proxy_pid: Some(7),
         };
         let text = s.to_string();
         assert_eq!(text.parse::<State>().unwrap(), s);

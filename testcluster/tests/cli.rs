@@ -139,3 +139,75 @@ fn up_status_faults_and_down() {
         "status after down must fail"
     );
 }
+
+#[test]
+fn up_with_proxy_and_faketime_serves_faults_from_a_helper() {
+    let d = StateDir::new("proxy");
+    let urls: Vec<String> = d
+        .ok(&["up", "--masters", "2", "--proxy", "--faketime"])
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(urls.len(), 2);
+    // `up` has exited; the helper keeps the proxies alive.
+    for u in &urls {
+        assert!(resp::ping(u, T), "{u}");
+    }
+    let status = d.ok(&["status"]);
+    assert!(status.contains("proxy:pass"), "{status}");
+
+    d.ok(&["cut", "0"]);
+    assert!(!resp::ping(&urls[0], Duration::from_millis(300)));
+    assert!(resp::ping(&urls[1], T));
+    assert!(d.ok(&["status"]).contains("proxy:cut=blackhole"));
+    d.ok(&["heal", "0"]);
+    assert!(resp::ping(&urls[0], T));
+
+    d.ok(&["latency", "1", "150ms"]);
+    let started = std::time::Instant::now();
+    assert!(resp::ping(&urls[1], T));
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+    d.ok(&["latency", "1", "0"]);
+
+    d.ok(&["drop-replies", "0", "on"]);
+    assert!(resp::cmd(&urls[0], &["SET", "k", "v"], Duration::from_millis(300)).is_err());
+    d.ok(&["drop-replies", "0", "off"]);
+    assert_eq!(
+        resp::cmd(&urls[0], &["GET", "k"], T).unwrap(),
+        Value::Bulk(b"v".to_vec())
+    );
+
+    assert_eq!(
+        resp::cmd(&urls[1], &["SET", "lease", "x", "PX", "60000"], T).unwrap(),
+        Value::Simple("OK".into())
+    );
+    assert_eq!(d.ok(&["clock", "1", "+120s"]).trim(), "+120s");
+    assert_eq!(
+        resp::cmd(&urls[1], &["GET", "lease"], T).unwrap(),
+        Value::Nil
+    );
+
+    d.ok(&["down"]);
+    for u in &urls {
+        assert!(
+            !resp::ping(u, Duration::from_millis(200)),
+            "{u} survived down"
+        );
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(&d.0).unwrap().collect();
+    assert!(leftovers.is_empty(), "down left files: {leftovers:?}");
+}
+
+#[test]
+fn proxy_commands_without_proxy_fail_clearly() {
+    let d = StateDir::new("noproxy");
+    d.ok(&["up", "--masters", "1"]);
+    let out = d.run(&["cut", "0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--proxy"));
+    d.ok(&["down"]);
+}
