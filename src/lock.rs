@@ -74,7 +74,14 @@ impl Redlock {
             .iter()
             .enumerate()
             .map(|(i, url)| {
-                Master::new(i, url, config.master_timeout, config.connect_timeout).map(Arc::new)
+                Master::new(
+                    i,
+                    url,
+                    config.master_timeout,
+                    config.connect_timeout,
+                    config.restart_quarantine,
+                )
+                .map(Arc::new)
             })
             .collect::<Result<Vec<_>>>()?;
         for (j, b) in masters.iter().enumerate() {
@@ -123,6 +130,7 @@ impl Redlock {
             }
         }
         for (i, r) in results.iter().enumerate() {
+            masters[i].track_restarts();
             if let Err(why) = r {
                 tracing::warn!(master = i, addr = %masters[i].addr, %why,
                     "master unreachable at start; retrying in the background");
@@ -324,6 +332,9 @@ impl Redlock {
         let inner = &self.inner;
         let config = &inner.config;
         let n = inner.masters.len();
+        if config.fencing {
+            self.reseed_restarted_masters().await;
+        }
         let key = config.lock_key(resource);
         let token = uuid::Uuid::new_v4().simple().to_string();
         let ttl_ms = ttl.as_millis() as u64;
@@ -345,9 +356,12 @@ impl Redlock {
             |i| {
                 let master = inner.masters[i].clone();
                 let call = call.clone();
-                let quarantined = self.is_quarantined(&master);
+                // A restarted master whose fencing counter is not re-seeded yet must not vote:
+                // its grant could carry a token lower than one already handed out.
+                let excluded =
+                    self.is_quarantined(&master) || (config.fencing && master.needs_reseed());
                 async move {
-                    if quarantined {
+                    if excluded {
                         return Err(MasterReply::Quarantined);
                     }
                     master.run(&call).await.and_then(parse_acquire)
@@ -452,6 +466,74 @@ impl Redlock {
         )
         .await;
         (round.decision == Decision::Won).then_some(token)
+    }
+
+    /// Re-seeds the fencing counter of every master seen restarted: `counter = max(counter, m)`
+    /// where `m` is the largest counter among a majority of the other masters. Any token handed
+    /// out earlier is at most `m` (a majority had it), so the restarted master's grants give
+    /// larger tokens again. Cheap when nothing restarted (one atomic load per master).
+    async fn reseed_restarted_masters(&self) {
+        let inner = &self.inner;
+        let stale: Vec<usize> = (0..inner.masters.len())
+            .filter(|&i| inner.masters[i].needs_reseed())
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        let get = Arc::new({
+            let mut cmd = redis::cmd("GET");
+            cmd.arg(inner.config.fence_key());
+            cmd
+        });
+        let round = fan_out(
+            inner.masters.len(),
+            inner.quorum,
+            |i| {
+                let master = inner.masters[i].clone();
+                let get = get.clone();
+                let fresh = !stale.contains(&i);
+                async move {
+                    if !fresh {
+                        return Err(MasterReply::Quarantined);
+                    }
+                    match master.query(&get).await? {
+                        Value::Nil => Ok(0),
+                        value => redis::from_redis_value::<u64>(value)
+                            .map_err(|e| MasterReply::ServerError(e.to_string())),
+                    }
+                }
+            },
+            |answer: &std::result::Result<u64, MasterReply>| answer.is_ok(),
+        )
+        .await;
+        if round.decision != Decision::Won {
+            tracing::debug!("fencing re-seed postponed: no majority of counters readable");
+            return;
+        }
+        let seed = round
+            .answers
+            .iter()
+            .filter_map(|a| a.as_ref().and_then(|r| r.as_ref().ok()).copied())
+            .max()
+            .unwrap_or(0);
+        let call = ScriptCall::new(
+            &FENCE_RAISE,
+            vec![inner.config.fence_key()],
+            vec![seed.to_string()],
+        );
+        for i in stale {
+            let master = &inner.masters[i];
+            if let Ok(Value::Int(v)) = master.run(&call).await
+                && v as u64 >= seed
+            {
+                tracing::info!(
+                    master = i,
+                    seed,
+                    "fencing counter re-seeded after a restart"
+                );
+                master.reseeded();
+            }
+        }
     }
 
     /// Releases a failed round's keys on every master that may hold them: all but those that

@@ -41,10 +41,16 @@ pub(crate) struct Master {
     last_attempt_ms: AtomicU64,
     epoch: Instant,
     identity: Mutex<Option<Identity>>,
-    /// Set when a reconnect found a different `run_id` than before: the server restarted.
-    restarted: AtomicBool,
+    /// Set when a connection after the first found a server process we had not seen (new
+    /// `run_id`): it may have lost its fencing counter, so it must be re-seeded before its
+    /// votes count. Cleared by a successful re-seed.
+    reseed_needed: AtomicBool,
+    /// Off during `build()`: the servers seen then are the baseline, not restarts.
+    track_restarts: AtomicBool,
     timeout: Duration,
     connect_timeout: Duration,
+    /// The delayed-restart window, only to word the restart log message.
+    quarantine: Option<Duration>,
 }
 
 impl Master {
@@ -53,6 +59,7 @@ impl Master {
         url: &str,
         timeout: Duration,
         connect_timeout: Duration,
+        quarantine: Option<Duration>,
     ) -> Result<Self, Error> {
         let client = redis::Client::open(url).map_err(|source| Error::InvalidUrl {
             index,
@@ -68,9 +75,11 @@ impl Master {
             last_attempt_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             identity: Mutex::new(None),
-            restarted: AtomicBool::new(false),
+            reseed_needed: AtomicBool::new(false),
+            track_restarts: AtomicBool::new(false),
             timeout,
             connect_timeout,
+            quarantine,
         })
     }
 
@@ -86,10 +95,18 @@ impl Master {
             .clone()
     }
 
-    /// Returns and clears the "restarted since last looked" flag.
-    #[allow(dead_code)] // consumed by the fencing re-seed of restarted masters
-    pub(crate) fn take_restarted(&self) -> bool {
-        self.restarted.swap(false, Ordering::AcqRel)
+    /// Whether this master's fencing counter must be re-seeded before its votes count.
+    pub(crate) fn needs_reseed(&self) -> bool {
+        self.reseed_needed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn reseeded(&self) {
+        self.reseed_needed.store(false, Ordering::Release);
+    }
+
+    /// From now on, a server process not seen before is treated as a restart.
+    pub(crate) fn track_restarts(&self) {
+        self.track_restarts.store(true, Ordering::Release);
     }
 
     /// Connects (bounded by the connect timeout), records the server's identity, loads the
@@ -121,12 +138,19 @@ impl Master {
         };
         if let Some(identity) = parse_identity(&info, Instant::now()) {
             let mut known = self.identity.lock().expect("identity lock poisoned");
-            if let Some(old) = known.as_ref()
-                && old.run_id != identity.run_id
-            {
-                self.restarted.store(true, Ordering::Release);
-                tracing::warn!(master = self.index, addr = %self.addr, old_run_id = %old.run_id,
-                    new_run_id = %identity.run_id, "master restarted; it may have lost lock keys");
+            let new_process = known
+                .as_ref()
+                .is_none_or(|old| old.run_id != identity.run_id);
+            if new_process && self.track_restarts.load(Ordering::Acquire) {
+                self.reseed_needed.store(true, Ordering::Release);
+                if self.quarantine.is_some() {
+                    tracing::info!(master = self.index, addr = %self.addr, run_id = %identity.run_id,
+                        "master restarted; its votes wait out the restart quarantine");
+                } else {
+                    tracing::warn!(master = self.index, addr = %self.addr, run_id = %identity.run_id,
+                        "master restarted and restart quarantine is off: if it lost its data, \
+                         a lock it granted can now be granted twice");
+                }
             }
             *known = Some(identity);
         }
@@ -182,7 +206,6 @@ impl Master {
     }
 
     /// Runs one command, bounded by the per-master timeout.
-    #[allow(dead_code)] // used by the cache
     pub(crate) async fn query(self: &Arc<Self>, cmd: &Cmd) -> Result<Value, MasterReply> {
         let shared = self.connection()?;
         let mut conn = (*shared).clone();
