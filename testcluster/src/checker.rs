@@ -109,7 +109,10 @@ impl Checker {
 
     /// Records one holding.
     pub fn record(&self, holding: Holding) {
-        self.holdings.lock().expect("checker poisoned").push(holding);
+        self.holdings
+            .lock()
+            .expect("checker poisoned")
+            .push(holding);
     }
 
     /// Records one write attempt (see [`FencedStore::write`]).

@@ -9,6 +9,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
 
+use crate::docker;
 use crate::error::{Error, Result};
 use crate::ports;
 use crate::process::{self, NotReady, Spec};
@@ -26,6 +27,10 @@ const BIND_RETRIES: usize = 20;
 const BIND_RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// How many fresh ports a first start tries before giving up.
 const FIRST_START_ATTEMPTS: usize = 5;
+/// Containers get `.10` up to `.209` in their network's /24.
+const MAX_DOCKER_MASTERS: usize = 200;
+/// How long `Backend::Auto` waits for `docker info`.
+const AUTO_DOCKER_PROBE: Duration = Duration::from_secs(3);
 
 static DIR_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -35,7 +40,8 @@ static DIR_COUNTER: AtomicUsize = AtomicUsize::new(0);
 pub enum Backend {
     /// Local `redis-server` child processes on loopback ports.
     Process,
-    /// Containers of the locally built `redquorum-redis:local` image on a private network.
+    /// Containers of the locally built [`DOCKER_IMAGE`](crate::DOCKER_IMAGE) on a private
+    /// bridge network, one per cluster.
     Docker,
     /// Docker when `docker info` answers within about 3 seconds, else Process.
     Auto,
@@ -220,17 +226,98 @@ impl ClusterBuilder {
             }
         }
         let backend = match self.backend {
+            Backend::Auto if docker::engine_available(AUTO_DOCKER_PROBE) => Backend::Docker,
             Backend::Auto => Backend::Process,
             b => b,
         };
         match backend {
-            Backend::Process => self.build_process(),
-            _ => Err(Error::Unsupported {
-                fault: "start",
-                backend,
-                reason: "the docker backend is not implemented yet",
-            }),
+            Backend::Docker => self.build_docker(),
+            _ => self.build_process(),
         }
+    }
+
+    fn build_docker(self) -> Result<Cluster> {
+        if self.masters > MAX_DOCKER_MASTERS {
+            return Err(Error::Config(format!(
+                "the docker backend supports at most {MAX_DOCKER_MASTERS} masters"
+            )));
+        }
+        docker::ensure_image(&self.redis_server)?;
+        static REAPED: std::sync::Once = std::sync::Once::new();
+        REAPED.call_once(docker::reap_stale);
+        let n = DIR_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let network = format!("testcluster-{}-{n}", std::process::id());
+        // Detached (CLI) clusters outlive their creator, so must not look stale to reap_stale.
+        let owner = if self.detached {
+            "testcluster.owner=cli".to_string()
+        } else {
+            format!("testcluster.owner=pid-{}", std::process::id())
+        };
+        let prefix = docker::create_network(&network, &owner)?;
+        let mut cluster = Cluster {
+            backend: Backend::Docker,
+            nodes: Vec::with_capacity(self.masters),
+            owned: true,
+            proxy_pid: None,
+            docker: Some(DockerNet {
+                network: network.clone(),
+                via_ip: true,
+            }),
+        };
+        for index in 0..self.masters {
+            let ip = format!("{prefix}.{}", 10 + index);
+            let name = format!("{network}-{index}");
+            let mut spec = self.new_spec()?;
+            spec.prepare(true)?;
+            let mut started = Err(Error::NoFreePort { attempts: 0 });
+            for _ in 0..FIRST_START_ATTEMPTS {
+                started = docker::run_container(&docker::RunArgs {
+                    spec: &spec,
+                    name: &name,
+                    network: &network,
+                    ip: &ip,
+                    owner_label: &owner,
+                });
+                match &started {
+                    Err(Error::Docker { stderr, .. }) if is_port_taken(stderr) => {
+                        let _ = docker::docker(&["rm", "-f", &name], docker::CMD_TIMEOUT);
+                        ports::release(spec.port);
+                        spec.port = ports::reserve()?;
+                    }
+                    _ => break,
+                }
+            }
+            let mut node = Node::new(spec, None);
+            node.container = Some(Container { name, ip });
+            cluster.nodes.push(node);
+            started?;
+        }
+        for index in 0..self.masters {
+            let node = &cluster.nodes[index];
+            let name = &node.container.as_ref().expect("docker node").name;
+            process::wait_ready_at(&node.spec.url(), &node.spec, 10, || container_exited(name))
+                .map_err(|e| cluster.not_ready(index, &e))?;
+        }
+        // Container IPs are only routable from the engine's own host (not Docker Desktop);
+        // with them, a network disconnect is a true black hole for clients.
+        let via_ip = cluster
+            .nodes
+            .iter()
+            .all(|n| crate::resp::ping(&n.container_url(), Duration::from_millis(500)));
+        if let Some(d) = &mut cluster.docker {
+            d.via_ip = via_ip;
+        }
+        if self.proxy {
+            for index in 0..cluster.nodes.len() {
+                let upstream = crate::resp::parse_addr(&cluster.direct_url(index))
+                    .map_err(|e| Error::io("parsing a container address", e))?;
+                let p = start_proxy(upstream)?;
+                let node = &mut cluster.nodes[index];
+                node.proxy_port = Some(p.port());
+                node.proxy = Some(p);
+            }
+        }
+        Ok(cluster)
     }
 
     fn build_process(self) -> Result<Cluster> {
@@ -239,6 +326,7 @@ impl ClusterBuilder {
             nodes: Vec::with_capacity(self.masters),
             owned: true,
             proxy_pid: None,
+            docker: None,
         };
         // Spawn everything first and wait afterwards: startup is mostly waiting.
         let mut pending = Vec::with_capacity(self.masters);
@@ -248,7 +336,7 @@ impl ClusterBuilder {
             let child = spec.spawn();
             let mut node = Node::new(spec, None);
             if self.proxy {
-                let proxy = start_proxy(node.spec.port);
+                let proxy = start_proxy(SocketAddr::from((Ipv4Addr::LOCALHOST, node.spec.port)));
                 match proxy {
                     Ok(p) => {
                         node.proxy_port = Some(p.port());
@@ -301,8 +389,7 @@ impl ClusterBuilder {
 }
 
 /// A proxy on a reserved port; retries a few ports in case another process won the race.
-fn start_proxy(upstream_port: u16) -> Result<FaultProxy> {
-    let upstream = SocketAddr::from((Ipv4Addr::LOCALHOST, upstream_port));
+fn start_proxy(upstream: SocketAddr) -> Result<FaultProxy> {
     let mut last = None;
     for _ in 0..FIRST_START_ATTEMPTS {
         let port = ports::reserve()?;
@@ -317,6 +404,34 @@ fn start_proxy(upstream_port: u16) -> Result<FaultProxy> {
     Err(last.unwrap_or(Error::NoFreePort {
         attempts: FIRST_START_ATTEMPTS,
     }))
+}
+
+fn is_port_taken(docker_stderr: &str) -> bool {
+    docker_stderr.contains("port is already allocated")
+        || docker_stderr.contains("address already in use")
+}
+
+fn container_exited(name: &str) -> Option<String> {
+    match docker::status(name).as_deref() {
+        Some("running") | Some("paused") | Some("created") | Some("restarting") => None,
+        Some(other) => Some(format!("container is {other}")),
+        None => Some("container is gone".into()),
+    }
+}
+
+/// The cluster's private docker network.
+#[derive(Debug, Clone)]
+struct DockerNet {
+    network: String,
+    /// Clients use container IPs (true) or the published loopback ports (false).
+    via_ip: bool,
+}
+
+/// A master's container: fixed name and fixed IP, so restarts and reconnects keep its URL.
+#[derive(Debug, Clone)]
+struct Container {
+    name: String,
+    ip: String,
 }
 
 /// A master's mutable run state.
@@ -335,6 +450,7 @@ struct Node {
     /// process (the CLI's helper), where `proxy` is `None`.
     proxy_port: Option<u16>,
     proxy: Option<FaultProxy>,
+    container: Option<Container>,
     run: Mutex<Run>,
 }
 
@@ -344,7 +460,15 @@ impl Node {
             spec,
             proxy_port,
             proxy: None,
+            container: None,
             run: Mutex::new(Run::default()),
+        }
+    }
+
+    fn container_url(&self) -> String {
+        match &self.container {
+            Some(c) => format!("redis://{}:6379", c.ip),
+            None => self.spec.url(),
         }
     }
 
@@ -424,6 +548,7 @@ pub struct Cluster {
     owned: bool,
     /// Carried through from an attached [`State`] so re-saving it keeps the CLI's helper.
     proxy_pid: Option<u32>,
+    docker: Option<DockerNet>,
 }
 
 impl Cluster {
@@ -465,11 +590,16 @@ impl Cluster {
     /// # Panics
     /// If `i >= len()`.
     pub fn url(&self, i: usize) -> String {
-        let node = &self.nodes[i];
-        match node.proxy_port {
+        match self.nodes[i].proxy_port {
             Some(p) => format!("redis://127.0.0.1:{p}"),
-            None => node.spec.url(),
+            None => self.direct_url(i),
         }
+    }
+
+    /// True when clients reach the masters through fault proxies
+    /// ([`ClusterBuilder::proxy`]).
+    pub fn is_proxied(&self) -> bool {
+        self.nodes.iter().any(|n| n.proxy_port.is_some())
     }
 
     /// The URL of master `i` itself, bypassing any proxy: for checks a test makes behind
@@ -478,7 +608,18 @@ impl Cluster {
     /// # Panics
     /// If `i >= len()`.
     pub fn direct_url(&self, i: usize) -> String {
-        self.nodes[i].spec.url()
+        match &self.docker {
+            Some(d) if d.via_ip => self.nodes[i].container_url(),
+            _ => self.nodes[i].spec.url(),
+        }
+    }
+
+    /// The name of master `i`'s container (docker backend only).
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    pub fn container(&self, i: usize) -> Option<String> {
+        self.nodes[i].container.as_ref().map(|c| c.name.clone())
     }
 
     /// The tail of master `i`'s server log, for panic messages.
@@ -505,6 +646,9 @@ impl Cluster {
     /// # Panics
     /// If `i >= len()`.
     pub fn pid(&self, i: usize) -> Option<u32> {
+        if let Some(c) = &self.nodes[i].container {
+            return docker::pid(&c.name);
+        }
         let mut run = self.nodes[i].run();
         if run.alive() { run.pid } else { None }
     }
@@ -521,6 +665,13 @@ impl Cluster {
     /// # Panics
     /// If `i >= len()`.
     pub fn status(&self, i: usize) -> Status {
+        if let Some(c) = &self.nodes[i].container {
+            return match docker::status(&c.name).as_deref() {
+                Some("running") => Status::Running,
+                Some("paused") => Status::Paused,
+                _ => Status::Down,
+            };
+        }
         let mut run = self.nodes[i].run();
         if !run.alive() {
             return Status::Down;
@@ -536,12 +687,15 @@ impl Cluster {
     /// # Panics
     /// If `i >= len()`.
     pub fn is_running(&self, i: usize) -> bool {
+        if self.nodes[i].container.is_some() {
+            return self.status(i) != Status::Down;
+        }
         self.nodes[i].run().alive()
     }
 
-    /// Freezes master `i` (SIGSTOP): it keeps its connections and its data but answers
-    /// nothing, like a long GC pause or a VM migration. Returns once the kernel reports it
-    /// stopped.
+    /// Freezes master `i` (SIGSTOP, or `docker pause`): it keeps its connections and its
+    /// data but answers nothing, like a long GC pause or a VM migration. Returns once the
+    /// kernel reports it stopped.
     ///
     /// # Errors
     /// [`Error::NoSuchMaster`], [`Error::NotRunning`] if it is down.
@@ -559,6 +713,21 @@ impl Cluster {
 
     fn signal_and_wait(&self, i: usize, sig: libc::c_int, stopped: bool) -> Result<()> {
         let node = self.node(i)?;
+        if let Some(c) = &node.container {
+            let _run = node.run();
+            let (want_from, cmd) = if stopped {
+                (Status::Running, "pause")
+            } else {
+                (Status::Paused, "unpause")
+            };
+            return match self.status(i) {
+                Status::Down => Err(Error::NotRunning { index: i }),
+                s if s == want_from => {
+                    docker::docker(&[cmd, &c.name], docker::CMD_TIMEOUT).map(|_| ())
+                }
+                _ => Ok(()),
+            };
+        }
         let mut run = node.run();
         let pid = match (run.alive(), run.pid) {
             (true, Some(pid)) => pid,
@@ -587,8 +756,28 @@ impl Cluster {
     /// # Errors
     /// [`Error::NoSuchMaster`].
     pub fn kill(&self, i: usize) -> Result<()> {
-        self.node(i)?.run().kill();
-        Ok(())
+        let node = self.node(i)?;
+        if node.container.is_none() {
+            node.run().kill();
+            return Ok(());
+        }
+        let _run = node.run();
+        self.kill_container(i, node)
+    }
+
+    fn kill_container(&self, i: usize, node: &Node) -> Result<()> {
+        let c = node.container.as_ref().expect("only called for containers");
+        match self.status(i) {
+            Status::Down => Ok(()),
+            s => {
+                // The engine refuses to kill a paused container.
+                if s == Status::Paused {
+                    docker::docker(&["unpause", &c.name], docker::CMD_TIMEOUT)?;
+                }
+                docker::docker(&["kill", &c.name], docker::CMD_TIMEOUT)?;
+                Ok(())
+            }
+        }
     }
 
     /// Kills master `i` if it is running, then starts it again on the same port and waits
@@ -599,6 +788,29 @@ impl Cluster {
     /// [`Error::NoSuchMaster`], [`Error::NotReady`] with the log when it does not come back.
     pub fn restart(&self, i: usize, data: DataOnRestart) -> Result<()> {
         let node = self.node(i)?;
+        if let Some(c) = &node.container {
+            let _run = node.run();
+            self.kill_container(i, node)?;
+            node.spec.prepare(false)?;
+            if data == DataOnRestart::Lose {
+                node.spec.wipe_data()?;
+            }
+            let mut started = Ok(String::new());
+            for _ in 0..BIND_RETRIES {
+                started = docker::docker(&["start", &c.name], docker::CMD_TIMEOUT);
+                match &started {
+                    Err(Error::Docker { stderr, .. }) if is_port_taken(stderr) => {
+                        thread::sleep(BIND_RETRY_PAUSE)
+                    }
+                    _ => break,
+                }
+            }
+            started?;
+            return process::wait_ready_at(&self.direct_url(i), &node.spec, 10, || {
+                container_exited(&c.name)
+            })
+            .map_err(|e| self.not_ready(i, &e));
+        }
         let mut run = node.run();
         run.kill();
         node.spec.prepare(false)?;
@@ -734,24 +946,61 @@ impl Cluster {
         }
     }
 
-    /// Isolates master `i` from its clients (through the proxy). See [`Cut`] for the two
-    /// flavours; both apply to connections already open. The server itself keeps running
-    /// and is still reachable on [`direct_url`](Cluster::direct_url).
+    /// Isolates master `i` from its clients. See [`Cut`] for the two flavours.
+    ///
+    /// With a proxy (any backend) the proxy does it, for connections already open too, and
+    /// the server stays reachable on [`direct_url`](Cluster::direct_url). On the docker
+    /// backend without a proxy, [`Cut::BlackHole`] disconnects the container from its
+    /// network: with container-IP URLs (a Linux engine) packets then go nowhere and
+    /// clients time out; with published ports (other engines) new connections are refused.
     ///
     /// # Errors
-    /// [`Error::Unsupported`] without [`proxy(true)`](ClusterBuilder::proxy).
+    /// [`Error::Unsupported`] on the process backend without
+    /// [`proxy(true)`](ClusterBuilder::proxy), and for [`Cut::Reset`] on docker without it.
     pub fn cut_off(&self, i: usize, how: Cut) -> Result<()> {
+        let node = self.node(i)?;
+        if let (None, Some(c), Some(d)) = (&node.proxy, &node.container, &self.docker) {
+            if how == Cut::Reset {
+                return Err(Error::Unsupported {
+                    fault: "cut_off(Reset)",
+                    backend: self.backend,
+                    reason: "a network disconnect cannot reset connections; build the cluster with .proxy(true)",
+                });
+            }
+            let _run = node.run();
+            // Idempotent, and correct for a CLI invocation that has no memory of earlier ones.
+            return match docker::docker(
+                &["network", "disconnect", "-f", &d.network, &c.name],
+                docker::CMD_TIMEOUT,
+            ) {
+                Err(Error::Docker { stderr, .. }) if stderr.contains("is not connected") => Ok(()),
+                r => r.map(|_| ()),
+            };
+        }
         self.proxy(i, "cut_off")?.set_cut(Some(how));
         Ok(())
     }
 
     /// Undoes [`cut_off`](Cluster::cut_off), [`set_latency`](Cluster::set_latency) and
-    /// [`drop_replies`](Cluster::drop_replies). Connections that lost bytes meanwhile are
-    /// reset (see [`FaultProxy::heal`]); clients must reconnect on them.
+    /// [`drop_replies`](Cluster::drop_replies). Connections that lost bytes to the proxy
+    /// meanwhile are reset (see [`FaultProxy::heal`]); clients must reconnect on them. A
+    /// disconnected container is reconnected with its old IP.
     ///
     /// # Errors
-    /// [`Error::Unsupported`] without [`proxy(true)`](ClusterBuilder::proxy).
+    /// [`Error::Unsupported`] on the process backend without
+    /// [`proxy(true)`](ClusterBuilder::proxy).
     pub fn heal(&self, i: usize) -> Result<()> {
+        let node = self.node(i)?;
+        if let (None, Some(c), Some(d)) = (&node.proxy, &node.container, &self.docker) {
+            let _run = node.run();
+            return match docker::docker(
+                &["network", "connect", "--ip", &c.ip, &d.network, &c.name],
+                docker::CMD_TIMEOUT,
+            ) {
+                Err(Error::Docker { stderr, .. }) if stderr.contains("already exists") => Ok(()),
+                r => r.map(|_| ()),
+            };
+        }
         self.proxy(i, "heal")?.heal();
         Ok(())
     }
@@ -802,9 +1051,13 @@ impl Cluster {
                     redis_server: n.spec.redis_server.clone(),
                     faketime: n.spec.faketime.clone(),
                     proxy_port: n.proxy_port,
+                    container: n.container.as_ref().map(|c| c.name.clone()),
+                    ip: n.container.as_ref().map(|c| c.ip.clone()),
                 })
                 .collect(),
             proxy_pid: self.proxy_pid,
+            network: self.docker.as_ref().map(|d| d.network.clone()),
+            via_ip: self.docker.as_ref().is_some_and(|d| d.via_ip),
         }
     }
 
@@ -814,7 +1067,7 @@ impl Cluster {
     /// [`Error::Config`] unless the cluster was built
     /// [`detached`](ClusterBuilder::detached) (its servers would die with this process).
     pub fn into_state(mut self) -> Result<State> {
-        if self.nodes.iter().any(|n| !n.spec.detached) {
+        if self.docker.is_none() && self.nodes.iter().any(|n| !n.spec.detached) {
             return Err(Error::Config(
                 "into_state needs a cluster built with .detached(true)".into(),
             ));
@@ -845,8 +1098,14 @@ impl Cluster {
                     faketime: m.faketime.clone(),
                     detached: true,
                 };
-                let node = Node::new(spec, m.proxy_port);
+                let mut node = Node::new(spec, m.proxy_port);
                 node.run().pid = m.pid;
+                if let (Some(name), Some(ip)) = (&m.container, &m.ip) {
+                    node.container = Some(Container {
+                        name: name.clone(),
+                        ip: ip.clone(),
+                    });
+                }
                 node
             })
             .collect();
@@ -855,6 +1114,10 @@ impl Cluster {
             nodes,
             owned: false,
             proxy_pid: state.proxy_pid,
+            docker: state.network.as_ref().map(|n| DockerNet {
+                network: n.clone(),
+                via_ip: state.via_ip,
+            }),
         }
     }
 
@@ -865,9 +1128,24 @@ impl Cluster {
     }
 
     fn teardown(&mut self) {
+        let containers: Vec<String> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.container.as_ref().map(|c| c.name.clone()))
+            .collect();
         for node in &mut self.nodes {
             // Proxies first, so no client sees a half-dead master through them.
             node.proxy = None;
+        }
+        if !containers.is_empty() {
+            let mut args = vec!["rm", "-f", "-v"];
+            args.extend(containers.iter().map(String::as_str));
+            let _ = docker::docker(&args, docker::CMD_TIMEOUT);
+        }
+        if let Some(d) = &self.docker {
+            let _ = docker::docker(&["network", "rm", &d.network], docker::CMD_TIMEOUT);
+        }
+        for node in &mut self.nodes {
             node.run().kill();
             let _ = std::fs::remove_dir_all(&node.spec.dir);
             ports::release(node.spec.port);

@@ -16,6 +16,7 @@
 //! # Layout
 //! - [`checker`]: a mutual-exclusion checker and a fenced store model for lock tests.
 //! - `cluster`: [`Cluster`], [`ClusterBuilder`] and the fault enums, the public face.
+//! - `docker`: the docker backend: image build, private network, containers.
 //! - `process`: spawning, signalling and readiness-polling local `redis-server`s.
 //! - `proxy`: [`FaultProxy`], the TCP proxy behind cut-off, latency and lost replies.
 //! - `ports`: free loopback ports that stay reserved across restarts.
@@ -51,6 +52,7 @@
 
 pub mod checker;
 mod cluster;
+mod docker;
 mod error;
 mod ports;
 mod process;
@@ -62,6 +64,7 @@ pub use cluster::{
     Backend, Cluster, ClusterBuilder, Cut, DEFAULT_MASTERS, DEFAULT_REDIS_SERVER, DataOnRestart,
     Status,
 };
+pub use docker::{IMAGE as DOCKER_IMAGE, engine_available as docker_available};
 pub use error::{Error, Result};
 pub use proxy::{FaultProxy, Faults};
 pub use state::State;

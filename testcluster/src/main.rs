@@ -56,7 +56,8 @@ enum Cmd {
     },
     /// Stop every master (and the proxy helper) in the state file and remove it.
     Down,
-    /// One line per master: index, url, backend, pid, running/paused/down, proxy faults.
+    /// One line per master: index, url, backend, pid or container, running/paused/down,
+    /// proxy faults.
     Status,
     /// Freeze master N (SIGSTOP).
     Pause { n: usize },
@@ -338,7 +339,7 @@ fn change_faults(n: usize, change: impl FnOnce(&mut Faults)) -> anyhow::Result<(
     let (c, path) = attached()?;
     check_index(&c, n)?;
     let state = State::load(&path)?;
-    if c.url(n) == c.direct_url(n) {
+    if !c.is_proxied() {
         bail!("proxy faults need a cluster started with `testcluster up --proxy`");
     }
     if !state.proxy_pid().is_some_and(is_our_helper) {
@@ -383,15 +384,25 @@ fn main() -> anyhow::Result<()> {
             remove_control_files(&path, n);
             let _ = std::fs::remove_file(path.with_file_name("proxy.log"));
             std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            // Only our default dir, and only when empty: $TESTCLUSTER_STATE may live in a
+            // directory of the user's.
+            if let Some(dir) = path.parent().filter(|d| d.ends_with(".testcluster")) {
+                let _ = std::fs::remove_dir(dir);
+            }
         }
         Cmd::Status => {
             let (c, path) = attached()?;
             for i in 0..c.len() {
-                let pid = c
-                    .pid(i)
-                    .map(|p| p.to_string())
-                    .unwrap_or_else(|| "-".into());
-                let faults = if c.url(i) == c.direct_url(i) {
+                let who = match c.container(i) {
+                    Some(name) => format!("container={name}"),
+                    None => format!(
+                        "pid={}",
+                        c.pid(i)
+                            .map(|p| p.to_string())
+                            .unwrap_or_else(|| "-".into())
+                    ),
+                };
+                let faults = if !c.is_proxied() {
                     String::new()
                 } else {
                     let ctl = control_paths(&path, i).0;
@@ -399,7 +410,7 @@ fn main() -> anyhow::Result<()> {
                     format!("\tproxy:{}", f.trim())
                 };
                 println!(
-                    "{i}\t{}\t{}\tpid={pid}\t{}{faults}",
+                    "{i}\t{}\t{}\t{who}\t{}{faults}",
                     c.url(i),
                     c.backend(),
                     c.status(i)
@@ -441,10 +452,28 @@ fn main() -> anyhow::Result<()> {
             c.jump_clock(n, parse_offset(&offset)?)?;
             println!("{:+}s", c.clock_offset(n)?);
         }
-        Cmd::Cut { n, reset } => change_faults(n, |f| {
-            f.cut = Some(if reset { Cut::Reset } else { Cut::BlackHole })
-        })?,
-        Cmd::Heal { n } => change_faults(n, |f| *f = Faults::default())?,
+        Cmd::Cut { n, reset } => {
+            let how = if reset { Cut::Reset } else { Cut::BlackHole };
+            let (c, _) = attached()?;
+            check_index(&c, n)?;
+            if c.is_proxied() {
+                change_faults(n, |f| f.cut = Some(how))?
+            } else {
+                // Docker without proxy: a network disconnect, done by the library itself.
+                c.cut_off(n, how)
+                    .context("without `up --proxy` only `--backend docker` can cut a master off")?
+            }
+        }
+        Cmd::Heal { n } => {
+            let (c, _) = attached()?;
+            check_index(&c, n)?;
+            if c.is_proxied() {
+                change_faults(n, |f| *f = Faults::default())?
+            } else {
+                c.heal(n)
+                    .context("nothing to heal: start the cluster with `up --proxy`")?
+            }
+        }
         Cmd::Latency { n, delay } => {
             let d = parse_delay(&delay)?;
             change_faults(n, |f| f.latency = d)?

@@ -18,6 +18,10 @@ const CLOCK_SHIM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libtcclock.s
 /// File name of the shim inside a master's dir.
 pub(crate) const CLOCK_SHIM_NAME: &str = "clockshim.so";
 
+pub(crate) fn clock_shim_bytes() -> &'static [u8] {
+    CLOCK_SHIM
+}
+
 /// False when the crate was built without a C compiler: no shim, no `faketime(true)`.
 pub(crate) fn clock_shim_available() -> bool {
     !cfg!(tc_no_clock_shim) && !CLOCK_SHIM.is_empty()
@@ -220,20 +224,32 @@ impl NotReady {
 /// Polls PING until PONG; stops early when the process exits (bad config, port taken).
 pub(crate) fn wait_ready(
     spec: &Spec,
+    exited: impl FnMut() -> Option<String>,
+) -> std::result::Result<(), NotReady> {
+    wait_ready_at(&spec.url(), spec, 1, exited)
+}
+
+/// As [`wait_ready`] on any URL; `exited` is only asked every `check_every` polls because
+/// for containers it costs a `docker inspect`.
+pub(crate) fn wait_ready_at(
+    url: &str,
+    spec: &Spec,
+    check_every: usize,
     mut exited: impl FnMut() -> Option<String>,
 ) -> std::result::Result<(), NotReady> {
     let deadline = Instant::now() + READY_TIMEOUT;
-    let url = spec.url();
     let max_polls = (READY_TIMEOUT.as_millis() / READY_POLL.as_millis()) as usize + 1;
-    for _ in 0..max_polls {
-        if let Some(status) = exited() {
+    for poll in 0..max_polls {
+        if poll % check_every.max(1) == check_every.max(1) - 1
+            && let Some(status) = exited()
+        {
             let log = spec.log_tail();
             return Err(NotReady::Exited {
                 status,
                 addr_in_use: log.contains("Address already in use"),
             });
         }
-        if resp::ping(&url, Duration::from_millis(200)) {
+        if resp::ping(url, Duration::from_millis(200)) {
             return Ok(());
         }
         if Instant::now() >= deadline {

@@ -19,6 +19,9 @@ pub struct State {
     pub(crate) backend: Backend,
     pub(crate) masters: Vec<MasterRecord>,
     pub(crate) proxy_pid: Option<u32>,
+    /// Docker only: the cluster's network and whether clients use container IPs.
+    pub(crate) network: Option<String>,
+    pub(crate) via_ip: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +32,8 @@ pub(crate) struct MasterRecord {
     pub redis_server: PathBuf,
     pub faketime: Option<PathBuf>,
     pub proxy_port: Option<u16>,
+    pub container: Option<String>,
+    pub ip: Option<String>,
 }
 
 impl State {
@@ -97,16 +102,22 @@ impl fmt::Display for State {
         writeln!(f, "{HEADER}")?;
         writeln!(f, "backend={}", self.backend)?;
         writeln!(f, "proxy_pid={}", opt(&self.proxy_pid))?;
+        if let Some(n) = &self.network {
+            writeln!(f, "network={n}")?;
+            writeln!(f, "via_ip={}", self.via_ip)?;
+        }
         for m in &self.masters {
             writeln!(
                 f,
-                "master\tport={}\tpid={}\tproxy_port={}\tdir={}\tredis_server={}\tfaketime={}",
+                "master\tport={}\tpid={}\tproxy_port={}\tdir={}\tredis_server={}\tfaketime={}\tcontainer={}\tip={}",
                 m.port,
                 opt(&m.pid),
                 opt(&m.proxy_port),
                 m.dir.display(),
                 m.redis_server.display(),
                 opt(&m.faketime.as_ref().map(|p| p.display().to_string())),
+                opt(&m.container),
+                opt(&m.ip),
             )?;
         }
         Ok(())
@@ -129,7 +140,17 @@ impl FromStr for State {
             .parse()?;
         let mut masters = Vec::new();
         let mut proxy_pid = None;
+        let mut network = None;
+        let mut via_ip = false;
         for line in lines.filter(|l| !l.trim().is_empty()) {
+            if let Some(v) = line.strip_prefix("network=") {
+                network = Some(v.to_string());
+                continue;
+            }
+            if let Some(v) = line.strip_prefix("via_ip=") {
+                via_ip = v == "true";
+                continue;
+            }
             if let Some(v) = line.strip_prefix("proxy_pid=") {
                 proxy_pid = (!v.is_empty())
                     .then(|| v.parse().map_err(|_| bad(format!("bad proxy_pid={v}"))))
@@ -162,12 +183,16 @@ impl FromStr for State {
                     .ok_or_else(|| bad(format!("no dir in {line:?}")))?,
                 redis_server: get("redis_server").unwrap_or("redis-server").into(),
                 faketime: get("faketime").map(PathBuf::from),
+                container: get("container").map(String::from),
+                ip: get("ip").map(String::from),
             });
         }
         Ok(State {
             backend,
             masters,
             proxy_pid,
+            network,
+            via_ip,
         })
     }
 }
@@ -188,6 +213,8 @@ mod tests {
                     redis_server: "/usr/bin/redis-server".into(),
                     faketime: Some("/lib/faketime.so".into()),
                     proxy_port: Some(21001),
+                    container: Some("testcluster-1-0-0".into()),
+                    ip: Some("10.100.3.10".into()),
                 },
                 MasterRecord {
                     port: 21002,
@@ -196,9 +223,13 @@ mod tests {
                     redis_server: "redis-server".into(),
                     faketime: None,
                     proxy_port: None,
+                    container: None,
+                    ip: None,
                 },
             ],
             proxy_pid: Some(7),
+            network: Some("testcluster-1-0".into()),
+            via_ip: true,
         };
         let text = s.to_string();
         assert_eq!(text.parse::<State>().unwrap(), s);

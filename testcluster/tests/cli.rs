@@ -200,6 +200,10 @@ fn up_with_proxy_and_faketime_serves_faults_from_a_helper() {
     }
     let leftovers: Vec<_> = std::fs::read_dir(&d.0).unwrap().collect();
     assert!(leftovers.is_empty(), "down left files: {leftovers:?}");
+    assert!(
+        d.0.exists(),
+        "down must not remove a directory it did not create"
+    );
 }
 
 #[test]
@@ -208,6 +212,55 @@ fn proxy_commands_without_proxy_fail_clearly() {
     d.ok(&["up", "--masters", "1"]);
     let out = d.run(&["cut", "0"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--proxy"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--proxy"), "{err}");
+    assert!(!d.run(&["latency", "0", "10ms"]).status.success());
     d.ok(&["down"]);
+}
+
+#[test]
+fn docker_backend_from_the_cli() {
+    if !testcluster::docker_available(Duration::from_secs(3)) {
+        eprintln!("SKIPPED docker_backend_from_the_cli: no docker engine answers `docker info`");
+        return;
+    }
+    let d = StateDir::new("docker");
+    let urls: Vec<String> = d
+        .ok(&["up", "--masters", "2", "--backend", "docker"])
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(urls.len(), 2);
+    for u in &urls {
+        assert!(resp::ping(u, T), "{u}");
+    }
+    let status = d.ok(&["status"]);
+    assert!(status.contains("container="), "{status}");
+    // Without --proxy, docker cuts a master off by disconnecting it from its network.
+    d.ok(&["cut", "0"]);
+    assert!(!resp::ping(&urls[0], Duration::from_millis(300)));
+    d.ok(&["heal", "0"]);
+    assert!(resp::ping(&urls[0], T));
+    d.ok(&["pause", "1"]);
+    assert!(d.ok(&["status"]).lines().nth(1).unwrap().contains("paused"));
+    d.ok(&["kill", "1"]);
+    d.ok(&["restart", "1"]);
+    assert!(resp::ping(&urls[1], T));
+    let names: Vec<String> = d
+        .ok(&["status"])
+        .lines()
+        .filter_map(|l| {
+            l.split('\t')
+                .find_map(|f| f.strip_prefix("container="))
+                .map(String::from)
+        })
+        .collect();
+    d.ok(&["down"]);
+    for n in names {
+        let out = Command::new("docker")
+            .args(["inspect", &n])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{n} survived down");
+    }
 }
