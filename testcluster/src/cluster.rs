@@ -365,7 +365,7 @@ impl ClusterBuilder {
             pending.push(index);
         }
         for index in pending {
-            cluster.finish_first_start(index, &self)?;
+            cluster.finish_first_start(index)?;
         }
         Ok(cluster)
     }
@@ -857,7 +857,7 @@ impl Cluster {
 
     /// Waits for the first start of master `index`; on a bind race moves it to a fresh port
     /// (nobody knows its URL yet).
-    fn finish_first_start(&mut self, index: usize, builder: &ClusterBuilder) -> Result<()> {
+    fn finish_first_start(&mut self, index: usize) -> Result<()> {
         for _ in 0..FIRST_START_ATTEMPTS {
             let node = &self.nodes[index];
             let res = {
@@ -881,7 +881,6 @@ impl Cluster {
                 Err(e) => return Err(self.not_ready(index, &e)),
             }
         }
-        let _ = builder;
         Err(self.not_ready(index, &NotReady::TimedOut))
     }
 
@@ -1016,7 +1015,8 @@ impl Cluster {
     }
 
     /// While on, requests reach master `i` but its replies are swallowed: a `SET` lands,
-    /// the client never hears about it and times out.
+    /// the client never hears about it and times out. Turning it off resets the
+    /// connections that lost replies, as [`heal`](Cluster::heal) does.
     ///
     /// # Errors
     /// [`Error::Unsupported`] without [`proxy(true)`](ClusterBuilder::proxy).
