@@ -5,6 +5,7 @@
 //! single reconnect attempt runs in the background). The client library's own timeouts and
 //! backoffs are never on the hot path.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Cmd, RedisError, ServerErrorKind, Value};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::error::{Error, MasterReply, redact_url};
@@ -37,6 +39,8 @@ pub(crate) struct Master {
     /// `Arc` (and the connection handle, a channel sender).
     conn: ArcSwapOption<MultiplexedConnection>,
     connecting: AtomicBool,
+    /// Woken when a connection attempt ends, so calls waiting for a reconnect go on at once.
+    attempt_done: Notify,
     /// Milliseconds since `epoch` of the last connection attempt (for the backoff).
     last_attempt_ms: AtomicU64,
     epoch: Instant,
@@ -72,6 +76,7 @@ impl Master {
             client,
             conn: ArcSwapOption::empty(),
             connecting: AtomicBool::new(false),
+            attempt_done: Notify::new(),
             last_attempt_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             identity: Mutex::new(None),
@@ -182,6 +187,7 @@ impl Master {
                 tracing::debug!(master = master.index, addr = %master.addr, %why, "reconnect failed");
             }
             master.connecting.store(false, Ordering::Release);
+            master.attempt_done.notify_waiters();
         });
     }
 
@@ -195,34 +201,39 @@ impl Master {
         }
     }
 
-    fn connection(self: &Arc<Self>) -> Result<Arc<MultiplexedConnection>, MasterReply> {
-        match self.conn.load_full() {
-            Some(conn) => Ok(conn),
-            None => {
-                self.reconnect_in_background();
-                Err(MasterReply::Unavailable("not connected".into()))
-            }
+    /// The current connection; if there is none, starts a reconnect and waits for it until
+    /// `deadline`. A master that refuses connections fails at once (the attempt ends at once);
+    /// within the reconnect backoff no attempt is made and the call fails at once too.
+    async fn connection(
+        self: &Arc<Self>,
+        deadline: Instant,
+    ) -> Result<Arc<MultiplexedConnection>, MasterReply> {
+        if let Some(conn) = self.conn.load_full() {
+            return Ok(conn);
         }
+        // Registered before the attempt starts, so its end cannot be missed.
+        let done = self.attempt_done.notified();
+        self.reconnect_in_background();
+        if self.connecting.load(Ordering::Acquire) {
+            let _ = tokio::time::timeout_at(deadline, done).await;
+        }
+        self.conn
+            .load_full()
+            .ok_or_else(|| MasterReply::Unavailable("not connected".into()))
     }
 
     /// Runs one command, bounded by the per-master timeout.
     pub(crate) async fn query(self: &Arc<Self>, cmd: &Cmd) -> Result<Value, MasterReply> {
-        let shared = self.connection()?;
-        let mut conn = (*shared).clone();
-        let exchange = async { conn.send_packed_command(cmd).await?.extract_error() };
-        match tokio::time::timeout(self.timeout, exchange).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(self.failed(&shared, &e)),
-            Err(_) => Err(MasterReply::TimedOut),
-        }
+        self.exchange(
+            |mut conn| async move { conn.send_packed_command(cmd).await?.extract_error() },
+        )
+        .await
     }
 
     /// Runs a script by SHA, falling back to `EVAL` on `NOSCRIPT`; the whole exchange is bounded
     /// by one per-master timeout.
     pub(crate) async fn run(self: &Arc<Self>, call: &ScriptCall) -> Result<Value, MasterReply> {
-        let shared = self.connection()?;
-        let mut conn = (*shared).clone();
-        let exchange = async {
+        self.exchange(|mut conn| async move {
             // Error replies arrive as `Ok(Value::ServerError)`; make them errors to branch on.
             let first = conn
                 .send_packed_command(call.evalsha())
@@ -241,21 +252,42 @@ impl Master {
                 }
                 other => other,
             }
-        };
-        match tokio::time::timeout(self.timeout, exchange).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(self.failed(&shared, &e)),
-            Err(_) => Err(MasterReply::TimedOut),
-        }
+        })
+        .await
     }
 
-    fn failed(self: &Arc<Self>, conn: &Arc<MultiplexedConnection>, e: &RedisError) -> MasterReply {
-        let (reply, broken) = classify(e);
-        if broken {
-            self.drop_connection(conn);
-            self.reconnect_in_background();
+    /// Runs `send` on the connection within one per-master timeout. If the connection turns
+    /// out to be broken (the server restarted, a network path was reset), it is replaced and
+    /// `send` is tried once more on the new one, still within the same timeout. Every command
+    /// sent through here is safe to repeat: the scripts compare-and-act on a per-round token.
+    async fn exchange<'a, F, Fut>(self: &'a Arc<Self>, send: F) -> Result<Value, MasterReply>
+    where
+        F: Fn(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<Value>> + 'a,
+    {
+        let deadline = Instant::now() + self.timeout;
+        let mut retried = false;
+        loop {
+            let shared = tokio::time::timeout_at(deadline, self.connection(deadline))
+                .await
+                .map_err(|_| MasterReply::TimedOut)??;
+            match tokio::time::timeout_at(deadline, send((*shared).clone())).await {
+                Ok(Ok(value)) => return Ok(value),
+                Err(_) => return Err(MasterReply::TimedOut),
+                Ok(Err(e)) => {
+                    let (reply, broken) = classify(&e);
+                    if broken {
+                        self.drop_connection(&shared);
+                        if !retried {
+                            retried = true;
+                            continue;
+                        }
+                        self.reconnect_in_background();
+                    }
+                    return Err(reply);
+                }
+            }
         }
-        reply
     }
 }
 
