@@ -45,6 +45,7 @@
 //! count, only those digests' arcs change hands.
 
 use std::fmt;
+use std::io::Write as _;
 
 use md5::{Digest, Md5};
 
@@ -56,6 +57,9 @@ const POINTS_PER_SERVER: f32 = 160.0;
 
 /// Points taken from one 16-byte MD5 digest.
 const POINTS_PER_DIGEST: usize = 4;
+
+/// Up to this many replicas, [`HashRing::nodes_for`] dedups by scanning what it picked.
+const LINEAR_SCAN_REPLICAS: usize = 16;
 
 /// One server on the ring: where it is and how large a share of the keys it takes.
 ///
@@ -163,6 +167,8 @@ pub struct HashRing {
     /// Kept apart so the binary search walks a dense `u32` array.
     points: Vec<u32>,
     owners: Vec<u32>,
+    /// Nodes with a weight above zero, counted at rebuild so lookups stay `O(log points)`.
+    live: usize,
 }
 
 impl HashRing {
@@ -255,18 +261,29 @@ impl HashRing {
         let Some(start) = self.start(Self::key_hash(key.as_ref())) else {
             return Vec::new();
         };
-        let want = r.min(self.live_nodes());
+        let want = r.min(self.live);
         let mut picked: Vec<&RingNode> = Vec::with_capacity(want);
-        let mut seen = vec![false; self.nodes.len()];
+        // The usual replica count is tiny: a linear scan of what was picked beats
+        // allocating and clearing a flag per node on a large ring.
+        let mut seen = if want > LINEAR_SCAN_REPLICAS {
+            vec![false; self.nodes.len()]
+        } else {
+            Vec::new()
+        };
+        let mut picked_idx: Vec<u32> = Vec::with_capacity(want);
         let (after, before) = self.owners.split_at(start);
         for &owner in before.iter().chain(after) {
             if picked.len() == want {
                 break;
             }
-            let owner = owner as usize;
-            if !seen[owner] {
-                seen[owner] = true;
-                picked.push(&self.nodes[owner]);
+            let new = if seen.is_empty() {
+                !picked_idx.contains(&owner)
+            } else {
+                !std::mem::replace(&mut seen[owner as usize], true)
+            };
+            if new {
+                picked_idx.push(owner);
+                picked.push(&self.nodes[owner as usize]);
             }
         }
         picked
@@ -311,6 +328,7 @@ impl HashRing {
 
     fn rebuild(&mut self) {
         let live = self.live_nodes();
+        self.live = live;
         let total_weight: u64 = self.nodes.iter().map(|n| u64::from(n.weight)).sum();
         let mut continuum: Vec<(u32, u32)> = Vec::new();
         for (index, node) in self.nodes.iter().enumerate() {
@@ -326,7 +344,7 @@ impl HashRing {
                 hasher_input.clear();
                 hasher_input.extend_from_slice(name.as_bytes());
                 hasher_input.push(b'-');
-                hasher_input.extend_from_slice(i.to_string().as_bytes());
+                write!(hasher_input, "{i}").expect("writing to a Vec cannot fail");
                 let digest = Md5::digest(&hasher_input);
                 for chunk in digest.chunks_exact(4) {
                     let point = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
@@ -508,13 +526,16 @@ mod tests {
 
     #[test]
     fn nodes_for_returns_distinct_nodes_starting_with_the_owner() {
-        let ring = HashRing::from_nodes(equal_nodes(7));
-        for i in 0..1_000 {
+        // 40 nodes so both dedup strategies (scan below 17 replicas, flags above) run.
+        let ring = HashRing::from_nodes(equal_nodes(40));
+        for i in 0..300 {
             let key = format!("key:{i}");
             let owner = ring.node_for(&key).unwrap();
-            for r in 0..=9 {
+            let all = ring.nodes_for(&key, 100);
+            assert_eq!(all.len(), 40);
+            for r in [0, 1, 2, 3, 16, 17, 39, 40, 41] {
                 let got = ring.nodes_for(&key, r);
-                assert_eq!(got.len(), r.min(7));
+                assert_eq!(got.len(), r.min(40));
                 if r > 0 {
                     assert_eq!(got[0], owner);
                 }
@@ -522,7 +543,7 @@ mod tests {
                     assert!(got[j + 1..].iter().all(|b| a != b), "duplicate in {got:?}");
                 }
                 // A prefix of the longer answer: replica order is stable.
-                assert_eq!(got, ring.nodes_for(&key, 9)[..r.min(7)]);
+                assert_eq!(got, all[..r.min(40)]);
             }
         }
     }
