@@ -43,6 +43,19 @@
 //! every node's digest count is recomputed from its new share, so survivors also trade the
 //! keys of the digests they gained or lost. Since digest `i` is the same string whatever the
 //! count, only those digests' arcs change hands.
+//!
+//! # Where it differs from libmemcached
+//!
+//! * Weight 0: libmemcached treats it as weight 1 (checked against 1.1.4); here it drains
+//!   the node, see [`RingNode::with_weight`]. Nodes default to weight 1, so this only
+//!   matters for a weight of 0 set on purpose.
+//! * No defaults are substituted: `memcached_server_add()` turns port 0 into 11211 and an
+//!   empty host into `localhost`; this ring hashes host and port as given.
+//! * No size limit: Debian's libmemcached 1.1 aborts on an assertion above 100 servers, so
+//!   agreement can only be checked up to 100; larger rings follow the same algorithm.
+//! * `MEMCACHED_BEHAVIOR_SORT_HOSTS` (off by default) sorts libmemcached's server list, which
+//!   changes the tie order; to match a client using it, pass the nodes sorted by host, then
+//!   port.
 
 use std::fmt;
 use std::io::Write as _;
@@ -76,7 +89,8 @@ impl RingNode {
     /// A node of weight 1 at `host:port`.
     ///
     /// The host is used verbatim in the ketama name, so `"Cache-1"` and `"cache-1"` are
-    /// different nodes with different points, as they are for libmemcached.
+    /// different nodes with different points, as they are for libmemcached. An empty host and
+    /// port 0 are kept as given (libmemcached would substitute `localhost` and 11211).
     pub fn new(host: impl Into<String>, port: u16) -> Self {
         Self {
             host: host.into(),
@@ -335,6 +349,7 @@ impl HashRing {
             if node.weight == 0 {
                 continue;
             }
+            // Unreachable in practice: 2^32 nodes would need terabytes of points first.
             let owner = u32::try_from(index).expect("more than u32::MAX ring nodes");
             let digests = digests_per_node(node.weight, total_weight, live);
             continuum.reserve(digests as usize * POINTS_PER_DIGEST);
