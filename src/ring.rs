@@ -43,8 +43,22 @@
 //! every node's digest count is recomputed from its new share, so survivors also trade the
 //! keys of the digests they gained or lost. Since digest `i` is the same string whatever the
 //! count, only those digests' arcs change hands.
+//!
+//! # Where it differs from libmemcached
+//!
+//! * Weight 0: libmemcached treats it as weight 1 (checked against 1.1.4); here it drains
+//!   the node, see [`RingNode::with_weight`]. Nodes default to weight 1, so this only
+//!   matters for a weight of 0 set on purpose.
+//! * No defaults are substituted: `memcached_server_add()` turns port 0 into 11211 and an
+//!   empty host into `localhost`; this ring hashes host and port as given.
+//! * No size limit: Debian's libmemcached 1.1 aborts on an assertion above 100 servers, so
+//!   agreement can only be checked up to 100; larger rings follow the same algorithm.
+//! * `MEMCACHED_BEHAVIOR_SORT_HOSTS` (off by default) sorts libmemcached's server list, which
+//!   changes the tie order; to match a client using it, pass the nodes sorted by host, then
+//!   port.
 
 use std::fmt;
+use std::io::Write as _;
 
 use md5::{Digest, Md5};
 
@@ -56,6 +70,9 @@ const POINTS_PER_SERVER: f32 = 160.0;
 
 /// Points taken from one 16-byte MD5 digest.
 const POINTS_PER_DIGEST: usize = 4;
+
+/// Up to this many replicas, [`HashRing::nodes_for`] dedups by scanning what it picked.
+const LINEAR_SCAN_REPLICAS: usize = 16;
 
 /// One server on the ring: where it is and how large a share of the keys it takes.
 ///
@@ -72,7 +89,8 @@ impl RingNode {
     /// A node of weight 1 at `host:port`.
     ///
     /// The host is used verbatim in the ketama name, so `"Cache-1"` and `"cache-1"` are
-    /// different nodes with different points, as they are for libmemcached.
+    /// different nodes with different points, as they are for libmemcached. An empty host and
+    /// port 0 are kept as given (libmemcached would substitute `localhost` and 11211).
     pub fn new(host: impl Into<String>, port: u16) -> Self {
         Self {
             host: host.into(),
@@ -163,6 +181,8 @@ pub struct HashRing {
     /// Kept apart so the binary search walks a dense `u32` array.
     points: Vec<u32>,
     owners: Vec<u32>,
+    /// Nodes with a weight above zero, counted at rebuild so lookups stay `O(log points)`.
+    live: usize,
 }
 
 impl HashRing {
@@ -255,18 +275,29 @@ impl HashRing {
         let Some(start) = self.start(Self::key_hash(key.as_ref())) else {
             return Vec::new();
         };
-        let want = r.min(self.live_nodes());
+        let want = r.min(self.live);
         let mut picked: Vec<&RingNode> = Vec::with_capacity(want);
-        let mut seen = vec![false; self.nodes.len()];
+        // The usual replica count is tiny: a linear scan of what was picked beats
+        // allocating and clearing a flag per node on a large ring.
+        let mut seen = if want > LINEAR_SCAN_REPLICAS {
+            vec![false; self.nodes.len()]
+        } else {
+            Vec::new()
+        };
+        let mut picked_idx: Vec<u32> = Vec::with_capacity(want);
         let (after, before) = self.owners.split_at(start);
         for &owner in before.iter().chain(after) {
             if picked.len() == want {
                 break;
             }
-            let owner = owner as usize;
-            if !seen[owner] {
-                seen[owner] = true;
-                picked.push(&self.nodes[owner]);
+            let new = if seen.is_empty() {
+                !picked_idx.contains(&owner)
+            } else {
+                !std::mem::replace(&mut seen[owner as usize], true)
+            };
+            if new {
+                picked_idx.push(owner);
+                picked.push(&self.nodes[owner as usize]);
             }
         }
         picked
@@ -311,12 +342,14 @@ impl HashRing {
 
     fn rebuild(&mut self) {
         let live = self.live_nodes();
+        self.live = live;
         let total_weight: u64 = self.nodes.iter().map(|n| u64::from(n.weight)).sum();
         let mut continuum: Vec<(u32, u32)> = Vec::new();
         for (index, node) in self.nodes.iter().enumerate() {
             if node.weight == 0 {
                 continue;
             }
+            // Unreachable in practice: 2^32 nodes would need terabytes of points first.
             let owner = u32::try_from(index).expect("more than u32::MAX ring nodes");
             let digests = digests_per_node(node.weight, total_weight, live);
             continuum.reserve(digests as usize * POINTS_PER_DIGEST);
@@ -326,7 +359,7 @@ impl HashRing {
                 hasher_input.clear();
                 hasher_input.extend_from_slice(name.as_bytes());
                 hasher_input.push(b'-');
-                hasher_input.extend_from_slice(i.to_string().as_bytes());
+                write!(hasher_input, "{i}").expect("writing to a Vec cannot fail");
                 let digest = Md5::digest(&hasher_input);
                 for chunk in digest.chunks_exact(4) {
                     let point = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
@@ -508,13 +541,16 @@ mod tests {
 
     #[test]
     fn nodes_for_returns_distinct_nodes_starting_with_the_owner() {
-        let ring = HashRing::from_nodes(equal_nodes(7));
-        for i in 0..1_000 {
+        // 40 nodes so both dedup strategies (scan below 17 replicas, flags above) run.
+        let ring = HashRing::from_nodes(equal_nodes(40));
+        for i in 0..300 {
             let key = format!("key:{i}");
             let owner = ring.node_for(&key).unwrap();
-            for r in 0..=9 {
+            let all = ring.nodes_for(&key, 100);
+            assert_eq!(all.len(), 40);
+            for r in [0, 1, 2, 3, 16, 17, 39, 40, 41] {
                 let got = ring.nodes_for(&key, r);
-                assert_eq!(got.len(), r.min(7));
+                assert_eq!(got.len(), r.min(40));
                 if r > 0 {
                     assert_eq!(got[0], owner);
                 }
@@ -522,7 +558,7 @@ mod tests {
                     assert!(got[j + 1..].iter().all(|b| a != b), "duplicate in {got:?}");
                 }
                 // A prefix of the longer answer: replica order is stable.
-                assert_eq!(got, ring.nodes_for(&key, 9)[..r.min(7)]);
+                assert_eq!(got, all[..r.min(40)]);
             }
         }
     }
