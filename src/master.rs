@@ -269,6 +269,45 @@ pub(crate) fn parse_identity(info: &str, now: Instant) -> Option<Identity> {
     })
 }
 
+/// Batched commands for the cache, which keeps its own per-node timeout.
+impl Master {
+    /// Sends `pipe` as one exchange bounded by `timeout` (the caller's: the cache's per-node
+    /// timeout may differ from the lock's per-master one when both share this connection).
+    ///
+    /// Returns one value per command, error replies included in their slots as
+    /// `Value::ServerError`; for an atomic pipeline, the values of the commands inside
+    /// `MULTI`/`EXEC`.
+    pub(crate) async fn pipeline(
+        self: &Arc<Self>,
+        pipe: &redis::Pipeline,
+        timeout: Duration,
+    ) -> Result<Vec<Value>, MasterReply> {
+        let shared = self.connection()?;
+        let mut conn = (*shared).clone();
+        let n = pipe.len();
+        let exchange = async {
+            if !pipe.is_transaction() {
+                return conn.send_packed_commands(pipe, 0, n).await;
+            }
+            // Skip MULTI and the QUEUED acknowledgements; keep EXEC's array.
+            let mut exec = conn.send_packed_commands(pipe, n + 1, 1).await?;
+            match exec.pop() {
+                Some(Value::Array(values)) => Ok(values),
+                other => Err(RedisError::from((
+                    redis::ErrorKind::UnexpectedReturnType,
+                    "unexpected EXEC reply",
+                    format!("{other:?}"),
+                ))),
+            }
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(values)) => Ok(values),
+            Ok(Err(e)) => Err(self.failed(&shared, &e)),
+            Err(_) => Err(MasterReply::TimedOut),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
