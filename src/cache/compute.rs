@@ -158,6 +158,8 @@ impl Cache {
             let deadline = started + self.inner.fill_wait;
             let data_key = self.data_key(key);
             let mut compute = Some(compute);
+            // Whether the read above is still the latest look at the cache.
+            let mut just_missed = true;
             loop {
                 match self.inner.flights.join(&data_key) {
                     Join::Follower(rx) => match flight::wait(rx, deadline).await {
@@ -166,7 +168,7 @@ impl Cache {
                             return Ok(value);
                         }
                         // The leader failed or was cancelled: try again, maybe as the leader.
-                        Waited::Abandoned => continue,
+                        Waited::Abandoned => just_missed = false,
                         Waited::TimedOut => {
                             return Err(Error::FillTimeout {
                                 key: key.to_owned(),
@@ -178,7 +180,9 @@ impl Cache {
                     Join::Leader(flight) => {
                         // A caller leads at most once: leading always returns.
                         let compute = compute.take().expect("compute is taken once");
-                        let value = self.fill(key, ttl, compute, started, deadline).await?;
+                        let value = self
+                            .fill(key, ttl, compute, just_missed, started, deadline)
+                            .await?;
                         flight.complete(value.clone());
                         return Ok(value);
                     }
@@ -195,6 +199,7 @@ impl Cache {
         key: &str,
         ttl: Duration,
         compute: F,
+        just_missed: bool,
         started: Instant,
         deadline: Instant,
     ) -> Result<Bytes, ComputeError<E>>
@@ -204,11 +209,13 @@ impl Cache {
     {
         let resource = format!("cache-fill:{}", self.data_key(key));
         let mut delay = POLL_MIN;
+        let mut read = !just_missed;
         loop {
-            if let Some(value) = self.get_quiet(key).await {
+            if read && let Some(value) = self.get_quiet(key).await {
                 tracing::Span::current().record("outcome", "filled elsewhere");
                 return Ok(value);
             }
+            read = true;
             match self
                 .inner
                 .redlock

@@ -16,6 +16,7 @@
 //! `<prefix>k` with a `PX` expiry, so any client reading the same servers sees the bytes.
 //! Versions for compare-and-set live beside it at `redquorum:version:<prefix>k`, drawn from a
 //! per-node counter at `redquorum:version-counter`; keys under `redquorum:` are reserved.
+//! The fill lock of `get_or_compute` is the lock client's resource `cache-fill:<prefix>k`.
 
 mod builder;
 mod compute;
@@ -405,6 +406,27 @@ fn check_ttl(ttl: Duration) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handles_and_their_futures_are_send() {
+        fn send_sync<T: Send + Sync + Clone + 'static>(_: &T) {}
+        fn send<T: Send>(_: T) {}
+        let _ = |cache: Cache| {
+            send_sync(&cache);
+            send(async move {
+                let _ = cache.get_many(["a"]).await;
+                let _ = cache.set_many([("a", "b")], Duration::from_secs(1)).await;
+                let _ = cache
+                    .compare_and_set("a", None, "b", Duration::from_secs(1))
+                    .await;
+                cache
+                    .get_or_compute("a", Duration::from_secs(1), || async {
+                        Ok::<_, std::io::Error>(Vec::new())
+                    })
+                    .await
+            });
+        };
+    }
 
     #[test]
     fn ttl_bounds() {
