@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, redact_url};
 use crate::lock::Redlock;
 
 /// Default number of acquire rounds: unbounded, so the acquire wait alone ends the retries.
@@ -109,10 +109,21 @@ pub(crate) fn check_resource(resource: &str) -> Result<()> {
 /// # Ok(()) }
 /// ```
 #[must_use]
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Builder {
     pub(crate) masters: Vec<String>,
     pub(crate) config: Config,
+}
+
+impl std::fmt::Debug for Builder {
+    // Hand-written so that passwords in master URLs never reach logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let masters: Vec<String> = self.masters.iter().map(|u| redact_url(u)).collect();
+        f.debug_struct("Builder")
+            .field("masters", &masters)
+            .field("config", &self.config)
+            .finish()
+    }
 }
 
 impl Default for Builder {
@@ -291,6 +302,14 @@ mod tests {
         assert!(b.clone().master_timeout(Duration::ZERO).validate().is_err());
         assert!(b.clone().retry_count(0).validate().is_err());
         assert!(b.validate().is_ok());
+    }
+
+    #[test]
+    fn debug_redacts_passwords() {
+        let b = Builder::default().masters(["redis://app:hunter2@10.0.0.1:6379"]);
+        let shown = format!("{b:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("10.0.0.1:6379"));
     }
 
     #[test]

@@ -204,6 +204,25 @@ pub enum Error {
         /// The resource.
         resource: String,
     },
+    /// [`Cache::get_or_compute`](crate::Cache::get_or_compute) waited its whole fill wait for
+    /// another caller (in this process or another) to compute the value, and none did.
+    #[error("cache key {key:?} still not filled by another caller after {waited:?}")]
+    FillTimeout {
+        /// The cache key, without the prefix.
+        key: String,
+        /// Time spent waiting.
+        waited: Duration,
+    },
+    /// A typed cache value could not be encoded, or the stored bytes could not be decoded as
+    /// the requested type.
+    #[error("cache value of key {key:?} could not be encoded or decoded")]
+    Codec {
+        /// The cache key, without the prefix.
+        key: String,
+        /// What the codec said.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl Error {
@@ -212,10 +231,18 @@ impl Error {
         matches!(self, Self::Contended { .. })
     }
 
-    /// The operation ran out of time (acquire wait, or rounds that could not finish within the
-    /// lock's validity).
+    /// The operation ran out of time (acquire wait, rounds that could not finish within the
+    /// lock's validity, or a cache fill wait).
     pub fn is_timeout(&self) -> bool {
-        matches!(self, Self::Timeout { .. } | Self::Contended { .. })
+        matches!(
+            self,
+            Self::Timeout { .. } | Self::Contended { .. } | Self::FillTimeout { .. }
+        )
+    }
+
+    /// A cache value could not be encoded or decoded (see [`Error::Codec`]).
+    pub fn is_codec(&self) -> bool {
+        matches!(self, Self::Codec { .. })
     }
 
     /// Too many masters are down or failing for a quorum.

@@ -247,7 +247,10 @@ impl Drop for LockGuard {
             token: std::mem::take(&mut self.token),
             valid_until: self.valid_until,
             fencing_token: self.fencing_token,
-            released: false,
+            // `release` does not check this flag. Were it false, a runtime that is shutting
+            // down (which drops spawned futures unpolled, inside `spawn`) would drop this
+            // guard right here, spawn again, and recurse until the stack overflows.
+            released: true,
         };
         self.released = true;
         handle.spawn(async move {

@@ -71,6 +71,8 @@
 //! - `guard`: [`LockGuard`] (extend, release, drop) and the auto-extending lease of
 //!   [`Redlock::with_lock`].
 //! - `ring`: [`HashRing`], ketama consistent hashing byte-compatible with libmemcached.
+//! - `cache`: [`Cache`], a distributed cache over the ring: per-node batched pipelines, nodes
+//!   that fail turn into misses, stampede-free [`Cache::get_or_compute`], compare-and-set.
 //!
 //! ## Cancellation
 //! Dropping an `acquire` future part-way rolls its round back in the background. Dropping a
@@ -79,6 +81,7 @@
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms, unreachable_pub)]
 
+mod cache;
 mod config;
 mod error;
 mod guard;
@@ -88,6 +91,11 @@ mod quorum;
 mod ring;
 mod scripts;
 
+pub use cache::{
+    Cache, CacheBuilder, CacheStats, CasOutcome, ComputeError, DEFAULT_CACHE_KEY_PREFIX,
+    DEFAULT_FILL_LOCK_TTL, DEFAULT_FILL_WAIT, DEFAULT_HASH_WITH_PREFIX, DEFAULT_NODE_TIMEOUT,
+    WriteOutcome, WriteReport,
+};
 pub use config::{
     Builder, DEFAULT_ACQUIRE_WAIT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRIFT_FACTOR, DEFAULT_FENCING,
     DEFAULT_KEY_PREFIX, DEFAULT_MASTER_TIMEOUT, DEFAULT_RETRY_COUNT, DEFAULT_RETRY_DELAY,

@@ -570,6 +570,25 @@ impl Redlock {
     }
 }
 
+/// For the cache, which connects its own nodes and locks over them.
+impl Redlock {
+    /// A client over masters that are already set up, skipping [`Builder::build`]'s connect
+    /// and quorum checks: the caller (the cache's builder) does its own, since a cache
+    /// tolerates nodes that are down at start.
+    pub(crate) fn from_masters(masters: Vec<Arc<Master>>, config: Config) -> Self {
+        for master in &masters {
+            master.track_restarts();
+        }
+        Self {
+            inner: Arc::new(Inner {
+                quorum: quorum(masters.len()),
+                masters,
+                config,
+            }),
+        }
+    }
+}
+
 fn parse_acquire(value: Value) -> AcquireAnswer {
     match value {
         Value::Int(-1) => Ok(None),

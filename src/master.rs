@@ -265,7 +265,20 @@ impl Master {
         F: Fn(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<Value>> + 'a,
     {
-        let deadline = Instant::now() + self.timeout;
+        self.exchange_within(self.timeout, send).await
+    }
+
+    /// [`exchange`](Self::exchange) with the caller's timeout instead of the per-master one.
+    async fn exchange_within<'a, T, F, Fut>(
+        self: &'a Arc<Self>,
+        timeout: Duration,
+        send: F,
+    ) -> Result<T, MasterReply>
+    where
+        F: Fn(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>> + 'a,
+    {
+        let deadline = Instant::now() + timeout;
         let mut retried = false;
         loop {
             let shared = tokio::time::timeout_at(deadline, self.connection(deadline))
@@ -322,6 +335,39 @@ pub(crate) fn parse_identity(info: &str, now: Instant) -> Option<Identity> {
         run_id: run_id?,
         started_at: now.checked_sub(uptime).unwrap_or(now),
     })
+}
+
+/// Batched commands for the cache, which keeps its own per-node timeout.
+impl Master {
+    /// Sends `pipe` as one exchange bounded by `timeout` (the caller's: the cache's per-node
+    /// timeout may differ from the lock's per-master one when both share this connection).
+    ///
+    /// Returns one value per command, error replies included in their slots as
+    /// `Value::ServerError`; for an atomic pipeline, the values of the commands inside
+    /// `MULTI`/`EXEC`.
+    pub(crate) async fn pipeline(
+        self: &Arc<Self>,
+        pipe: &redis::Pipeline,
+        timeout: Duration,
+    ) -> Result<Vec<Value>, MasterReply> {
+        let n = pipe.len();
+        self.exchange_within(timeout, |mut conn| async move {
+            if !pipe.is_transaction() {
+                return conn.send_packed_commands(pipe, 0, n).await;
+            }
+            // Skip MULTI and the QUEUED acknowledgements; keep EXEC's array.
+            let mut exec = conn.send_packed_commands(pipe, n + 1, 1).await?;
+            match exec.pop() {
+                Some(Value::Array(values)) => Ok(values),
+                other => Err(RedisError::from((
+                    redis::ErrorKind::UnexpectedReturnType,
+                    "unexpected EXEC reply",
+                    format!("{other:?}"),
+                ))),
+            }
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

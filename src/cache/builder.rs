@@ -1,0 +1,383 @@
+//! [`CacheBuilder`]: where the cache's nodes come from, its defaults, and the validation of
+//! everything a caller can pass in.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+
+use crate::config::DEFAULT_CONNECT_TIMEOUT;
+use crate::error::{Error, MasterReply, Replies, Result, redact_url};
+use crate::lock::Redlock;
+use crate::master::Master;
+use crate::ring::{HashRing, RingNode};
+
+use super::{Cache, Inner};
+
+/// Default bound on every exchange with one cache node (a whole per-node pipeline counts as
+/// one). As with the lock's [`DEFAULT_MASTER_TIMEOUT`](crate::DEFAULT_MASTER_TIMEOUT): a paused
+/// or black-holed node costs a read at most this much, and its keys count as misses.
+pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_millis(50);
+/// Default prefix of every cache data key (`<prefix><key>`).
+pub const DEFAULT_CACHE_KEY_PREFIX: &str = "redquorum:cache:";
+/// By default the ring places a key by the key alone, without the prefix, as libmemcached
+/// does unless `MEMCACHED_BEHAVIOR_HASH_WITH_PREFIX_KEY` is set.
+pub const DEFAULT_HASH_WITH_PREFIX: bool = false;
+/// Default TTL of the lock that lets one caller across all processes compute a missing value
+/// in [`Cache::get_or_compute`]. It is extended while the computation runs, so it bounds only
+/// how long a crashed computing process holds the others up.
+pub const DEFAULT_FILL_LOCK_TTL: Duration = Duration::from_secs(5);
+/// Default time a [`Cache::get_or_compute`] caller waits for another caller's computation
+/// before it fails with [`Error::FillTimeout`]. Longer than [`DEFAULT_FILL_LOCK_TTL`], so that
+/// a caller outlives the lock of a computing process that died and computes itself.
+pub const DEFAULT_FILL_WAIT: Duration = Duration::from_secs(10);
+
+/// Configures a [`Cache`]. Created by [`Cache::builder`] or [`Cache::from_redlock`].
+///
+/// The nodes come from exactly one of [`nodes`](Self::nodes) (the cache connects its own
+/// masters) or [`redlock`](Self::redlock) (it shares a lock client's masters and
+/// connections).
+///
+/// ```no_run
+/// # async fn run() -> redquorum::Result<()> {
+/// use std::time::Duration;
+/// let cache = redquorum::Cache::builder()
+///     .nodes(["redis://10.0.0.1:6379", "redis://10.0.0.2:6379", "redis://10.0.0.3:6379"])
+///     .node_timeout(Duration::from_millis(20))
+///     .key_prefix("myapp:")
+///     .build()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[must_use]
+#[derive(Clone)]
+pub struct CacheBuilder {
+    nodes: Option<Vec<String>>,
+    redlock: Option<Redlock>,
+    node_timeout: Duration,
+    connect_timeout: Duration,
+    key_prefix: String,
+    hash_with_prefix: bool,
+    fill_lock_ttl: Duration,
+    fill_wait: Duration,
+}
+
+impl fmt::Debug for CacheBuilder {
+    // URLs may carry passwords.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nodes = self
+            .nodes
+            .as_ref()
+            .map(|urls| urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>());
+        f.debug_struct("CacheBuilder")
+            .field("nodes", &nodes)
+            .field("redlock", &self.redlock)
+            .field("node_timeout", &self.node_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("key_prefix", &self.key_prefix)
+            .field("hash_with_prefix", &self.hash_with_prefix)
+            .field("fill_lock_ttl", &self.fill_lock_ttl)
+            .field("fill_wait", &self.fill_wait)
+            .finish()
+    }
+}
+
+impl Default for CacheBuilder {
+    fn default() -> Self {
+        Self {
+            nodes: None,
+            redlock: None,
+            node_timeout: DEFAULT_NODE_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            key_prefix: DEFAULT_CACHE_KEY_PREFIX.to_owned(),
+            hash_with_prefix: DEFAULT_HASH_WITH_PREFIX,
+            fill_lock_ttl: DEFAULT_FILL_LOCK_TTL,
+            fill_wait: DEFAULT_FILL_WAIT,
+        }
+    }
+}
+
+impl CacheBuilder {
+    /// The cache's own nodes (`redis://[user:password@]host:port[/db]` URLs). Their order is
+    /// the ring's server order (it decides ketama ties, as libmemcached's list order does), and
+    /// each node's ring name is its `host:port` as written in the URL, so a ketama client in
+    /// another language given the same `host:port` list places every key on the same node.
+    /// No default; mutually exclusive with [`redlock`](Self::redlock).
+    pub fn nodes<I, S>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.nodes = Some(urls.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Use the masters of `redlock` as the cache's nodes, sharing its connections (no new
+    /// connection is opened), and take its locks for [`Cache::get_or_compute`]. No default;
+    /// mutually exclusive with [`nodes`](Self::nodes).
+    pub fn redlock(mut self, redlock: Redlock) -> Self {
+        self.redlock = Some(redlock);
+        self
+    }
+
+    /// Bound on each exchange with one node (one pipeline carrying all that call's keys for
+    /// that node). Default [`DEFAULT_NODE_TIMEOUT`]. A node that does not answer in time turns
+    /// its keys into misses and its writes into drops. With [`nodes`](Self::nodes) it also
+    /// bounds each lock call; with [`redlock`](Self::redlock) the lock keeps its own.
+    pub fn node_timeout(mut self, timeout: Duration) -> Self {
+        self.node_timeout = timeout;
+        self
+    }
+
+    /// Bound on opening a connection to one node, at build and on reconnect (with
+    /// [`nodes`](Self::nodes) only). Default [`DEFAULT_CONNECT_TIMEOUT`].
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Prefix of every data key: a key `k` is stored as `<prefix>k`. Default
+    /// [`DEFAULT_CACHE_KEY_PREFIX`]; `""` stores keys as given, to share them with clients
+    /// that use no prefix.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = prefix.into();
+        self
+    }
+
+    /// Whether the ring hashes `<prefix><key>` instead of `<key>` (libmemcached's
+    /// `MEMCACHED_BEHAVIOR_HASH_WITH_PREFIX_KEY`; twemproxy always hashes the full key).
+    /// Default [`DEFAULT_HASH_WITH_PREFIX`].
+    pub fn hash_with_prefix(mut self, on: bool) -> Self {
+        self.hash_with_prefix = on;
+        self
+    }
+
+    /// TTL of the fill lock of [`Cache::get_or_compute`]. It is extended while the computation
+    /// runs; if the computing process dies, the others wait at most this long before one of
+    /// them computes. Default [`DEFAULT_FILL_LOCK_TTL`]. Must be a valid lock TTL for the lock
+    /// client (at least 10 per-master timeouts).
+    pub fn fill_lock_ttl(mut self, ttl: Duration) -> Self {
+        self.fill_lock_ttl = ttl;
+        self
+    }
+
+    /// How long a [`Cache::get_or_compute`] caller waits for a value another caller is
+    /// computing before it fails with [`Error::FillTimeout`]. Default [`DEFAULT_FILL_WAIT`].
+    /// It bounds waiting only: a caller that computes takes as long as its computation.
+    pub fn fill_wait(mut self, wait: Duration) -> Self {
+        self.fill_wait = wait;
+        self
+    }
+
+    /// Validates the settings, connects (with [`nodes`](Self::nodes): to every node
+    /// concurrently), and returns the cache.
+    ///
+    /// Nodes that are down at build do not fail it, as long as one answers: their keys are
+    /// misses until a background reconnect succeeds.
+    ///
+    /// # Errors
+    /// [`Error::NoMasters`] without nodes; [`Error::InvalidConfig`] for both `nodes` and
+    /// `redlock`, a zero timeout or wait, or a fill lock TTL the lock client rejects;
+    /// [`Error::InvalidUrl`]; [`Error::DuplicateMaster`] for two URLs naming the same server;
+    /// [`Error::QuorumUnreachable`] when not a single node answers within the connect timeout.
+    pub async fn build(self) -> Result<Cache> {
+        self.validate()?;
+        let redlock = match (self.nodes.as_deref(), &self.redlock) {
+            (Some(_), Some(_)) => {
+                return Err(Error::InvalidConfig(
+                    "set either nodes or redlock, not both".into(),
+                ));
+            }
+            (None, None) => return Err(Error::NoMasters),
+            (Some([]), None) => return Err(Error::NoMasters),
+            (Some(urls), None) => self.connect_nodes(urls).await?,
+            (None, Some(redlock)) => redlock.clone(),
+        };
+        redlock
+            .config()
+            .check_ttl(self.fill_lock_ttl)
+            .map_err(|e| Error::InvalidConfig(format!("fill lock ttl: {e}")))?;
+        let nodes = redlock.inner.masters.clone();
+        let ring = HashRing::from_nodes(nodes.iter().map(|m| ring_node(&m.endpoint())));
+        Ok(Cache {
+            inner: Arc::new(Inner {
+                redlock,
+                nodes,
+                ring,
+                node_timeout: self.node_timeout,
+                key_prefix: self.key_prefix,
+                hash_with_prefix: self.hash_with_prefix,
+                fill_lock_ttl: self.fill_lock_ttl,
+                fill_wait: self.fill_wait,
+                counters: Default::default(),
+                flights: Default::default(),
+            }),
+        })
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |what: &str| Err(Error::InvalidConfig(what.to_owned()));
+        if self.node_timeout.is_zero() {
+            return bad("node timeout must be positive");
+        }
+        if self.connect_timeout.is_zero() {
+            return bad("connect timeout must be positive");
+        }
+        if self.fill_wait.is_zero() {
+            return bad("fill wait must be positive");
+        }
+        Ok(())
+    }
+
+    /// Connects the cache's own nodes and a lock client over them (sharing the connections).
+    async fn connect_nodes(&self, urls: &[String]) -> Result<Redlock> {
+        let masters = urls
+            .iter()
+            .enumerate()
+            .map(|(i, url)| {
+                Master::new(i, url, self.node_timeout, self.connect_timeout, None).map(Arc::new)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for (j, b) in masters.iter().enumerate() {
+            if let Some(i) = masters[..j]
+                .iter()
+                .position(|a| a.endpoint() == b.endpoint())
+            {
+                return Err(Error::DuplicateMaster {
+                    first: i,
+                    second: j,
+                    why: "same address".into(),
+                });
+            }
+        }
+        let results = join_all(masters.iter().map(|m| m.connect())).await;
+        let replies = Replies(
+            results
+                .iter()
+                .map(|r| match r {
+                    Ok(()) => MasterReply::Granted,
+                    Err(reply) => reply.clone(),
+                })
+                .collect(),
+        );
+        if replies.granted() == 0 {
+            return Err(Error::QuorumUnreachable {
+                reachable: 0,
+                masters: masters.len(),
+                quorum: 1,
+                replies,
+            });
+        }
+        let run_ids: Vec<_> = masters
+            .iter()
+            .map(|m| m.identity().map(|id| id.run_id))
+            .collect();
+        for (j, b) in run_ids.iter().enumerate() {
+            let Some(b) = b else { continue };
+            if let Some(i) = run_ids[..j].iter().position(|a| a.as_ref() == Some(b)) {
+                return Err(Error::DuplicateMaster {
+                    first: i,
+                    second: j,
+                    why: format!("same run_id {b}"),
+                });
+            }
+        }
+        for (i, r) in results.iter().enumerate() {
+            if let Err(why) = r {
+                tracing::warn!(node = i, addr = %masters[i].addr, %why,
+                    "cache node unreachable at start; its keys are misses until it reconnects");
+            }
+        }
+        // The fill lock needs no fencing tokens: it only avoids duplicate computations.
+        let config = Redlock::builder()
+            .master_timeout(self.node_timeout)
+            .connect_timeout(self.connect_timeout)
+            .fencing(false)
+            .config;
+        Ok(Redlock::from_masters(masters, config))
+    }
+}
+
+/// The ring node of a master from its `host:port` endpoint (as `redis` prints a TCP address).
+/// A Unix socket path has no port: port 0, as libmemcached gives socket servers.
+pub(super) fn ring_node(endpoint: &str) -> RingNode {
+    match endpoint.rsplit_once(':') {
+        Some((host, port)) => match port.parse::<u16>() {
+            Ok(port) => RingNode::new(host, port),
+            Err(_) => RingNode::new(endpoint, 0),
+        },
+        None => RingNode::new(endpoint, 0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_names_come_from_host_and_port() {
+        assert_eq!(ring_node("10.0.0.1:6379").name(), "10.0.0.1:6379");
+        assert_eq!(ring_node("cache-1:11211").name(), "cache-1");
+        assert_eq!(ring_node("/tmp/redis.sock").name(), "/tmp/redis.sock:0");
+        let client = redis::Client::open("redis://u:pw@cache-2:7000/3").unwrap();
+        let endpoint = client.get_connection_info().addr().to_string();
+        assert_eq!(ring_node(&endpoint), RingNode::new("cache-2", 7000));
+        let client = redis::Client::open("redis://cache-3").unwrap();
+        let endpoint = client.get_connection_info().addr().to_string();
+        assert_eq!(ring_node(&endpoint), RingNode::new("cache-3", 6379));
+    }
+
+    #[tokio::test]
+    async fn build_rejects_bad_input_before_connecting() {
+        let err = CacheBuilder::default().build().await.unwrap_err();
+        assert!(matches!(err, Error::NoMasters), "{err}");
+        let empty: [&str; 0] = [];
+        let err = CacheBuilder::default()
+            .nodes(empty)
+            .build()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::NoMasters), "{err}");
+        let one = CacheBuilder::default().nodes(["redis://127.0.0.1:1"]);
+        for b in [
+            one.clone().node_timeout(Duration::ZERO),
+            one.clone().connect_timeout(Duration::ZERO),
+            one.clone().fill_wait(Duration::ZERO),
+        ] {
+            let err = b.build().await.unwrap_err();
+            assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
+            assert!(err.is_invalid_input());
+        }
+        let err = CacheBuilder::default()
+            .nodes(["not a url"])
+            .build()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidUrl { index: 0, .. }), "{err}");
+        let err = CacheBuilder::default()
+            .nodes(["redis://127.0.0.1:1", "redis://127.0.0.1:1/2"])
+            .build()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::DuplicateMaster {
+                    first: 0,
+                    second: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn debug_redacts_passwords() {
+        let b = CacheBuilder::default().nodes(["redis://u:secret@h:1"]);
+        let s = format!("{b:?}");
+        assert!(!s.contains("secret"), "{s}");
+        assert!(s.contains("u:***@h:1"), "{s}");
+    }
+}

@@ -1,0 +1,347 @@
+//! [`Cache::get_or_compute`]: a miss is computed by one caller across all processes while the
+//! others wait for its value.
+//!
+//! Two levels keep a cold key from being computed many times (a cache stampede):
+//! 1. In this process, concurrent callers for one key share one fill (`flight`): one leader,
+//!    the rest wait on it.
+//! 2. Across processes, the leaders race for a Redlock on the key (the *fill lock*). The
+//!    winner re-reads the cache (the value may have landed between its miss and its lock),
+//!    computes, writes, and releases. Losers poll the cache with a growing, jittered delay and
+//!    retry the lock each time, so they take over as soon as the lock is released or expires.
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::Rng;
+use tokio::time::Instant;
+use tracing::{Instrument, field};
+
+use crate::error::Error;
+use crate::guard::{Lease, LockGuard};
+
+use super::flight::{self, Join, Waited};
+use super::{Cache, check_ttl};
+
+/// First delay between two polls of a waiting caller.
+const POLL_MIN: Duration = Duration::from_millis(5);
+/// Largest delay between two polls: bounds how late a waiter sees a value once it lands.
+const POLL_MAX: Duration = Duration::from_millis(100);
+
+/// Why [`Cache::get_or_compute`] returned no value.
+///
+/// Keeps the computation's own error type, so a caller can match on it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ComputeError<E> {
+    /// The computation ran in this caller and failed; its error, unchanged. Nothing was
+    /// cached, and other callers waiting for the value compute it themselves.
+    Compute(E),
+    /// No value could be had: the fill wait ran out ([`Error::FillTimeout`]), or the input was
+    /// invalid.
+    Cache(Error),
+}
+
+impl<E> ComputeError<E> {
+    /// Whether the computation itself failed.
+    pub fn is_compute(&self) -> bool {
+        matches!(self, Self::Compute(_))
+    }
+
+    /// Whether the caller gave up waiting for another caller's computation.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Cache(e) if e.is_timeout())
+    }
+
+    /// The computation's error, if that is what failed.
+    pub fn into_compute(self) -> Option<E> {
+        match self {
+            Self::Compute(e) => Some(e),
+            Self::Cache(_) => None,
+        }
+    }
+
+    /// The cache's error, if that is what failed.
+    pub fn as_cache(&self) -> Option<&Error> {
+        match self {
+            Self::Cache(e) => Some(e),
+            Self::Compute(_) => None,
+        }
+    }
+}
+
+impl<E> From<Error> for ComputeError<E> {
+    fn from(e: Error) -> Self {
+        Self::Cache(e)
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for ComputeError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Compute(_) => f.write_str("computing the cache value failed"),
+            Self::Cache(e) => fmt::Display::fmt(e, f),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for ComputeError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Compute(e) => Some(e),
+            // Transparent: the cache error's Display is this one's.
+            Self::Cache(e) => e.source(),
+        }
+    }
+}
+
+impl Cache {
+    /// The value of `key`; on a miss, `compute` runs in **one** caller across all processes
+    /// sharing the nodes, its value is cached for `ttl`, and every concurrent caller gets it.
+    ///
+    /// - In this process, concurrent callers for `key` share one in-flight fill.
+    /// - Across processes, a Redlock on the key (the *fill lock*, TTL
+    ///   [`CacheBuilder::fill_lock_ttl`](crate::CacheBuilder::fill_lock_ttl)) picks the one
+    ///   that computes. It re-checks the cache once it holds the lock, keeps the lock extended
+    ///   while `compute` runs, writes the value, then releases.
+    /// - The others poll the cache (5 ms, doubling to 100 ms, jittered) and retry the lock,
+    ///   for at most [`CacheBuilder::fill_wait`](crate::CacheBuilder::fill_wait).
+    ///
+    /// `compute` is called at most once, and only by a caller that won the lock (or, if too
+    /// many masters are down for any lock, without one: a cache must not fail because of its
+    /// nodes; concurrent computations are then possible across processes).
+    ///
+    /// # When the computing process dies
+    /// Its fill lock is no longer extended and expires after at most the fill lock TTL; a
+    /// waiting caller then wins the lock and computes. With the defaults (lock TTL 5 s, wait
+    /// 10 s) waiters survive that. If the computing *caller* is cancelled (its future dropped)
+    /// or panics, the lock is released at once in the background and a waiter takes over.
+    ///
+    /// # Errors
+    /// [`ComputeError::Compute`] with `compute`'s error, to the caller that ran it only: other
+    /// callers waiting for the value are not failed, they compute it themselves.
+    /// [`ComputeError::Cache`] with [`Error::FillTimeout`] when the wait ran out while another
+    /// caller held the fill lock, or [`Error::InvalidTtl`] for a bad `ttl`.
+    ///
+    /// ```no_run
+    /// # async fn run(cache: redquorum::Cache) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// let report = cache
+    ///     .get_or_compute("report:2024", Duration::from_secs(300), || async {
+    ///         // an expensive query, run once however many callers ask at the same time
+    ///         Ok::<_, std::io::Error>(b"...".to_vec())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_or_compute<F, Fut, E>(
+        &self,
+        key: &str,
+        ttl: Duration,
+        compute: F,
+    ) -> Result<Bytes, ComputeError<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Vec<u8>, E>>,
+    {
+        check_ttl(ttl)?;
+        let span = tracing::debug_span!("get_or_compute", key, outcome = field::Empty);
+        async {
+            if let Some(value) = self.get_quiet(key).await {
+                self.inner.counters.hits(1);
+                tracing::Span::current().record("outcome", "hit");
+                return Ok(value);
+            }
+            self.inner.counters.misses(1);
+            let started = Instant::now();
+            let deadline = started + self.inner.fill_wait;
+            let data_key = self.data_key(key);
+            let mut compute = Some(compute);
+            // Whether the read above is still the latest look at the cache.
+            let mut just_missed = true;
+            loop {
+                match self.inner.flights.join(&data_key) {
+                    Join::Follower(rx) => match flight::wait(rx, deadline).await {
+                        Waited::Value(value) => {
+                            tracing::Span::current().record("outcome", "shared");
+                            return Ok(value);
+                        }
+                        // The leader failed or was cancelled: try again, maybe as the leader.
+                        Waited::Abandoned => just_missed = false,
+                        Waited::TimedOut => {
+                            return Err(Error::FillTimeout {
+                                key: key.to_owned(),
+                                waited: started.elapsed(),
+                            }
+                            .into());
+                        }
+                    },
+                    Join::Leader(flight) => {
+                        // A caller leads at most once: leading always returns.
+                        let compute = compute.take().expect("compute is taken once");
+                        let value = self
+                            .fill(key, ttl, compute, just_missed, started, deadline)
+                            .await?;
+                        flight.complete(value.clone());
+                        return Ok(value);
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The cross-process part, run by this process's leader for the key.
+    async fn fill<F, Fut, E>(
+        &self,
+        key: &str,
+        ttl: Duration,
+        compute: F,
+        just_missed: bool,
+        started: Instant,
+        deadline: Instant,
+    ) -> Result<Bytes, ComputeError<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Vec<u8>, E>>,
+    {
+        let resource = format!("cache-fill:{}", self.data_key(key));
+        let mut delay = POLL_MIN;
+        let mut read = !just_missed;
+        loop {
+            if read && let Some(value) = self.get_quiet(key).await {
+                tracing::Span::current().record("outcome", "filled elsewhere");
+                return Ok(value);
+            }
+            read = true;
+            match self
+                .inner
+                .redlock
+                .try_acquire(&resource, self.inner.fill_lock_ttl)
+                .await
+            {
+                Ok(Some(guard)) => {
+                    // Double-check: the holder before us may have written and released between
+                    // our read and our lock.
+                    if let Some(value) = self.get_quiet(key).await {
+                        let _ = guard.release().await;
+                        tracing::Span::current().record("outcome", "filled elsewhere");
+                        return Ok(value);
+                    }
+                    tracing::Span::current().record("outcome", "computed");
+                    return self.compute_and_store(key, ttl, compute, Some(guard)).await;
+                }
+                Ok(None) => {}
+                Err(e) if e.is_unavailable() => {
+                    tracing::warn!(key, error = %e,
+                        "fill lock unavailable; computing without cross-process exclusion");
+                    tracing::Span::current().record("outcome", "computed unlocked");
+                    return self.compute_and_store(key, ttl, compute, None).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::FillTimeout {
+                    key: key.to_owned(),
+                    waited: started.elapsed(),
+                }
+                .into());
+            }
+            tokio::time::sleep(jittered(delay).min(deadline - now)).await;
+            delay = (delay * 2).min(POLL_MAX);
+        }
+    }
+
+    /// Runs `compute` (keeping the fill lock extended meanwhile), caches a value, releases.
+    async fn compute_and_store<F, Fut, E>(
+        &self,
+        key: &str,
+        ttl: Duration,
+        compute: F,
+        guard: Option<LockGuard>,
+    ) -> Result<Bytes, ComputeError<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Vec<u8>, E>>,
+    {
+        // Dropping the lease (this future cancelled, or `compute` panicked) stops the
+        // extension and releases the lock in the background.
+        let lease = guard.map(|g| Lease::start(g, self.inner.fill_lock_ttl).0);
+        let computed = compute().await;
+        let guard = match lease {
+            Some(lease) => {
+                let (guard, lost) = lease.stop().await;
+                if lost {
+                    tracing::warn!(
+                        key,
+                        "fill lock lost while computing; another caller may compute too"
+                    );
+                }
+                guard
+            }
+            None => None,
+        };
+        let result = match computed {
+            Ok(value) => {
+                let value = Bytes::from(value);
+                // Written before the release, so a caller that wins the lock next finds it.
+                self.set_quiet(key, &value, ttl).await;
+                Ok(value)
+            }
+            Err(e) => Err(ComputeError::Compute(e)),
+        };
+        if let Some(guard) = guard {
+            let _ = guard.release().await;
+        }
+        result
+    }
+}
+
+/// `delay` plus up to half of it again, so waiters in many processes do not poll in lockstep.
+fn jittered(delay: Duration) -> Duration {
+    delay + rand::rng().random_range(Duration::ZERO..=delay / 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_half_again() {
+        for _ in 0..100 {
+            let d = jittered(POLL_MIN);
+            assert!(d >= POLL_MIN && d <= POLL_MIN + POLL_MIN / 2, "{d:?}");
+        }
+    }
+
+    #[test]
+    fn compute_error_keeps_its_type_and_source() {
+        let e: ComputeError<std::io::Error> = ComputeError::Compute(std::io::Error::other("boom"));
+        assert!(e.is_compute() && !e.is_timeout());
+        assert_eq!(e.to_string(), "computing the cache value failed");
+        let source = std::error::Error::source(&e).expect("the computation's error");
+        assert_eq!(source.to_string(), "boom");
+        assert_eq!(e.into_compute().unwrap().to_string(), "boom");
+
+        let e: ComputeError<std::io::Error> = Error::FillTimeout {
+            key: "k".into(),
+            waited: Duration::from_secs(1),
+        }
+        .into();
+        assert!(e.is_timeout() && !e.is_compute());
+        assert!(e.as_cache().is_some());
+        assert!(
+            e.to_string()
+                .starts_with("cache key \"k\" still not filled")
+        );
+    }
+
+    #[test]
+    fn compute_error_is_send_sync_static_for_such_errors() {
+        fn check<T: Send + Sync + 'static + std::error::Error>() {}
+        check::<ComputeError<std::io::Error>>();
+    }
+}

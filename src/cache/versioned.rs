@@ -1,0 +1,197 @@
+//! Optimistic concurrency: [`Cache::get_versioned`] and [`Cache::compare_and_set`], each one
+//! Lua script call, atomic on the key's node.
+//!
+//! A version is drawn from a per-node counter that only increases, so a key never gets the
+//! same version twice, not even after it expired or was deleted and was written again: a
+//! writer holding an old version always conflicts (no ABA). This holds while the node keeps
+//! its data; a node that restarts empty starts counting again.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::{ServerErrorKind, Value};
+
+use crate::error::Result;
+
+use super::{Cache, CasOutcome, VERSION_COUNTER_KEY, check_ttl, version_key};
+
+/// A Lua script and its SHA1, for `EVALSHA` with an `EVAL` fallback.
+struct Script {
+    source: &'static str,
+    sha1: String,
+}
+
+static VERSIONED: LazyLock<Script> = LazyLock::new(|| {
+    let source = include_str!("../../scripts/cache_versioned.lua");
+    Script {
+        source,
+        sha1: redis::Script::new(source).get_hash().to_owned(),
+    }
+});
+
+impl Cache {
+    /// The value of `key` with its version, or `None` when it is absent, expired, or its node is
+    /// down. Pass the version to [`compare_and_set`](Self::compare_and_set).
+    ///
+    /// A value written by [`set`](Self::set) (or by another client) gets a fresh version the
+    /// first time it is read here.
+    ///
+    /// # Errors
+    /// None today: a failing node makes a miss.
+    pub async fn get_versioned(&self, key: &str) -> Result<Option<(u64, Bytes)>> {
+        let reply = self.versioned(key, &[b"get".as_slice()]).await;
+        let found = match reply {
+            Some(Value::Array(items)) => match <[Value; 2]>::try_from(items) {
+                Ok([version, value]) => parse_version(&version).zip(super::parse_bytes(value)),
+                Err(_) => None,
+            },
+            _ => None,
+        };
+        self.count_reads(&[found.as_ref().map(|(_, v)| v.clone())]);
+        Ok(found)
+    }
+
+    /// Writes `value` under `key` for `ttl` only if the key's version is still `expected`:
+    /// `Some(v)` for a value read at version `v`, `None` for "only if absent". Atomic on the
+    /// key's node, so of two writers with the same `expected` exactly one wins.
+    ///
+    /// Versions only guard against writers that go through this crate: a plain `SET` from
+    /// another client is seen as a change only if it came after a versioned read.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTtl`](crate::Error::InvalidTtl) for a TTL under 1 ms or over 365 days. A
+    /// failing node is not an error: the result is [`CasOutcome::Dropped`].
+    pub async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: Option<u64>,
+        value: impl AsRef<[u8]>,
+        ttl: Duration,
+    ) -> Result<CasOutcome> {
+        check_ttl(ttl)?;
+        let expected = expected.map(|v| v.to_string()).unwrap_or_default();
+        let ttl_ms = (ttl.as_millis() as u64).to_string();
+        let reply = self
+            .versioned(
+                key,
+                &[
+                    b"cas".as_slice(),
+                    expected.as_bytes(),
+                    value.as_ref(),
+                    ttl_ms.as_bytes(),
+                ],
+            )
+            .await;
+        let outcome = reply.as_ref().and_then(parse_cas).unwrap_or_else(|| {
+            self.inner.counters.write_drops(1);
+            CasOutcome::Dropped
+        });
+        Ok(outcome)
+    }
+
+    /// Runs the versioned script on `key`'s node: `EVALSHA`, then `EVAL` if the node does not
+    /// have the script (restarted, or `SCRIPT FLUSH`). `None` when the node failed.
+    async fn versioned(&self, key: &str, args: &[&[u8]]) -> Option<Value> {
+        let data_key = self.data_key(key);
+        let version_key = version_key(&data_key);
+        let node = self.node_index(key);
+        let call = |verb: &str, body: &str| {
+            let mut pipe = redis::pipe();
+            let cmd = pipe
+                .cmd(verb)
+                .arg(body)
+                .arg(3)
+                .arg(&data_key)
+                .arg(&version_key)
+                .arg(VERSION_COUNTER_KEY);
+            for arg in args {
+                cmd.arg(*arg);
+            }
+            pipe
+        };
+        let script = &*VERSIONED;
+        let reply = self
+            .exchange(node, call("EVALSHA", &script.sha1))
+            .await?
+            .pop()?;
+        let reply = match reply {
+            Value::ServerError(e) if e.kind() == Some(ServerErrorKind::NoScript) => {
+                tracing::debug!(node, "NOSCRIPT, using EVAL");
+                self.exchange(node, call("EVAL", script.source))
+                    .await?
+                    .pop()?
+            }
+            other => other,
+        };
+        if let Value::ServerError(e) = &reply {
+            self.inner.counters.node_error();
+            tracing::warn!(node, error = %e, "cache script failed");
+            return None;
+        }
+        Some(reply)
+    }
+}
+
+fn parse_version(value: &Value) -> Option<u64> {
+    match value {
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
+        Value::Int(v) => u64::try_from(*v).ok(),
+        _ => None,
+    }
+}
+
+/// `{1, version}` written, `{0, version}` conflict with a present key, `{0}` with an absent one.
+fn parse_cas(reply: &Value) -> Option<CasOutcome> {
+    let Value::Array(items) = reply else {
+        return None;
+    };
+    match items.as_slice() {
+        [Value::Int(1), version] => Some(CasOutcome::Written {
+            version: parse_version(version)?,
+        }),
+        [Value::Int(0), version] => Some(CasOutcome::Conflict {
+            current: Some(parse_version(version)?),
+        }),
+        [Value::Int(0)] => Some(CasOutcome::Conflict { current: None }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn cas_replies() {
+        let written = Value::Array(vec![Value::Int(1), bulk("9007199254740993")]);
+        assert_eq!(
+            parse_cas(&written),
+            Some(CasOutcome::Written {
+                version: 9_007_199_254_740_993
+            })
+        );
+        let conflict = Value::Array(vec![Value::Int(0), bulk("4")]);
+        assert_eq!(
+            parse_cas(&conflict),
+            Some(CasOutcome::Conflict { current: Some(4) })
+        );
+        let absent = Value::Array(vec![Value::Int(0)]);
+        assert_eq!(
+            parse_cas(&absent),
+            Some(CasOutcome::Conflict { current: None })
+        );
+        assert_eq!(parse_cas(&Value::Nil), None);
+        assert_eq!(parse_cas(&Value::Array(vec![Value::Int(1)])), None);
+    }
+
+    #[test]
+    fn script_hash_is_sha1_hex() {
+        assert_eq!(VERSIONED.sha1.len(), 40);
+        assert!(VERSIONED.source.contains("KEYS[3]"));
+    }
+}
