@@ -13,7 +13,7 @@ use tracing::{Instrument, field};
 use crate::config::{Builder, Config, check_resource};
 use crate::error::{Error, MasterReply, Replies, Result};
 use crate::guard::{Lease, LockContext, LockGuard};
-use crate::master::Master;
+use crate::master::{Master, connect_all};
 use crate::quorum::{Decision, drift, fan_out, quorum, validity};
 use crate::scripts::{ACQUIRE, FENCE_RAISE, RELEASE, ScriptCall};
 
@@ -69,43 +69,14 @@ impl Redlock {
 
     pub(crate) async fn connect(builder: Builder) -> Result<Self> {
         let config = builder.config;
-        let masters = builder
-            .masters
-            .iter()
-            .enumerate()
-            .map(|(i, url)| {
-                Master::new(
-                    i,
-                    url,
-                    config.master_timeout,
-                    config.connect_timeout,
-                    config.restart_quarantine,
-                )
-                .map(Arc::new)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        for (j, b) in masters.iter().enumerate() {
-            for (i, a) in masters[..j].iter().enumerate() {
-                if a.endpoint() == b.endpoint() {
-                    return Err(Error::DuplicateMaster {
-                        first: i,
-                        second: j,
-                        why: "same address".into(),
-                    });
-                }
-            }
-        }
+        let (masters, replies) = connect_all(
+            &builder.masters,
+            config.master_timeout,
+            config.connect_timeout,
+            config.restart_quarantine,
+        )
+        .await?;
         let n = masters.len();
-        let results = join_all(masters.iter().map(|m| m.connect())).await;
-        let replies = Replies(
-            results
-                .iter()
-                .map(|r| match r {
-                    Ok(()) => MasterReply::Granted,
-                    Err(reply) => reply.clone(),
-                })
-                .collect(),
-        );
         let reachable = replies.granted();
         if reachable < quorum(n) {
             return Err(Error::QuorumUnreachable {
@@ -115,34 +86,13 @@ impl Redlock {
                 replies,
             });
         }
-        let identities: Vec<_> = masters.iter().map(|m| m.identity()).collect();
-        for (j, b) in identities.iter().enumerate() {
-            for (i, a) in identities[..j].iter().enumerate() {
-                if let (Some(a), Some(b)) = (a, b)
-                    && a.run_id == b.run_id
-                {
-                    return Err(Error::DuplicateMaster {
-                        first: i,
-                        second: j,
-                        why: format!("same run_id {}", a.run_id),
-                    });
-                }
-            }
-        }
-        for (i, r) in results.iter().enumerate() {
-            masters[i].track_restarts();
-            if let Err(why) = r {
-                tracing::warn!(master = i, addr = %masters[i].addr, %why,
+        for (master, reply) in masters.iter().zip(replies.as_slice()) {
+            if *reply != MasterReply::Granted {
+                tracing::warn!(master = master.index, addr = %master.addr, why = %reply,
                     "master unreachable at start; retrying in the background");
             }
         }
-        Ok(Self {
-            inner: Arc::new(Inner {
-                quorum: quorum(n),
-                masters,
-                config,
-            }),
-        })
+        Ok(Self::from_masters(masters, config))
     }
 
     /// Number of masters.

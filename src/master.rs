@@ -16,7 +16,7 @@ use redis::{AsyncConnectionConfig, Cmd, RedisError, ServerErrorKind, Value};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::error::{Error, MasterReply, redact_url};
+use crate::error::{Error, MasterReply, Replies, redact_url};
 use crate::scripts::{self, ScriptCall};
 
 /// What the client knows about the server process behind a master's address.
@@ -302,6 +302,68 @@ impl Master {
             }
         }
     }
+}
+
+/// Opens every master concurrently and checks that no two are the same server: same address
+/// before connecting, same `run_id` after. Returns the masters (those that did not answer keep
+/// reconnecting in the background) and what each one answered (`Granted` = connected).
+///
+/// Shared by [`Redlock`](crate::Redlock) and [`Cache`](crate::Cache), which differ only in
+/// how many masters must answer.
+pub(crate) async fn connect_all(
+    urls: &[String],
+    timeout: Duration,
+    connect_timeout: Duration,
+    quarantine: Option<Duration>,
+) -> Result<(Vec<Arc<Master>>, Replies), Error> {
+    let masters = urls
+        .iter()
+        .enumerate()
+        .map(|(i, url)| Master::new(i, url, timeout, connect_timeout, quarantine).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()?;
+    let endpoints: Vec<String> = masters.iter().map(|m| m.endpoint()).collect();
+    if let Some((first, second)) = first_duplicate(&endpoints) {
+        return Err(Error::DuplicateMaster {
+            first,
+            second,
+            why: "same address".into(),
+        });
+    }
+    let results = futures::future::join_all(masters.iter().map(|m| m.connect())).await;
+    let run_ids: Vec<Option<String>> = masters
+        .iter()
+        .map(|m| m.identity().map(|id| id.run_id))
+        .collect();
+    let known: Vec<String> = run_ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| id.clone().unwrap_or_else(|| format!("unknown-{i}")))
+        .collect();
+    if let Some((first, second)) = first_duplicate(&known) {
+        return Err(Error::DuplicateMaster {
+            first,
+            second,
+            why: format!("same run_id {}", known[first]),
+        });
+    }
+    let replies = Replies(
+        results
+            .into_iter()
+            .map(|r| match r {
+                Ok(()) => MasterReply::Granted,
+                Err(reply) => reply,
+            })
+            .collect(),
+    );
+    Ok((masters, replies))
+}
+
+/// The first pair of equal items, by index.
+fn first_duplicate(items: &[String]) -> Option<(usize, usize)> {
+    items
+        .iter()
+        .enumerate()
+        .find_map(|(j, b)| items[..j].iter().position(|a| a == b).map(|i| (i, j)))
 }
 
 /// Maps a client error to a reply, and says whether the connection is unusable.

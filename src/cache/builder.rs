@@ -5,12 +5,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::join_all;
-
 use crate::config::DEFAULT_CONNECT_TIMEOUT;
-use crate::error::{Error, MasterReply, Replies, Result, redact_url};
+use crate::error::{Error, MasterReply, Result, redact_url};
 use crate::lock::Redlock;
-use crate::master::Master;
+use crate::master::connect_all;
 use crate::ring::{HashRing, RingNode};
 
 use super::{Cache, Inner};
@@ -232,35 +230,8 @@ impl CacheBuilder {
 
     /// Connects the cache's own nodes and a lock client over them (sharing the connections).
     async fn connect_nodes(&self, urls: &[String]) -> Result<Redlock> {
-        let masters = urls
-            .iter()
-            .enumerate()
-            .map(|(i, url)| {
-                Master::new(i, url, self.node_timeout, self.connect_timeout, None).map(Arc::new)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        for (j, b) in masters.iter().enumerate() {
-            if let Some(i) = masters[..j]
-                .iter()
-                .position(|a| a.endpoint() == b.endpoint())
-            {
-                return Err(Error::DuplicateMaster {
-                    first: i,
-                    second: j,
-                    why: "same address".into(),
-                });
-            }
-        }
-        let results = join_all(masters.iter().map(|m| m.connect())).await;
-        let replies = Replies(
-            results
-                .iter()
-                .map(|r| match r {
-                    Ok(()) => MasterReply::Granted,
-                    Err(reply) => reply.clone(),
-                })
-                .collect(),
-        );
+        let (masters, replies) =
+            connect_all(urls, self.node_timeout, self.connect_timeout, None).await?;
         if replies.granted() == 0 {
             return Err(Error::QuorumUnreachable {
                 reachable: 0,
@@ -269,23 +240,9 @@ impl CacheBuilder {
                 replies,
             });
         }
-        let run_ids: Vec<_> = masters
-            .iter()
-            .map(|m| m.identity().map(|id| id.run_id))
-            .collect();
-        for (j, b) in run_ids.iter().enumerate() {
-            let Some(b) = b else { continue };
-            if let Some(i) = run_ids[..j].iter().position(|a| a.as_ref() == Some(b)) {
-                return Err(Error::DuplicateMaster {
-                    first: i,
-                    second: j,
-                    why: format!("same run_id {b}"),
-                });
-            }
-        }
-        for (i, r) in results.iter().enumerate() {
-            if let Err(why) = r {
-                tracing::warn!(node = i, addr = %masters[i].addr, %why,
+        for (master, reply) in masters.iter().zip(replies.as_slice()) {
+            if *reply != MasterReply::Granted {
+                tracing::warn!(node = master.index, addr = %master.addr, why = %reply,
                     "cache node unreachable at start; its keys are misses until it reconnects");
             }
         }
