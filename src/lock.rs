@@ -149,7 +149,7 @@ impl Redlock {
         async {
             loop {
                 attempts += 1;
-                let outcome = self.round(resource, ttl).await;
+                let outcome = self.round_reconnecting(resource, ttl).await;
                 let (replies, contended) = match outcome {
                     RoundOutcome::Acquired {
                         token,
@@ -210,8 +210,9 @@ impl Redlock {
         .await
     }
 
-    /// Tries exactly one round. `Ok(None)` when the lock is held by someone else (or the round
-    /// finished too late to leave any validity).
+    /// Tries one round (plus one immediate retry if that round found connections broken and
+    /// they reconnect). `Ok(None)` when the lock is held by someone else (or the round finished
+    /// too late to leave any validity).
     ///
     /// # Errors
     /// [`Error::EmptyResource`] / [`Error::InvalidTtl`] for bad input; [`Error::Unavailable`]
@@ -220,7 +221,11 @@ impl Redlock {
         check_resource(resource)?;
         self.inner.config.check_ttl(ttl)?;
         let span = tracing::debug_span!("try_acquire", resource, votes = field::Empty);
-        match self.round(resource, ttl).instrument(span.clone()).await {
+        match self
+            .round_reconnecting(resource, ttl)
+            .instrument(span.clone())
+            .await
+        {
             RoundOutcome::Acquired {
                 token,
                 valid_until,
@@ -277,6 +282,27 @@ impl Redlock {
         Ok(output)
     }
 
+    /// One round; if it failed only because connections were found broken and are coming
+    /// back (a restarted server, a reset network path), one more right away. Masters that are
+    /// really down refuse the reconnect at once, so this still fails fast.
+    async fn round_reconnecting(&self, resource: &str, ttl: Duration) -> RoundOutcome {
+        let outcome = self.round(resource, ttl).await;
+        if let RoundOutcome::Unavailable(replies) = &outcome {
+            let recovering = replies.as_slice().iter().enumerate().any(|(i, r)| {
+                matches!(r, MasterReply::Unavailable(_))
+                    && self.inner.masters[i].is_connected_or_connecting()
+            });
+            if recovering {
+                tracing::debug!(
+                    resource,
+                    "connections were broken; retrying after reconnect"
+                );
+                return self.round(resource, ttl).await;
+            }
+        }
+        outcome
+    }
+
     /// One acquire round, exactly as in the Redlock spec, plus the fencing step.
     async fn round(&self, resource: &str, ttl: Duration) -> RoundOutcome {
         let inner = &self.inner;
@@ -297,6 +323,12 @@ impl Redlock {
                 if config.fencing { "1" } else { "0" }.into(),
             ],
         ));
+        // Masters without a connection get one chance to reconnect, bounded by the per-master
+        // timeout, before anything is sent (acquire scripts are never sent late).
+        if inner.masters.iter().any(|m| !m.is_connected()) {
+            let deadline = Instant::now() + config.master_timeout;
+            join_all(inner.masters.iter().map(|m| m.await_connection(deadline))).await;
+        }
         // If this future is dropped from here on, keys may have landed: roll back.
         let mut rollback = RollbackOnDrop::armed(self.clone(), key.clone(), token.clone());
         let t0 = Instant::now();
@@ -314,7 +346,7 @@ impl Redlock {
                     if excluded {
                         return Err(MasterReply::Quarantined);
                     }
-                    master.run(&call).await.and_then(parse_acquire)
+                    master.run_once(&call).await.and_then(parse_acquire)
                 }
             },
             |answer: &AcquireAnswer| matches!(answer, Ok(Some(_))),
@@ -419,9 +451,12 @@ impl Redlock {
     }
 
     /// Re-seeds the fencing counter of every master seen restarted: `counter = max(counter, m)`
-    /// where `m` is the largest counter among a majority of the other masters. Any token handed
-    /// out earlier is at most `m` (a majority had it), so the restarted master's grants give
-    /// larger tokens again. Cheap when nothing restarted (one atomic load per master).
+    /// where `m` is the largest counter read from a majority of all masters. Any token handed
+    /// out earlier was written to a majority, which shares a master with the one read, so `m`
+    /// is at least that token unless the shared master lost its data (the documented limit).
+    /// Restarted masters are read too: their counters can only be lower, never wrong upward,
+    /// and excluding them would make a restart of a majority (a whole-cluster restart) block
+    /// every acquisition for good. Cheap when nothing restarted (one atomic load per master).
     async fn reseed_restarted_masters(&self) {
         let inner = &self.inner;
         let stale: Vec<usize> = (0..inner.masters.len())
@@ -441,11 +476,7 @@ impl Redlock {
             |i| {
                 let master = inner.masters[i].clone();
                 let get = get.clone();
-                let fresh = !stale.contains(&i);
                 async move {
-                    if !fresh {
-                        return Err(MasterReply::Quarantined);
-                    }
                     match master.query(&get).await? {
                         Value::Nil => Ok(0),
                         value => redis::from_redis_value::<u64>(value)

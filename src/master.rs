@@ -256,10 +256,71 @@ impl Master {
         .await
     }
 
+    /// Runs a script at most once, on the connection as it is now: no waiting for a reconnect,
+    /// no second try on a new connection. For acquire scripts: a `SET` that reached a master
+    /// late (after a reconnect) could land after this round's rollback or the lock's release
+    /// and leave a key behind; sent now, it is ordered before them on the same connection.
+    pub(crate) async fn run_once(
+        self: &Arc<Self>,
+        call: &ScriptCall,
+    ) -> Result<Value, MasterReply> {
+        let Some(shared) = self.conn.load_full() else {
+            self.reconnect_in_background();
+            return Err(MasterReply::Unavailable("not connected".into()));
+        };
+        let mut conn = (*shared).clone();
+        let exchange = async {
+            let first = conn
+                .send_packed_command(call.evalsha())
+                .await
+                .and_then(Value::extract_error);
+            match first {
+                Err(e) if e.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    // Same connection, right behind the failed EVALSHA: still ordered.
+                    conn.send_packed_command(&call.eval())
+                        .await
+                        .and_then(Value::extract_error)
+                }
+                other => other,
+            }
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(Ok(value)) => Ok(value),
+            Err(_) => Err(MasterReply::TimedOut),
+            Ok(Err(e)) => {
+                let (reply, broken) = classify(&e);
+                if broken {
+                    self.drop_connection(&shared);
+                    self.reconnect_in_background();
+                }
+                Err(reply)
+            }
+        }
+    }
+
+    /// Whether this master has no connection but a reconnect may bring one soon (an attempt
+    /// is running, or one just succeeded).
+    pub(crate) fn is_connected_or_connecting(&self) -> bool {
+        self.connecting.load(Ordering::Acquire) || self.conn.load().is_some()
+    }
+
+    /// Whether a connection is open.
+    pub(crate) fn is_connected(&self) -> bool {
+        self.conn.load().is_some()
+    }
+
+    /// Waits, until `deadline`, for a reconnect of a master that has no connection. Sends
+    /// nothing, so it is safe before a round whose commands must not arrive late.
+    pub(crate) async fn await_connection(self: &Arc<Self>, deadline: Instant) {
+        let _ = self.connection(deadline).await;
+    }
+
     /// Runs `send` on the connection within one per-master timeout. If the connection turns
     /// out to be broken (the server restarted, a network path was reset), it is replaced and
-    /// `send` is tried once more on the new one, still within the same timeout. Every command
-    /// sent through here is safe to repeat: the scripts compare-and-act on a per-round token.
+    /// `send` is tried once more on the new one, still within the same timeout. Only for
+    /// commands that are harmless if they arrive late or twice (compare-and-delete,
+    /// compare-and-expire, counter raises, reads); acquire scripts use
+    /// [`run_once`](Self::run_once).
     async fn exchange<'a, F, Fut>(self: &'a Arc<Self>, send: F) -> Result<Value, MasterReply>
     where
         F: Fn(MultiplexedConnection) -> Fut,

@@ -4,6 +4,8 @@
 //! exercised against real masters by the integration tests.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -116,24 +118,42 @@ where
     F: Fn(usize) -> Fut,
     Fut: Future<Output = T> + Send + 'static,
 {
-    let mut pending: FuturesUnordered<_> = (0..n)
-        .map(|i| {
-            let fut = call(i);
-            async move { (i, fut.await) }
-        })
-        .collect();
+    let mut calls: Vec<Option<Pin<Box<Fut>>>> = (0..n).map(|i| Some(Box::pin(call(i)))).collect();
     let mut answers: Vec<Option<T>> = (0..n).map(|_| None).collect();
+    // Poll every call once before counting any vote, so every master's command is on its way
+    // before the round can be decided. Otherwise a fast answer (a broken connection fails at
+    // once) could decide the round while another master's command was not yet sent, and that
+    // command would then go out after this round's rollback or the lock's release.
+    std::future::poll_fn(|cx| {
+        for (i, slot) in calls.iter_mut().enumerate() {
+            if let Some(fut) = slot
+                && let Poll::Ready(answer) = fut.as_mut().poll(cx)
+            {
+                answers[i] = Some(answer);
+                *slot = None;
+            }
+        }
+        Poll::Ready(())
+    })
+    .await;
     let mut tally = Tally::needing(n, needed);
     let mut decision = tally.decision();
-    if decision != Decision::Pending {
-        return Round { answers, decision };
+    for answer in answers.iter().flatten() {
+        if decision == Decision::Pending {
+            decision = tally.record(vote(answer));
+        }
     }
-    while let Some((i, answer)) = pending.next().await {
+    let mut pending: FuturesUnordered<_> = calls
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, slot)| slot.map(|fut| async move { (i, fut.await) }))
+        .collect();
+    while decision == Decision::Pending {
+        let Some((i, answer)) = pending.next().await else {
+            break;
+        };
         decision = tally.record(vote(&answer));
         answers[i] = Some(answer);
-        if decision != Decision::Pending {
-            break;
-        }
     }
     if !pending.is_empty() {
         // Each straggler may already have written to its master; let it finish so that the
@@ -221,6 +241,35 @@ mod tests {
         assert_eq!(validity(ttl, Duration::from_millis(200), d), None);
         assert_eq!(validity(ttl, Duration::from_millis(97), d), None);
         assert_eq!(validity(ttl, ttl - d, d), None);
+    }
+
+    #[tokio::test]
+    async fn every_call_is_dispatched_before_the_round_is_decided() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        // Masters 0-2 fail at once (like broken connections); 3 and 4 would answer later.
+        // Their commands must have been started anyway, or they would be sent after the
+        // round's rollback.
+        let started = Arc::new(AtomicUsize::new(0));
+        let round = fan_out(
+            5,
+            3,
+            |i| {
+                let started = started.clone();
+                async move {
+                    if i < 3 {
+                        return false;
+                    }
+                    started.fetch_add(1, Ordering::SeqCst);
+                    std::future::pending::<()>().await;
+                    true
+                }
+            },
+            |yes| *yes,
+        )
+        .await;
+        assert_eq!(round.decision, Decision::Lost);
+        assert_eq!(started.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

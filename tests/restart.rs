@@ -143,3 +143,30 @@ async fn fencing_counters_are_reseeded_after_a_restart_without_data() -> anyhow:
     }
     panic!("restarted masters were never re-seeded\n{}", cluster.logs());
 }
+
+/// Every master restarted (keeping its data, as after a planned cluster restart): the client
+/// sees five new run_ids, re-seeds from a majority of them, and locks again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_whole_cluster_restart_with_data_does_not_block_locking() -> anyhow::Result<()> {
+    let cluster = Cluster::start(5)?;
+    let redlock = support::client(&cluster).await;
+    let lock = redlock
+        .acquire("after-restart", Duration::from_secs(5))
+        .await?;
+    let before = lock.fencing_token().unwrap();
+    lock.release().await?;
+    for i in 0..5 {
+        cluster.restart(i, DataOnRestart::Keep)?;
+    }
+    let lock = redlock
+        .acquire_with_wait(
+            "after-restart",
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+        )
+        .await?;
+    let after = lock.fencing_token().unwrap();
+    assert!(after > before, "token {after} after {before}");
+    assert!(lock.release().await?);
+    Ok(())
+}
