@@ -55,6 +55,11 @@ impl Config {
         format!("{}lock:{}", self.key_prefix, resource)
     }
 
+    /// The fencing flag the acquire scripts take.
+    pub(crate) fn fencing_arg(&self) -> String {
+        if self.fencing { "1" } else { "0" }.to_owned()
+    }
+
     /// The fencing counter of this key namespace (one per prefix, on every master).
     pub(crate) fn fence_key(&self) -> String {
         format!("{}fence", self.key_prefix)

@@ -82,6 +82,7 @@
 mod config;
 mod error;
 mod guard;
+mod held;
 mod lock;
 mod master;
 mod quorum;
