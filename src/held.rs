@@ -11,9 +11,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use redis::Value;
+
 use crate::error::{Error, Result};
 use crate::guard::{Lease, LockContext, LockGuard};
-use crate::scripts::{EXTEND, LuaScript, RELEASE, ScriptCall};
+use crate::lock::Redlock;
+use crate::quorum::fan_out;
+use crate::scripts::{DEQUEUE, EXTEND, LuaScript, RELEASE, ScriptCall};
 
 /// How a hold is kept and given back on every master.
 ///
@@ -108,6 +112,61 @@ impl Attempt {
 /// A random 128-bit owner token (uuid v4 from the OS CSPRNG), as hex.
 pub(crate) fn new_token() -> String {
     uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Removes `member` from the sorted sets `keys` on every master: a fair-lock waiter or a
+/// waiting writer that gives up. Returns once a quorum answered (or failed); the other calls
+/// finish in the background. Best effort: what is missed expires with the waiter timeout.
+pub(crate) async fn leave(redlock: &Redlock, keys: Vec<String>, member: String) {
+    let inner = &redlock.inner;
+    let call = Arc::new(ScriptCall::new(&DEQUEUE, keys, vec![member]));
+    fan_out(
+        inner.masters.len(),
+        inner.quorum,
+        |i| {
+            let master = inner.masters[i].clone();
+            let call = call.clone();
+            async move { master.run(&call).await }
+        },
+        |answer| matches!(answer, Ok(Value::Int(1))),
+    )
+    .await;
+}
+
+/// Leaves a wait in the background when dropped armed: an acquire future dropped part-way must
+/// not leave its waiter queued (it would hold up the queue for a waiter timeout).
+pub(crate) struct LeaveOnDrop {
+    armed: Option<(Redlock, Vec<String>, String)>,
+}
+
+impl LeaveOnDrop {
+    pub(crate) fn armed(redlock: Redlock, keys: Vec<String>, member: String) -> Self {
+        Self {
+            armed: Some((redlock, keys, member)),
+        }
+    }
+
+    /// Leaves now (the wait ended without the lock).
+    pub(crate) async fn leave(mut self) {
+        if let Some((redlock, keys, member)) = self.armed.take() {
+            leave(&redlock, keys, member).await;
+        }
+    }
+
+    /// The wait ended with the lock: its release leaves.
+    pub(crate) fn disarm(&mut self) {
+        self.armed = None;
+    }
+}
+
+impl Drop for LeaveOnDrop {
+    fn drop(&mut self) {
+        if let Some((redlock, keys, member)) = self.armed.take()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            handle.spawn(async move { leave(&redlock, keys, member).await });
+        }
+    }
 }
 
 impl LockGuard {
