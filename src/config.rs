@@ -27,6 +27,10 @@ pub const DEFAULT_ACQUIRE_WAIT: Duration = Duration::from_secs(10);
 pub const DEFAULT_KEY_PREFIX: &str = "redquorum:";
 /// Fencing tokens are on by default: they are what makes a lock safe against paused holders.
 pub const DEFAULT_FENCING: bool = true;
+/// Default waiter timeout of fair locks and of writers waiting on a read-write lock: how long a
+/// waiter's place (or a writer's intent) outlives its last attempt. A waiter that vanishes holds
+/// up the queue this long at most; a waiter that cannot poll within it loses its place.
+pub const DEFAULT_WAITER_TIMEOUT: Duration = Duration::from_secs(1);
 /// Largest TTL accepted. Longer leases are almost always a bug (and a crashed holder would block
 /// the resource for that long); use [`Redlock::with_lock`] to hold a lock for long work.
 pub const MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -53,6 +57,18 @@ impl Config {
     /// The key a resource's lock lives under.
     pub(crate) fn lock_key(&self, resource: &str) -> String {
         format!("{}lock:{}", self.key_prefix, resource)
+    }
+
+    /// A primitive's key: `<prefix><space>:<name>`. Every space is a distinct word and none is
+    /// a prefix of another followed by `:`, so keys of two spaces never collide whatever the
+    /// names contain.
+    pub(crate) fn key(&self, space: &str, name: &str) -> String {
+        format!("{}{space}:{name}", self.key_prefix)
+    }
+
+    /// The fencing flag the acquire scripts take.
+    pub(crate) fn fencing_arg(&self) -> String {
+        if self.fencing { "1" } else { "0" }.to_owned()
     }
 
     /// The fencing counter of this key namespace (one per prefix, on every master).
@@ -84,6 +100,22 @@ impl Config {
                 "drift ({drift:?}) and the per-master timeout ({:?}) leave no validity",
                 self.master_timeout
             ));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// A waiter timeout must outlast the pause between two attempts of a waiting client (two
+    /// rounds and one retry delay, with margin), or waiters would lose their place while
+    /// waiting.
+    pub(crate) fn check_waiter_timeout(&self, timeout: Duration) -> Result<()> {
+        let min = (self.retry_delay + self.retry_jitter + self.master_timeout) * 2;
+        if timeout < min {
+            return Err(Error::InvalidArgument(format!(
+                "waiter timeout {timeout:?} is shorter than {min:?} \
+                 (twice the retry delay, jitter and per-master timeout)"
+            )));
         }
         Ok(())
     }

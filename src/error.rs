@@ -127,9 +127,13 @@ pub enum Error {
     /// A builder setting is out of range.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
-    /// The resource name is empty.
+    /// The resource name is empty (or a multi-resource lock was given no resource).
     #[error("resource name is empty")]
     EmptyResource,
+    /// An argument of a lock primitive is out of range: zero semaphore permits, an empty
+    /// reentrant owner id, a waiter timeout shorter than the retry interval.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
     /// The TTL is zero, too large, or leaves no validity after drift and the per-master timeout.
     #[error("invalid ttl {ttl:?}: {reason}")]
     InvalidTtl {
@@ -262,6 +266,7 @@ impl Error {
                 | Self::DuplicateMaster { .. }
                 | Self::InvalidConfig(_)
                 | Self::EmptyResource
+                | Self::InvalidArgument(_)
                 | Self::InvalidTtl { .. }
         )
     }

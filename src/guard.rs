@@ -11,9 +11,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field};
 
 use crate::error::{Error, MasterReply, Replies, Result};
+use crate::held::HeldBy;
 use crate::lock::Redlock;
 use crate::quorum::{Decision, drift, fan_out, validity};
-use crate::scripts::{EXTEND, RELEASE, ScriptCall};
 
 /// A lock held on a quorum of masters.
 ///
@@ -30,7 +30,7 @@ use crate::scripts::{EXTEND, RELEASE, ScriptCall};
 pub struct LockGuard {
     redlock: Redlock,
     resource: String,
-    key: String,
+    held: HeldBy,
     token: String,
     valid_until: Instant,
     fencing_token: Option<u64>,
@@ -41,6 +41,7 @@ impl std::fmt::Debug for LockGuard {
     // The owner token is left out: anyone holding it can release or extend the lock.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LockGuard")
+            .field("kind", &self.held.kind)
             .field("resource", &self.resource)
             .field("remaining", &self.remaining())
             .field("fencing_token", &self.fencing_token)
@@ -52,15 +53,15 @@ impl LockGuard {
     pub(crate) fn new(
         redlock: Redlock,
         resource: &str,
+        held: HeldBy,
         token: String,
         valid_until: Instant,
         fencing_token: Option<u64>,
     ) -> Self {
-        let key = redlock.config().lock_key(resource);
         Self {
             redlock,
             resource: resource.to_owned(),
-            key,
+            held,
             token,
             valid_until,
             fencing_token,
@@ -112,11 +113,7 @@ impl LockGuard {
         let inner = &self.redlock.inner;
         let span = tracing::debug_span!("extend", resource = %self.resource, votes = field::Empty,
             elapsed_us = field::Empty);
-        let call = Arc::new(ScriptCall::new(
-            &EXTEND,
-            vec![self.key.clone()],
-            vec![self.token.clone(), (ttl.as_millis() as u64).to_string()],
-        ));
+        let call = Arc::new(self.held.extend_call(&self.token, ttl));
         let t0 = Instant::now();
         let round = fan_out(
             inner.masters.len(),
@@ -172,11 +169,7 @@ impl LockGuard {
         let span = tracing::debug_span!("release", resource = %self.resource, votes = field::Empty,
             elapsed_us = field::Empty);
         let t0 = Instant::now();
-        let call = Arc::new(ScriptCall::new(
-            &RELEASE,
-            vec![self.key.clone()],
-            vec![self.token.clone()],
-        ));
+        let call = Arc::new(self.held.release_call(&self.token));
         let round = fan_out(
             inner.masters.len(),
             inner.quorum,
@@ -243,7 +236,7 @@ impl Drop for LockGuard {
         let guard = LockGuard {
             redlock: self.redlock.clone(),
             resource: std::mem::take(&mut self.resource),
-            key: std::mem::take(&mut self.key),
+            held: self.held.clone(),
             token: std::mem::take(&mut self.token),
             valid_until: self.valid_until,
             fencing_token: self.fencing_token,

@@ -61,6 +61,90 @@
 //!   [fencing token](LockGuard::fencing_token). Use locks for efficiency without fencing; use
 //!   fencing for correctness.
 //!
+//! ## Primitives
+//! Beside the basic lock, five primitives run over the same masters with the same rules: one
+//! Lua script per master (atomic there), one round decided at quorum with the same per-master
+//! timeouts, validity (`ttl - elapsed - drift`), rollback of failed rounds on every master that
+//! may have applied them, restart quarantine and fencing tokens (every acquire script increments
+//! the same namespace counter, so tokens strictly increase across all primitives). Each returns
+//! a [`LockGuard`] with the same [`extend`](LockGuard::extend), [`release`](LockGuard::release),
+//! drop and [`with_watchdog`](LockGuard::with_watchdog) (automatic extension with the lost-lock
+//! signal). Each uses its own keys, except the multi-resource lock, which shares the basic
+//! lock's.
+//!
+//! - **Multi-resource lock** ([`Redlock::acquire_many`], [`Redlock::with_locks`]): several
+//!   resources in one round; a master grants all or none, so no partial hold exists to
+//!   deadlock on, and a failed round is rolled back as a unit. Names are sorted and
+//!   deduplicated. *Guarantees*: while valid, no other holder of any of the resources (multi or
+//!   basic). *Not*: progress under heavy overlap is by retry with jitter, like contended basic
+//!   locks; no ordering among waiters.
+//! - **Reentrant lock** ([`Redlock::reentrant`] → [`ReentrantLock`]): an explicit owner id may
+//!   hold the lock several times; each hold has its own guard and lease, and the lock is free
+//!   when the last hold is released or expired. A failed round removes exactly the hold it
+//!   added. *Guarantees*: no two owners hold it at once within validity. *Not*: any check that
+//!   an owner id is used by one logical owner only (two processes with the same id share the
+//!   lock); a re-entry gets a new, larger fencing token, not the outer one's.
+//! - **Fair lock** ([`Redlock::fair_lock`] → [`FairLock`]): waiters are served by ticket. A
+//!   waiter takes a ticket (one extra round: the largest ticket queued on a quorum, plus one),
+//!   then a master grants only to the head of its queue; waiters that stop polling are dropped
+//!   after the waiter timeout. *Guarantees*: mutual exclusion as the basic lock; first come,
+//!   first served among waiters whose arrivals do not overlap (a later ticket round meets the
+//!   earlier waiter on at least one master of its quorum); no starvation while holders release.
+//!   *Not*: an order among waiters arriving at the same moment (consistent, by waiter id, but
+//!   arbitrary); fairness against basic locks; a waiter paused longer than the waiter timeout
+//!   keeps its place only if it re-joins before a later waiter is served.
+//! - **Read-write lock** ([`Redlock::rw_lock`] → [`RwLock`]): many readers or one writer, with
+//!   writer preference (a waiting writer's intent shuts out new readers). *Guarantees*: no
+//!   writer overlaps a reader or another writer within validity (a read quorum and a write
+//!   quorum share a master, which refused the later one); writers are not starved by readers.
+//!   *Not*: readers are not protected from starvation by a stream of writers; granted read
+//!   leases are not revoked for a waiting writer (a reader that keeps extending delays it).
+//! - **Semaphore** ([`Redlock::semaphore`] → [`Semaphore`]): up to `permits` holders at once,
+//!   each with its own lease. The permits are slots and each slot is a mutex over the quorum; a
+//!   holder needs the same slot on a quorum. *Guarantees*: never more than `permits` holders
+//!   within validity, also when masters disagree (a count per master would not give this: with
+//!   5 masters and 2 permits, three holders can each be counted on 3 masters); a vanished
+//!   holder's permit is free when its lease expires. [`Semaphore::available`] reports the slots
+//!   a quorum of masters reports free, a snapshot. *Not*: fairness among waiters; every client
+//!   must use the same `permits`; fencing tokens order the holders but a store shared by
+//!   several holders at once cannot simply reject lower tokens.
+//!
+//! All of them share the basic lock's limits (next section): masters that lose data, clock
+//! jumps and paused holders. Scripts that compare lease expiries (read leases, waiter and
+//! writer deadlines, semaphore slots) use each master's own clock (`TIME`), as Redis' own key
+//! expiry does; no client clock is ever compared with a master's.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! # async fn run(redlock: redquorum::Redlock) -> redquorum::Result<()> {
+//! let ttl = Duration::from_secs(10);
+//! let both = redlock.acquire_many(["account:1", "account:2"], ttl).await?;
+//! both.release().await?;
+//!
+//! let job = redlock.reentrant("job-42");
+//! let outer = job.acquire("catalog", ttl).await?;
+//! let inner = job.acquire("catalog", ttl).await?; // same owner: granted
+//! inner.release().await?;
+//! outer.release().await?; // free now
+//!
+//! let turn = redlock.fair_lock("printer").acquire(ttl).await?; // first come, first served
+//! turn.release().await?;
+//!
+//! let config = redlock.rw_lock("config");
+//! let reading = config.read(ttl).await?;
+//! reading.release().await?;
+//! config
+//!     .with_write(ttl, |lock| async move { /* rewrite; select on lock.lost() */ })
+//!     .await?;
+//!
+//! let quota = redlock.semaphore("api-quota", 3);
+//! let permit = quota.acquire(ttl).await?;
+//! println!("{} permits left", quota.available().await?);
+//! permit.release().await?;
+//! # Ok(()) }
+//! ```
+//!
 //! ## Layout
 //! - `config`: [`Builder`], the `DEFAULT_*` constants, input validation.
 //! - `error`: [`Error`], with each master's [`MasterReply`] kept by index.
@@ -70,6 +154,10 @@
 //! - `lock`: [`Redlock`]: connect, acquire rounds, fencing write-back, retry policy.
 //! - `guard`: [`LockGuard`] (extend, release, drop) and the auto-extending lease of
 //!   [`Redlock::with_lock`].
+//! - `held`: what a hold is on the masters (keys and extend / release / rollback scripts), what
+//!   one acquire round sends, [`LockGuard::with_watchdog`], leaving a wait queue.
+//! - `multi`, `reentrant`, `fair`, `rwlock`, `semaphore`: the primitives above, each an acquire
+//!   script plus a hold description over the shared round.
 //! - `ring`: [`HashRing`], ketama consistent hashing byte-compatible with libmemcached.
 //! - `cache`: [`Cache`], a distributed cache over the ring: per-node batched pipelines, nodes
 //!   that fail turn into misses, stampede-free [`Cache::get_or_compute`], compare-and-set.
@@ -77,19 +165,27 @@
 //! ## Cancellation
 //! Dropping an `acquire` future part-way rolls its round back in the background. Dropping a
 //! [`LockGuard`] releases it in the background. Dropping a `with_lock` future stops the
-//! automatic extension and releases the lock in the background.
+//! automatic extension and releases the lock in the background. Dropping a fair-lock acquire
+//! or a write acquire also leaves the waiter queue (withdraws the writer's intent) in the
+//! background.
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms, unreachable_pub)]
 
 mod cache;
 mod config;
 mod error;
+mod fair;
 mod guard;
+mod held;
 mod lock;
 mod master;
+mod multi;
 mod quorum;
+mod reentrant;
 mod ring;
+mod rwlock;
 mod scripts;
+mod semaphore;
 
 pub use cache::{
     Cache, CacheBuilder, CacheStats, CasOutcome, ComputeError, DEFAULT_CACHE_KEY_PREFIX,
@@ -99,12 +195,16 @@ pub use cache::{
 pub use config::{
     Builder, DEFAULT_ACQUIRE_WAIT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRIFT_FACTOR, DEFAULT_FENCING,
     DEFAULT_KEY_PREFIX, DEFAULT_MASTER_TIMEOUT, DEFAULT_RETRY_COUNT, DEFAULT_RETRY_DELAY,
-    DEFAULT_RETRY_JITTER, DRIFT_FIXED, MAX_TTL, MIN_TTL_PER_TIMEOUT,
+    DEFAULT_RETRY_JITTER, DEFAULT_WAITER_TIMEOUT, DRIFT_FIXED, MAX_TTL, MIN_TTL_PER_TIMEOUT,
 };
 pub use error::{Error, MasterReply, Replies, Result};
+pub use fair::FairLock;
 pub use guard::{LockContext, LockGuard};
 pub use lock::Redlock;
+pub use reentrant::ReentrantLock;
 pub use ring::{HashRing, RingNode};
+pub use rwlock::RwLock;
+pub use semaphore::Semaphore;
 
 // Compiles the README's example as a doctest, so the README cannot drift from the API.
 #[cfg(doctest)]

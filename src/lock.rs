@@ -13,9 +13,12 @@ use tracing::{Instrument, field};
 use crate::config::{Builder, Config, check_resource};
 use crate::error::{Error, MasterReply, Replies, Result};
 use crate::guard::{Lease, LockContext, LockGuard};
+use crate::held::{Attempt, HeldBy};
 use crate::master::{Master, connect_all};
-use crate::quorum::{Decision, drift, fan_out, quorum, validity};
-use crate::scripts::{ACQUIRE, FENCE_RAISE, RELEASE, ScriptCall};
+use crate::quorum::{
+    Ballot, ChoiceTally, Decision, drift, fan_out, fan_out_ballot, quorum, validity,
+};
+use crate::scripts::{ACQUIRE, FENCE_RAISE, ScriptCall};
 
 /// A Redlock client over N independent Redis masters.
 ///
@@ -49,6 +52,8 @@ enum RoundOutcome {
         valid_until: Instant,
         fencing_token: Option<u64>,
         votes: usize,
+        /// The choice a quorum granted (a semaphore slot; 0 for scripts that do not choose).
+        choice: u32,
     },
     /// A quorum could not be had because other owners hold the key on enough masters.
     Contended(Replies),
@@ -58,8 +63,32 @@ enum RoundOutcome {
     Unavailable(Replies),
 }
 
+/// Why the retry loop stopped without a lock, from the last round.
+enum GaveUp {
+    Contended,
+    Timeout,
+    Unavailable,
+}
+
 /// What the acquire script answered on one master.
-type AcquireAnswer = std::result::Result<Option<u64>, MasterReply>;
+type AcquireAnswer = std::result::Result<Option<Grant>, MasterReply>;
+
+/// One master's grant: its fencing counter value, and what it chose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Grant {
+    fence: u64,
+    choice: u32,
+}
+
+impl Ballot<AcquireAnswer> for ChoiceTally {
+    fn decision(&self) -> Decision {
+        ChoiceTally::decision(self)
+    }
+
+    fn record(&mut self, answer: &AcquireAnswer) -> Decision {
+        ChoiceTally::record(self, answer.as_ref().ok().and_then(|a| a.map(|g| g.choice)))
+    }
+}
 
 impl Redlock {
     /// Starts configuring a client. See [`Builder`] for every setting and its default.
@@ -111,8 +140,10 @@ impl Redlock {
     /// # Errors
     /// [`Error::EmptyResource`] / [`Error::InvalidTtl`] for bad input; [`Error::Contended`] when
     /// the wait ran out while someone else held the lock; [`Error::Timeout`] when rounds kept
-    /// finishing too late to leave any validity; [`Error::Unavailable`] at once when so many
-    /// masters fail that no quorum is possible. Each carries what every master answered.
+    /// finishing too late to leave any validity; [`Error::Unavailable`] when so many masters
+    /// fail that no quorum is possible: at once when they fail hard (connection refused, error
+    /// replies), at the end of the wait when some only time out (a pause or overload may end).
+    /// Each carries what every master answered.
     ///
     /// # Cancellation
     /// Dropping the returned future part-way is safe: a round that was in flight is rolled back
@@ -134,6 +165,37 @@ impl Redlock {
     ) -> Result<LockGuard> {
         check_resource(resource)?;
         self.inner.config.check_ttl(ttl)?;
+        self.acquire_loop(resource, ttl, wait, || self.lock_attempt(resource, ttl))
+            .await
+    }
+
+    /// The basic lock's round: `SET NX PX` on one key.
+    fn lock_attempt(&self, resource: &str, ttl: Duration) -> Attempt {
+        let config = &self.inner.config;
+        let key = config.lock_key(resource);
+        Attempt::new(ttl, HeldBy::lock(key.clone()), |token| {
+            ScriptCall::new(
+                &ACQUIRE,
+                vec![key, config.fence_key()],
+                vec![
+                    token.to_owned(),
+                    (ttl.as_millis() as u64).to_string(),
+                    config.fencing_arg(),
+                ],
+            )
+        })
+    }
+
+    /// The retry policy of every acquire: rounds built by `next` (a fresh token each), with
+    /// jittered delays, until one wins or `wait` (or the retry count) runs out. `resource` names
+    /// the hold in the guard, errors and traces.
+    pub(crate) async fn acquire_loop(
+        &self,
+        resource: &str,
+        ttl: Duration,
+        wait: Duration,
+        mut next: impl FnMut() -> Attempt,
+    ) -> Result<LockGuard> {
         let span = tracing::debug_span!(
             "acquire",
             resource,
@@ -149,13 +211,15 @@ impl Redlock {
         async {
             loop {
                 attempts += 1;
-                let outcome = self.round_reconnecting(resource, ttl).await;
-                let (replies, contended) = match outcome {
+                let attempt = next();
+                let outcome = self.round_reconnecting(&attempt).await;
+                let (replies, kind) = match outcome {
                     RoundOutcome::Acquired {
                         token,
                         valid_until,
                         fencing_token,
                         votes,
+                        choice,
                     } => {
                         let span = tracing::Span::current();
                         span.record("attempts", attempts);
@@ -164,20 +228,26 @@ impl Redlock {
                         return Ok(LockGuard::new(
                             self.clone(),
                             resource,
+                            attempt.held.chosen(choice),
                             token,
                             valid_until,
                             fencing_token,
                         ));
                     }
-                    RoundOutcome::Unavailable(replies) => {
+                    // Hard failures (refused connections, error replies) will not heal within
+                    // an acquire wait: fail fast. Timeouts may be load or a short pause: retry.
+                    RoundOutcome::Unavailable(replies)
+                        if !replies.as_slice().contains(&MasterReply::TimedOut) =>
+                    {
                         return Err(Error::Unavailable {
                             failed: replies.failures(),
                             masters: self.masters(),
                             replies,
                         });
                     }
-                    RoundOutcome::Contended(replies) => (replies, true),
-                    RoundOutcome::Expired(replies) => (replies, false),
+                    RoundOutcome::Unavailable(replies) => (replies, GaveUp::Unavailable),
+                    RoundOutcome::Contended(replies) => (replies, GaveUp::Contended),
+                    RoundOutcome::Expired(replies) => (replies, GaveUp::Timeout),
                 };
                 let delay = config.retry_delay
                     + rand::rng().random_range(Duration::ZERO..=config.retry_jitter);
@@ -187,20 +257,24 @@ impl Redlock {
                     span.record("attempts", attempts);
                     span.record("elapsed_us", started.elapsed().as_micros() as u64);
                     let (resource, waited) = (resource.to_owned(), started.elapsed());
-                    return Err(if contended {
-                        Error::Contended {
+                    return Err(match kind {
+                        GaveUp::Contended => Error::Contended {
                             resource,
                             attempts,
                             waited,
                             replies,
-                        }
-                    } else {
-                        Error::Timeout {
+                        },
+                        GaveUp::Timeout => Error::Timeout {
                             resource,
                             attempts,
                             waited,
                             replies,
-                        }
+                        },
+                        GaveUp::Unavailable => Error::Unavailable {
+                            failed: replies.failures(),
+                            masters: self.masters(),
+                            replies,
+                        },
                     });
                 }
                 tokio::time::sleep(delay).await;
@@ -220,9 +294,19 @@ impl Redlock {
     pub async fn try_acquire(&self, resource: &str, ttl: Duration) -> Result<Option<LockGuard>> {
         check_resource(resource)?;
         self.inner.config.check_ttl(ttl)?;
+        self.try_once(resource, self.lock_attempt(resource, ttl))
+            .await
+    }
+
+    /// Exactly one round of `attempt`; `Ok(None)` when refused or too late.
+    pub(crate) async fn try_once(
+        &self,
+        resource: &str,
+        attempt: Attempt,
+    ) -> Result<Option<LockGuard>> {
         let span = tracing::debug_span!("try_acquire", resource, votes = field::Empty);
         match self
-            .round_reconnecting(resource, ttl)
+            .round_reconnecting(&attempt)
             .instrument(span.clone())
             .await
         {
@@ -231,11 +315,13 @@ impl Redlock {
                 valid_until,
                 fencing_token,
                 votes,
+                choice,
             } => {
                 span.record("votes", votes);
                 Ok(Some(LockGuard::new(
                     self.clone(),
                     resource,
+                    attempt.held.chosen(choice),
                     token,
                     valid_until,
                     fencing_token,
@@ -283,46 +369,35 @@ impl Redlock {
     }
 
     /// One round; if it failed only because connections were found broken and are coming
-    /// back (a restarted server, a reset network path), one more right away. Masters that are
-    /// really down refuse the reconnect at once, so this still fails fast.
-    async fn round_reconnecting(&self, resource: &str, ttl: Duration) -> RoundOutcome {
-        let outcome = self.round(resource, ttl).await;
+    /// back (a restarted server, a reset network path), the same attempt once more right away
+    /// (the failed round was rolled back). Masters that are really down refuse the reconnect
+    /// at once, so this still fails fast.
+    async fn round_reconnecting(&self, attempt: &Attempt) -> RoundOutcome {
+        let outcome = self.round(attempt).await;
         if let RoundOutcome::Unavailable(replies) = &outcome {
             let recovering = replies.as_slice().iter().enumerate().any(|(i, r)| {
                 matches!(r, MasterReply::Unavailable(_))
                     && self.inner.masters[i].is_connected_or_connecting()
             });
             if recovering {
-                tracing::debug!(
-                    resource,
-                    "connections were broken; retrying after reconnect"
-                );
-                return self.round(resource, ttl).await;
+                tracing::debug!("connections were broken; retrying after reconnect");
+                return self.round(attempt).await;
             }
         }
         outcome
     }
 
-    /// One acquire round, exactly as in the Redlock spec, plus the fencing step.
-    async fn round(&self, resource: &str, ttl: Duration) -> RoundOutcome {
+    /// One acquire round, exactly as in the Redlock spec, plus the fencing step: `attempt.call`
+    /// on every master, decided at a quorum for one choice, rolled back with `attempt.held`.
+    async fn round(&self, attempt: &Attempt) -> RoundOutcome {
         let inner = &self.inner;
         let config = &inner.config;
         let n = inner.masters.len();
         if config.fencing {
             self.reseed_restarted_masters().await;
         }
-        let key = config.lock_key(resource);
-        let token = uuid::Uuid::new_v4().simple().to_string();
-        let ttl_ms = ttl.as_millis() as u64;
-        let call = Arc::new(ScriptCall::new(
-            &ACQUIRE,
-            vec![key.clone(), config.fence_key()],
-            vec![
-                token.clone(),
-                ttl_ms.to_string(),
-                if config.fencing { "1" } else { "0" }.into(),
-            ],
-        ));
+        let (held, token, ttl) = (&attempt.held, &attempt.token, attempt.ttl);
+        let call = attempt.call.clone();
         // Masters without a connection get one chance to reconnect, bounded by the per-master
         // timeout, before anything is sent (acquire scripts are never sent late).
         if inner.masters.iter().any(|m| !m.is_connected()) {
@@ -330,11 +405,10 @@ impl Redlock {
             join_all(inner.masters.iter().map(|m| m.await_connection(deadline))).await;
         }
         // If this future is dropped from here on, keys may have landed: roll back.
-        let mut rollback = RollbackOnDrop::armed(self.clone(), key.clone(), token.clone());
+        let mut rollback = RollbackOnDrop::armed(self.clone(), held.clone(), token.clone());
         let t0 = Instant::now();
-        let round = fan_out(
+        let round = fan_out_ballot(
             n,
-            inner.quorum,
             |i| {
                 let master = inner.masters[i].clone();
                 let call = call.clone();
@@ -349,7 +423,7 @@ impl Redlock {
                     master.run_once(&call).await.and_then(parse_acquire)
                 }
             },
-            |answer: &AcquireAnswer| matches!(answer, Ok(Some(_))),
+            ChoiceTally::new(n, inner.quorum),
         )
         .await;
         let mut replies = Replies(
@@ -366,20 +440,33 @@ impl Redlock {
         );
         let votes = replies.granted();
         if round.decision == Decision::Won {
+            let choice = winning_choice(&round.answers, inner.quorum);
+            // Masters that granted another choice (a semaphore slot that lost) give it back.
+            let others: Vec<Option<AcquireAnswer>> = round
+                .answers
+                .iter()
+                .map(|a| match a {
+                    Some(Ok(Some(g))) if g.choice != choice => a.clone(),
+                    _ => Some(Ok(None)),
+                })
+                .collect();
+            if others.iter().any(|a| matches!(a, Some(Ok(Some(_))))) {
+                self.rollback(held, token, &others).await;
+            }
             let fencing_token = if config.fencing {
                 let grants: Vec<(usize, u64)> = round
                     .answers
                     .iter()
                     .enumerate()
                     .filter_map(|(i, a)| match a {
-                        Some(Ok(Some(v))) => Some((i, *v)),
+                        Some(Ok(Some(g))) if g.choice == choice => Some((i, g.fence)),
                         _ => None,
                     })
                     .collect();
                 match self.fence_write_back(&grants).await {
                     Some(token) => Some(token),
                     None => {
-                        self.rollback(&key, &token, &round.answers).await;
+                        self.rollback(held, token, &round.answers).await;
                         rollback.disarm();
                         replies.0.iter_mut().for_each(|r| {
                             if *r == MasterReply::NoAnswer {
@@ -396,17 +483,18 @@ impl Redlock {
             if let Some(valid) = validity(ttl, t0.elapsed(), drift) {
                 rollback.disarm();
                 return RoundOutcome::Acquired {
-                    token,
+                    token: token.clone(),
                     valid_until: Instant::now() + valid,
                     fencing_token,
                     votes,
+                    choice,
                 };
             }
-            self.rollback(&key, &token, &round.answers).await;
+            self.rollback(held, token, &round.answers).await;
             rollback.disarm();
             return RoundOutcome::Expired(replies);
         }
-        self.rollback(&key, &token, &round.answers).await;
+        self.rollback(held, token, &round.answers).await;
         rollback.disarm();
         if replies.failures() > n - inner.quorum {
             RoundOutcome::Unavailable(replies)
@@ -520,7 +608,7 @@ impl Redlock {
     /// Releases a failed round's keys on every master that may hold them: all but those that
     /// answered "held by someone else" (their SET did not land). A master that timed out or was
     /// not waited for may have applied the SET, so it is included.
-    async fn rollback(&self, key: &str, token: &str, answers: &[Option<AcquireAnswer>]) {
+    async fn rollback(&self, held: &HeldBy, token: &str, answers: &[Option<AcquireAnswer>]) {
         let targets: Vec<usize> = answers
             .iter()
             .enumerate()
@@ -530,7 +618,7 @@ impl Redlock {
         if targets.is_empty() {
             return;
         }
-        let call = ScriptCall::new(&RELEASE, vec![key.to_owned()], vec![token.to_owned()]);
+        let call = held.rollback_call(token);
         join_all(targets.iter().map(|&i| self.inner.masters[i].run(&call))).await;
     }
 
@@ -573,22 +661,46 @@ impl Redlock {
 fn parse_acquire(value: Value) -> AcquireAnswer {
     match value {
         Value::Int(-1) => Ok(None),
-        Value::Int(v) if v >= 0 => Ok(Some(v as u64)),
+        Value::Int(v) if v >= 0 => Ok(Some(Grant {
+            fence: v as u64,
+            choice: 0,
+        })),
+        // Scripts that choose (the semaphore's slot) answer [counter, choice].
+        Value::Array(ref pair) => match pair.as_slice() {
+            [Value::Int(fence), Value::Int(choice)] if *fence >= 0 && *choice >= 0 => {
+                Ok(Some(Grant {
+                    fence: *fence as u64,
+                    choice: u32::try_from(*choice).unwrap_or(u32::MAX),
+                }))
+            }
+            _ => Err(MasterReply::ServerError(format!(
+                "unexpected acquire reply {value:?}"
+            ))),
+        },
         other => Err(MasterReply::ServerError(format!(
             "unexpected acquire reply {other:?}"
         ))),
     }
 }
 
+/// The choice granted by a quorum in a won round.
+fn winning_choice(answers: &[Option<AcquireAnswer>], quorum: usize) -> u32 {
+    let mut tally = ChoiceTally::new(answers.len(), quorum);
+    for answer in answers.iter().flatten() {
+        Ballot::record(&mut tally, answer);
+    }
+    tally.winner().unwrap_or(0)
+}
+
 /// Rolls a round back if the acquiring future is dropped while the round is in flight.
 struct RollbackOnDrop {
-    armed: Option<(Redlock, String, String)>,
+    armed: Option<(Redlock, HeldBy, String)>,
 }
 
 impl RollbackOnDrop {
-    fn armed(redlock: Redlock, key: String, token: String) -> Self {
+    fn armed(redlock: Redlock, held: HeldBy, token: String) -> Self {
         Self {
-            armed: Some((redlock, key, token)),
+            armed: Some((redlock, held, token)),
         }
     }
 
@@ -599,12 +711,12 @@ impl RollbackOnDrop {
 
 impl Drop for RollbackOnDrop {
     fn drop(&mut self) {
-        if let Some((redlock, key, token)) = self.armed.take()
+        if let Some((redlock, held, token)) = self.armed.take()
             && let Ok(handle) = tokio::runtime::Handle::try_current()
         {
             handle.spawn(async move {
                 let n = redlock.masters();
-                redlock.rollback(&key, &token, &vec![None; n]).await;
+                redlock.rollback(&held, &token, &vec![None; n]).await;
             });
         }
     }

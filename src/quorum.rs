@@ -100,6 +100,87 @@ pub(crate) struct Round<T> {
     pub(crate) decision: Decision,
 }
 
+/// Decides a round answer by answer (see [`fan_out_ballot`]).
+pub(crate) trait Ballot<T> {
+    /// The decision before any (further) answer.
+    fn decision(&self) -> Decision;
+    /// Counts one answer and says where the round stands.
+    fn record(&mut self, answer: &T) -> Decision;
+}
+
+/// A yes/no vote per answer counted by a [`Tally`]: what [`fan_out`] decides with.
+struct Votes<V> {
+    tally: Tally,
+    vote: V,
+}
+
+impl<T, V: Fn(&T) -> bool> Ballot<T> for Votes<V> {
+    fn decision(&self) -> Decision {
+        self.tally.decision()
+    }
+
+    fn record(&mut self, answer: &T) -> Decision {
+        self.tally.record((self.vote)(answer))
+    }
+}
+
+/// Counts yes votes per *choice* (e.g. which semaphore slot a master granted) and decides as
+/// early as the outcome is certain: won when one choice has a quorum, lost when no choice can
+/// still reach one (each master votes for at most one choice). With a single choice it decides
+/// exactly like [`Tally`].
+#[derive(Clone, Debug)]
+pub(crate) struct ChoiceTally {
+    n: usize,
+    quorum: usize,
+    answered: usize,
+    /// (choice, yes votes), in order of first vote; rounds have few distinct choices.
+    counts: Vec<(u32, usize)>,
+}
+
+impl ChoiceTally {
+    pub(crate) fn new(n: usize, quorum: usize) -> Self {
+        Self {
+            n,
+            quorum,
+            answered: 0,
+            counts: Vec::new(),
+        }
+    }
+
+    /// Records one answer: `Some(choice)` for a yes vote for `choice`, `None` for a no (or a
+    /// failure).
+    pub(crate) fn record(&mut self, vote: Option<u32>) -> Decision {
+        self.answered += 1;
+        if let Some(choice) = vote {
+            match self.counts.iter_mut().find(|(c, _)| *c == choice) {
+                Some((_, yes)) => *yes += 1,
+                None => self.counts.push((choice, 1)),
+            }
+        }
+        self.decision()
+    }
+
+    /// The choice that has a quorum, if any.
+    pub(crate) fn winner(&self) -> Option<u32> {
+        self.counts
+            .iter()
+            .find(|(_, yes)| *yes >= self.quorum)
+            .map(|(c, _)| *c)
+    }
+
+    pub(crate) fn decision(&self) -> Decision {
+        let best = self.counts.iter().map(|(_, yes)| *yes).max().unwrap_or(0);
+        let unanswered = self.n.saturating_sub(self.answered);
+        if best >= self.quorum {
+            Decision::Won
+        } else if best + unanswered < self.quorum {
+            Decision::Lost
+        } else {
+            Decision::Pending
+        }
+    }
+}
+
 /// Sends one call to every master concurrently and returns as soon as the round is decided.
 ///
 /// `call(i)` builds master `i`'s future; `vote` says whether an answer counts as yes; `needed`
@@ -112,6 +193,24 @@ pub(crate) async fn fan_out<T, F, Fut>(
     needed: usize,
     call: F,
     vote: impl Fn(&T) -> bool,
+) -> Round<T>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+{
+    let votes = Votes {
+        tally: Tally::needing(n, needed),
+        vote,
+    };
+    fan_out_ballot(n, call, votes).await
+}
+
+/// [`fan_out`] decided by any [`Ballot`] instead of a yes/no vote.
+pub(crate) async fn fan_out_ballot<T, F, Fut>(
+    n: usize,
+    call: F,
+    mut tally: impl Ballot<T>,
 ) -> Round<T>
 where
     T: Send + 'static,
@@ -136,11 +235,10 @@ where
         Poll::Ready(())
     })
     .await;
-    let mut tally = Tally::needing(n, needed);
     let mut decision = tally.decision();
     for answer in answers.iter().flatten() {
         if decision == Decision::Pending {
-            decision = tally.record(vote(answer));
+            decision = tally.record(answer);
         }
     }
     let mut pending: FuturesUnordered<_> = calls
@@ -152,7 +250,7 @@ where
         let Some((i, answer)) = pending.next().await else {
             break;
         };
-        decision = tally.record(vote(&answer));
+        decision = tally.record(&answer);
         answers[i] = Some(answer);
     }
     if !pending.is_empty() {
@@ -213,6 +311,49 @@ mod tests {
         assert_eq!(t.record(true), Decision::Won);
         let mut t = Tally::new(1);
         assert_eq!(t.record(false), Decision::Lost);
+    }
+
+    #[test]
+    fn choice_tally_with_one_choice_decides_like_tally() {
+        for n in 1..=7 {
+            for pattern in 0u32..(1 << n) {
+                let mut a = Tally::new(n);
+                let mut b = ChoiceTally::new(n, quorum(n));
+                for i in 0..n {
+                    let yes = pattern & (1 << i) != 0;
+                    let (da, db) = (a.record(yes), b.record(yes.then_some(0)));
+                    assert_eq!(da, db, "n {n} pattern {pattern:b} step {i}");
+                    if da != Decision::Pending {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn choice_tally_needs_a_quorum_for_one_choice() {
+        // Five masters: 0 and 1 grant slot 0, 2 grants slot 1: slot 0 can still win.
+        let mut t = ChoiceTally::new(5, 3);
+        assert_eq!(t.record(Some(0)), Decision::Pending);
+        assert_eq!(t.record(Some(0)), Decision::Pending);
+        assert_eq!(t.record(Some(1)), Decision::Pending);
+        assert_eq!(t.winner(), None);
+        assert_eq!(t.record(Some(0)), Decision::Won);
+        assert_eq!(t.winner(), Some(0));
+        // A 2 / 2 split can still be won by the last answer; 2 / 2 / 1 is lost.
+        let mut t = ChoiceTally::new(5, 3);
+        t.record(Some(0));
+        t.record(Some(1));
+        t.record(Some(0));
+        assert_eq!(t.record(Some(1)), Decision::Pending);
+        assert_eq!(t.record(Some(2)), Decision::Lost);
+        // Three different choices and a no among four answers: no choice can reach 3.
+        let mut t = ChoiceTally::new(5, 3);
+        t.record(Some(0));
+        t.record(Some(1));
+        assert_eq!(t.record(None), Decision::Pending);
+        assert_eq!(t.record(Some(2)), Decision::Lost);
     }
 
     #[test]

@@ -35,9 +35,149 @@ pub(crate) static EXTEND: LazyLock<LuaScript> =
 pub(crate) static FENCE_RAISE: LazyLock<LuaScript> =
     LazyLock::new(|| LuaScript::new("fence_raise", include_str!("../scripts/fence_raise.lua")));
 
+/// Declares a script from `scripts/<file>.lua`; its header comment there says what it takes
+/// (KEYS, ARGV) and returns.
+macro_rules! script {
+    ($(#[$doc:meta])* $name:ident, $file:literal) => {
+        $(#[$doc])*
+        pub(crate) static $name: LazyLock<LuaScript> = LazyLock::new(|| {
+            LuaScript::new($file, include_str!(concat!("../scripts/", $file, ".lua")))
+        });
+    };
+}
+
+script!(
+    /// Multi-resource lock: all keys or none, plus the fencing counter increment.
+    MULTI_ACQUIRE,
+    "multi_acquire"
+);
+script!(
+    /// Multi-resource lock: compare-and-PEXPIRE of every key.
+    MULTI_EXTEND,
+    "multi_extend"
+);
+script!(
+    /// Multi-resource lock: compare-and-delete of every key.
+    MULTI_RELEASE,
+    "multi_release"
+);
+script!(
+    /// Reentrant lock: add one hold of the owner.
+    REENTRANT_ACQUIRE,
+    "reentrant_acquire"
+);
+script!(
+    /// Reentrant lock: extend one hold.
+    REENTRANT_EXTEND,
+    "reentrant_extend"
+);
+script!(
+    /// Reentrant lock: remove one hold, delete at zero (also the rollback).
+    REENTRANT_RELEASE,
+    "reentrant_release"
+);
+script!(
+    /// Fair lock: a ticket larger than every queued one.
+    FAIR_TICKET,
+    "fair_ticket"
+);
+script!(
+    /// Fair lock: (re)join the queue, take the lock when free and at the head.
+    FAIR_ACQUIRE,
+    "fair_acquire"
+);
+script!(
+    /// Fair lock: leave the queue and compare-and-delete the lock.
+    FAIR_RELEASE,
+    "fair_release"
+);
+script!(
+    /// Remove a member from sorted sets: a waiter or writer that gives up.
+    DEQUEUE,
+    "dequeue"
+);
+script!(
+    /// Read-write lock: a read lease unless a writer holds or waits.
+    RW_READ_ACQUIRE,
+    "rw_read_acquire"
+);
+script!(
+    /// Read-write lock: extend a live read lease.
+    RW_READ_EXTEND,
+    "rw_read_extend"
+);
+script!(
+    /// Read-write lock: drop a read lease (also the rollback).
+    RW_READ_RELEASE,
+    "rw_read_release"
+);
+script!(
+    /// Read-write lock: register the writer's intent, take the write lock when no reader is left.
+    RW_WRITE_ACQUIRE,
+    "rw_write_acquire"
+);
+script!(
+    /// Read-write lock: withdraw the intent, compare-and-delete the write lock.
+    RW_WRITE_RELEASE,
+    "rw_write_release"
+);
+script!(
+    /// Semaphore: the lowest free permit slot.
+    SEMAPHORE_ACQUIRE,
+    "semaphore_acquire"
+);
+script!(
+    /// Semaphore: extend the lease on the slot won.
+    SEMAPHORE_EXTEND,
+    "semaphore_extend"
+);
+script!(
+    /// Semaphore: drop every lease of a token (also the rollback).
+    SEMAPHORE_RELEASE,
+    "semaphore_release"
+);
+script!(
+    /// Semaphore: the slots held by live leases (read only).
+    SEMAPHORE_HELD,
+    "semaphore_held"
+);
+
+/// The cache's versioned read and compare-and-set (see `cache::versioned`).
+pub(crate) static CACHE_VERSIONED: LazyLock<LuaScript> = LazyLock::new(|| {
+    LuaScript::new(
+        "cache_versioned",
+        include_str!("../scripts/cache_versioned.lua"),
+    )
+});
+
 /// Every script, for loading them on each new connection.
-pub(crate) fn all() -> [&'static LuaScript; 4] {
-    [&ACQUIRE, &RELEASE, &EXTEND, &FENCE_RAISE]
+pub(crate) fn all() -> Vec<&'static LuaScript> {
+    vec![
+        &CACHE_VERSIONED,
+        &ACQUIRE,
+        &RELEASE,
+        &EXTEND,
+        &FENCE_RAISE,
+        &MULTI_ACQUIRE,
+        &MULTI_EXTEND,
+        &MULTI_RELEASE,
+        &REENTRANT_ACQUIRE,
+        &REENTRANT_EXTEND,
+        &REENTRANT_RELEASE,
+        &FAIR_TICKET,
+        &FAIR_ACQUIRE,
+        &FAIR_RELEASE,
+        &DEQUEUE,
+        &RW_READ_ACQUIRE,
+        &RW_READ_EXTEND,
+        &RW_READ_RELEASE,
+        &RW_WRITE_ACQUIRE,
+        &RW_WRITE_RELEASE,
+        &SEMAPHORE_ACQUIRE,
+        &SEMAPHORE_EXTEND,
+        &SEMAPHORE_RELEASE,
+        &SEMAPHORE_HELD,
+    ]
 }
 
 /// One script call, built once per round and shared by the calls to every master.
@@ -89,5 +229,26 @@ mod tests {
             assert_eq!(s.sha1.len(), 40, "{}", s.name);
             assert!(s.sha1.bytes().all(|b| b.is_ascii_hexdigit()));
         }
+    }
+
+    #[test]
+    fn every_script_is_loaded_once_and_documents_its_interface() {
+        let scripts = all();
+        for (i, s) in scripts.iter().enumerate() {
+            assert!(
+                scripts[..i].iter().all(|o| o.sha1 != s.sha1),
+                "{} twice",
+                s.name
+            );
+            assert!(s.source.starts_with("-- "), "{}: header comment", s.name);
+            assert!(s.source.contains("KEYS"), "{}: KEYS documented", s.name);
+            assert!(s.source.contains("Returns"), "{}: reply documented", s.name);
+        }
+        let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts")).unwrap();
+        assert_eq!(
+            files.count(),
+            scripts.len(),
+            "a script in scripts/ is not in all()"
+        );
     }
 }

@@ -6,29 +6,15 @@
 //! writer holding an old version always conflicts (no ABA). This holds while the node keeps
 //! its data; a node that restarts empty starts counting again.
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use bytes::Bytes;
 use redis::{ServerErrorKind, Value};
 
 use crate::error::Result;
+use crate::scripts::CACHE_VERSIONED as VERSIONED;
 
 use super::{Cache, CasOutcome, VERSION_COUNTER_KEY, check_ttl, version_key};
-
-/// A Lua script and its SHA1, for `EVALSHA` with an `EVAL` fallback.
-struct Script {
-    source: &'static str,
-    sha1: String,
-}
-
-static VERSIONED: LazyLock<Script> = LazyLock::new(|| {
-    let source = include_str!("../../scripts/cache_versioned.lua");
-    Script {
-        source,
-        sha1: redis::Script::new(source).get_hash().to_owned(),
-    }
-});
 
 impl Cache {
     /// The value of `key` with its version, or `None` when it is absent, expired, or its node is
@@ -110,6 +96,7 @@ impl Cache {
             }
             pipe
         };
+        // Loaded on every connection with the lock scripts; EVAL if the node lost it since.
         let script = &*VERSIONED;
         let reply = self
             .exchange(node, call("EVALSHA", &script.sha1))

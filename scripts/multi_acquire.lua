@@ -1,0 +1,18 @@
+-- Multi-resource lock, one master: all the keys or none of them.
+-- KEYS[1] = fencing counter of the namespace, KEYS[2..] = lock keys (sorted, distinct)
+-- ARGV[1] = owner token, ARGV[2] = ttl in ms, ARGV[3] = "1" to increment the fencing counter
+-- Returns -1 when any of the keys is held (by anyone, an older round of ours included), else
+-- the new counter value (0 when fencing is off). Checks every key before setting any, so a
+-- master never holds part of the set.
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    return -1
+  end
+end
+for i = 2, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
+end
+if ARGV[3] == '1' then
+  return redis.call('INCR', KEYS[1])
+end
+return 0

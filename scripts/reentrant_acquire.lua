@@ -1,0 +1,21 @@
+-- Reentrant lock, one master: a hash with the owner and one field per hold of that owner.
+-- KEYS[1] = lock hash, KEYS[2] = fencing counter of the namespace
+-- ARGV[1] = hold token (one per acquisition), ARGV[2] = ttl in ms, ARGV[3] = "1" to increment
+-- the fencing counter, ARGV[4] = owner id
+-- Grants when the hash is absent or owned by this owner: adds the field "hold:<token>" (so the
+-- hold count is HLEN - 1, and a repeated or rolled-back call adds or removes exactly its own
+-- hold, never another's), and raises the expiry to at least ttl (never shortens it: the other
+-- holds of the owner may have longer leases). Returns -1 when another owner holds the lock,
+-- else the new counter value (0 when fencing is off).
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner and owner ~= ARGV[4] then
+  return -1
+end
+redis.call('HSET', KEYS[1], 'owner', ARGV[4], 'hold:' .. ARGV[1], '1')
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+if ARGV[3] == '1' then
+  return redis.call('INCR', KEYS[2])
+end
+return 0

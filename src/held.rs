@@ -1,0 +1,237 @@
+//! What every primitive shares: [`HeldBy`] (how a hold is extended, released and rolled back
+//! on each master), [`Attempt`] (what one acquire round sends), and
+//! [`LockGuard::with_watchdog`], the automatic extension for any guard.
+//!
+//! Every primitive is one acquire script per master (atomic there) plus a `HeldBy`; the round
+//! (`Redlock::round`), the retry loop, the guard, its extend, release and
+//! drop, and the watchdog are the basic lock's, so the quorum, validity, drift, rollback,
+//! timeout and fencing rules are the same for all of them.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::Value;
+
+use crate::error::{Error, Result};
+use crate::guard::{Lease, LockContext, LockGuard};
+use crate::lock::Redlock;
+use crate::quorum::fan_out;
+use crate::scripts::{DEQUEUE, EXTEND, LuaScript, RELEASE, ScriptCall};
+
+/// How a hold is kept and given back on every master.
+///
+/// Script conventions (every primitive's scripts follow them, so the guard needs no more):
+/// `extend` takes `ARGV = [token, ttl_ms, extra_args..]`, `release` and `rollback` take
+/// `ARGV = [token, extra_args..]`, all on `KEYS = keys`, and return 1 on success.
+#[derive(Clone)]
+pub(crate) struct HeldBy {
+    /// What kind of hold, for `Debug` and traces: "lock", "multi", "reentrant", "fair",
+    /// "read", "write", "semaphore".
+    pub(crate) kind: &'static str,
+    pub(crate) keys: Vec<String>,
+    pub(crate) extend: &'static LuaScript,
+    pub(crate) release: &'static LuaScript,
+    /// Undoes a failed acquire round where it may have landed. Usually `release`; differs
+    /// where a release also ends a wait that a retry must keep (the fair lock's queue place).
+    pub(crate) rollback: &'static LuaScript,
+    pub(crate) extra_args: Vec<String>,
+    /// The round's winning choice (a semaphore slot) is appended to `extra_args`.
+    pub(crate) choice_arg: bool,
+}
+
+impl HeldBy {
+    /// The basic lock: one string key, compare-and-PEXPIRE, compare-and-delete.
+    pub(crate) fn lock(key: String) -> Self {
+        Self {
+            kind: "lock",
+            keys: vec![key],
+            extend: &EXTEND,
+            release: &RELEASE,
+            rollback: &RELEASE,
+            extra_args: Vec::new(),
+            choice_arg: false,
+        }
+    }
+
+    /// This hold, once its round won `choice`.
+    pub(crate) fn chosen(mut self, choice: u32) -> Self {
+        if self.choice_arg {
+            self.extra_args.push(choice.to_string());
+            self.choice_arg = false;
+        }
+        self
+    }
+
+    pub(crate) fn extend_call(&self, token: &str, ttl: Duration) -> ScriptCall {
+        let mut args = vec![token.to_owned(), (ttl.as_millis() as u64).to_string()];
+        args.extend(self.extra_args.iter().cloned());
+        ScriptCall::new(self.extend, self.keys.clone(), args)
+    }
+
+    pub(crate) fn release_call(&self, token: &str) -> ScriptCall {
+        self.call(self.release, token)
+    }
+
+    pub(crate) fn rollback_call(&self, token: &str) -> ScriptCall {
+        self.call(self.rollback, token)
+    }
+
+    fn call(&self, script: &'static LuaScript, token: &str) -> ScriptCall {
+        let mut args = vec![token.to_owned()];
+        args.extend(self.extra_args.iter().cloned());
+        ScriptCall::new(script, self.keys.clone(), args)
+    }
+}
+
+/// One acquire round's request: the acquire script call (already carrying `token`), and how
+/// the result is held. The acquire script returns -1 (refused), an integer >= 0 (granted, the
+/// new fencing counter value, 0 when fencing is off), or `[counter, choice]` for scripts that
+/// choose (the semaphore's slot): a round then needs a quorum for one choice.
+pub(crate) struct Attempt {
+    pub(crate) token: String,
+    pub(crate) ttl: Duration,
+    pub(crate) call: Arc<ScriptCall>,
+    pub(crate) held: HeldBy,
+}
+
+impl Attempt {
+    /// An attempt with a fresh random owner token: `call(token)` builds the acquire call.
+    pub(crate) fn new(ttl: Duration, held: HeldBy, call: impl FnOnce(&str) -> ScriptCall) -> Self {
+        let token = new_token();
+        let call = Arc::new(call(&token));
+        Self {
+            token,
+            ttl,
+            call,
+            held,
+        }
+    }
+}
+
+/// A random 128-bit owner token (uuid v4 from the OS CSPRNG), as hex.
+pub(crate) fn new_token() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Removes `member` from the sorted sets `keys` on every master: a fair-lock waiter or a
+/// waiting writer that gives up. Returns once a quorum answered (or failed); the other calls
+/// finish in the background. Best effort: what is missed expires with the waiter timeout.
+pub(crate) async fn leave(redlock: &Redlock, keys: Vec<String>, member: String) {
+    let inner = &redlock.inner;
+    let call = Arc::new(ScriptCall::new(&DEQUEUE, keys, vec![member]));
+    fan_out(
+        inner.masters.len(),
+        inner.quorum,
+        |i| {
+            let master = inner.masters[i].clone();
+            let call = call.clone();
+            async move { master.run(&call).await }
+        },
+        |answer| matches!(answer, Ok(Value::Int(1))),
+    )
+    .await;
+}
+
+/// Leaves a wait in the background when dropped armed: an acquire future dropped part-way must
+/// not leave its waiter queued (it would hold up the queue for a waiter timeout).
+pub(crate) struct LeaveOnDrop {
+    armed: Option<(Redlock, Vec<String>, String)>,
+}
+
+impl LeaveOnDrop {
+    pub(crate) fn armed(redlock: Redlock, keys: Vec<String>, member: String) -> Self {
+        Self {
+            armed: Some((redlock, keys, member)),
+        }
+    }
+
+    /// Leaves now (the wait ended without the lock).
+    pub(crate) async fn leave(mut self) {
+        if let Some((redlock, keys, member)) = self.armed.take() {
+            leave(&redlock, keys, member).await;
+        }
+    }
+
+    /// The wait ended with the lock: its release leaves.
+    pub(crate) fn disarm(&mut self) {
+        self.armed = None;
+    }
+}
+
+impl Drop for LeaveOnDrop {
+    fn drop(&mut self) {
+        if let Some((redlock, keys, member)) = self.armed.take()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            handle.spawn(async move { leave(&redlock, keys, member).await });
+        }
+    }
+}
+
+impl LockGuard {
+    /// Runs `work` while this lock is held, extending it to `ttl` in the background every third
+    /// of `ttl`, and releases it after: [`Redlock::with_lock`](crate::Redlock::with_lock) for
+    /// any guard (multi-resource, reentrant, fair, read, write, semaphore permit).
+    ///
+    /// `work` gets a [`LockContext`] whose [`lost`](LockContext::lost) future completes if the
+    /// lock could not be extended before its validity ran out. The closure is not cancelled on
+    /// loss; select on `lost()` to stop early.
+    ///
+    /// # Errors
+    /// [`Error::LockLost`] if the lock was lost while `work` ran (its output is then dropped,
+    /// since it was produced without the lock).
+    ///
+    /// # Cancellation
+    /// Dropping the returned future stops the extension and releases the lock in the
+    /// background.
+    pub async fn with_watchdog<T, F, Fut>(self, ttl: Duration, work: F) -> Result<T>
+    where
+        F: FnOnce(LockContext) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let resource = self.resource().to_owned();
+        let (lease, context) = Lease::start(self, ttl);
+        let output = work(context).await;
+        let (guard, lost) = lease.stop().await;
+        if let Some(guard) = guard {
+            // The closure is done either way; a failed release only leaves keys to expire.
+            let _ = guard.release().await;
+        }
+        if lost {
+            return Err(Error::LockLost { resource });
+        }
+        Ok(output)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_follow_the_argument_convention() {
+        let mut held = HeldBy::lock("k".into());
+        held.choice_arg = true;
+        held.extra_args = vec!["x".into()];
+        let held = held.chosen(3);
+        let packed = |c: &ScriptCall| {
+            String::from_utf8_lossy(&c.evalsha().get_packed_command()).into_owned()
+        };
+        let extend = packed(&held.extend_call("tok", Duration::from_millis(1500)));
+        assert!(
+            extend.ends_with("$3\r\ntok\r\n$4\r\n1500\r\n$1\r\nx\r\n$1\r\n3\r\n"),
+            "{extend}"
+        );
+        let release = packed(&held.release_call("tok"));
+        assert!(
+            release.ends_with("$1\r\nk\r\n$3\r\ntok\r\n$1\r\nx\r\n$1\r\n3\r\n"),
+            "{release}"
+        );
+        // Choosing twice does not append twice.
+        assert_eq!(
+            held.chosen(4).extra_args,
+            vec!["x".to_owned(), "3".to_owned()]
+        );
+    }
+}

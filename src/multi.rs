@@ -1,0 +1,166 @@
+//! Multi-resource lock: several resources in one round, all or none on each master.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::config::check_resource;
+use crate::error::{Error, Result};
+use crate::guard::{LockContext, LockGuard};
+use crate::held::{Attempt, HeldBy};
+use crate::lock::Redlock;
+use crate::scripts::{MULTI_ACQUIRE, MULTI_EXTEND, MULTI_RELEASE, ScriptCall};
+
+impl Redlock {
+    /// Acquires every resource of `resources` together, as one lock, retrying as
+    /// [`acquire`](Self::acquire) does.
+    ///
+    /// One round, one script per master: a master grants all the resources or none (if any of
+    /// them is held there), so there is no partial state to deadlock on, and a failed round is
+    /// rolled back as a unit. The names are sorted and deduplicated first, so that every client
+    /// sends the same keys in the same order. The keys are the basic lock's: a multi-resource
+    /// lock on `["a", "b"]` excludes [`acquire("a")`](Self::acquire) and vice versa.
+    ///
+    /// The guard's [`resource`](LockGuard::resource) is the sorted names joined by `", "`; its
+    /// extend and release act on all of them (extend only where this owner still holds the
+    /// whole set).
+    ///
+    /// # Errors
+    /// [`Error::EmptyResource`] when `resources` is empty or a name is empty; otherwise as
+    /// [`acquire`](Self::acquire).
+    pub async fn acquire_many<I, S>(&self, resources: I, ttl: Duration) -> Result<LockGuard>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.acquire_many_with_wait(resources, ttl, self.config().acquire_wait)
+            .await
+    }
+
+    /// [`acquire_many`](Self::acquire_many) with an explicit wait.
+    ///
+    /// # Errors
+    /// As [`acquire_many`](Self::acquire_many).
+    pub async fn acquire_many_with_wait<I, S>(
+        &self,
+        resources: I,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<LockGuard>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let names = sorted_names(resources)?;
+        self.config().check_ttl(ttl)?;
+        self.acquire_loop(&names.join(", "), ttl, wait, || {
+            self.multi_attempt(&names, ttl)
+        })
+        .await
+    }
+
+    /// One round of [`acquire_many`](Self::acquire_many): `Ok(None)` when any of the resources
+    /// is held on too many masters.
+    ///
+    /// # Errors
+    /// [`Error::EmptyResource`], [`Error::InvalidTtl`], [`Error::Unavailable`].
+    pub async fn try_acquire_many<I, S>(
+        &self,
+        resources: I,
+        ttl: Duration,
+    ) -> Result<Option<LockGuard>>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let names = sorted_names(resources)?;
+        self.config().check_ttl(ttl)?;
+        self.try_once(&names.join(", "), self.multi_attempt(&names, ttl))
+            .await
+    }
+
+    /// [`with_lock`](Self::with_lock) for several resources: acquires them as
+    /// [`acquire_many`](Self::acquire_many), extends them while `work` runs, releases them.
+    ///
+    /// # Errors
+    /// The errors of [`acquire_many`](Self::acquire_many), and [`Error::LockLost`].
+    pub async fn with_locks<I, S, T, F, Fut>(
+        &self,
+        resources: I,
+        ttl: Duration,
+        work: F,
+    ) -> Result<T>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+        F: FnOnce(LockContext) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let guard = self.acquire_many(resources, ttl).await?;
+        guard.with_watchdog(ttl, work).await
+    }
+
+    fn multi_attempt(&self, names: &[String], ttl: Duration) -> Attempt {
+        let config = self.config();
+        let keys: Vec<String> = names.iter().map(|n| config.lock_key(n)).collect();
+        let held = HeldBy {
+            kind: "multi",
+            keys: keys.clone(),
+            extend: &MULTI_EXTEND,
+            release: &MULTI_RELEASE,
+            rollback: &MULTI_RELEASE,
+            extra_args: Vec::new(),
+            choice_arg: false,
+        };
+        Attempt::new(ttl, held, |token| {
+            let mut all = vec![config.fence_key()];
+            all.extend(keys);
+            ScriptCall::new(
+                &MULTI_ACQUIRE,
+                all,
+                vec![
+                    token.to_owned(),
+                    (ttl.as_millis() as u64).to_string(),
+                    config.fencing_arg(),
+                ],
+            )
+        })
+    }
+}
+
+/// The names, checked, sorted (bytewise) and deduplicated: every client then asks for the same
+/// keys in the same order, and a name given twice is not refused by its own first `SET`.
+fn sorted_names<I, S>(resources: I) -> Result<Vec<String>>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let mut names = Vec::new();
+    for r in resources {
+        check_resource(r.as_ref())?;
+        names.push(r.as_ref().to_owned());
+    }
+    if names.is_empty() {
+        return Err(Error::EmptyResource);
+    }
+    names.sort_unstable();
+    names.dedup();
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_sorted_deduplicated_and_checked() {
+        assert_eq!(
+            sorted_names(["b", "a", "b", "c"]).unwrap(),
+            vec!["a", "b", "c"]
+        );
+        assert!(matches!(
+            sorted_names(Vec::<String>::new()),
+            Err(Error::EmptyResource)
+        ));
+        assert!(matches!(sorted_names(["a", ""]), Err(Error::EmptyResource)));
+    }
+}

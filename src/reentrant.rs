@@ -1,0 +1,135 @@
+//! Reentrant lock: the same owner may acquire again; released when its last hold is released.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::config::check_resource;
+use crate::error::{Error, Result};
+use crate::guard::{LockContext, LockGuard};
+use crate::held::{Attempt, HeldBy};
+use crate::lock::Redlock;
+use crate::scripts::{REENTRANT_ACQUIRE, REENTRANT_EXTEND, REENTRANT_RELEASE, ScriptCall};
+
+/// A reentrant lock for one owner. Created by [`Redlock::reentrant`]; cheap to clone.
+///
+/// Async tasks have no thread identity, so the owner is an explicit id: every acquisition made
+/// with the same owner id (by any task, any client, any process) is the same owner and may
+/// hold the lock several times at once; another owner id is refused while any hold remains.
+///
+/// Each acquisition returns its own [`LockGuard`] with its own lease: releasing (or dropping)
+/// it removes that hold only, and the lock is free once every hold of the owner is released
+/// or expired. On each master the lock is a hash with the owner and one field per hold, so a
+/// failed round rolls back exactly the hold it added, never the owner's other holds (a counter
+/// decremented blindly would undo holds that a timed-out master had not even recorded).
+#[derive(Clone, Debug)]
+pub struct ReentrantLock {
+    redlock: Redlock,
+    owner: String,
+}
+
+impl Redlock {
+    /// A reentrant lock handle for `owner` (any id unique to the owner: a job id, a request id,
+    /// a uuid kept by a task tree). An empty id is refused at acquire.
+    pub fn reentrant(&self, owner: impl Into<String>) -> ReentrantLock {
+        ReentrantLock {
+            redlock: self.clone(),
+            owner: owner.into(),
+        }
+    }
+}
+
+impl ReentrantLock {
+    /// The owner id.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// Acquires `resource` for this owner (again, if it already holds it), retrying as
+    /// [`Redlock::acquire`] does while another owner holds it.
+    ///
+    /// A re-entry gets its own lease of `ttl`, and never shortens the lease of the owner's
+    /// other holds (the key's expiry only grows). It also gets its own, larger fencing token:
+    /// tokens strictly increase across every acquisition in the namespace, re-entries included,
+    /// so the owner should fence with the largest token it holds.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty owner id; otherwise as [`Redlock::acquire`].
+    pub async fn acquire(&self, resource: &str, ttl: Duration) -> Result<LockGuard> {
+        self.acquire_with_wait(resource, ttl, self.redlock.config().acquire_wait)
+            .await
+    }
+
+    /// [`acquire`](Self::acquire) with an explicit wait.
+    ///
+    /// # Errors
+    /// As [`acquire`](Self::acquire).
+    pub async fn acquire_with_wait(
+        &self,
+        resource: &str,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<LockGuard> {
+        self.check(resource, ttl)?;
+        self.redlock
+            .acquire_loop(resource, ttl, wait, || self.attempt(resource, ttl))
+            .await
+    }
+
+    /// One round: `Ok(None)` when another owner holds the lock.
+    ///
+    /// # Errors
+    /// As [`Redlock::try_acquire`], and [`Error::InvalidArgument`] for an empty owner id.
+    pub async fn try_acquire(&self, resource: &str, ttl: Duration) -> Result<Option<LockGuard>> {
+        self.check(resource, ttl)?;
+        self.redlock
+            .try_once(resource, self.attempt(resource, ttl))
+            .await
+    }
+
+    /// [`Redlock::with_lock`] for this owner: acquire, extend while `work` runs, release.
+    ///
+    /// # Errors
+    /// The errors of [`acquire`](Self::acquire), and [`Error::LockLost`].
+    pub async fn with_lock<T, F, Fut>(&self, resource: &str, ttl: Duration, work: F) -> Result<T>
+    where
+        F: FnOnce(LockContext) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let guard = self.acquire(resource, ttl).await?;
+        guard.with_watchdog(ttl, work).await
+    }
+
+    fn check(&self, resource: &str, ttl: Duration) -> Result<()> {
+        check_resource(resource)?;
+        if self.owner.is_empty() {
+            return Err(Error::InvalidArgument("reentrant owner id is empty".into()));
+        }
+        self.redlock.config().check_ttl(ttl)
+    }
+
+    fn attempt(&self, resource: &str, ttl: Duration) -> Attempt {
+        let config = self.redlock.config();
+        let key = config.key("reentrant", resource);
+        let held = HeldBy {
+            kind: "reentrant",
+            keys: vec![key.clone()],
+            extend: &REENTRANT_EXTEND,
+            release: &REENTRANT_RELEASE,
+            rollback: &REENTRANT_RELEASE,
+            extra_args: vec![self.owner.clone()],
+            choice_arg: false,
+        };
+        Attempt::new(ttl, held, |token| {
+            ScriptCall::new(
+                &REENTRANT_ACQUIRE,
+                vec![key, config.fence_key()],
+                vec![
+                    token.to_owned(),
+                    (ttl.as_millis() as u64).to_string(),
+                    config.fencing_arg(),
+                    self.owner.clone(),
+                ],
+            )
+        })
+    }
+}
