@@ -65,11 +65,18 @@ pub struct Args {
     /// Run only these workloads (for profiling), e.g. `--only w1,w2`. Default: all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Measure only these subjects (for profiling), e.g. `--subjects redquorum`. Default: all.
+    #[arg(long, value_delimiter = ',')]
+    subjects: Vec<String>,
 }
 
 impl Args {
     fn wants(&self, w: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|o| o.eq_ignore_ascii_case(w))
+    }
+
+    fn measures(&self, label: &str) -> bool {
+        self.subjects.is_empty() || self.subjects.iter().any(|s| s == label)
     }
 }
 
@@ -178,10 +185,13 @@ async fn run(args: &Args, cluster: &testcluster::Cluster, urls: &[String]) -> Re
         label: "ceiling",
         subject: Subject::Raw(Arc::new(Raw::connect(urls).await?)),
     };
+    locks.retain(|n| args.measures(n.label));
     let mut report = Report::new(args, locks.iter().map(|n| n.label).collect());
 
     let mut all = locks.clone();
-    all.push(raw.clone());
+    if args.measures(raw.label) {
+        all.push(raw);
+    }
     for s in &all {
         workloads::warm_up(s).await?;
     }
@@ -190,7 +200,10 @@ async fn run(args: &Args, cluster: &testcluster::Cluster, urls: &[String]) -> Re
         report.w1 = workloads::w1(&all, args.rounds, slot, args.max_ops).await?;
     }
     if args.wants("w2") {
-        report.w2 = workloads::w2(&all, args.rounds, slot, 64).await?;
+        report.w2 = {
+            let probe = workloads::Probe::connect(urls).await?;
+            workloads::w2(&all, args.rounds, slot, 64, &probe).await?
+        };
     }
     if args.wants("w3") {
         report.w3 = workloads::w3(&locks, args.rounds, slot, 16).await?;

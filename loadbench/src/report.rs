@@ -110,6 +110,24 @@ impl Report {
             },
             Row {
                 workload: "W2",
+                metric: "client CPU us/pair",
+                values: by(&|c| self.w2.get(c).and_then(Throughput::client_us_per_pair)),
+                note: None,
+            },
+            Row {
+                workload: "W2",
+                metric: "masters' CPU us/pair",
+                values: by(&|c| self.w2.get(c).and_then(Throughput::server_us_per_pair)),
+                note: None,
+            },
+            Row {
+                workload: "W2",
+                metric: "commands on masters/pair",
+                values: by(&|c| self.w2.get(c).and_then(Throughput::commands_per_pair)),
+                note: None,
+            },
+            Row {
+                workload: "W2",
                 metric: "64 tasks errors",
                 values: by(&|c| self.w2.get(c).map(|t| t.errors as f64)),
                 note: None,

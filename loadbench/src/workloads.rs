@@ -49,9 +49,66 @@ pub struct Serial {
     pub errors: u64,
 }
 
+/// CPU time used so far by this process and by the masters, to turn a throughput into a cost
+/// per pair (on a shared 2-core machine the CPU, not the wall clock, is what is scarce).
+pub struct Probe {
+    masters: Vec<redis::aio::MultiplexedConnection>,
+}
+
+impl Probe {
+    pub async fn connect(urls: &[String]) -> Result<Self> {
+        let mut masters = Vec::new();
+        for url in urls {
+            let client = redis::Client::open(url.as_str())?;
+            masters.push(client.get_multiplexed_async_connection().await?);
+        }
+        Ok(Self { masters })
+    }
+
+    /// (client CPU, masters' CPU, commands the masters processed) so far.
+    async fn sample(&self) -> (Duration, Duration, u64) {
+        let mut server = 0.0;
+        let mut commands = 0;
+        for m in &self.masters {
+            let mut m = m.clone();
+            let info: String = redis::cmd("INFO")
+                .query_async(&mut m)
+                .await
+                .unwrap_or_default();
+            for line in info.lines() {
+                if let Some(v) = line
+                    .strip_prefix("used_cpu_sys:")
+                    .or_else(|| line.strip_prefix("used_cpu_user:"))
+                {
+                    server += v.trim().parse::<f64>().unwrap_or(0.0);
+                } else if let Some(v) = line.strip_prefix("total_commands_processed:") {
+                    commands += v.trim().parse::<u64>().unwrap_or(0);
+                }
+            }
+        }
+        (client_cpu(), Duration::from_secs_f64(server), commands)
+    }
+}
+
+/// utime + stime of this process, from /proc (10 ms resolution; slots are long enough).
+fn client_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
 /// W2 / W5 shape: many tasks, pairs per second.
 #[derive(Clone, Debug, Default)]
 pub struct Throughput {
+    /// CPU used by this process during the slots.
+    pub client_cpu: Duration,
+    /// CPU used by the five masters during the slots.
+    pub server_cpu: Duration,
+    /// Commands the five masters processed during the slots (all subjects' probes included).
+    pub commands: u64,
     pub pairs: u64,
     /// Pairs that failed (e.g. a per-master timeout under overload); not counted in `pairs`.
     pub errors: u64,
@@ -62,6 +119,18 @@ pub struct Throughput {
 impl Throughput {
     pub fn rate(&self) -> Option<f64> {
         (self.elapsed > Duration::ZERO).then(|| self.pairs as f64 / self.elapsed.as_secs_f64())
+    }
+
+    pub fn client_us_per_pair(&self) -> Option<f64> {
+        (self.pairs > 0).then(|| self.client_cpu.as_secs_f64() * 1e6 / self.pairs as f64)
+    }
+
+    pub fn commands_per_pair(&self) -> Option<f64> {
+        (self.pairs > 0).then(|| self.commands as f64 / self.pairs as f64)
+    }
+
+    pub fn server_us_per_pair(&self) -> Option<f64> {
+        (self.pairs > 0).then(|| self.server_cpu.as_secs_f64() * 1e6 / self.pairs as f64)
     }
 }
 
@@ -184,18 +253,28 @@ async fn parallel(s: &Named, tasks: usize, slot: Duration) -> Result<Throughput>
     Ok(out)
 }
 
+fn acc_commands(out: &mut PerSubject<Throughput>, label: &'static str, n: u64) {
+    out.entry(label).or_default().commands += n;
+}
+
 pub async fn w2(
     all: &[Named],
     rounds: usize,
     slot: Duration,
     tasks: usize,
+    probe: &Probe,
 ) -> Result<PerSubject<Throughput>> {
     let mut out: PerSubject<Throughput> = BTreeMap::new();
     for r in 0..rounds {
         for i in order(all.len(), r) {
             let s = &all[i];
+            let (c0, s0, n0) = probe.sample().await;
             let one = parallel(s, tasks, slot).await?;
+            let (c1, s1, n1) = probe.sample().await;
+            acc_commands(&mut out, s.label, n1.saturating_sub(n0));
             let acc = out.entry(s.label).or_default();
+            acc.client_cpu += c1.saturating_sub(c0);
+            acc.server_cpu += s1.saturating_sub(s0);
             acc.pairs += one.pairs;
             acc.errors += one.errors;
             acc.elapsed += one.elapsed;
