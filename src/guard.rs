@@ -172,10 +172,17 @@ impl LockGuard {
         let span = tracing::debug_span!("release", resource = %self.resource, votes = field::Empty,
             elapsed_us = field::Empty);
         let t0 = Instant::now();
+        // The script also PUBLISHes the release (with a random id, so that a waiter woken by
+        // one master ignores the other masters' copies): waiters retry at once (notify.rs).
+        let config = self.redlock.config();
         let call = Arc::new(ScriptCall::new(
             &RELEASE,
             vec![self.key.clone()],
-            vec![self.token.clone()],
+            vec![
+                self.token.clone(),
+                crate::notify::channel(&config.key_prefix, &self.resource),
+                (rand::random::<u64>() | 1).to_string(),
+            ],
         ));
         let round = fan_out(
             inner.masters.len(),

@@ -67,6 +67,7 @@
 //! - `master`: one master's multiplexed connection, reconnect, per-call timeout, `run_id`.
 //! - `scripts`: the Lua scripts (in `scripts/*.lua`), `EVALSHA` with `NOSCRIPT` recovery.
 //! - `quorum`: vote counting with early decision, validity arithmetic, concurrent fan-out.
+//! - `notify`: release wake-ups for waiting acquirers (pub/sub), and their local FIFO queue.
 //! - `lock`: [`Redlock`]: connect, acquire rounds, fencing write-back, retry policy.
 //! - `guard`: [`LockGuard`] (extend, release, drop) and the auto-extending lease of
 //!   [`Redlock::with_lock`].
@@ -84,6 +85,7 @@ mod error;
 mod guard;
 mod lock;
 mod master;
+mod notify;
 mod quorum;
 mod ring;
 mod scripts;
@@ -91,7 +93,7 @@ mod scripts;
 pub use config::{
     Builder, DEFAULT_ACQUIRE_WAIT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRIFT_FACTOR, DEFAULT_FENCING,
     DEFAULT_KEY_PREFIX, DEFAULT_MASTER_TIMEOUT, DEFAULT_RETRY_COUNT, DEFAULT_RETRY_DELAY,
-    DEFAULT_RETRY_JITTER, DRIFT_FIXED, MAX_TTL, MIN_TTL_PER_TIMEOUT,
+    DEFAULT_RETRY_JITTER, DEFAULT_WAKE_UPS, DRIFT_FIXED, MAX_TTL, MIN_TTL_PER_TIMEOUT,
 };
 pub use error::{Error, MasterReply, Replies, Result};
 pub use guard::{LockContext, LockGuard};

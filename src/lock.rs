@@ -14,6 +14,7 @@ use crate::config::{Builder, Config, check_resource};
 use crate::error::{Error, MasterReply, Replies, Result};
 use crate::guard::{Lease, LockContext, LockGuard};
 use crate::master::Master;
+use crate::notify::Wakeups;
 use crate::quorum::{Decision, drift, fan_out, quorum, validity};
 use crate::scripts::{ACQUIRE, FENCE_RAISE, RELEASE, ScriptCall};
 
@@ -30,6 +31,8 @@ pub(crate) struct Inner {
     pub(crate) masters: Vec<Arc<Master>>,
     pub(crate) config: Config,
     pub(crate) quorum: usize,
+    /// Release wake-ups for waiting acquirers (notify.rs); `None` when turned off.
+    pub(crate) wakeups: Option<Wakeups>,
 }
 
 impl std::fmt::Debug for Redlock {
@@ -128,11 +131,20 @@ impl Redlock {
                     "master unreachable at start; retrying in the background");
             }
         }
+        let wakeups = config.wake_ups.then(|| {
+            Wakeups::start(
+                &builder.masters,
+                &config.key_prefix,
+                config.master_timeout,
+                config.connect_timeout,
+            )
+        });
         Ok(Self {
             inner: Arc::new(Inner {
                 quorum: quorum(n),
                 masters,
                 config,
+                wakeups,
             }),
         })
     }
@@ -188,8 +200,28 @@ impl Redlock {
         let deadline = started + wait;
         let config = &self.inner.config;
         let mut attempts = 0u32;
+        // Wake-ups (notify.rs): once this acquire has to wait, it queues behind the other local
+        // waiters of the resource (joining at once if there are some: no barging) and waits for
+        // a release message, with the jittered delay as the fallback.
+        let wakeups = self.inner.wakeups.as_ref();
+        let mut waiter = wakeups
+            .filter(|w| w.has_waiters(resource))
+            .map(|w| w.join(resource));
+        let mut last_replies = Replies::default();
         async {
             loop {
+                if let Some(w) = waiter.as_mut()
+                    && !w
+                        .turn(deadline, config.retry_delay + config.retry_jitter)
+                        .await
+                {
+                    return Err(Error::Contended {
+                        resource: resource.to_owned(),
+                        attempts,
+                        waited: started.elapsed(),
+                        replies: last_replies,
+                    });
+                }
                 attempts += 1;
                 let outcome = self.round(resource, ttl).await;
                 let (replies, contended) = match outcome {
@@ -203,6 +235,9 @@ impl Redlock {
                         span.record("attempts", attempts);
                         span.record("votes", votes);
                         span.record("elapsed_us", started.elapsed().as_micros() as u64);
+                        if let Some(w) = waiter.take() {
+                            w.acquired();
+                        }
                         return Ok(LockGuard::new(
                             self.clone(),
                             resource,
@@ -224,7 +259,14 @@ impl Redlock {
                 let delay = config.retry_delay
                     + rand::rng().random_range(Duration::ZERO..=config.retry_jitter);
                 let out_of_tries = config.retry_count.is_some_and(|max| attempts >= max);
-                if out_of_tries || Instant::now() + delay >= deadline {
+                let now = Instant::now();
+                // A release message can end a wait early, so with wake-ups wait up to the
+                // deadline; without, a delay that ends past it is not worth starting.
+                let too_late = match wakeups {
+                    Some(_) => now >= deadline,
+                    None => now + delay >= deadline,
+                };
+                if out_of_tries || too_late {
                     let span = tracing::Span::current();
                     span.record("attempts", attempts);
                     span.record("elapsed_us", started.elapsed().as_micros() as u64);
@@ -245,7 +287,14 @@ impl Redlock {
                         }
                     });
                 }
-                tokio::time::sleep(delay).await;
+                match (wakeups, waiter.as_mut()) {
+                    // First contention: subscribe, then retry at once (in `turn`), since the
+                    // lock may have been released before the subscription took effect.
+                    (Some(w), None) => waiter = Some(w.join(resource)),
+                    (Some(_), Some(w)) => w.wait(delay.min(deadline - now)).await,
+                    (None, _) => tokio::time::sleep(delay).await,
+                }
+                last_replies = replies;
             }
         }
         .instrument(span)

@@ -13,6 +13,7 @@
 //! - W2: 64 tasks, lock + unlock on distinct keys: pairs per second.
 //! - W3: 16 tasks contending for one key: acquisitions per second, hand-off latency (from the
 //!   holder starting its release to the next holder's acquire returning), per-task min / max.
+//!   Column `rq-no-wake` is redquorum with release wake-ups off (`wake_ups(false)`: polling).
 //! - W4: W1 with one of the five masters paused (SIGSTOP): p50, p99. rslock has no network
 //!   timeouts, so its run is cut at a deadline and reports what it managed.
 //! - W5: the ceiling: the same scripts sent raw to all masters in parallel over the same kind of
@@ -125,6 +126,8 @@ async fn set_persistence(urls: &[String], p: Persistence) -> Result<()> {
 }
 
 const MASTERS: usize = 5;
+/// Column of redquorum with release wake-ups off.
+pub const NO_WAKE: &str = "rq-no-wake";
 pub const TTL: Duration = Duration::from_secs(10);
 
 /// A subject with the name it has in the table.
@@ -168,10 +171,22 @@ async fn run(args: &Args, cluster: &testcluster::Cluster, urls: &[String]) -> Re
         .masters(urls.iter().cloned())
         .build()
         .await?;
-    let mut locks = vec![Named {
-        label: "redquorum",
-        subject: Subject::Ours(ours),
-    }];
+    // The same library with release wake-ups off: waiters poll with the jittered delay only.
+    let polling = redquorum::Redlock::builder()
+        .masters(urls.iter().cloned())
+        .wake_ups(false)
+        .build()
+        .await?;
+    let mut locks = vec![
+        Named {
+            label: "redquorum",
+            subject: Subject::Ours(ours),
+        },
+        Named {
+            label: NO_WAKE,
+            subject: Subject::Ours(polling),
+        },
+    ];
     #[cfg(feature = "rslock")]
     {
         let mut m = rslock::LockManager::new(urls.to_vec());
@@ -188,11 +203,20 @@ async fn run(args: &Args, cluster: &testcluster::Cluster, urls: &[String]) -> Re
     locks.retain(|n| args.measures(n.label));
     let mut report = Report::new(args, locks.iter().map(|n| n.label).collect());
 
-    let mut all = locks.clone();
+    // Wake-ups only change how contended acquires wait: the no-wake variant runs in W3 only.
+    let uncontended: Vec<Named> = locks
+        .iter()
+        .filter(|n| n.label != NO_WAKE)
+        .cloned()
+        .collect();
+    let mut all = uncontended.clone();
     if args.measures(raw.label) {
         all.push(raw);
     }
-    for s in &all {
+    for s in all
+        .iter()
+        .chain(locks.iter().filter(|n| n.label == NO_WAKE))
+    {
         workloads::warm_up(s).await?;
     }
     let slot = Duration::from_secs_f64(args.secs);
@@ -211,7 +235,7 @@ async fn run(args: &Args, cluster: &testcluster::Cluster, urls: &[String]) -> Re
     if args.wants("w4") {
         cluster.pause(MASTERS - 1)?;
         let w4 = workloads::w4(
-            &locks,
+            &uncontended,
             slot * args.rounds as u32,
             Duration::from_secs_f64(args.rslock_w4_secs),
             args.max_ops,

@@ -148,8 +148,15 @@ impl Raw {
     }
 
     async fn release(&self, key: &str, token: &str) -> Result<()> {
+        // Announced like redquorum's releases (PUBLISH on a channel nobody listens to here).
+        let channel = format!("raw:released:{}", &key[self.prefix.len()..]);
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&self.release_sha).arg(1).arg(key).arg(token);
+        cmd.arg(&self.release_sha)
+            .arg(1)
+            .arg(key)
+            .arg(token)
+            .arg(channel)
+            .arg(uuid::Uuid::new_v4().as_u64_pair().0 | 1);
         self.all(&cmd).await.context("raw release")?;
         Ok(())
     }
