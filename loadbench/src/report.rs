@@ -172,6 +172,16 @@ impl Report {
             },
             Row {
                 workload: "W3",
+                metric: "fairness min/max (1 = even)",
+                values: by(&|c| {
+                    let t = self.w3.get(c)?;
+                    let (min, max) = (t.per_task.iter().min()?, t.per_task.iter().max()?);
+                    (*max > 0).then(|| *min as f64 / *max as f64)
+                }),
+                note: None,
+            },
+            Row {
+                workload: "W3",
                 metric: "errors",
                 values: by(&|c| self.w3.get(c).map(|t| t.errors as f64)),
                 note: None,
