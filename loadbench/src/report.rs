@@ -305,6 +305,11 @@ impl Report {
             s,
             "\nW5 (ceiling) = the W1 and W2 rows of column `{CEILING}`."
         );
+        for (label, t) in &self.w2 {
+            if let Some(e) = &t.first_error {
+                let _ = writeln!(s, "W2 {label}: {} errors, first: {e}", t.errors);
+            }
+        }
         if let Some(w4) = self.w4.get(RSLOCK)
             && w4.cut_at_deadline
         {
@@ -384,6 +389,9 @@ impl Report {
             "rslock_w4_cut": self.w4.get(RSLOCK).map(|s| s.cut_at_deadline),
             "w3_per_task": self.w3.iter().map(|(k, v)| (k.to_string(), json!(v.per_task)))
                 .collect::<serde_json::Map<_, _>>(),
+            "w2_errors": self.w2.iter().map(|(k, v)| {
+                (k.to_string(), json!({"count": v.errors, "first": v.first_error}))
+            }).collect::<serde_json::Map<_, _>>(),
             "rows": rows,
             "targets": targets,
         })

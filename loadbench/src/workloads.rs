@@ -112,6 +112,8 @@ pub struct Throughput {
     pub pairs: u64,
     /// Pairs that failed (e.g. a per-master timeout under overload); not counted in `pairs`.
     pub errors: u64,
+    /// The first error seen, to say what the errors were.
+    pub first_error: Option<String>,
     pub elapsed: Duration,
     pub lat: Lat,
 }
@@ -228,25 +230,32 @@ async fn parallel(s: &Named, tasks: usize, slot: Duration) -> Result<Throughput>
             tokio::spawn(async move {
                 let mut lat = Lat::default();
                 let mut errors = 0u64;
+                let mut first_error = None;
                 let mut i = 0u64;
                 // Bounded by time, and by a count no run can reach.
                 while Instant::now() < deadline && i < 10_000_000 {
                     let t0 = Instant::now();
                     match s.subject.pair(&key(s.label, "w2", t, i), TTL).await {
                         Ok(()) => lat.push(t0.elapsed()),
-                        Err(_) => errors += 1,
+                        Err(e) => {
+                            errors += 1;
+                            first_error.get_or_insert_with(|| format!("{e:#}"));
+                        }
                     }
                     i += 1;
                 }
-                anyhow::Ok((lat, errors))
+                anyhow::Ok((lat, errors, first_error))
             })
         })
         .collect();
     let mut out = Throughput::default();
     for h in handles {
-        let (lat, errors) = h.await??;
+        let (lat, errors, first_error) = h.await??;
         out.pairs += lat.len() as u64;
         out.errors += errors;
+        if out.first_error.is_none() {
+            out.first_error = first_error;
+        }
         out.lat.extend(lat);
     }
     out.elapsed = start.elapsed();
@@ -279,6 +288,9 @@ pub async fn w2(
             acc.errors += one.errors;
             acc.elapsed += one.elapsed;
             acc.lat.extend(one.lat);
+            if acc.first_error.is_none() {
+                acc.first_error = one.first_error;
+            }
         }
     }
     Ok(out)
