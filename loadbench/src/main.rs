@@ -20,6 +20,7 @@
 //!   connection (one multiplexed connection per master), no lock logic: W1 and W2 shapes.
 //! - W6: cache get/set over the ring: not measured yet (the cache is not merged).
 
+mod alloc;
 mod report;
 mod subjects;
 mod workloads;
@@ -124,6 +125,9 @@ async fn set_persistence(urls: &[String], p: Persistence) -> Result<()> {
     }
     Ok(())
 }
+
+#[global_allocator]
+static ALLOCATOR: alloc::Counting = alloc::Counting;
 
 const MASTERS: usize = 5;
 /// Column of redquorum with release wake-ups off.

@@ -97,6 +97,12 @@ impl Report {
                 note: None,
             },
             Row {
+                workload: "W1",
+                metric: "allocations/pair",
+                values: by(&|c| self.w1.get(c).and_then(Serial::allocations_per_pair)),
+                note: None,
+            },
+            Row {
                 workload: "W2",
                 metric: "64 tasks pairs/s",
                 values: by(&|c| self.w2.get(c).and_then(Throughput::rate)),

@@ -46,6 +46,8 @@ pub struct Serial {
     pub elapsed: Duration,
     /// The run stopped at its deadline rather than after its count.
     pub cut_at_deadline: bool,
+    /// Allocations by the whole process during the slots (drivers and timers included).
+    pub allocations: u64,
     pub errors: u64,
 }
 
@@ -118,6 +120,13 @@ pub struct Throughput {
     pub lat: Lat,
 }
 
+impl Serial {
+    pub fn allocations_per_pair(&self) -> Option<f64> {
+        let n = self.lat.len() as u64 + self.errors;
+        (n > 0).then(|| self.allocations as f64 / n as f64)
+    }
+}
+
 impl Throughput {
     pub fn rate(&self) -> Option<f64> {
         (self.elapsed > Duration::ZERO).then(|| self.pairs as f64 / self.elapsed.as_secs_f64())
@@ -183,6 +192,7 @@ async fn serial(s: &Named, workload: &str, slot: Duration, max_ops: usize) -> Se
     let mut out = Serial::default();
     let start = Instant::now();
     let deadline = start + slot;
+    let allocations = crate::alloc::allocations();
     for i in 0..max_ops as u64 {
         if Instant::now() >= deadline {
             out.cut_at_deadline = true;
@@ -195,6 +205,7 @@ async fn serial(s: &Named, workload: &str, slot: Duration, max_ops: usize) -> Se
         }
     }
     out.elapsed = start.elapsed();
+    out.allocations = crate::alloc::allocations() - allocations;
     out
 }
 
@@ -215,6 +226,7 @@ pub async fn w1(
             acc.lat.extend(one.lat);
             acc.elapsed += one.elapsed;
             acc.errors += one.errors;
+            acc.allocations += one.allocations;
         }
     }
     Ok(out)
@@ -421,6 +433,7 @@ pub async fn w4(
                 elapsed: start.elapsed(),
                 cut_at_deadline: cut,
                 errors: 0,
+                allocations: 0,
             }
         };
         out.insert(s.label, one);
