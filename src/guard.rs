@@ -12,7 +12,7 @@ use tracing::{Instrument, field};
 
 use crate::error::{Error, MasterReply, Replies, Result};
 use crate::lock::Redlock;
-use crate::quorum::{Decision, drift, fan_out, validity};
+use crate::quorum::{Decision, drift, fan_out, fan_out_then, validity};
 use crate::scripts::{EXTEND, RELEASE, ScriptCall};
 
 /// A lock held on a quorum of masters.
@@ -175,16 +175,17 @@ impl LockGuard {
         // The script also PUBLISHes the release (with a random id, so that a waiter woken by
         // one master ignores the other masters' copies): waiters retry at once (notify.rs).
         let config = self.redlock.config();
+        let release_id = rand::random::<u64>() | 1;
         let call = Arc::new(ScriptCall::new(
             &RELEASE,
             vec![self.key.clone()],
             vec![
                 self.token.clone(),
                 crate::notify::channel(&config.key_prefix, &self.resource),
-                (rand::random::<u64>() | 1).to_string(),
+                release_id.to_string(),
             ],
         ));
-        let round = fan_out(
+        let round = fan_out_then(
             inner.masters.len(),
             inner.quorum,
             |i| {
@@ -193,6 +194,13 @@ impl LockGuard {
                 async move { master.run(&call).await }
             },
             |answer| matches!(answer, Ok(Value::Int(1))),
+            // Once our deletes are queued, a waiting task of this client may try at once: its
+            // SETs go down the same connections behind them (notify.rs, "local wake-ups").
+            || {
+                if let Some(w) = &inner.wakeups {
+                    w.released_locally(&self.resource, release_id);
+                }
+            },
         )
         .instrument(span.clone())
         .await;

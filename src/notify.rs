@@ -9,6 +9,10 @@
 //!   *gate*): only the task at its head runs acquire rounds. Local waiters therefore never split
 //!   the vote between themselves, are served in arrival order, and a task that has just released
 //!   the lock and wants it back queues behind them instead of barging in.
+//! - A release by a task of the same client wakes the head directly, as soon as its deletes
+//!   are queued on the masters' connections (the head's SETs queue behind them, so every
+//!   master sees the delete first): the hand-off overlaps the release round instead of
+//!   following it.
 //! - The head waits for a release message from any master, or for its jittered retry delay,
 //!   whichever comes first: a lost message, a master that is down, or a lock that expired
 //!   instead of being released costs at most the ordinary retry delay. Correctness never depends
@@ -122,6 +126,26 @@ impl Wakeups {
     pub(crate) fn has_waiters(&self, resource: &str) -> bool {
         let queues = self.shared.queues.lock().expect("wake-up queues poisoned");
         !queues.is_empty() && queues.contains_key(&channel(&self.prefix, resource))
+    }
+
+    /// A task of this client is releasing `resource` and its deletes are queued on every
+    /// master's connection: wake the local head at once instead of waiting for the pub/sub
+    /// message. Its SETs travel down the same connections behind the deletes, so each master
+    /// sees the delete first (if a connection's queue was full and the order not kept, the
+    /// head's round merely fails and the pub/sub message wakes it again). The release id is
+    /// recorded so that the N pub/sub copies of this release do not wake anyone again.
+    pub(crate) fn released_locally(&self, resource: &str, release_id: u64) {
+        let queue = {
+            let queues = self.shared.queues.lock().expect("wake-up queues poisoned");
+            if queues.is_empty() {
+                return;
+            }
+            queues.get(&channel(&self.prefix, resource)).cloned()
+        };
+        if let Some(queue) = queue {
+            queue.last_release.store(release_id, Ordering::Release);
+            queue.released.notify_one();
+        }
     }
 
     /// Joins the local queue of `resource`, subscribing to its channel if this is the first

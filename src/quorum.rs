@@ -123,10 +123,32 @@ where
     F: Fn(usize) -> Fut,
     Fut: Future<Output = T> + Send + 'static,
 {
+    fan_out_then(n, needed, call, vote, || {}).await
+}
+
+/// [`fan_out`], calling `sent` once every call has been polled once: by then each call's
+/// command is queued on its master's connection (unless that queue was full), so a command
+/// queued afterwards on the same connection reaches that master after it.
+pub(crate) async fn fan_out_then<T, F, Fut>(
+    n: usize,
+    needed: usize,
+    call: F,
+    vote: impl Fn(&T) -> bool,
+    sent: impl FnOnce(),
+) -> Round<T>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+{
+    let mut sent = Some(sent);
     let mut answers: Vec<Option<T>> = (0..n).map(|_| None).collect();
     let mut tally = Tally::needing(n, needed);
     let mut decision = tally.decision();
     if decision != Decision::Pending {
+        if let Some(sent) = sent.take() {
+            sent();
+        }
         return Round { answers, decision };
     }
     let mut calls: Pin<Box<[MaybeDone<Fut>]>> =
@@ -140,11 +162,18 @@ where
             decision = tally.record(vote(&answer));
             answers[i] = Some(answer);
             if decision != Decision::Pending {
-                return Poll::Ready(());
+                break;
             }
         }
+        if let Some(sent) = sent.take() {
+            sent();
+        }
         // Every call answered means decided (yes + no = n), so this is never a hang.
-        Poll::Pending
+        if decision == Decision::Pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
     })
     .await;
     let stragglers = calls.iter().any(|c| matches!(c, MaybeDone::Future(_)));
