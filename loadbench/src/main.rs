@@ -234,7 +234,8 @@ async fn run(args: &Args, cluster: &testcluster::Cluster, urls: &[String]) -> Re
         };
     }
     if args.wants("w3") {
-        report.w3 = workloads::w3(&locks, args.rounds, slot, 16).await?;
+        let probe = workloads::Probe::connect(urls).await?;
+        report.w3 = workloads::w3(&locks, args.rounds, slot, 16, &probe).await?;
     }
     if args.wants("w4") {
         cluster.pause(MASTERS - 1)?;

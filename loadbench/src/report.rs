@@ -188,6 +188,24 @@ impl Report {
             },
             Row {
                 workload: "W3",
+                metric: "client CPU us/acq",
+                values: by(&|c| self.w3.get(c).and_then(Contention::costs).map(|c| c.0)),
+                note: None,
+            },
+            Row {
+                workload: "W3",
+                metric: "masters' CPU us/acq",
+                values: by(&|c| self.w3.get(c).and_then(Contention::costs).map(|c| c.1)),
+                note: None,
+            },
+            Row {
+                workload: "W3",
+                metric: "commands on masters/acq",
+                values: by(&|c| self.w3.get(c).and_then(Contention::costs).map(|c| c.2)),
+                note: None,
+            },
+            Row {
+                workload: "W3",
                 metric: "errors",
                 values: by(&|c| self.w3.get(c).map(|t| t.errors as f64)),
                 note: None,

@@ -155,9 +155,24 @@ pub struct Contention {
     pub per_task: Vec<u64>,
     /// Acquire rounds that failed with an error rather than "contended".
     pub errors: u64,
+    pub client_cpu: Duration,
+    pub server_cpu: Duration,
+    pub commands: u64,
 }
 
 impl Contention {
+    /// (client CPU us, masters' CPU us, commands) per acquisition.
+    pub fn costs(&self) -> Option<(f64, f64, f64)> {
+        let n = self.acquisitions as f64;
+        (self.acquisitions > 0).then(|| {
+            (
+                self.client_cpu.as_secs_f64() * 1e6 / n,
+                self.server_cpu.as_secs_f64() * 1e6 / n,
+                self.commands as f64 / n,
+            )
+        })
+    }
+
     pub fn rate(&self) -> Option<f64> {
         (self.elapsed > Duration::ZERO)
             .then(|| self.acquisitions as f64 / self.elapsed.as_secs_f64())
@@ -376,13 +391,19 @@ pub async fn w3(
     rounds: usize,
     slot: Duration,
     tasks: usize,
+    probe: &Probe,
 ) -> Result<PerSubject<Contention>> {
     let mut out: PerSubject<Contention> = BTreeMap::new();
     for r in 0..rounds {
         for i in order(locks.len(), r) {
             let s = &locks[i];
+            let (c0, s0, n0) = probe.sample().await;
             let one = contend(s, r, tasks, slot).await?;
+            let (c1, s1, n1) = probe.sample().await;
             let acc = out.entry(s.label).or_default();
+            acc.client_cpu += c1.saturating_sub(c0);
+            acc.server_cpu += s1.saturating_sub(s0);
+            acc.commands += n1.saturating_sub(n0);
             acc.acquisitions += one.acquisitions;
             acc.errors += one.errors;
             acc.elapsed += one.elapsed;
