@@ -31,6 +31,9 @@ pub const DEFAULT_FENCING: bool = true;
 /// waiter's place (or a writer's intent) outlives its last attempt. A waiter that vanishes holds
 /// up the queue this long at most; a waiter that cannot poll within it loses its place.
 pub const DEFAULT_WAITER_TIMEOUT: Duration = Duration::from_secs(1);
+/// Waiting acquirers are woken by release messages (pub/sub) by default; see
+/// [`Builder::wake_ups`].
+pub const DEFAULT_WAKE_UPS: bool = true;
 /// Largest TTL accepted. Longer leases are almost always a bug (and a crashed holder would block
 /// the resource for that long); use [`Redlock::with_lock`] to hold a lock for long work.
 pub const MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -51,6 +54,7 @@ pub(crate) struct Config {
     pub(crate) key_prefix: String,
     pub(crate) fencing: bool,
     pub(crate) restart_quarantine: Option<Duration>,
+    pub(crate) wake_ups: bool,
 }
 
 impl Config {
@@ -173,6 +177,7 @@ impl Default for Builder {
                 key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
                 fencing: DEFAULT_FENCING,
                 restart_quarantine: None,
+                wake_ups: DEFAULT_WAKE_UPS,
             },
         }
     }
@@ -255,6 +260,22 @@ impl Builder {
     /// keys it granted. Set it to the largest TTL your application uses. Default: off.
     pub fn restart_quarantine(mut self, max_lock_ttl: Duration) -> Self {
         self.config.restart_quarantine = Some(max_lock_ttl);
+        self
+    }
+
+    /// Whether a waiting [`Redlock::acquire`] is woken when the lock is released. Default
+    /// [`DEFAULT_WAKE_UPS`] (on).
+    ///
+    /// On: the client keeps one extra pub/sub connection per master, subscribes to a
+    /// resource's release channel while one of its tasks waits for it, and retries as soon as a
+    /// release is announced (the retry delay stays as the fallback for locks that expire
+    /// instead of being released). The tasks of one client waiting for the same resource queue
+    /// in arrival order and only the first runs rounds, so they do not split the vote among
+    /// themselves. Off: waiters poll with the jittered retry delay only. Releases announce
+    /// themselves either way (a `PUBLISH` per master), so clients with wake-ups on are woken by
+    /// clients with them off.
+    pub fn wake_ups(mut self, on: bool) -> Self {
+        self.config.wake_ups = on;
         self
     }
 

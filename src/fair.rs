@@ -10,7 +10,7 @@ use crate::config::{DEFAULT_WAITER_TIMEOUT, check_resource};
 use crate::error::{Error, MasterReply, Replies, Result};
 use crate::guard::{LockContext, LockGuard};
 use crate::held::{Attempt, HeldBy, LeaveOnDrop, new_token};
-use crate::lock::Redlock;
+use crate::lock::{Redlock, Wake};
 use crate::quorum::{Decision, fan_out};
 use crate::scripts::{EXTEND, FAIR_ACQUIRE, FAIR_RELEASE, FAIR_TICKET, RELEASE, ScriptCall};
 
@@ -95,7 +95,7 @@ impl FairLock {
         let wait = wait.saturating_sub(started.elapsed());
         let result = self
             .redlock
-            .acquire_loop(&self.resource, ttl, wait, || {
+            .acquire_loop(&self.resource, ttl, wait, Wake::Poll, || {
                 self.attempt(ttl, &waiter, ticket)
             })
             .await;
@@ -230,6 +230,7 @@ impl FairLock {
             rollback: &RELEASE,
             extra_args: vec![waiter.to_owned()],
             choice_arg: false,
+            announce: false,
         };
         let mut keys = held.keys.clone();
         keys.push(config.fence_key());

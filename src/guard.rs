@@ -13,7 +13,7 @@ use tracing::{Instrument, field};
 use crate::error::{Error, MasterReply, Replies, Result};
 use crate::held::HeldBy;
 use crate::lock::Redlock;
-use crate::quorum::{Decision, drift, fan_out, validity};
+use crate::quorum::{Decision, drift, fan_out, fan_out_then, validity};
 
 /// A lock held on a quorum of masters.
 ///
@@ -169,8 +169,16 @@ impl LockGuard {
         let span = tracing::debug_span!("release", resource = %self.resource, votes = field::Empty,
             elapsed_us = field::Empty);
         let t0 = Instant::now();
-        let call = Arc::new(self.held.release_call(&self.token));
-        let round = fan_out(
+        // A basic lock's release also PUBLISHes (with a random id, so that a waiter woken by
+        // one master ignores the other masters' copies): waiters retry at once (notify.rs).
+        let config = self.redlock.config();
+        let release_id = rand::random::<u64>() | 1;
+        let channel = crate::notify::channel(&config.key_prefix, &self.resource);
+        let call = Arc::new(
+            self.held
+                .release_call_announced(&self.token, &channel, release_id),
+        );
+        let round = fan_out_then(
             inner.masters.len(),
             inner.quorum,
             |i| {
@@ -179,6 +187,13 @@ impl LockGuard {
                 async move { master.run(&call).await }
             },
             |answer| matches!(answer, Ok(Value::Int(1))),
+            // Once our deletes are queued, a waiting task of this client may try at once: its
+            // SETs go down the same connections behind them (notify.rs, "local wake-ups").
+            || {
+                if let Some(w) = &inner.wakeups {
+                    w.released_locally(&self.resource, release_id);
+                }
+            },
         )
         .instrument(span.clone())
         .await;

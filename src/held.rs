@@ -38,6 +38,9 @@ pub(crate) struct HeldBy {
     pub(crate) extra_args: Vec<String>,
     /// The round's winning choice (a semaphore slot) is appended to `extra_args`.
     pub(crate) choice_arg: bool,
+    /// The release script announces the release on a channel (`[.., channel, release id]`
+    /// appended to its arguments), for wake-ups (notify.rs). Only the basic lock does.
+    pub(crate) announce: bool,
 }
 
 impl HeldBy {
@@ -51,6 +54,7 @@ impl HeldBy {
             rollback: &RELEASE,
             extra_args: Vec::new(),
             choice_arg: false,
+            announce: true,
         }
     }
 
@@ -71,6 +75,23 @@ impl HeldBy {
 
     pub(crate) fn release_call(&self, token: &str) -> ScriptCall {
         self.call(self.release, token)
+    }
+
+    /// The release call, announcing the release on `channel` where this kind of hold does.
+    pub(crate) fn release_call_announced(
+        &self,
+        token: &str,
+        channel: &str,
+        release_id: u64,
+    ) -> ScriptCall {
+        if !self.announce {
+            return self.release_call(token);
+        }
+        let mut args = vec![token.to_owned()];
+        args.extend(self.extra_args.iter().cloned());
+        args.push(channel.to_owned());
+        args.push(release_id.to_string());
+        ScriptCall::new(self.release, self.keys.clone(), args)
     }
 
     pub(crate) fn rollback_call(&self, token: &str) -> ScriptCall {

@@ -151,6 +151,7 @@
 //! - `master`: one master's multiplexed connection, reconnect, per-call timeout, `run_id`.
 //! - `scripts`: the Lua scripts (in `scripts/*.lua`), `EVALSHA` with `NOSCRIPT` recovery.
 //! - `quorum`: vote counting with early decision, validity arithmetic, concurrent fan-out.
+//! - `notify`: release wake-ups for waiting acquirers (pub/sub), and their local FIFO queue.
 //! - `lock`: [`Redlock`]: connect, acquire rounds, fencing write-back, retry policy.
 //! - `guard`: [`LockGuard`] (extend, release, drop) and the auto-extending lease of
 //!   [`Redlock::with_lock`].
@@ -180,6 +181,7 @@ mod held;
 mod lock;
 mod master;
 mod multi;
+mod notify;
 mod quorum;
 mod reentrant;
 mod ring;
@@ -195,7 +197,8 @@ pub use cache::{
 pub use config::{
     Builder, DEFAULT_ACQUIRE_WAIT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRIFT_FACTOR, DEFAULT_FENCING,
     DEFAULT_KEY_PREFIX, DEFAULT_MASTER_TIMEOUT, DEFAULT_RETRY_COUNT, DEFAULT_RETRY_DELAY,
-    DEFAULT_RETRY_JITTER, DEFAULT_WAITER_TIMEOUT, DRIFT_FIXED, MAX_TTL, MIN_TTL_PER_TIMEOUT,
+    DEFAULT_RETRY_JITTER, DEFAULT_WAITER_TIMEOUT, DEFAULT_WAKE_UPS, DRIFT_FIXED, MAX_TTL,
+    MIN_TTL_PER_TIMEOUT,
 };
 pub use error::{Error, MasterReply, Replies, Result};
 pub use fair::FairLock;

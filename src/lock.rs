@@ -15,6 +15,7 @@ use crate::error::{Error, MasterReply, Replies, Result};
 use crate::guard::{Lease, LockContext, LockGuard};
 use crate::held::{Attempt, HeldBy};
 use crate::master::{Master, connect_all};
+use crate::notify::Wakeups;
 use crate::quorum::{
     Ballot, ChoiceTally, Decision, drift, fan_out, fan_out_ballot, quorum, validity,
 };
@@ -33,6 +34,8 @@ pub(crate) struct Inner {
     pub(crate) masters: Vec<Arc<Master>>,
     pub(crate) config: Config,
     pub(crate) quorum: usize,
+    /// Release wake-ups for waiting acquirers (notify.rs); `None` when turned off.
+    pub(crate) wakeups: Option<Wakeups>,
 }
 
 impl std::fmt::Debug for Redlock {
@@ -61,6 +64,18 @@ enum RoundOutcome {
     Expired(Replies),
     /// Failing masters alone make a quorum impossible.
     Unavailable(Replies),
+}
+
+/// Whether an acquire waits for release messages.
+///
+/// Only the basic lock does: its releases announce themselves, and its local FIFO queue of
+/// waiters is right for a mutex. The primitives poll: a reentrant owner must not queue behind
+/// a waiter that cannot get in until that owner leaves, and readers or permit holders may
+/// hold together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wake {
+    OnRelease,
+    Poll,
 }
 
 /// Why the retry loop stopped without a lock, from the last round.
@@ -121,7 +136,15 @@ impl Redlock {
                     "master unreachable at start; retrying in the background");
             }
         }
-        Ok(Self::from_masters(masters, config))
+        let wakeups = config.wake_ups.then(|| {
+            Wakeups::start(
+                &builder.masters,
+                &config.key_prefix,
+                config.master_timeout,
+                config.connect_timeout,
+            )
+        });
+        Ok(Self::from_masters(masters, config, wakeups))
     }
 
     /// Number of masters.
@@ -165,8 +188,10 @@ impl Redlock {
     ) -> Result<LockGuard> {
         check_resource(resource)?;
         self.inner.config.check_ttl(ttl)?;
-        self.acquire_loop(resource, ttl, wait, || self.lock_attempt(resource, ttl))
-            .await
+        self.acquire_loop(resource, ttl, wait, Wake::OnRelease, || {
+            self.lock_attempt(resource, ttl)
+        })
+        .await
     }
 
     /// The basic lock's round: `SET NX PX` on one key.
@@ -188,12 +213,14 @@ impl Redlock {
 
     /// The retry policy of every acquire: rounds built by `next` (a fresh token each), with
     /// jittered delays, until one wins or `wait` (or the retry count) runs out. `resource` names
-    /// the hold in the guard, errors and traces.
+    /// the hold in the guard, errors and traces. With [`Wake::OnRelease`] (the basic lock),
+    /// waiters queue locally and are woken by release messages (notify.rs).
     pub(crate) async fn acquire_loop(
         &self,
         resource: &str,
         ttl: Duration,
         wait: Duration,
+        wake: Wake,
         mut next: impl FnMut() -> Attempt,
     ) -> Result<LockGuard> {
         let span = tracing::debug_span!(
@@ -208,8 +235,32 @@ impl Redlock {
         let deadline = started + wait;
         let config = &self.inner.config;
         let mut attempts = 0u32;
+        // Wake-ups (notify.rs): once this acquire has to wait, it queues behind the other local
+        // waiters of the resource (joining at once if there are some: no barging) and waits for
+        // a release message, with the jittered delay as the fallback.
+        let wakeups = self
+            .inner
+            .wakeups
+            .as_ref()
+            .filter(|_| wake == Wake::OnRelease);
+        let mut waiter = wakeups
+            .filter(|w| w.has_waiters(resource))
+            .map(|w| w.join(resource));
+        let mut last_replies = Replies::default();
         async {
             loop {
+                if let Some(w) = waiter.as_mut()
+                    && !w
+                        .turn(deadline, config.retry_delay + config.retry_jitter)
+                        .await
+                {
+                    return Err(Error::Contended {
+                        resource: resource.to_owned(),
+                        attempts,
+                        waited: started.elapsed(),
+                        replies: last_replies,
+                    });
+                }
                 attempts += 1;
                 let attempt = next();
                 let outcome = self.round_reconnecting(&attempt).await;
@@ -225,6 +276,9 @@ impl Redlock {
                         span.record("attempts", attempts);
                         span.record("votes", votes);
                         span.record("elapsed_us", started.elapsed().as_micros() as u64);
+                        if let Some(w) = waiter.take() {
+                            w.acquired();
+                        }
                         return Ok(LockGuard::new(
                             self.clone(),
                             resource,
@@ -252,7 +306,14 @@ impl Redlock {
                 let delay = config.retry_delay
                     + rand::rng().random_range(Duration::ZERO..=config.retry_jitter);
                 let out_of_tries = config.retry_count.is_some_and(|max| attempts >= max);
-                if out_of_tries || Instant::now() + delay >= deadline {
+                let now = Instant::now();
+                // A release message can end a wait early, so with wake-ups wait up to the
+                // deadline; without, a delay that ends past it is not worth starting.
+                let too_late = match wakeups {
+                    Some(_) => now >= deadline,
+                    None => now + delay >= deadline,
+                };
+                if out_of_tries || too_late {
                     let span = tracing::Span::current();
                     span.record("attempts", attempts);
                     span.record("elapsed_us", started.elapsed().as_micros() as u64);
@@ -277,7 +338,14 @@ impl Redlock {
                         },
                     });
                 }
-                tokio::time::sleep(delay).await;
+                match (wakeups, waiter.as_mut()) {
+                    // First contention: subscribe, then retry at once (in `turn`), since the
+                    // lock may have been released before the subscription took effect.
+                    (Some(w), None) => waiter = Some(w.join(resource)),
+                    (Some(_), Some(w)) => w.wait(delay.min(deadline - now)).await,
+                    (None, _) => tokio::time::sleep(delay).await,
+                }
+                last_replies = replies;
             }
         }
         .instrument(span)
@@ -644,7 +712,11 @@ impl Redlock {
     /// A client over masters that are already set up, skipping [`Builder::build`]'s connect
     /// and quorum checks: the caller (the cache's builder) does its own, since a cache
     /// tolerates nodes that are down at start.
-    pub(crate) fn from_masters(masters: Vec<Arc<Master>>, config: Config) -> Self {
+    pub(crate) fn from_masters(
+        masters: Vec<Arc<Master>>,
+        config: Config,
+        wakeups: Option<Wakeups>,
+    ) -> Self {
         for master in &masters {
             master.track_restarts();
         }
@@ -653,6 +725,7 @@ impl Redlock {
                 quorum: quorum(masters.len()),
                 masters,
                 config,
+                wakeups,
             }),
         }
     }

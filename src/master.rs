@@ -118,9 +118,13 @@ impl Master {
     /// scripts. Used at build and by background reconnects.
     pub(crate) async fn connect(&self) -> Result<(), MasterReply> {
         let attempt = async {
+            // No response timeout inside redis-rs: every call on this connection is already
+            // bounded by our own per-master timeout (and this whole attempt by the connect
+            // timeout), and a second timer per command costs a timer-wheel insert and removal
+            // plus a larger future on the hot path (measured by loadbench, W1/W2).
             let config = AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(self.connect_timeout))
-                .set_response_timeout(Some(self.connect_timeout));
+                .set_response_timeout(None);
             let mut conn = self
                 .client
                 .get_multiplexed_async_connection_with_config(&config)
@@ -241,14 +245,9 @@ impl Master {
                 .and_then(Value::extract_error);
             match first {
                 Err(e) if e.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript) => {
-                    tracing::debug!(
-                        master = self.index,
-                        script = call.name(),
-                        "NOSCRIPT, using EVAL"
-                    );
-                    conn.send_packed_command(&call.eval())
-                        .await
-                        .and_then(Value::extract_error)
+                    // Boxed: the rare second exchange would otherwise double the size of every
+                    // call's future, which is moved and copied on each round.
+                    Box::pin(self.eval_fallback(&mut conn, call)).await
                 }
                 other => other,
             }
@@ -276,10 +275,10 @@ impl Master {
                 .and_then(Value::extract_error);
             match first {
                 Err(e) if e.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript) => {
-                    // Same connection, right behind the failed EVALSHA: still ordered.
-                    conn.send_packed_command(&call.eval())
-                        .await
-                        .and_then(Value::extract_error)
+                    // Same connection, right behind the failed EVALSHA: still ordered. Boxed:
+                    // the rare second exchange would otherwise double the size of every call's
+                    // future, which is moved and copied on each round.
+                    Box::pin(self.eval_fallback(&mut conn, call)).await
                 }
                 other => other,
             }
@@ -296,6 +295,22 @@ impl Master {
                 Err(reply)
             }
         }
+    }
+
+    /// After `NOSCRIPT`: the same call as `EVAL` with the source (which re-caches the script).
+    async fn eval_fallback(
+        &self,
+        conn: &mut MultiplexedConnection,
+        call: &ScriptCall,
+    ) -> redis::RedisResult<Value> {
+        tracing::debug!(
+            master = self.index,
+            script = call.name(),
+            "NOSCRIPT, using EVAL"
+        );
+        conn.send_packed_command(&call.eval())
+            .await
+            .and_then(Value::extract_error)
     }
 
     /// Whether this master has no connection but a reconnect may bring one soon (an attempt

@@ -7,7 +7,7 @@ use crate::config::check_resource;
 use crate::error::{Error, Result};
 use crate::guard::{LockContext, LockGuard};
 use crate::held::{Attempt, HeldBy};
-use crate::lock::Redlock;
+use crate::lock::{Redlock, Wake};
 use crate::scripts::{MULTI_ACQUIRE, MULTI_EXTEND, MULTI_RELEASE, ScriptCall};
 
 impl Redlock {
@@ -52,7 +52,7 @@ impl Redlock {
     {
         let names = sorted_names(resources)?;
         self.config().check_ttl(ttl)?;
-        self.acquire_loop(&names.join(", "), ttl, wait, || {
+        self.acquire_loop(&names.join(", "), ttl, wait, Wake::Poll, || {
             self.multi_attempt(&names, ttl)
         })
         .await
@@ -110,6 +110,7 @@ impl Redlock {
             rollback: &MULTI_RELEASE,
             extra_args: Vec::new(),
             choice_arg: false,
+            announce: false,
         };
         Attempt::new(ttl, held, |token| {
             let mut all = vec![config.fence_key()];

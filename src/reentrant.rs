@@ -7,7 +7,7 @@ use crate::config::check_resource;
 use crate::error::{Error, Result};
 use crate::guard::{LockContext, LockGuard};
 use crate::held::{Attempt, HeldBy};
-use crate::lock::Redlock;
+use crate::lock::{Redlock, Wake};
 use crate::scripts::{REENTRANT_ACQUIRE, REENTRANT_EXTEND, REENTRANT_RELEASE, ScriptCall};
 
 /// A reentrant lock for one owner. Created by [`Redlock::reentrant`]; cheap to clone.
@@ -71,7 +71,9 @@ impl ReentrantLock {
     ) -> Result<LockGuard> {
         self.check(resource, ttl)?;
         self.redlock
-            .acquire_loop(resource, ttl, wait, || self.attempt(resource, ttl))
+            .acquire_loop(resource, ttl, wait, Wake::Poll, || {
+                self.attempt(resource, ttl)
+            })
             .await
     }
 
@@ -118,6 +120,7 @@ impl ReentrantLock {
             rollback: &REENTRANT_RELEASE,
             extra_args: vec![self.owner.clone()],
             choice_arg: false,
+            announce: false,
         };
         Attempt::new(ttl, held, |token| {
             ScriptCall::new(

@@ -7,7 +7,7 @@ use crate::config::{DEFAULT_WAITER_TIMEOUT, check_resource};
 use crate::error::Result;
 use crate::guard::{LockContext, LockGuard};
 use crate::held::{Attempt, HeldBy, LeaveOnDrop, new_token};
-use crate::lock::Redlock;
+use crate::lock::{Redlock, Wake};
 use crate::scripts::{
     EXTEND, RELEASE, RW_READ_ACQUIRE, RW_READ_EXTEND, RW_READ_RELEASE, RW_WRITE_ACQUIRE,
     RW_WRITE_RELEASE, ScriptCall,
@@ -79,7 +79,9 @@ impl RwLock {
     pub async fn read_with_wait(&self, ttl: Duration, wait: Duration) -> Result<LockGuard> {
         self.check(ttl)?;
         self.redlock
-            .acquire_loop(&self.resource, ttl, wait, || self.read_attempt(ttl))
+            .acquire_loop(&self.resource, ttl, wait, Wake::Poll, || {
+                self.read_attempt(ttl)
+            })
             .await
     }
 
@@ -122,7 +124,7 @@ impl RwLock {
         let mut intent = self.intent(&writer);
         let result = self
             .redlock
-            .acquire_loop(&self.resource, ttl, wait, || {
+            .acquire_loop(&self.resource, ttl, wait, Wake::Poll, || {
                 self.write_attempt(ttl, &writer)
             })
             .await;
@@ -218,6 +220,7 @@ impl RwLock {
             rollback: &RW_READ_RELEASE,
             extra_args: Vec::new(),
             choice_arg: false,
+            announce: false,
         };
         let mut keys = held.keys.clone();
         keys.push(config.fence_key());
@@ -245,6 +248,7 @@ impl RwLock {
             rollback: &RELEASE,
             extra_args: vec![writer.to_owned()],
             choice_arg: false,
+            announce: false,
         };
         let mut keys = held.keys.clone();
         keys.push(config.fence_key());

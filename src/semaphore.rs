@@ -11,7 +11,7 @@ use crate::config::check_resource;
 use crate::error::{Error, MasterReply, Replies, Result};
 use crate::guard::{LockContext, LockGuard};
 use crate::held::{Attempt, HeldBy};
-use crate::lock::Redlock;
+use crate::lock::{Redlock, Wake};
 use crate::scripts::{
     SEMAPHORE_ACQUIRE, SEMAPHORE_EXTEND, SEMAPHORE_HELD, SEMAPHORE_RELEASE, ScriptCall,
 };
@@ -83,7 +83,7 @@ impl Semaphore {
     pub async fn acquire_with_wait(&self, ttl: Duration, wait: Duration) -> Result<LockGuard> {
         self.check(ttl)?;
         self.redlock
-            .acquire_loop(&self.resource, ttl, wait, || self.attempt(ttl))
+            .acquire_loop(&self.resource, ttl, wait, Wake::Poll, || self.attempt(ttl))
             .await
     }
 
@@ -199,6 +199,7 @@ impl Semaphore {
             extra_args: Vec::new(),
             // Extend needs the slot won: a lease on another slot is not a vote.
             choice_arg: true,
+            announce: false,
         };
         Attempt::new(ttl, held, |token| {
             ScriptCall::new(

@@ -252,7 +252,7 @@ impl CacheBuilder {
             .connect_timeout(self.connect_timeout)
             .fencing(false)
             .config;
-        Ok(Redlock::from_masters(masters, config))
+        Ok(Redlock::from_masters(masters, config, None))
     }
 }
 

@@ -1,0 +1,253 @@
+//! Load driver for redquorum: starts five local masters with `testcluster` and measures, side
+//! by side in one run, redquorum, rslock (with `--features rslock`) and the raw-command ceiling.
+//!
+//! How to run (from the workspace root; about a minute):
+//!
+//! ```text
+//! cargo run --release -p loadbench --features rslock -- --json target/loadbench.json
+//! ```
+//!
+//! Workloads (each subject runs in short slots, alternating order between rounds, so that the
+//! noise of a shared machine hits all of them alike; compare the ratios, not the raw figures):
+//! - W1: one task, lock + unlock on distinct keys: p50, p99.
+//! - W2: 64 tasks, lock + unlock on distinct keys: pairs per second.
+//! - W3: 16 tasks contending for one key: acquisitions per second, hand-off latency (from the
+//!   holder starting its release to the next holder's acquire returning), per-task min / max.
+//!   Column `rq-no-wake` is redquorum with release wake-ups off (`wake_ups(false)`: polling).
+//! - W4: W1 with one of the five masters paused (SIGSTOP): p50, p99. rslock has no network
+//!   timeouts, so its run is cut at a deadline and reports what it managed.
+//! - W5: the ceiling: the same scripts sent raw to all masters in parallel over the same kind of
+//!   connection (one multiplexed connection per master), no lock logic: W1 and W2 shapes.
+//! - W6: cache get/set over the ring: not measured yet (the cache is not merged).
+
+mod alloc;
+mod report;
+mod subjects;
+mod workloads;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+use report::Report;
+use subjects::{Raw, Subject};
+
+/// Command line.
+#[derive(Parser, Debug, Clone)]
+#[command(about = "redquorum load driver: redquorum vs rslock vs the raw ceiling")]
+pub struct Args {
+    /// Write the results as JSON here too.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Length of one measured slot, in seconds (each subject gets `rounds` slots per workload).
+    #[arg(long, default_value_t = 1.5)]
+    secs: f64,
+    /// Slots per subject and workload; the order of the subjects alternates between rounds.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// Most lock + unlock pairs in one W1 / W4 slot.
+    #[arg(long, default_value_t = 3000)]
+    max_ops: usize,
+    /// rslock's retry delay in W3 (it sleeps uniform 0..this between tries). The default, 60 ms,
+    /// has the same mean (30 ms) as redquorum's default retry (20 ms + 0..20 ms jitter).
+    #[arg(long, default_value_t = 60)]
+    rslock_retry_ms: u64,
+    /// Deadline for rslock's W4 run (it has no timeouts, so a paused master stalls it).
+    #[arg(long, default_value_t = 4.0)]
+    rslock_w4_secs: f64,
+    /// Persistence of the masters while measuring. testcluster starts them with
+    /// `appendfsync always` (so that restarts keep data); that puts a disk flush into every
+    /// write and makes the disk, not the clients, what is measured. `memory` (the default)
+    /// turns the AOF off, like the setup of the figures in PEERS.md.
+    #[arg(long, value_enum, default_value_t = Persistence::Memory)]
+    persistence: Persistence,
+    /// Run only these workloads (for profiling), e.g. `--only w1,w2`. Default: all.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Measure only these subjects (for profiling), e.g. `--subjects redquorum`. Default: all.
+    #[arg(long, value_delimiter = ',')]
+    subjects: Vec<String>,
+}
+
+impl Args {
+    fn wants(&self, w: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| o.eq_ignore_ascii_case(w))
+    }
+
+    fn measures(&self, label: &str) -> bool {
+        self.subjects.is_empty() || self.subjects.iter().any(|s| s == label)
+    }
+}
+
+/// How the masters persist writes during the run (set with `CONFIG SET`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persistence {
+    /// No AOF.
+    Memory,
+    /// AOF, fsync once a second.
+    Everysec,
+    /// AOF, fsync before every reply (testcluster's own setting).
+    Always,
+}
+
+impl Persistence {
+    pub fn name(self) -> &'static str {
+        match self {
+            Persistence::Memory => "memory (appendonly no)",
+            Persistence::Everysec => "aof, appendfsync everysec",
+            Persistence::Always => "aof, appendfsync always",
+        }
+    }
+}
+
+/// Applies `--persistence` to every master.
+async fn set_persistence(urls: &[String], p: Persistence) -> Result<()> {
+    let settings: &[(&str, &str)] = match p {
+        Persistence::Memory => &[("appendonly", "no")],
+        Persistence::Everysec => &[("appendfsync", "everysec")],
+        Persistence::Always => &[("appendfsync", "always")],
+    };
+    for url in urls {
+        let mut conn = redis::Client::open(url.as_str())?
+            .get_multiplexed_async_connection()
+            .await?;
+        for (k, v) in settings {
+            let _: () = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg(k)
+                .arg(v)
+                .query_async(&mut conn)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+#[global_allocator]
+static ALLOCATOR: alloc::Counting = alloc::Counting;
+
+const MASTERS: usize = 5;
+/// Column of redquorum with release wake-ups off.
+pub const NO_WAKE: &str = "rq-no-wake";
+pub const TTL: Duration = Duration::from_secs(10);
+
+/// A subject with the name it has in the table.
+#[derive(Clone)]
+pub struct Named {
+    pub label: &'static str,
+    pub subject: Subject,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    // Start the masters before the runtime: testcluster is synchronous.
+    let cluster = testcluster::Cluster::start(MASTERS).context("starting 5 masters")?;
+    let urls = cluster.urls();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(run(&args, &cluster, &urls));
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("server logs:\n{}", cluster.logs());
+            return Err(e);
+        }
+    };
+    println!("{}", report.table());
+    if let Some(path) = &args.json {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).ok();
+        }
+        std::fs::write(path, serde_json::to_string_pretty(&report.json())?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("JSON written to {}", path.display());
+    }
+    Ok(())
+}
+
+async fn run(args: &Args, cluster: &testcluster::Cluster, urls: &[String]) -> Result<Report> {
+    set_persistence(urls, args.persistence).await?;
+    let ours = redquorum::Redlock::builder()
+        .masters(urls.iter().cloned())
+        .build()
+        .await?;
+    // The same library with release wake-ups off: waiters poll with the jittered delay only.
+    let polling = redquorum::Redlock::builder()
+        .masters(urls.iter().cloned())
+        .wake_ups(false)
+        .build()
+        .await?;
+    let mut locks = vec![
+        Named {
+            label: "redquorum",
+            subject: Subject::Ours(ours),
+        },
+        Named {
+            label: NO_WAKE,
+            subject: Subject::Ours(polling),
+        },
+    ];
+    #[cfg(feature = "rslock")]
+    {
+        let mut m = rslock::LockManager::new(urls.to_vec());
+        m.set_retry(3, Duration::from_millis(args.rslock_retry_ms));
+        locks.push(Named {
+            label: "rslock",
+            subject: Subject::Rslock(m),
+        });
+    }
+    let raw = Named {
+        label: "ceiling",
+        subject: Subject::Raw(Arc::new(Raw::connect(urls).await?)),
+    };
+    locks.retain(|n| args.measures(n.label));
+    let mut report = Report::new(args, locks.iter().map(|n| n.label).collect());
+
+    // Wake-ups only change how contended acquires wait: the no-wake variant runs in W3 only.
+    let uncontended: Vec<Named> = locks
+        .iter()
+        .filter(|n| n.label != NO_WAKE)
+        .cloned()
+        .collect();
+    let mut all = uncontended.clone();
+    if args.measures(raw.label) {
+        all.push(raw);
+    }
+    for s in all
+        .iter()
+        .chain(locks.iter().filter(|n| n.label == NO_WAKE))
+    {
+        workloads::warm_up(s).await?;
+    }
+    let slot = Duration::from_secs_f64(args.secs);
+    if args.wants("w1") {
+        report.w1 = workloads::w1(&all, args.rounds, slot, args.max_ops).await?;
+    }
+    if args.wants("w2") {
+        report.w2 = {
+            let probe = workloads::Probe::connect(urls).await?;
+            workloads::w2(&all, args.rounds, slot, 64, &probe).await?
+        };
+    }
+    if args.wants("w3") {
+        let probe = workloads::Probe::connect(urls).await?;
+        report.w3 = workloads::w3(&locks, args.rounds, slot, 16, &probe).await?;
+    }
+    if args.wants("w4") {
+        cluster.pause(MASTERS - 1)?;
+        let w4 = workloads::w4(
+            &uncontended,
+            slot * args.rounds as u32,
+            Duration::from_secs_f64(args.rslock_w4_secs),
+            args.max_ops,
+        )
+        .await;
+        cluster.resume(MASTERS - 1)?;
+        report.w4 = w4?;
+    }
+    Ok(report)
+}

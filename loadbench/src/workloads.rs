@@ -1,0 +1,463 @@
+//! The workloads. Every loop is bounded by a count and by time.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Result;
+use tokio::time::Instant;
+
+use crate::{Named, TTL};
+
+/// Latency samples, in microseconds.
+#[derive(Clone, Debug, Default)]
+pub struct Lat(Vec<f64>);
+
+impl Lat {
+    pub fn push(&mut self, d: Duration) {
+        self.0.push(d.as_secs_f64() * 1e6);
+    }
+
+    pub fn extend(&mut self, other: Lat) {
+        self.0.extend(other.0);
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The `p`-th percentile (0..=100), nearest rank.
+    pub fn pct(&self, p: f64) -> Option<f64> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let mut v = self.0.clone();
+        v.sort_by(f64::total_cmp);
+        let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+        Some(v[rank.clamp(1, v.len()) - 1])
+    }
+}
+
+/// W1 / W4 shape: one task, sequential pairs.
+#[derive(Clone, Debug, Default)]
+pub struct Serial {
+    pub lat: Lat,
+    pub elapsed: Duration,
+    /// The run stopped at its deadline rather than after its count.
+    pub cut_at_deadline: bool,
+    /// Allocations by the whole process during the slots (drivers and timers included).
+    pub allocations: u64,
+    pub errors: u64,
+}
+
+/// CPU time used so far by this process and by the masters, to turn a throughput into a cost
+/// per pair (on a shared 2-core machine the CPU, not the wall clock, is what is scarce).
+pub struct Probe {
+    masters: Vec<redis::aio::MultiplexedConnection>,
+}
+
+impl Probe {
+    pub async fn connect(urls: &[String]) -> Result<Self> {
+        let mut masters = Vec::new();
+        for url in urls {
+            let client = redis::Client::open(url.as_str())?;
+            masters.push(client.get_multiplexed_async_connection().await?);
+        }
+        Ok(Self { masters })
+    }
+
+    /// (client CPU, masters' CPU, commands the masters processed) so far.
+    async fn sample(&self) -> (Duration, Duration, u64) {
+        let mut server = 0.0;
+        let mut commands = 0;
+        for m in &self.masters {
+            let mut m = m.clone();
+            let info: String = redis::cmd("INFO")
+                .query_async(&mut m)
+                .await
+                .unwrap_or_default();
+            for line in info.lines() {
+                if let Some(v) = line
+                    .strip_prefix("used_cpu_sys:")
+                    .or_else(|| line.strip_prefix("used_cpu_user:"))
+                {
+                    server += v.trim().parse::<f64>().unwrap_or(0.0);
+                } else if let Some(v) = line.strip_prefix("total_commands_processed:") {
+                    commands += v.trim().parse::<u64>().unwrap_or(0);
+                }
+            }
+        }
+        (client_cpu(), Duration::from_secs_f64(server), commands)
+    }
+}
+
+/// utime + stime of this process, from /proc (10 ms resolution; slots are long enough).
+fn client_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+/// W2 / W5 shape: many tasks, pairs per second.
+#[derive(Clone, Debug, Default)]
+pub struct Throughput {
+    /// CPU used by this process during the slots.
+    pub client_cpu: Duration,
+    /// CPU used by the five masters during the slots.
+    pub server_cpu: Duration,
+    /// Commands the five masters processed during the slots (all subjects' probes included).
+    pub commands: u64,
+    pub pairs: u64,
+    /// Pairs that failed (e.g. a per-master timeout under overload); not counted in `pairs`.
+    pub errors: u64,
+    /// The first error seen, to say what the errors were.
+    pub first_error: Option<String>,
+    pub elapsed: Duration,
+    pub lat: Lat,
+}
+
+impl Serial {
+    pub fn allocations_per_pair(&self) -> Option<f64> {
+        let n = self.lat.len() as u64 + self.errors;
+        (n > 0).then(|| self.allocations as f64 / n as f64)
+    }
+}
+
+impl Throughput {
+    pub fn rate(&self) -> Option<f64> {
+        (self.elapsed > Duration::ZERO).then(|| self.pairs as f64 / self.elapsed.as_secs_f64())
+    }
+
+    pub fn client_us_per_pair(&self) -> Option<f64> {
+        (self.pairs > 0).then(|| self.client_cpu.as_secs_f64() * 1e6 / self.pairs as f64)
+    }
+
+    pub fn commands_per_pair(&self) -> Option<f64> {
+        (self.pairs > 0).then(|| self.commands as f64 / self.pairs as f64)
+    }
+
+    pub fn server_us_per_pair(&self) -> Option<f64> {
+        (self.pairs > 0).then(|| self.server_cpu.as_secs_f64() * 1e6 / self.pairs as f64)
+    }
+}
+
+/// W3: contention on one key. `handoff`: from the holder starting its release to the next
+/// acquisition by another task returning.
+#[derive(Clone, Debug, Default)]
+pub struct Contention {
+    pub acquisitions: u64,
+    pub elapsed: Duration,
+    pub handoff: Lat,
+    pub per_task: Vec<u64>,
+    /// Acquire rounds that failed with an error rather than "contended".
+    pub errors: u64,
+    pub client_cpu: Duration,
+    pub server_cpu: Duration,
+    pub commands: u64,
+}
+
+impl Contention {
+    /// (client CPU us, masters' CPU us, commands) per acquisition.
+    pub fn costs(&self) -> Option<(f64, f64, f64)> {
+        let n = self.acquisitions as f64;
+        (self.acquisitions > 0).then(|| {
+            (
+                self.client_cpu.as_secs_f64() * 1e6 / n,
+                self.server_cpu.as_secs_f64() * 1e6 / n,
+                self.commands as f64 / n,
+            )
+        })
+    }
+
+    pub fn rate(&self) -> Option<f64> {
+        (self.elapsed > Duration::ZERO)
+            .then(|| self.acquisitions as f64 / self.elapsed.as_secs_f64())
+    }
+}
+
+/// Subject order for round `r`: reversed every other round.
+fn order(n: usize, r: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..n).collect();
+    if r % 2 == 1 {
+        v.reverse();
+    }
+    v
+}
+
+/// Key names unique across the whole run.
+fn key(label: &str, workload: &str, a: usize, b: u64) -> String {
+    static RUN: AtomicU64 = AtomicU64::new(0);
+    let n = RUN.fetch_add(1, Ordering::Relaxed);
+    format!("{workload}:{label}:{a}:{b}:{n}")
+}
+
+pub async fn warm_up(s: &Named) -> Result<()> {
+    for i in 0..200 {
+        s.subject.pair(&key(s.label, "warm", 0, i), TTL).await?;
+    }
+    Ok(())
+}
+
+/// One task running sequential pairs until `max_ops` or `slot` is reached.
+async fn serial(s: &Named, workload: &str, slot: Duration, max_ops: usize) -> Serial {
+    let mut out = Serial::default();
+    let start = Instant::now();
+    let deadline = start + slot;
+    let allocations = crate::alloc::allocations();
+    for i in 0..max_ops as u64 {
+        if Instant::now() >= deadline {
+            out.cut_at_deadline = true;
+            break;
+        }
+        let t = Instant::now();
+        match s.subject.pair(&key(s.label, workload, 0, i), TTL).await {
+            Ok(()) => out.lat.push(t.elapsed()),
+            Err(_) => out.errors += 1,
+        }
+    }
+    out.elapsed = start.elapsed();
+    out.allocations = crate::alloc::allocations() - allocations;
+    out
+}
+
+pub type PerSubject<T> = BTreeMap<&'static str, T>;
+
+pub async fn w1(
+    all: &[Named],
+    rounds: usize,
+    slot: Duration,
+    max_ops: usize,
+) -> Result<PerSubject<Serial>> {
+    let mut out: PerSubject<Serial> = BTreeMap::new();
+    for r in 0..rounds {
+        for i in order(all.len(), r) {
+            let s = &all[i];
+            let one = serial(s, "w1", slot, max_ops).await;
+            let acc = out.entry(s.label).or_default();
+            acc.lat.extend(one.lat);
+            acc.elapsed += one.elapsed;
+            acc.errors += one.errors;
+            acc.allocations += one.allocations;
+        }
+    }
+    Ok(out)
+}
+
+/// `tasks` tasks each running pairs on its own keys for `slot`.
+async fn parallel(s: &Named, tasks: usize, slot: Duration) -> Result<Throughput> {
+    let start = Instant::now();
+    let deadline = start + slot;
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let mut lat = Lat::default();
+                let mut errors = 0u64;
+                let mut first_error = None;
+                let mut i = 0u64;
+                // Bounded by time, and by a count no run can reach.
+                while Instant::now() < deadline && i < 10_000_000 {
+                    let t0 = Instant::now();
+                    match s.subject.pair(&key(s.label, "w2", t, i), TTL).await {
+                        Ok(()) => lat.push(t0.elapsed()),
+                        Err(e) => {
+                            errors += 1;
+                            first_error.get_or_insert_with(|| format!("{e:#}"));
+                        }
+                    }
+                    i += 1;
+                }
+                anyhow::Ok((lat, errors, first_error))
+            })
+        })
+        .collect();
+    let mut out = Throughput::default();
+    for h in handles {
+        let (lat, errors, first_error) = h.await??;
+        out.pairs += lat.len() as u64;
+        out.errors += errors;
+        if out.first_error.is_none() {
+            out.first_error = first_error;
+        }
+        out.lat.extend(lat);
+    }
+    out.elapsed = start.elapsed();
+    Ok(out)
+}
+
+fn acc_commands(out: &mut PerSubject<Throughput>, label: &'static str, n: u64) {
+    out.entry(label).or_default().commands += n;
+}
+
+pub async fn w2(
+    all: &[Named],
+    rounds: usize,
+    slot: Duration,
+    tasks: usize,
+    probe: &Probe,
+) -> Result<PerSubject<Throughput>> {
+    let mut out: PerSubject<Throughput> = BTreeMap::new();
+    for r in 0..rounds {
+        for i in order(all.len(), r) {
+            let s = &all[i];
+            let (c0, s0, n0) = probe.sample().await;
+            let one = parallel(s, tasks, slot).await?;
+            let (c1, s1, n1) = probe.sample().await;
+            acc_commands(&mut out, s.label, n1.saturating_sub(n0));
+            let acc = out.entry(s.label).or_default();
+            acc.client_cpu += c1.saturating_sub(c0);
+            acc.server_cpu += s1.saturating_sub(s0);
+            acc.pairs += one.pairs;
+            acc.errors += one.errors;
+            acc.elapsed += one.elapsed;
+            acc.lat.extend(one.lat);
+            if acc.first_error.is_none() {
+                acc.first_error = one.first_error;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `tasks` tasks contending for one resource for `slot`. Only acquisitions that returned
+/// before the deadline count, and the rate is over the slot.
+async fn contend(s: &Named, round: usize, tasks: usize, slot: Duration) -> Result<Contention> {
+    let resource = Arc::new(key(s.label, "w3", round, 0));
+    let start = Instant::now();
+    let deadline = start + slot;
+    // Which task last held the lock and when it started releasing. A hand-off is the next
+    // acquisition by a *different* task (a holder re-taking its own lock hands nothing off).
+    let release_started: Arc<Mutex<Option<(usize, Instant)>>> = Arc::new(Mutex::new(None));
+    let handles: Vec<_> = (0..tasks)
+        .map(|me| {
+            let s = s.clone();
+            let resource = resource.clone();
+            let release_started = release_started.clone();
+            tokio::spawn(async move {
+                let mut handoff = Lat::default();
+                let mut acquired = 0u64;
+                let mut tries = 0u64;
+                let mut errors = 0u64;
+                while tries < 10_000_000 {
+                    tries += 1;
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    let held = match s.subject.acquire(&resource, TTL, deadline - now).await {
+                        Ok(Some(held)) => held,
+                        Ok(None) => continue,
+                        Err(_) => {
+                            errors += 1;
+                            continue;
+                        }
+                    };
+                    let got = Instant::now();
+                    if got < deadline {
+                        acquired += 1;
+                        if let Some((who, t)) = release_started.lock().unwrap().take()
+                            && who != me
+                        {
+                            handoff.push(got - t);
+                        }
+                    }
+                    *release_started.lock().unwrap() = Some((me, Instant::now()));
+                    if s.subject.release(held).await.is_err() {
+                        errors += 1;
+                    }
+                }
+                anyhow::Ok((acquired, handoff, errors))
+            })
+        })
+        .collect();
+    let mut out = Contention::default();
+    for h in handles {
+        let (n, lat, errors) = h.await??;
+        out.acquisitions += n;
+        out.errors += errors;
+        out.per_task.push(n);
+        out.handoff.extend(lat);
+    }
+    out.elapsed = slot;
+    Ok(out)
+}
+
+pub async fn w3(
+    locks: &[Named],
+    rounds: usize,
+    slot: Duration,
+    tasks: usize,
+    probe: &Probe,
+) -> Result<PerSubject<Contention>> {
+    let mut out: PerSubject<Contention> = BTreeMap::new();
+    for r in 0..rounds {
+        for i in order(locks.len(), r) {
+            let s = &locks[i];
+            let (c0, s0, n0) = probe.sample().await;
+            let one = contend(s, r, tasks, slot).await?;
+            let (c1, s1, n1) = probe.sample().await;
+            let acc = out.entry(s.label).or_default();
+            acc.client_cpu += c1.saturating_sub(c0);
+            acc.server_cpu += s1.saturating_sub(s0);
+            acc.commands += n1.saturating_sub(n0);
+            acc.acquisitions += one.acquisitions;
+            acc.errors += one.errors;
+            acc.elapsed += one.elapsed;
+            acc.handoff.extend(one.handoff);
+            if acc.per_task.is_empty() {
+                acc.per_task = one.per_task;
+            } else {
+                for (a, b) in acc.per_task.iter_mut().zip(one.per_task) {
+                    *a += b;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// W1 with a master paused (the caller pauses it). redquorum runs `slot`; a subject without
+/// timeouts (rslock) runs until `stall_deadline` and is cut there.
+pub async fn w4(
+    locks: &[Named],
+    slot: Duration,
+    stall_deadline: Duration,
+    max_ops: usize,
+) -> Result<PerSubject<Serial>> {
+    let mut out: PerSubject<Serial> = BTreeMap::new();
+    for s in locks {
+        let one = if s.label.starts_with("redquorum") {
+            serial(s, "w4", slot, max_ops).await
+        } else {
+            // Cut from outside: one call may stall far longer than the deadline.
+            let start = Instant::now();
+            let lat = Arc::new(Mutex::new(Lat::default()));
+            let run = {
+                let (s, lat) = (s.clone(), lat.clone());
+                async move {
+                    for i in 0..max_ops as u64 {
+                        let t = Instant::now();
+                        if s.subject.pair(&key(s.label, "w4", 0, i), TTL).await.is_ok() {
+                            lat.lock().unwrap().push(t.elapsed());
+                        }
+                    }
+                }
+            };
+            let cut = tokio::time::timeout(stall_deadline, run).await.is_err();
+            let lat = lat.lock().unwrap().clone();
+            Serial {
+                lat,
+                elapsed: start.elapsed(),
+                cut_at_deadline: cut,
+                errors: 0,
+                allocations: 0,
+            }
+        };
+        out.insert(s.label, one);
+    }
+    Ok(out)
+}
