@@ -18,9 +18,12 @@
 //!   timeouts, so its run is cut at a deadline and reports what it managed.
 //! - W5: the ceiling: the same scripts sent raw to all masters in parallel over the same kind of
 //!   connection (one multiplexed connection per master), no lock logic: W1 and W2 shapes.
-//! - W6: cache get/set over the ring: not measured yet (the cache is not merged).
+//! - W6: cache get/set throughput over the ring at 64 tasks (80% get / 20% set of 64-byte
+//!   values over 10,000 pre-filled keys): ops/s, p50/p99 per op, hit ratio. Column `ceiling`
+//!   sends plain GET / SET to the node the ring picks, over one multiplexed connection each.
 
 mod alloc;
+mod cache;
 mod report;
 mod subjects;
 mod workloads;
@@ -248,6 +251,22 @@ async fn run(args: &Args, cluster: &testcluster::Cluster, urls: &[String]) -> Re
         .await;
         cluster.resume(MASTERS - 1)?;
         report.w4 = w4?;
+    }
+    if args.wants("w6") {
+        let cache = redquorum::Cache::builder()
+            .nodes(urls.iter().cloned())
+            .build()
+            .await?;
+        cache::prefill(&cache).await?;
+        let raw = cache::RawCache::connect(&cache, urls).await?;
+        let mut subjects = Vec::new();
+        if args.measures("redquorum") {
+            subjects.push(("redquorum", cache::CacheSubject::Ours(cache)));
+        }
+        if args.measures("ceiling") {
+            subjects.push(("ceiling", cache::CacheSubject::Raw(Arc::new(raw))));
+        }
+        report.w6 = cache::w6(&subjects, args.rounds, slot, 64).await?;
     }
     Ok(report)
 }

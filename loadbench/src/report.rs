@@ -6,6 +6,7 @@ use std::fmt::Write;
 use serde_json::{Value, json};
 
 use crate::Args;
+use crate::cache::CacheRun;
 use crate::workloads::{Contention, PerSubject, Serial, Throughput};
 
 pub struct Report {
@@ -16,6 +17,7 @@ pub struct Report {
     pub w2: PerSubject<Throughput>,
     pub w3: PerSubject<Contention>,
     pub w4: PerSubject<Serial>,
+    pub w6: PerSubject<CacheRun>,
 }
 
 /// One metric row: a value per column (locks..., ceiling).
@@ -23,8 +25,6 @@ struct Row {
     workload: &'static str,
     metric: &'static str,
     values: Vec<Option<f64>>,
-    /// Shown instead of numbers (for W6).
-    note: Option<&'static str>,
 }
 
 struct Target {
@@ -67,6 +67,7 @@ impl Report {
             w2: Default::default(),
             w3: Default::default(),
             w4: Default::default(),
+            w6: Default::default(),
         }
     }
 
@@ -88,73 +89,61 @@ impl Report {
                 workload: "W1",
                 metric: "1 task lock+unlock p50 (us)",
                 values: by(&|c| pct(&self.w1, c, 50.0)),
-                note: None,
             },
             Row {
                 workload: "W1",
                 metric: "1 task lock+unlock p99 (us)",
                 values: by(&|c| pct(&self.w1, c, 99.0)),
-                note: None,
             },
             Row {
                 workload: "W1",
                 metric: "allocations/pair",
                 values: by(&|c| self.w1.get(c).and_then(Serial::allocations_per_pair)),
-                note: None,
             },
             Row {
                 workload: "W2",
                 metric: "64 tasks pairs/s",
                 values: by(&|c| self.w2.get(c).and_then(Throughput::rate)),
-                note: None,
             },
             Row {
                 workload: "W2",
                 metric: "64 tasks pair p50 (us)",
                 values: by(&|c| self.w2.get(c).and_then(|t| t.lat.pct(50.0))),
-                note: None,
             },
             Row {
                 workload: "W2",
                 metric: "client CPU us/pair",
                 values: by(&|c| self.w2.get(c).and_then(Throughput::client_us_per_pair)),
-                note: None,
             },
             Row {
                 workload: "W2",
                 metric: "masters' CPU us/pair",
                 values: by(&|c| self.w2.get(c).and_then(Throughput::server_us_per_pair)),
-                note: None,
             },
             Row {
                 workload: "W2",
                 metric: "commands on masters/pair",
                 values: by(&|c| self.w2.get(c).and_then(Throughput::commands_per_pair)),
-                note: None,
             },
             Row {
                 workload: "W2",
                 metric: "64 tasks errors",
                 values: by(&|c| self.w2.get(c).map(|t| t.errors as f64)),
-                note: None,
             },
             Row {
                 workload: "W3",
                 metric: "16 tasks 1 key acq/s",
                 values: by(&|c| self.w3.get(c).and_then(Contention::rate)),
-                note: None,
             },
             Row {
                 workload: "W3",
                 metric: "hand-off p50 (us)",
                 values: by(&|c| self.w3.get(c).and_then(|t| t.handoff.pct(50.0))),
-                note: None,
             },
             Row {
                 workload: "W3",
                 metric: "hand-off p99 (us)",
                 values: by(&|c| self.w3.get(c).and_then(|t| t.handoff.pct(99.0))),
-                note: None,
             },
             Row {
                 workload: "W3",
@@ -164,7 +153,6 @@ impl Report {
                         .get(c)
                         .and_then(|t| t.per_task.iter().min().map(|&v| v as f64))
                 }),
-                note: None,
             },
             Row {
                 workload: "W3",
@@ -174,7 +162,6 @@ impl Report {
                         .get(c)
                         .and_then(|t| t.per_task.iter().max().map(|&v| v as f64))
                 }),
-                note: None,
             },
             Row {
                 workload: "W3",
@@ -184,55 +171,76 @@ impl Report {
                     let (min, max) = (t.per_task.iter().min()?, t.per_task.iter().max()?);
                     (*max > 0).then(|| *min as f64 / *max as f64)
                 }),
-                note: None,
             },
             Row {
                 workload: "W3",
                 metric: "client CPU us/acq",
                 values: by(&|c| self.w3.get(c).and_then(Contention::costs).map(|c| c.0)),
-                note: None,
             },
             Row {
                 workload: "W3",
                 metric: "masters' CPU us/acq",
                 values: by(&|c| self.w3.get(c).and_then(Contention::costs).map(|c| c.1)),
-                note: None,
             },
             Row {
                 workload: "W3",
                 metric: "commands on masters/acq",
                 values: by(&|c| self.w3.get(c).and_then(Contention::costs).map(|c| c.2)),
-                note: None,
             },
             Row {
                 workload: "W3",
                 metric: "errors",
                 values: by(&|c| self.w3.get(c).map(|t| t.errors as f64)),
-                note: None,
             },
             Row {
                 workload: "W4",
                 metric: "1 paused: p50 (us)",
                 values: by(&|c| pct(&self.w4, c, 50.0)),
-                note: None,
             },
             Row {
                 workload: "W4",
                 metric: "1 paused: p99 (us)",
                 values: by(&|c| pct(&self.w4, c, 99.0)),
-                note: None,
             },
             Row {
                 workload: "W4",
                 metric: "1 paused: pairs done",
                 values: by(&|c| self.w4.get(c).map(|s| s.lat.len() as f64)),
-                note: None,
             },
             Row {
                 workload: "W6",
-                metric: "cache get/set 64 tasks",
-                values: vec![None; cols.len()],
-                note: Some("TODO: cache not merged yet (W6 slot left empty on purpose)"),
+                metric: "cache 64 tasks ops/s",
+                values: by(&|c| self.w6.get(c).and_then(CacheRun::rate)),
+            },
+            Row {
+                workload: "W6",
+                metric: "get p50 (us)",
+                values: by(&|c| self.w6.get(c).and_then(|r| r.gets.pct(50.0))),
+            },
+            Row {
+                workload: "W6",
+                metric: "get p99 (us)",
+                values: by(&|c| self.w6.get(c).and_then(|r| r.gets.pct(99.0))),
+            },
+            Row {
+                workload: "W6",
+                metric: "set p50 (us)",
+                values: by(&|c| self.w6.get(c).and_then(|r| r.sets.pct(50.0))),
+            },
+            Row {
+                workload: "W6",
+                metric: "set p99 (us)",
+                values: by(&|c| self.w6.get(c).and_then(|r| r.sets.pct(99.0))),
+            },
+            Row {
+                workload: "W6",
+                metric: "hit ratio",
+                values: by(&|c| self.w6.get(c).and_then(CacheRun::hit_ratio)),
+            },
+            Row {
+                workload: "W6",
+                metric: "errors (dropped/failed ops)",
+                values: by(&|c| self.w6.get(c).map(|r| r.errors as f64)),
             },
         ]
     }
@@ -309,10 +317,6 @@ impl Report {
         };
         for row in self.rows() {
             let _ = write!(s, "{:<4} {:<28}", row.workload, row.metric);
-            if let Some(note) = row.note {
-                let _ = writeln!(s, " {note}");
-                continue;
-            }
             for v in &row.values {
                 let _ = write!(s, " {:>15}", fmt(*v));
             }
@@ -328,6 +332,15 @@ impl Report {
         let _ = writeln!(
             s,
             "\nW5 (ceiling) = the W1 and W2 rows of column `{CEILING}`."
+        );
+        let _ = writeln!(
+            s,
+            "W6: {} keys pre-filled, {}% get / {}% set of {}-byte values; column `{OURS}` is \
+             Cache, `{CEILING}` plain GET/SET to the ring's node (no MULTI, no version DEL).",
+            crate::cache::KEYS,
+            crate::cache::GET_PERCENT,
+            100 - crate::cache::GET_PERCENT,
+            crate::cache::VALUE_BYTES
         );
         for (label, t) in &self.w2 {
             if let Some(e) = &t.first_error {
@@ -390,7 +403,6 @@ impl Report {
                     "values": values,
                     "ratio_vs_rslock": ratio(ours, at(RSLOCK)),
                     "ratio_vs_ceiling": ratio(ours, at(CEILING)),
-                    "note": r.note,
                 })
             })
             .collect();
@@ -416,6 +428,18 @@ impl Report {
             "w2_errors": self.w2.iter().map(|(k, v)| {
                 (k.to_string(), json!({"count": v.errors, "first": v.first_error}))
             }).collect::<serde_json::Map<_, _>>(),
+            "w6": self.w6.iter().map(|(k, v)| {
+                (k.to_string(), json!({
+                    "ops": v.ops(), "gets": v.gets.len(), "sets": v.sets.len(),
+                    "hits": v.hits, "misses": v.misses, "errors": v.errors,
+                    "secs": v.elapsed.as_secs_f64(),
+                }))
+            }).collect::<serde_json::Map<_, _>>(),
+            "w6_setup": json!({
+                "tasks": 64, "keys": crate::cache::KEYS,
+                "get_percent": crate::cache::GET_PERCENT,
+                "value_bytes": crate::cache::VALUE_BYTES,
+            }),
             "rows": rows,
             "targets": targets,
         })

@@ -180,7 +180,7 @@ impl Contention {
 }
 
 /// Subject order for round `r`: reversed every other round.
-fn order(n: usize, r: usize) -> Vec<usize> {
+pub fn order(n: usize, r: usize) -> Vec<usize> {
     let mut v: Vec<usize> = (0..n).collect();
     if r % 2 == 1 {
         v.reverse();
