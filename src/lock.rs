@@ -466,9 +466,12 @@ impl Redlock {
         }
         let (held, token, ttl) = (&attempt.held, &attempt.token, attempt.ttl);
         let call = attempt.call.clone();
-        // Masters without a connection get one chance to reconnect, bounded by the per-master
-        // timeout, before anything is sent (acquire scripts are never sent late).
-        if inner.masters.iter().any(|m| !m.is_connected()) {
+        // When the connected masters alone cannot make a quorum (say, every connection broke
+        // at once), the others get one chance to reconnect, bounded by the per-master timeout,
+        // before anything is sent (acquire scripts are never sent late). Not otherwise: a
+        // master that is down or cut off would cost every round that timeout.
+        let connected = inner.masters.iter().filter(|m| m.is_connected()).count();
+        if connected < inner.quorum {
             let deadline = Instant::now() + config.master_timeout;
             join_all(inner.masters.iter().map(|m| m.await_connection(deadline))).await;
         }
