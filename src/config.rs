@@ -114,7 +114,11 @@ impl Config {
     /// rounds and one retry delay, with margin), or waiters would lose their place while
     /// waiting.
     pub(crate) fn check_waiter_timeout(&self, timeout: Duration) -> Result<()> {
-        let min = (self.retry_delay + self.retry_jitter + self.master_timeout) * 2;
+        let min = self
+            .retry_delay
+            .saturating_add(self.retry_jitter)
+            .saturating_add(self.master_timeout)
+            .saturating_mul(2);
         if timeout < min {
             return Err(Error::InvalidArgument(format!(
                 "waiter timeout {timeout:?} is shorter than {min:?} \
@@ -123,6 +127,15 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// `start + wait`, or a point far enough away to mean "never" when the sum does not fit
+/// (`Duration::MAX` is the usual way to say "wait forever"; tokio's `Instant` would panic).
+pub(crate) fn deadline_after(start: tokio::time::Instant, wait: Duration) -> tokio::time::Instant {
+    const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+    start
+        .checked_add(wait.min(FOREVER))
+        .unwrap_or_else(|| start + Duration::from_secs(24 * 60 * 60))
 }
 
 pub(crate) fn check_resource(resource: &str) -> Result<()> {
@@ -312,7 +325,7 @@ impl Builder {
         if c.retry_count == Some(0) {
             return bad("retry count must be at least 1");
         }
-        if c.retry_delay + c.retry_jitter > Duration::from_secs(60) {
+        if c.retry_delay.saturating_add(c.retry_jitter) > Duration::from_secs(60) {
             return bad("retry delay plus jitter must be at most 60 s");
         }
         if let Some(q) = c.restart_quarantine
@@ -355,6 +368,19 @@ mod tests {
         assert!(b.clone().master_timeout(Duration::ZERO).validate().is_err());
         assert!(b.clone().retry_count(0).validate().is_err());
         assert!(b.validate().is_ok());
+    }
+
+    #[test]
+    fn huge_waits_and_delays_do_not_overflow() {
+        let now = tokio::time::Instant::now();
+        assert!(deadline_after(now, Duration::MAX) > now + Duration::from_secs(3600));
+        let b = Builder::default()
+            .masters(["redis://127.0.0.1:1"])
+            .retry_delay(Duration::MAX)
+            .retry_jitter(Duration::MAX);
+        assert!(b.validate().is_err());
+        let c = Builder::default().retry_delay(Duration::MAX).config;
+        assert!(c.check_waiter_timeout(Duration::from_secs(1)).is_err());
     }
 
     #[test]

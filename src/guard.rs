@@ -163,8 +163,11 @@ impl LockGuard {
     /// # Errors
     /// [`Error::Unavailable`] when too many masters failed to answer for the outcome to be known;
     /// the keys then expire after their TTL.
+    ///
+    /// # Cancellation
+    /// If this future is dropped before the round is decided, the guard's drop releases the
+    /// lock in the background instead.
     pub async fn release(mut self) -> Result<bool> {
-        self.released = true;
         let inner = &self.redlock.inner;
         let span = tracing::debug_span!("release", resource = %self.resource, votes = field::Empty,
             elapsed_us = field::Empty);
@@ -197,6 +200,8 @@ impl LockGuard {
         )
         .instrument(span.clone())
         .await;
+        // Decided: every master's call is on its way or finishing in the background.
+        self.released = true;
         let replies = replies_of(&round.answers);
         span.record("votes", replies.granted());
         span.record("elapsed_us", t0.elapsed().as_micros() as u64);

@@ -10,7 +10,7 @@ use redis::Value;
 use tokio::time::Instant;
 use tracing::{Instrument, field};
 
-use crate::config::{Builder, Config, check_resource};
+use crate::config::{Builder, Config, check_resource, deadline_after};
 use crate::error::{Error, MasterReply, Replies, Result};
 use crate::guard::{Lease, LockContext, LockGuard};
 use crate::held::{Attempt, HeldBy};
@@ -232,7 +232,7 @@ impl Redlock {
             elapsed_us = field::Empty
         );
         let started = Instant::now();
-        let deadline = started + wait;
+        let deadline = deadline_after(started, wait);
         let config = &self.inner.config;
         let mut attempts = 0u32;
         // Wake-ups (notify.rs): once this acquire has to wait, it queues behind the other local
@@ -610,12 +610,13 @@ impl Redlock {
     }
 
     /// Re-seeds the fencing counter of every master seen restarted: `counter = max(counter, m)`
-    /// where `m` is the largest counter read from a majority of all masters. Any token handed
-    /// out earlier was written to a majority, which shares a master with the one read, so `m`
-    /// is at least that token unless the shared master lost its data (the documented limit).
-    /// Restarted masters are read too: their counters can only be lower, never wrong upward,
-    /// and excluding them would make a restart of a majority (a whole-cluster restart) block
-    /// every acquisition for good. Cheap when nothing restarted (one atomic load per master).
+    /// where `m` is the largest counter read from a majority of masters that did not restart.
+    /// Any token handed out earlier was written to a majority, which shares a master with the
+    /// one read, so `m` is at least that token. When most of the cluster restarted there is no
+    /// such majority; then restarted masters are read too (their counters can only be lower),
+    /// rather than blocking every acquisition for good, and tokens are only as safe as the
+    /// masters' persistence (the documented limit). Cheap when nothing restarted (one atomic
+    /// load per master).
     async fn reseed_restarted_masters(&self) {
         let inner = &self.inner;
         let stale: Vec<usize> = (0..inner.masters.len())
@@ -629,21 +630,32 @@ impl Redlock {
             cmd.arg(inner.config.fence_key());
             cmd
         });
+        // Decide on a majority of masters that did not restart when there is one: a restarted
+        // master that lost its counter answers 0, and a majority that counted it could miss the
+        // last token even though the masters that kept it were reachable. Only when the others
+        // cannot make a majority (most of the cluster restarted) do restarted masters count.
+        let n = inner.masters.len();
+        let only_fresh = n - stale.len() >= inner.quorum;
         let round = fan_out(
-            inner.masters.len(),
+            n,
             inner.quorum,
             |i| {
                 let master = inner.masters[i].clone();
                 let get = get.clone();
+                let counts = !only_fresh || !stale.contains(&i);
                 async move {
-                    match master.query(&get).await? {
-                        Value::Nil => Ok(0),
-                        value => redis::from_redis_value::<u64>(value)
+                    let value = match master.query(&get).await {
+                        Ok(Value::Nil) => Ok(0),
+                        Ok(value) => redis::from_redis_value::<u64>(value)
                             .map_err(|e| MasterReply::ServerError(e.to_string())),
-                    }
+                        Err(reply) => Err(reply),
+                    };
+                    (counts, value)
                 }
             },
-            |answer: &std::result::Result<u64, MasterReply>| answer.is_ok(),
+            |(counts, value): &(bool, std::result::Result<u64, MasterReply>)| {
+                *counts && value.is_ok()
+            },
         )
         .await;
         if round.decision != Decision::Won {
@@ -653,7 +665,8 @@ impl Redlock {
         let seed = round
             .answers
             .iter()
-            .filter_map(|a| a.as_ref().and_then(|r| r.as_ref().ok()).copied())
+            .flatten()
+            .filter_map(|(_, value)| value.as_ref().ok().copied())
             .max()
             .unwrap_or(0);
         let call = ScriptCall::new(

@@ -170,3 +170,49 @@ async fn a_whole_cluster_restart_with_data_does_not_block_locking() -> anyhow::R
     assert!(lock.release().await?);
     Ok(())
 }
+
+/// The last token (100) is known to masters 0, 1, 2; masters 3, 4 lag at 95. Master 0 restarts
+/// empty while 1 and 2 are paused. Re-seeding master 0 from the masters that answer (0, 3, 4)
+/// would seed 95 and hand out 96: a token going backwards. It must wait for a majority of
+/// masters that did not restart instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reseed_never_trusts_a_restarted_master_when_others_can_answer() -> anyhow::Result<()> {
+    let cluster = Cluster::start(5)?;
+    let fence = format!("{}fence", redquorum::DEFAULT_KEY_PREFIX);
+    for (i, value) in [(0, 100), (1, 100), (2, 100), (3, 95), (4, 95)] {
+        let mut c = support::direct(&cluster, i).await;
+        let _: () = redis::cmd("SET")
+            .arg(&fence)
+            .arg(value)
+            .query_async(&mut c)
+            .await?;
+    }
+    let redlock = support::client(&cluster).await;
+    cluster.pause(1)?;
+    cluster.pause(2)?;
+    cluster.restart(0, DataOnRestart::Lose)?;
+    match redlock
+        .acquire_with_wait("backwards", Duration::from_secs(5), Duration::from_secs(1))
+        .await
+    {
+        Ok(lock) => {
+            let token = lock.fencing_token().unwrap();
+            assert!(
+                token > 100,
+                "fencing token went backwards: {token} after 100"
+            );
+        }
+        Err(e) => assert!(e.is_unavailable() || e.is_timeout(), "{e}"),
+    }
+    cluster.resume(1)?;
+    cluster.resume(2)?;
+    let lock = redlock
+        .acquire_with_wait("backwards", Duration::from_secs(5), Duration::from_secs(5))
+        .await?;
+    let token = lock.fencing_token().unwrap();
+    assert!(
+        token > 100,
+        "fencing token went backwards: {token} after 100"
+    );
+    Ok(())
+}

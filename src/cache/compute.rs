@@ -155,7 +155,7 @@ impl Cache {
             }
             self.inner.counters.misses(1);
             let started = Instant::now();
-            let deadline = started + self.inner.fill_wait;
+            let deadline = crate::config::deadline_after(started, self.inner.fill_wait);
             let data_key = self.data_key(key);
             let mut compute = Some(compute);
             // Whether the read above is still the latest look at the cache.
