@@ -483,15 +483,18 @@ impl Redlock {
             |i| {
                 let master = inner.masters[i].clone();
                 let call = call.clone();
-                // A restarted master whose fencing counter is not re-seeded yet must not vote:
-                // its grant could carry a token lower than one already handed out.
-                let excluded =
-                    self.is_quarantined(&master) || (config.fencing && master.needs_reseed());
+                let redlock = self.clone();
                 async move {
-                    if excluded {
-                        return Err(MasterReply::Quarantined);
-                    }
-                    master.run_once(&call).await.and_then(parse_acquire)
+                    // A master inside its restart quarantine, or restarted with its fencing
+                    // counter not re-seeded yet (its grant could carry a token lower than one
+                    // already handed out), must not vote.
+                    let excluded = |m: &Master| {
+                        redlock.is_quarantined(m) || (redlock.config().fencing && m.needs_reseed())
+                    };
+                    master
+                        .run_once(&call, excluded)
+                        .await
+                        .and_then(parse_acquire)
                 }
             },
             ChoiceTally::new(n, inner.quorum),
@@ -619,8 +622,9 @@ impl Redlock {
     /// load per master).
     async fn reseed_restarted_masters(&self) {
         let inner = &self.inner;
-        let stale: Vec<usize> = (0..inner.masters.len())
+        let stale: Vec<(usize, u64)> = (0..inner.masters.len())
             .filter(|&i| inner.masters[i].needs_reseed())
+            .map(|i| (i, inner.masters[i].restart_generation()))
             .collect();
         if stale.is_empty() {
             return;
@@ -642,7 +646,7 @@ impl Redlock {
             |i| {
                 let master = inner.masters[i].clone();
                 let get = get.clone();
-                let counts = !only_fresh || !stale.contains(&i);
+                let counts = !only_fresh || !stale.iter().any(|(s, _)| *s == i);
                 async move {
                     let value = match master.query(&get).await {
                         Ok(Value::Nil) => Ok(0),
@@ -674,7 +678,7 @@ impl Redlock {
             vec![inner.config.fence_key()],
             vec![seed.to_string()],
         );
-        for i in stale {
+        for (i, generation) in stale {
             let master = &inner.masters[i];
             if let Ok(Value::Int(v)) = master.run(&call).await
                 && v as u64 >= seed
@@ -684,7 +688,7 @@ impl Redlock {
                     seed,
                     "fencing counter re-seeded after a restart"
                 );
-                master.reseeded();
+                master.reseeded(generation);
             }
         }
     }

@@ -49,6 +49,9 @@ pub(crate) struct Master {
     /// `run_id`): it may have lost its fencing counter, so it must be re-seeded before its
     /// votes count. Cleared by a successful re-seed.
     reseed_needed: AtomicBool,
+    /// Counts restarts seen, so that a re-seed of an older process does not clear the flag set
+    /// by a newer one.
+    restarts_seen: AtomicU64,
     /// Off during `build()`: the servers seen then are the baseline, not restarts.
     track_restarts: AtomicBool,
     timeout: Duration,
@@ -81,6 +84,7 @@ impl Master {
             epoch: Instant::now(),
             identity: Mutex::new(None),
             reseed_needed: AtomicBool::new(false),
+            restarts_seen: AtomicU64::new(0),
             track_restarts: AtomicBool::new(false),
             timeout,
             connect_timeout,
@@ -105,8 +109,18 @@ impl Master {
         self.reseed_needed.load(Ordering::Acquire)
     }
 
-    pub(crate) fn reseeded(&self) {
-        self.reseed_needed.store(false, Ordering::Release);
+    /// Which restart a re-seed starting now would cover; pass it to [`reseeded`](Self::reseeded).
+    pub(crate) fn restart_generation(&self) -> u64 {
+        self.restarts_seen.load(Ordering::Acquire)
+    }
+
+    /// Clears the re-seed flag, unless the master restarted again since `generation` was read.
+    pub(crate) fn reseeded(&self, generation: u64) {
+        // Flag and generation move together under the identity lock (see `connect`).
+        let _known = self.identity.lock().expect("identity lock poisoned");
+        if self.restarts_seen.load(Ordering::Acquire) == generation {
+            self.reseed_needed.store(false, Ordering::Release);
+        }
     }
 
     /// From now on, a server process not seen before is treated as a restart.
@@ -151,6 +165,7 @@ impl Master {
                 .as_ref()
                 .is_none_or(|old| old.run_id != identity.run_id);
             if new_process && self.track_restarts.load(Ordering::Acquire) {
+                self.restarts_seen.fetch_add(1, Ordering::AcqRel);
                 self.reseed_needed.store(true, Ordering::Release);
                 if self.quarantine.is_some() {
                     tracing::info!(master = self.index, addr = %self.addr, run_id = %identity.run_id,
@@ -259,14 +274,22 @@ impl Master {
     /// no second try on a new connection. For acquire scripts: a `SET` that reached a master
     /// late (after a reconnect) could land after this round's rollback or the lock's release
     /// and leave a key behind; sent now, it is ordered before them on the same connection.
+    ///
+    /// `excluded` is asked after the connection is loaded: a reconnect records a restart (new
+    /// identity, re-seed flag) before it publishes the new connection, so a vote sent on a
+    /// restarted server's connection always sees that it restarted.
     pub(crate) async fn run_once(
         self: &Arc<Self>,
         call: &ScriptCall,
+        excluded: impl FnOnce(&Self) -> bool,
     ) -> Result<Value, MasterReply> {
         let Some(shared) = self.conn.load_full() else {
             self.reconnect_in_background();
             return Err(MasterReply::Unavailable("not connected".into()));
         };
+        if excluded(self) {
+            return Err(MasterReply::Quarantined);
+        }
         let mut conn = (*shared).clone();
         let exchange = async {
             let first = conn
