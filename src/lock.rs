@@ -12,7 +12,7 @@ use tracing::{Instrument, field};
 
 use crate::config::{Builder, Config, check_resource, deadline_after};
 use crate::error::{Error, MasterReply, Replies, Result};
-use crate::guard::{Lease, LockContext, LockGuard};
+use crate::guard::{LockContext, LockGuard};
 use crate::held::{Attempt, HeldBy};
 use crate::master::{Master, connect_all};
 use crate::notify::Wakeups;
@@ -420,20 +420,10 @@ impl Redlock {
         F: FnOnce(LockContext) -> Fut,
         Fut: Future<Output = T>,
     {
-        let guard = self.acquire(resource, ttl).await?;
-        let (lease, context) = Lease::start(guard, ttl);
-        let output = work(context).await;
-        let (guard, lost) = lease.stop().await;
-        if let Some(guard) = guard {
-            // The closure is done either way; a failed release only leaves keys to expire.
-            let _ = guard.release().await;
-        }
-        if lost {
-            return Err(Error::LockLost {
-                resource: resource.to_owned(),
-            });
-        }
-        Ok(output)
+        self.acquire(resource, ttl)
+            .await?
+            .with_watchdog(ttl, work)
+            .await
     }
 
     /// One round; if it failed only because connections were found broken and are coming

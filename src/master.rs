@@ -252,22 +252,8 @@ impl Master {
     /// Runs a script by SHA, falling back to `EVAL` on `NOSCRIPT`; the whole exchange is bounded
     /// by one per-master timeout.
     pub(crate) async fn run(self: &Arc<Self>, call: &ScriptCall) -> Result<Value, MasterReply> {
-        self.exchange(|mut conn| async move {
-            // Error replies arrive as `Ok(Value::ServerError)`; make them errors to branch on.
-            let first = conn
-                .send_packed_command(call.evalsha())
-                .await
-                .and_then(Value::extract_error);
-            match first {
-                Err(e) if e.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript) => {
-                    // Boxed: the rare second exchange would otherwise double the size of every
-                    // call's future, which is moved and copied on each round.
-                    Box::pin(self.eval_fallback(&mut conn, call)).await
-                }
-                other => other,
-            }
-        })
-        .await
+        self.exchange(|mut conn| async move { self.eval_script(&mut conn, call).await })
+            .await
     }
 
     /// Runs a script at most once, on the connection as it is now: no waiting for a reconnect,
@@ -291,22 +277,7 @@ impl Master {
             return Err(MasterReply::Quarantined);
         }
         let mut conn = (*shared).clone();
-        let exchange = async {
-            let first = conn
-                .send_packed_command(call.evalsha())
-                .await
-                .and_then(Value::extract_error);
-            match first {
-                Err(e) if e.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript) => {
-                    // Same connection, right behind the failed EVALSHA: still ordered. Boxed:
-                    // the rare second exchange would otherwise double the size of every call's
-                    // future, which is moved and copied on each round.
-                    Box::pin(self.eval_fallback(&mut conn, call)).await
-                }
-                other => other,
-            }
-        };
-        match tokio::time::timeout(self.timeout, exchange).await {
+        match tokio::time::timeout(self.timeout, self.eval_script(&mut conn, call)).await {
             Ok(Ok(value)) => Ok(value),
             Err(_) => Err(MasterReply::TimedOut),
             Ok(Err(e)) => {
@@ -317,6 +288,28 @@ impl Master {
                 }
                 Err(reply)
             }
+        }
+    }
+
+    /// `EVALSHA`, and on `NOSCRIPT` the same call as `EVAL` right behind it on the same
+    /// connection (so still ordered before anything sent after it).
+    async fn eval_script(
+        &self,
+        conn: &mut MultiplexedConnection,
+        call: &ScriptCall,
+    ) -> redis::RedisResult<Value> {
+        // Error replies arrive as `Ok(Value::ServerError)`; make them errors to branch on.
+        let first = conn
+            .send_packed_command(call.evalsha())
+            .await
+            .and_then(Value::extract_error);
+        match first {
+            Err(e) if e.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript) => {
+                // Boxed: the rare second exchange would otherwise double the size of every
+                // call's future, which is moved and copied on each round.
+                Box::pin(self.eval_fallback(conn, call)).await
+            }
+            other => other,
         }
     }
 
