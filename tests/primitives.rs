@@ -321,6 +321,10 @@ async fn reentrant_failed_round_rolls_back_only_its_own_hold() -> anyhow::Result
 async fn fair_lock_serves_waiters_in_arrival_order_and_the_basic_lock_does_not()
 -> anyhow::Result<()> {
     const WAITERS: usize = 10;
+    // Wider than one ticket round can take (bounded by the 100 ms per-master test timeout):
+    // arrivals that overlap a ticket round are ordered consistently but arbitrarily (by waiter
+    // id), which a busy machine turned into a flaky inversion at 40 ms.
+    const ARRIVAL_GAP: Duration = Duration::from_millis(150);
     let cluster = Cluster::start(5)?;
     let waiters = clients(&cluster, WAITERS).await;
     let holder = client(&cluster).await;
@@ -336,8 +340,8 @@ async fn fair_lock_serves_waiters_in_arrival_order_and_the_basic_lock_does_not()
         for (i, redlock) in waiters.iter().cloned().enumerate() {
             let rank = rank.clone();
             tasks.push(tokio::spawn(async move {
-                // Arrival order: waiter i shows up i * 40 ms after the first.
-                tokio::time::sleep(Duration::from_millis(40 * i as u64)).await;
+                // Arrival order: waiter i shows up i * ARRIVAL_GAP after the first.
+                tokio::time::sleep(ARRIVAL_GAP * i as u32).await;
                 let lock = take(redlock).await.expect("waiter served");
                 let served = rank.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -345,7 +349,7 @@ async fn fair_lock_serves_waiters_in_arrival_order_and_the_basic_lock_does_not()
                 served
             }));
         }
-        tokio::time::sleep(Duration::from_millis(40 * WAITERS as u64 + 100)).await;
+        tokio::time::sleep(ARRIVAL_GAP * WAITERS as u32 + Duration::from_millis(100)).await;
         first.release().await.expect("release");
         let mut served = Vec::new();
         for t in tasks {
@@ -370,7 +374,7 @@ async fn fair_lock_serves_waiters_in_arrival_order_and_the_basic_lock_does_not()
     let (fair_tau, fair_inv) = kendall_tau(&fair);
     let (basic_tau, basic_inv) = kendall_tau(&basic);
     println!(
-        "fairness, {WAITERS} waiters arriving 40 ms apart: fair lock Kendall tau {fair_tau:.2} \
+        "fairness, {WAITERS} waiters arriving {ARRIVAL_GAP:?} apart: fair lock Kendall tau {fair_tau:.2} \
          ({:.0}% of pairs out of order, service order {fair:?}); basic lock tau {basic_tau:.2} \
          ({:.0}% out of order, {basic:?})",
         fair_inv * 100.0,
