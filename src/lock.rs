@@ -473,14 +473,13 @@ impl Redlock {
             |i| {
                 let master = inner.masters[i].clone();
                 let call = call.clone();
-                let redlock = self.clone();
+                let (quarantine, fencing) = (config.restart_quarantine, config.fencing);
                 async move {
                     // A master inside its restart quarantine, or restarted with its fencing
                     // counter not re-seeded yet (its grant could carry a token lower than one
                     // already handed out), must not vote.
-                    let excluded = |m: &Master| {
-                        redlock.is_quarantined(m) || (redlock.config().fencing && m.needs_reseed())
-                    };
+                    let excluded =
+                        |m: &Master| m.is_quarantined(quarantine) || (fencing && m.needs_reseed());
                     master
                         .run_once(&call, excluded)
                         .await
@@ -703,13 +702,7 @@ impl Redlock {
     /// Delayed-restart protection: a master that (re)started less than the configured maximum
     /// lock TTL ago may have lost keys it granted, so its votes do not count yet.
     pub(crate) fn is_quarantined(&self, master: &Master) -> bool {
-        let Some(window) = self.inner.config.restart_quarantine else {
-            return false;
-        };
-        match master.identity() {
-            Some(id) => id.started_at.elapsed() < window,
-            None => true,
-        }
+        master.is_quarantined(self.inner.config.restart_quarantine)
     }
 
     pub(crate) fn config(&self) -> &Config {

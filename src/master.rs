@@ -104,6 +104,19 @@ impl Master {
             .clone()
     }
 
+    /// Delayed-restart protection: whether this master (re)started less than `window` ago (or
+    /// has not been seen yet), so it may have lost keys it granted. Always false without a
+    /// window.
+    pub(crate) fn is_quarantined(&self, window: Option<Duration>) -> bool {
+        let Some(window) = window else {
+            return false;
+        };
+        match self.identity() {
+            Some(id) => id.started_at.elapsed() < window,
+            None => true,
+        }
+    }
+
     /// Whether this master's fencing counter must be re-seeded before its votes count.
     pub(crate) fn needs_reseed(&self) -> bool {
         self.reseed_needed.load(Ordering::Acquire)
