@@ -980,6 +980,17 @@ impl Cluster {
         Ok(())
     }
 
+    /// Address takeover: master `i`'s address (its proxy) now reaches the server at `to`
+    /// instead, for example a master of another [`Cluster`] that has been running for a while
+    /// (a promoted replica, a pre-started standby behind a VIP). Open connections are reset.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] without [`proxy(true)`](ClusterBuilder::proxy).
+    pub fn redirect(&self, i: usize, to: std::net::SocketAddr) -> Result<()> {
+        self.proxy(i, "redirect")?.redirect(to);
+        Ok(())
+    }
+
     /// Undoes [`cut_off`](Cluster::cut_off), [`set_latency`](Cluster::set_latency) and
     /// [`drop_replies`](Cluster::drop_replies). Connections that lost bytes to the proxy
     /// meanwhile are reset (see [`FaultProxy::heal`]); clients must reconnect on them. A

@@ -89,7 +89,10 @@ impl FromStr for Faults {
 
 #[derive(Debug)]
 struct Shared {
-    upstream: SocketAddr,
+    /// Where new connections go; changed by [`FaultProxy::redirect`].
+    upstream: Mutex<SocketAddr>,
+    /// Bumped by every redirect: connections opened before it are reset.
+    redirect_epoch: AtomicU64,
     faults: Mutex<Faults>,
     /// Bumped by every heal; see `Conn::tainted_at`.
     heal_epoch: AtomicU64,
@@ -98,6 +101,9 @@ struct Shared {
 }
 
 impl Shared {
+    fn upstream(&self) -> SocketAddr {
+        *self.upstream.lock().unwrap_or_else(|e| e.into_inner())
+    }
     fn faults(&self) -> Faults {
         *self.faults.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -134,7 +140,8 @@ impl FaultProxy {
             .set_nonblocking(true)
             .map_err(|e| Error::io("configuring proxy listener", e))?;
         let shared = Arc::new(Shared {
-            upstream,
+            upstream: Mutex::new(upstream),
+            redirect_epoch: AtomicU64::new(0),
             faults: Mutex::new(Faults::default()),
             heal_epoch: AtomicU64::new(0),
             stop: AtomicBool::new(false),
@@ -159,7 +166,19 @@ impl FaultProxy {
 
     /// Where the proxy forwards to.
     pub fn upstream(&self) -> SocketAddr {
-        self.shared.upstream
+        self.shared.upstream()
+    }
+
+    /// Address takeover: from now on this address reaches `upstream` instead (a promoted
+    /// replica, a standby behind a VIP or DNS name). Open connections are reset, as they are
+    /// when the server behind an address changes.
+    pub fn redirect(&self, upstream: SocketAddr) {
+        *self
+            .shared
+            .upstream
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = upstream;
+        self.shared.redirect_epoch.fetch_add(1, Ordering::SeqCst);
     }
 
     /// The faults in force.
@@ -260,6 +279,8 @@ struct Conn {
     tainted_at: AtomicU64,
     /// Either pump ending (EOF, error, reset) ends the other one at its next tick.
     done: AtomicBool,
+    /// `Shared::redirect_epoch` when the connection was opened.
+    redirect_epoch: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,7 +290,8 @@ enum Dir {
 }
 
 fn serve(client: TcpStream, shared: &Arc<Shared>) {
-    let upstream = match TcpStream::connect_timeout(&shared.upstream, UPSTREAM_CONNECT_TIMEOUT) {
+    let redirect_epoch = shared.redirect_epoch.load(Ordering::SeqCst);
+    let upstream = match TcpStream::connect_timeout(&shared.upstream(), UPSTREAM_CONNECT_TIMEOUT) {
         Ok(s) => s,
         Err(_) => {
             // What a client of a dead master would see: the connection is refused/reset.
@@ -279,7 +301,10 @@ fn serve(client: TcpStream, shared: &Arc<Shared>) {
     };
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
-    let conn = Arc::new(Conn::default());
+    let conn = Arc::new(Conn {
+        redirect_epoch,
+        ..Conn::default()
+    });
     let (Ok(c2), Ok(u2)) = (client.try_clone(), upstream.try_clone()) else {
         return;
     };
@@ -306,7 +331,8 @@ fn pump(mut from: TcpStream, mut to: TcpStream, dir: Dir, shared: &Shared, conn:
         let tainted_at = conn.tainted_at.load(Ordering::SeqCst);
         let healed_since_loss =
             tainted_at != 0 && shared.heal_epoch.load(Ordering::SeqCst) >= tainted_at;
-        if faults.cut == Some(Cut::Reset) || healed_since_loss {
+        let redirected = shared.redirect_epoch.load(Ordering::SeqCst) != conn.redirect_epoch;
+        if faults.cut == Some(Cut::Reset) || healed_since_loss || redirected {
             reset(&from);
             reset(&to);
             break;
