@@ -4,6 +4,11 @@
 -- Returns -1 when the key is held by anyone (including an older round of ours), else the new
 -- counter value (0 when fencing is off). Atomic on this master, so the counter only moves for
 -- a grant.
+-- Returns -2, touching nothing, when fencing is on and the counter is missing: the master lost
+-- it (restart without data, flush, eviction) and must be re-sealed before it votes.
+if ARGV[3] == '1' and redis.call('EXISTS', KEYS[2]) == 0 then
+  return -2
+end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   if ARGV[3] == '1' then
     return redis.call('INCR', KEYS[2])

@@ -8,6 +8,11 @@
 -- dropped first, so a vanished waiter holds up the queue for one waiter timeout at most.
 -- Equal tickets are ordered by waiter id, the same on every master.
 -- Returns -1 when not granted, else the new counter value (0 when fencing is off).
+-- Returns -2, touching nothing, when fencing is on and the counter is missing: the master lost
+-- it (restart without data, flush, eviction) and must be re-sealed before it votes.
+if ARGV[3] == '1' and redis.call('EXISTS', KEYS[4]) == 0 then
+  return -2
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local timeout = tonumber(ARGV[6])

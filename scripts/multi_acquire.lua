@@ -4,6 +4,11 @@
 -- Returns -1 when any of the keys is held (by anyone, an older round of ours included), else
 -- the new counter value (0 when fencing is off). Checks every key before setting any, so a
 -- master never holds part of the set.
+-- Returns -2, touching nothing, when fencing is on and the counter is missing: the master lost
+-- it (restart without data, flush, eviction) and must be re-sealed before it votes.
+if ARGV[3] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then
+  return -2
+end
 for i = 2, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then
     return -1

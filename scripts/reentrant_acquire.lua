@@ -7,6 +7,11 @@
 -- hold, never another's), and raises the expiry to at least ttl (never shortens it: the other
 -- holds of the owner may have longer leases). Returns -1 when another owner holds the lock,
 -- else the new counter value (0 when fencing is off).
+-- Returns -2, touching nothing, when fencing is on and the counter is missing: the master lost
+-- it (restart without data, flush, eviction) and must be re-sealed before it votes.
+if ARGV[3] == '1' and redis.call('EXISTS', KEYS[2]) == 0 then
+  return -2
+end
 local owner = redis.call('HGET', KEYS[1], 'owner')
 if owner and owner ~= ARGV[4] then
   return -1

@@ -5,6 +5,11 @@
 -- ARGV[4] = writer id, ARGV[5] = writer wait timeout in ms (how long the intent outlives the
 -- writer's last attempt)
 -- Returns -1 when refused, else the new counter value (0 when fencing is off).
+-- Returns -2, touching nothing, when fencing is on and the counter is missing: the master lost
+-- it (restart without data, flush, eviction) and must be re-sealed before it votes.
+if ARGV[3] == '1' and redis.call('EXISTS', KEYS[4]) == 0 then
+  return -2
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local timeout = tonumber(ARGV[5])

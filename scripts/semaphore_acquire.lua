@@ -9,6 +9,11 @@
 -- held pick the same lowest free slot. A token that already holds a slot here (a repeated
 -- call) gets that slot back. Leases past their expiry are dropped first.
 -- Returns -1 when every slot is held, else {counter value (0 when fencing is off), slot}.
+-- Returns -2, touching nothing, when fencing is on and the counter is missing: the master lost
+-- it (restart without data, flush, eviction) and must be re-sealed before it votes.
+if ARGV[3] == '1' and redis.call('EXISTS', KEYS[2]) == 0 then
+  return -2
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local taken, slot = {}, nil

@@ -41,6 +41,13 @@ pub const MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// one timeout, and that time is lost from the validity.
 pub const MIN_TTL_PER_TIMEOUT: u32 = 10;
 
+/// The fencing counter and seal keys of a namespace (see fencing.rs).
+#[derive(Clone, Debug)]
+pub(crate) struct FenceKeys {
+    pub(crate) counter: String,
+    pub(crate) seal: String,
+}
+
 /// Settings shared by every operation of one [`Redlock`]. Built by [`Builder`].
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
@@ -78,6 +85,20 @@ impl Config {
     /// The fencing counter of this key namespace (one per prefix, on every master).
     pub(crate) fn fence_key(&self) -> String {
         format!("{}fence", self.key_prefix)
+    }
+
+    /// Where each master records which server process its fencing counter was sealed for
+    /// (fencing.rs).
+    pub(crate) fn fence_seal_key(&self) -> String {
+        format!("{}fence:seal", self.key_prefix)
+    }
+
+    /// The fencing keys a master's connection reads at connect, when fencing is on.
+    pub(crate) fn fence_keys(&self) -> Option<FenceKeys> {
+        self.fencing.then(|| FenceKeys {
+            counter: self.fence_key(),
+            seal: self.fence_seal_key(),
+        })
     }
 
     /// Rejects TTLs that cannot give a useful lock.

@@ -29,6 +29,13 @@ pub enum MasterReply {
     Quarantined,
     /// The round was decided before this master answered; its answer is not known.
     NoAnswer,
+    /// Fencing is on and this master's fencing counter is not sealed for its current server
+    /// process (it restarted, was replaced, or lost the counter): its vote waits until the
+    /// counter has been raised from a quorum of the others.
+    Unsealed,
+    /// The master had lost its scripts (`SCRIPT FLUSH`, restart): it did not run the acquire
+    /// and they are being loaded again.
+    NoScript,
 }
 
 impl MasterReply {
@@ -36,7 +43,12 @@ impl MasterReply {
     pub fn is_failure(&self) -> bool {
         matches!(
             self,
-            Self::TimedOut | Self::Unavailable(_) | Self::ServerError(_) | Self::Quarantined
+            Self::TimedOut
+                | Self::Unavailable(_)
+                | Self::ServerError(_)
+                | Self::Quarantined
+                | Self::Unsealed
+                | Self::NoScript
         )
     }
 }
@@ -51,6 +63,8 @@ impl fmt::Display for MasterReply {
             Self::ServerError(msg) => write!(f, "error reply ({msg})"),
             Self::Quarantined => f.write_str("quarantined after a restart"),
             Self::NoAnswer => f.write_str("no answer before the round was decided"),
+            Self::Unsealed => f.write_str("fencing counter not sealed since a restart or loss"),
+            Self::NoScript => f.write_str("scripts were flushed; reloading"),
         }
     }
 }
@@ -70,6 +84,14 @@ impl Replies {
         self.0
             .iter()
             .filter(|r| matches!(r, MasterReply::Granted))
+            .count()
+    }
+
+    /// How many masters answered no (the key is someone else's, or no longer this owner's).
+    pub fn refused(&self) -> usize {
+        self.0
+            .iter()
+            .filter(|r| matches!(r, MasterReply::Refused))
             .count()
     }
 

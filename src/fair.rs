@@ -123,7 +123,7 @@ impl FairLock {
         let ticket = self.ticket().await?;
         let result = self
             .redlock
-            .try_once(&self.resource, self.attempt(ttl, &waiter, ticket))
+            .try_once(&self.resource, || self.attempt(ttl, &waiter, ticket))
             .await;
         if let Ok(Some(_)) = result {
             leave.disarm();

@@ -13,7 +13,7 @@ use tracing::{Instrument, field};
 use crate::error::{Error, MasterReply, Replies, Result};
 use crate::held::HeldBy;
 use crate::lock::Redlock;
-use crate::quorum::{Decision, drift, fan_out, fan_out_then, validity};
+use crate::quorum::{Decision, drift, fan_out, fan_out_then, sent_ttl, valid_until};
 
 /// A lock held on a quorum of masters.
 ///
@@ -104,8 +104,8 @@ impl LockGuard {
     /// so the guard stays valid until its old validity runs out.
     ///
     /// # Errors
-    /// [`Error::InvalidTtl`] for a bad TTL; [`Error::NotHeld`] when a quorum no longer has this
-    /// owner's key; [`Error::Unavailable`] when too many masters failed to answer;
+    /// [`Error::InvalidTtl`] for a bad TTL; [`Error::NotHeld`] when so many masters answered that
+    /// they no longer have this owner's key that no quorum can (refusals alone); [`Error::Unavailable`] when too many masters failed to answer;
     /// [`Error::Timeout`] when the round took so long that no validity is left.
     pub async fn extend(&mut self, ttl: Duration) -> Result<()> {
         let config = self.redlock.config();
@@ -137,10 +137,11 @@ impl LockGuard {
         span.record("votes", replies.granted());
         span.record("elapsed_us", t0.elapsed().as_micros() as u64);
         if round.decision == Decision::Won {
-            let drift = drift(ttl, config.drift_factor);
-            return match validity(ttl, t0.elapsed(), drift) {
-                Some(valid) => {
-                    self.valid_until = Instant::now() + valid;
+            // From t0, with the TTL the masters were sent (whole milliseconds).
+            let drift = drift(sent_ttl(ttl), config.drift_factor);
+            return match valid_until(t0, sent_ttl(ttl), drift, Instant::now()) {
+                Some(until) => {
+                    self.valid_until = until;
                     Ok(())
                 }
                 None => Err(Error::Timeout {
@@ -157,12 +158,14 @@ impl LockGuard {
     /// Releases the lock on every master (compare-and-delete: only this owner's keys).
     ///
     /// Returns once the outcome is known for a quorum; the calls to the other masters finish in
-    /// the background. `Ok(true)`: a quorum deleted this owner's key. `Ok(false)`: a quorum did
-    /// not hold it any more (it had expired, so the lock was not held until now).
+    /// the background. `Ok(true)`: a quorum deleted this owner's key. `Ok(false)`: so many masters
+    /// answered that they no longer held it that no quorum did (it had expired, so the lock was
+    /// not held until now).
     ///
     /// # Errors
-    /// [`Error::Unavailable`] when too many masters failed to answer for the outcome to be known;
-    /// the keys then expire after their TTL.
+    /// [`Error::Unavailable`] when too many masters failed to answer for the outcome to be known
+    /// (also when some refused but those that failed may still have held the key); the keys
+    /// then expire after their TTL.
     ///
     /// # Cancellation
     /// If this future is dropped before the round is decided, the guard's drop releases the
@@ -214,17 +217,20 @@ impl LockGuard {
         }
     }
 
+    /// Why a round of this guard failed. "Not held" only when refusals alone rule out a quorum:
+    /// masters that failed or were not waited for may still hold the key, so with them in the
+    /// count the lock may well be held, and the failure is transient (`Unavailable`).
     fn quorum_failure(&self, replies: Replies) -> Error {
         let n = self.redlock.masters();
-        if replies.failures() > n - self.redlock.quorum() {
-            Error::Unavailable {
-                failed: replies.failures(),
-                masters: n,
+        if replies.refused() > n - self.redlock.quorum() {
+            Error::NotHeld {
+                resource: self.resource.clone(),
                 replies,
             }
         } else {
-            Error::NotHeld {
-                resource: self.resource.clone(),
+            Error::Unavailable {
+                failed: replies.failures(),
+                masters: n,
                 replies,
             }
         }

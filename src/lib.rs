@@ -176,6 +176,7 @@ mod cache;
 mod config;
 mod error;
 mod fair;
+mod fencing;
 mod guard;
 mod held;
 mod lock;

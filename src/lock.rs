@@ -17,9 +17,9 @@ use crate::held::{Attempt, HeldBy};
 use crate::master::{Master, connect_all};
 use crate::notify::Wakeups;
 use crate::quorum::{
-    Ballot, ChoiceTally, Decision, drift, fan_out, fan_out_ballot, quorum, validity,
+    Ballot, ChoiceTally, Decision, drift, fan_out_ballot, quorum, sent_ttl, valid_until,
 };
-use crate::scripts::{ACQUIRE, FENCE_RAISE, ScriptCall};
+use crate::scripts::{ACQUIRE, ScriptCall};
 
 /// A Redlock client over N independent Redis masters.
 ///
@@ -118,6 +118,7 @@ impl Redlock {
             config.master_timeout,
             config.connect_timeout,
             config.restart_quarantine,
+            config.fence_keys(),
         )
         .await?;
         let n = masters.len();
@@ -144,7 +145,14 @@ impl Redlock {
                 config.connect_timeout,
             )
         });
-        Ok(Self::from_masters(masters, config, wakeups))
+        let redlock = Self::from_masters(masters, config, wakeups);
+        if redlock.inner.config.fencing {
+            // Seal what can be sealed now, so the first acquire does not pay for it; what
+            // cannot (too few masters answer) waits for a later round.
+            let deadline = Instant::now() + redlock.inner.config.connect_timeout;
+            redlock.seal_masters(deadline).await;
+        }
+        Ok(redlock)
     }
 
     /// Number of masters.
@@ -262,8 +270,7 @@ impl Redlock {
                     });
                 }
                 attempts += 1;
-                let attempt = next();
-                let outcome = self.round_reconnecting(&attempt).await;
+                let (outcome, attempt) = self.round_reconnecting(&mut next, deadline).await;
                 let (replies, kind) = match outcome {
                     RoundOutcome::Acquired {
                         token,
@@ -290,9 +297,7 @@ impl Redlock {
                     }
                     // Hard failures (refused connections, error replies) will not heal within
                     // an acquire wait: fail fast. Timeouts may be load or a short pause: retry.
-                    RoundOutcome::Unavailable(replies)
-                        if !replies.as_slice().contains(&MasterReply::TimedOut) =>
-                    {
+                    RoundOutcome::Unavailable(replies) if !may_heal(&replies) => {
                         return Err(Error::Unavailable {
                             failed: replies.failures(),
                             masters: self.masters(),
@@ -362,22 +367,25 @@ impl Redlock {
     pub async fn try_acquire(&self, resource: &str, ttl: Duration) -> Result<Option<LockGuard>> {
         check_resource(resource)?;
         self.inner.config.check_ttl(ttl)?;
-        self.try_once(resource, self.lock_attempt(resource, ttl))
+        self.try_once(resource, || self.lock_attempt(resource, ttl))
             .await
     }
 
-    /// Exactly one round of `attempt`; `Ok(None)` when refused or too late.
+    /// One round of an attempt built by `next` (two if the first found connections broken or
+    /// scripts flushed); `Ok(None)` when refused or too late. Waiting for reconnects and
+    /// sealing are bounded by one per-master timeout.
     pub(crate) async fn try_once(
         &self,
         resource: &str,
-        attempt: Attempt,
+        mut next: impl FnMut() -> Attempt,
     ) -> Result<Option<LockGuard>> {
         let span = tracing::debug_span!("try_acquire", resource, votes = field::Empty);
-        match self
-            .round_reconnecting(&attempt)
+        let deadline = Instant::now() + self.inner.config.master_timeout;
+        let (outcome, attempt) = self
+            .round_reconnecting(&mut next, deadline)
             .instrument(span.clone())
-            .await
-        {
+            .await;
+        match outcome {
             RoundOutcome::Acquired {
                 token,
                 valid_until,
@@ -426,35 +434,52 @@ impl Redlock {
             .await
     }
 
-    /// One round; if it failed only because connections were found broken and are coming
-    /// back (a restarted server, a reset network path), the same attempt once more right away
-    /// (the failed round was rolled back). Masters that are really down refuse the reconnect
-    /// at once, so this still fails fast.
-    async fn round_reconnecting(&self, attempt: &Attempt) -> RoundOutcome {
-        let outcome = self.round(attempt).await;
-        if let RoundOutcome::Unavailable(replies) = &outcome {
-            let recovering = replies.as_slice().iter().enumerate().any(|(i, r)| {
-                matches!(r, MasterReply::Unavailable(_))
-                    && self.inner.masters[i].is_connected_or_connecting()
-            });
-            if recovering {
-                tracing::debug!("connections were broken; retrying after reconnect");
-                return self.round(attempt).await;
-            }
+    /// One round of an attempt built by `next`; if it failed only because connections were
+    /// found broken and are coming back (a restarted server, a reset network path), scripts
+    /// were flushed, or counters must be sealed, a second round right away, before `deadline`.
+    /// Masters that are really down refuse the reconnect at once, so this still fails fast.
+    ///
+    /// The second round has a fresh owner token: the first one's rollback may reach a master
+    /// late, and must not delete what the second round set there.
+    async fn round_reconnecting(
+        &self,
+        next: &mut impl FnMut() -> Attempt,
+        deadline: Instant,
+    ) -> (RoundOutcome, Attempt) {
+        let attempt = next();
+        let outcome = self.round(&attempt, deadline).await;
+        if let RoundOutcome::Unavailable(replies) = &outcome
+            && Instant::now() < deadline
+            && self.worth_retrying_at_once(replies)
+        {
+            tracing::debug!("connections, scripts or seals were being repaired; one more round");
+            let attempt = next();
+            return (self.round(&attempt, deadline).await, attempt);
         }
-        outcome
+        (outcome, attempt)
+    }
+
+    /// Whether a failed round's failures may be gone by now.
+    fn worth_retrying_at_once(&self, replies: &Replies) -> bool {
+        replies.as_slice().iter().enumerate().any(|(i, r)| match r {
+            MasterReply::Unavailable(_) => self.inner.masters[i].is_connected_or_connecting(),
+            MasterReply::NoScript | MasterReply::Unsealed => true,
+            _ => false,
+        })
     }
 
     /// One acquire round, exactly as in the Redlock spec, plus the fencing step: `attempt.call`
     /// on every master, decided at a quorum for one choice, rolled back with `attempt.held`.
-    async fn round(&self, attempt: &Attempt) -> RoundOutcome {
+    /// Sealing and waiting for reconnects end by `deadline`.
+    async fn round(&self, attempt: &Attempt, deadline: Instant) -> RoundOutcome {
         let inner = &self.inner;
         let config = &inner.config;
         let n = inner.masters.len();
-        if config.fencing {
-            self.reseed_restarted_masters().await;
+        if config.fencing && self.has_unsealed_masters() {
+            self.seal_masters(deadline).await;
         }
-        let (held, token, ttl) = (&attempt.held, &attempt.token, attempt.ttl);
+        // Validity counts the TTL the masters were sent: whole milliseconds.
+        let (held, token, ttl) = (&attempt.held, &attempt.token, sent_ttl(attempt.ttl));
         let call = attempt.call.clone();
         // When the connected masters alone cannot make a quorum (say, every connection broke
         // at once), the others get one chance to reconnect, bounded by the per-master timeout,
@@ -462,8 +487,8 @@ impl Redlock {
         // master that is down or cut off would cost every round that timeout.
         let connected = inner.masters.iter().filter(|m| m.is_connected()).count();
         if connected < inner.quorum {
-            let deadline = Instant::now() + config.master_timeout;
-            join_all(inner.masters.iter().map(|m| m.await_connection(deadline))).await;
+            let until = deadline.min(Instant::now() + config.master_timeout);
+            join_all(inner.masters.iter().map(|m| m.await_connection(until))).await;
         }
         // If this future is dropped from here on, keys may have landed: roll back.
         let mut rollback = RollbackOnDrop::armed(self.clone(), held.clone(), token.clone());
@@ -475,15 +500,26 @@ impl Redlock {
                 let call = call.clone();
                 let (quarantine, fencing) = (config.restart_quarantine, config.fencing);
                 async move {
-                    // A master inside its restart quarantine, or restarted with its fencing
-                    // counter not re-seeded yet (its grant could carry a token lower than one
-                    // already handed out), must not vote.
-                    let excluded =
-                        |m: &Master| m.is_quarantined(quarantine) || (fencing && m.needs_reseed());
-                    master
+                    // A master inside its restart quarantine, or whose fencing counter is not
+                    // sealed for its current process (its grant could carry a token lower than
+                    // one already handed out), must not vote.
+                    let excluded = |m: &Master| {
+                        if m.is_quarantined(quarantine) {
+                            Some(MasterReply::Quarantined)
+                        } else if fencing && !m.is_sealed() {
+                            Some(MasterReply::Unsealed)
+                        } else {
+                            None
+                        }
+                    };
+                    let answer = master
                         .run_once(&call, excluded)
                         .await
-                        .and_then(parse_acquire)
+                        .and_then(parse_acquire);
+                    if answer == Err(MasterReply::Unsealed) {
+                        master.unseal();
+                    }
+                    answer
                 }
             },
             ChoiceTally::new(n, inner.quorum),
@@ -543,11 +579,11 @@ impl Redlock {
                 None
             };
             let drift = drift(ttl, config.drift_factor);
-            if let Some(valid) = validity(ttl, t0.elapsed(), drift) {
+            if let Some(valid_until) = valid_until(t0, ttl, drift, Instant::now()) {
                 rollback.disarm();
                 return RoundOutcome::Acquired {
                     token: token.clone(),
-                    valid_until: Instant::now() + valid,
+                    valid_until,
                     fencing_token,
                     votes,
                     choice,
@@ -563,122 +599,6 @@ impl Redlock {
             RoundOutcome::Unavailable(replies)
         } else {
             RoundOutcome::Contended(replies)
-        }
-    }
-
-    /// Fencing write-back: makes sure a majority of masters has a counter at least as large as
-    /// the token before the lock is handed out. Returns the token, or `None` when no majority
-    /// acknowledged.
-    ///
-    /// Masters whose grant already returned the maximum hold it; only the others are written,
-    /// so when the counters are in step (the usual case) this costs no round trip at all.
-    async fn fence_write_back(&self, grants: &[(usize, u64)]) -> Option<u64> {
-        let inner = &self.inner;
-        let token = grants.iter().map(|(_, v)| *v).max()?;
-        let at_max = grants.iter().filter(|(_, v)| *v == token).count();
-        if at_max >= inner.quorum {
-            return Some(token);
-        }
-        let others: Vec<usize> = (0..inner.masters.len())
-            .filter(|i| !grants.iter().any(|(g, v)| g == i && *v == token))
-            .collect();
-        let call = Arc::new(ScriptCall::new(
-            &FENCE_RAISE,
-            vec![inner.config.fence_key()],
-            vec![token.to_string()],
-        ));
-        let round = fan_out(
-            others.len(),
-            inner.quorum - at_max,
-            |j| {
-                let master = inner.masters[others[j]].clone();
-                let call = call.clone();
-                async move { master.run(&call).await }
-            },
-            |answer| matches!(answer, Ok(Value::Int(v)) if *v as u64 >= token),
-        )
-        .await;
-        (round.decision == Decision::Won).then_some(token)
-    }
-
-    /// Re-seeds the fencing counter of every master seen restarted: `counter = max(counter, m)`
-    /// where `m` is the largest counter read from a majority of masters that did not restart.
-    /// Any token handed out earlier was written to a majority, which shares a master with the
-    /// one read, so `m` is at least that token. When most of the cluster restarted there is no
-    /// such majority; then restarted masters are read too (their counters can only be lower),
-    /// rather than blocking every acquisition for good, and tokens are only as safe as the
-    /// masters' persistence (the documented limit). Cheap when nothing restarted (one atomic
-    /// load per master).
-    async fn reseed_restarted_masters(&self) {
-        let inner = &self.inner;
-        let stale: Vec<(usize, u64)> = (0..inner.masters.len())
-            .filter(|&i| inner.masters[i].needs_reseed())
-            .map(|i| (i, inner.masters[i].restart_generation()))
-            .collect();
-        if stale.is_empty() {
-            return;
-        }
-        let get = Arc::new({
-            let mut cmd = redis::cmd("GET");
-            cmd.arg(inner.config.fence_key());
-            cmd
-        });
-        // Decide on a majority of masters that did not restart when there is one: a restarted
-        // master that lost its counter answers 0, and a majority that counted it could miss the
-        // last token even though the masters that kept it were reachable. Only when the others
-        // cannot make a majority (most of the cluster restarted) do restarted masters count.
-        let n = inner.masters.len();
-        let only_fresh = n - stale.len() >= inner.quorum;
-        let round = fan_out(
-            n,
-            inner.quorum,
-            |i| {
-                let master = inner.masters[i].clone();
-                let get = get.clone();
-                let counts = !only_fresh || !stale.iter().any(|(s, _)| *s == i);
-                async move {
-                    let value = match master.query(&get).await {
-                        Ok(Value::Nil) => Ok(0),
-                        Ok(value) => redis::from_redis_value::<u64>(value)
-                            .map_err(|e| MasterReply::ServerError(e.to_string())),
-                        Err(reply) => Err(reply),
-                    };
-                    (counts, value)
-                }
-            },
-            |(counts, value): &(bool, std::result::Result<u64, MasterReply>)| {
-                *counts && value.is_ok()
-            },
-        )
-        .await;
-        if round.decision != Decision::Won {
-            tracing::debug!("fencing re-seed postponed: no majority of counters readable");
-            return;
-        }
-        let seed = round
-            .answers
-            .iter()
-            .flatten()
-            .filter_map(|(_, value)| value.as_ref().ok().copied())
-            .max()
-            .unwrap_or(0);
-        let call = ScriptCall::new(
-            &FENCE_RAISE,
-            vec![inner.config.fence_key()],
-            vec![seed.to_string()],
-        );
-        for (i, generation) in stale {
-            let master = &inner.masters[i];
-            if let Ok(Value::Int(v)) = master.run(&call).await
-                && v as u64 >= seed
-            {
-                tracing::info!(
-                    master = i,
-                    seed,
-                    "fencing counter re-seeded after a restart"
-                );
-                master.reseeded(generation);
-            }
         }
     }
 
@@ -737,6 +657,8 @@ impl Redlock {
 fn parse_acquire(value: Value) -> AcquireAnswer {
     match value {
         Value::Int(-1) => Ok(None),
+        // Fencing on and the counter missing: nothing was set (fencing.rs).
+        Value::Int(-2) => Err(MasterReply::Unsealed),
         Value::Int(v) if v >= 0 => Ok(Some(Grant {
             fence: v as u64,
             choice: 0,
@@ -757,6 +679,19 @@ fn parse_acquire(value: Value) -> AcquireAnswer {
             "unexpected acquire reply {other:?}"
         ))),
     }
+}
+
+/// Whether an unavailable round may succeed later within the acquire wait: some master only
+/// timed out (a pause or overload may end), or is repairing itself (scripts being reloaded, a
+/// fencing counter waiting to be sealed). Otherwise (refused connections, error replies) the
+/// failure will not heal soon, and the acquire fails at once.
+fn may_heal(replies: &Replies) -> bool {
+    replies.as_slice().iter().any(|r| {
+        matches!(
+            r,
+            MasterReply::TimedOut | MasterReply::NoScript | MasterReply::Unsealed
+        )
+    })
 }
 
 /// The choice granted by a quorum in a won round.

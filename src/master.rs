@@ -6,6 +6,8 @@
 //! backoffs are never on the hot path.
 
 use std::future::Future;
+
+use futures::FutureExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -16,6 +18,7 @@ use redis::{AsyncConnectionConfig, Cmd, RedisError, ServerErrorKind, Value};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::config::FenceKeys;
 use crate::error::{Error, MasterReply, Replies, redact_url};
 use crate::scripts::{self, ScriptCall};
 
@@ -23,7 +26,10 @@ use crate::scripts::{self, ScriptCall};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Identity {
     pub(crate) run_id: String,
-    /// When the server process started, on our monotonic clock (observed time - uptime).
+    /// When the restart quarantine of this process starts, on our monotonic clock: when it
+    /// started (observed time - uptime), or, for a process first seen after `build()` replacing
+    /// another one, when we first saw it, whatever its uptime (a promoted replica or a standby
+    /// that took over the address may have run for long without holding our keys).
     pub(crate) started_at: Instant,
 }
 
@@ -45,15 +51,20 @@ pub(crate) struct Master {
     last_attempt_ms: AtomicU64,
     epoch: Instant,
     identity: Mutex<Option<Identity>>,
-    /// Set when a connection after the first found a server process we had not seen (new
-    /// `run_id`): it may have lost its fencing counter, so it must be re-seeded before its
-    /// votes count. Cleared by a successful re-seed.
-    reseed_needed: AtomicBool,
-    /// Counts restarts seen, so that a re-seed of an older process does not clear the flag set
-    /// by a newer one.
-    restarts_seen: AtomicU64,
+    /// The fencing keys read at every connect, when fencing is on (fencing.rs).
+    fence: Option<FenceKeys>,
+    /// Whether this master's fencing counter is sealed for the server process behind the
+    /// current connection: it has been raised from a quorum since that process started, so its
+    /// vote may count (fencing.rs). Read from the master at every connect, so a client started
+    /// after a restart knows it as well as one that saw it.
+    sealed: AtomicBool,
+    /// Bumped by every connect and every unseal, so that a seal computed for an older state
+    /// does not mark a newer one sealed.
+    seal_generation: AtomicU64,
     /// Off during `build()`: the servers seen then are the baseline, not restarts.
     track_restarts: AtomicBool,
+    /// Set while the scripts are being loaded again after a `NOSCRIPT`.
+    reloading: AtomicBool,
     timeout: Duration,
     connect_timeout: Duration,
     /// The delayed-restart window, only to word the restart log message.
@@ -67,6 +78,7 @@ impl Master {
         timeout: Duration,
         connect_timeout: Duration,
         quarantine: Option<Duration>,
+        fence: Option<FenceKeys>,
     ) -> Result<Self, Error> {
         let client = redis::Client::open(url).map_err(|source| Error::InvalidUrl {
             index,
@@ -83,9 +95,11 @@ impl Master {
             last_attempt_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             identity: Mutex::new(None),
-            reseed_needed: AtomicBool::new(false),
-            restarts_seen: AtomicU64::new(0),
+            fence,
+            sealed: AtomicBool::new(false),
+            seal_generation: AtomicU64::new(0),
             track_restarts: AtomicBool::new(false),
+            reloading: AtomicBool::new(false),
             timeout,
             connect_timeout,
             quarantine,
@@ -117,23 +131,32 @@ impl Master {
         }
     }
 
-    /// Whether this master's fencing counter must be re-seeded before its votes count.
-    pub(crate) fn needs_reseed(&self) -> bool {
-        self.reseed_needed.load(Ordering::Acquire)
+    /// Whether this master's fencing counter is sealed for its current server process, so its
+    /// votes may count when fencing is on.
+    pub(crate) fn is_sealed(&self) -> bool {
+        self.sealed.load(Ordering::Acquire)
     }
 
-    /// Which restart a re-seed starting now would cover; pass it to [`reseeded`](Self::reseeded).
-    pub(crate) fn restart_generation(&self) -> u64 {
-        self.restarts_seen.load(Ordering::Acquire)
+    /// The state a seal starting now would cover; pass it to [`mark_sealed`](Self::mark_sealed).
+    pub(crate) fn seal_generation(&self) -> u64 {
+        self.seal_generation.load(Ordering::Acquire)
     }
 
-    /// Clears the re-seed flag, unless the master restarted again since `generation` was read.
-    pub(crate) fn reseeded(&self, generation: u64) {
+    /// Records a seal, unless the master reconnected or was unsealed since `generation` was read.
+    pub(crate) fn mark_sealed(&self, generation: u64) {
         // Flag and generation move together under the identity lock (see `connect`).
         let _known = self.identity.lock().expect("identity lock poisoned");
-        if self.restarts_seen.load(Ordering::Acquire) == generation {
-            self.reseed_needed.store(false, Ordering::Release);
+        if self.seal_generation.load(Ordering::Acquire) == generation {
+            self.sealed.store(true, Ordering::Release);
         }
+    }
+
+    /// The master answered that its fencing counter is missing (flushed, evicted, lost): it
+    /// must be sealed again before its votes count.
+    pub(crate) fn unseal(&self) {
+        let _known = self.identity.lock().expect("identity lock poisoned");
+        self.seal_generation.fetch_add(1, Ordering::AcqRel);
+        self.sealed.store(false, Ordering::Release);
     }
 
     /// From now on, a server process not seen before is treated as a restart.
@@ -160,26 +183,32 @@ impl Master {
                 .arg("server")
                 .query_async(&mut conn)
                 .await?;
-            let mut load = redis::pipe();
-            for script in scripts::all() {
-                load.cmd("SCRIPT").arg("LOAD").arg(script.source);
-            }
-            let _: Vec<String> = load.query_async(&mut conn).await?;
-            Ok::<_, RedisError>((conn, info))
+            let seal = match &self.fence {
+                Some(keys) => Some(read_fence(&mut conn, keys).await?),
+                None => None,
+            };
+            let _: Vec<String> = scripts::load_all().query_async(&mut conn).await?;
+            Ok::<_, RedisError>((conn, info, seal))
         };
-        let (conn, info) = match tokio::time::timeout(self.connect_timeout * 2, attempt).await {
+        let (conn, info, seal) = match tokio::time::timeout(self.connect_timeout * 2, attempt).await
+        {
             Ok(Ok(ok)) => ok,
             Ok(Err(e)) => return Err(classify(&e).0),
             Err(_) => return Err(MasterReply::TimedOut),
         };
-        if let Some(identity) = parse_identity(&info, Instant::now()) {
+        if let Some(mut identity) = parse_identity(&info, Instant::now()) {
             let mut known = self.identity.lock().expect("identity lock poisoned");
             let new_process = known
                 .as_ref()
                 .is_none_or(|old| old.run_id != identity.run_id);
+            // Sealed only if the seal names this very process and its counter is there.
+            let sealed = seal.is_some_and(|f| f.is_sealed_for(&identity.run_id));
+            self.seal_generation.fetch_add(1, Ordering::AcqRel);
+            self.sealed.store(sealed, Ordering::Release);
             if new_process && self.track_restarts.load(Ordering::Acquire) {
-                self.restarts_seen.fetch_add(1, Ordering::AcqRel);
-                self.reseed_needed.store(true, Ordering::Release);
+                // A replacement process: whatever its uptime, it did not hold our keys until
+                // now, so its quarantine starts when we first see it.
+                identity.started_at = Instant::now();
                 if self.quarantine.is_some() {
                     tracing::info!(master = self.index, addr = %self.addr, run_id = %identity.run_id,
                         "master restarted; its votes wait out the restart quarantine");
@@ -274,25 +303,37 @@ impl Master {
     /// late (after a reconnect) could land after this round's rollback or the lock's release
     /// and leave a key behind; sent now, it is ordered before them on the same connection.
     ///
-    /// `excluded` is asked after the connection is loaded: a reconnect records a restart (new
-    /// identity, re-seed flag) before it publishes the new connection, so a vote sent on a
-    /// restarted server's connection always sees that it restarted.
+    /// `excluded` is asked after the connection is loaded (and says why the master must not
+    /// vote): a reconnect records a restart (new identity, seal state) before it publishes the
+    /// new connection, so a vote sent on a restarted server's connection always sees that it
+    /// restarted.
     pub(crate) async fn run_once(
         self: &Arc<Self>,
         call: &ScriptCall,
-        excluded: impl FnOnce(&Self) -> bool,
+        excluded: impl FnOnce(&Self) -> Option<MasterReply>,
     ) -> Result<Value, MasterReply> {
         let Some(shared) = self.conn.load_full() else {
             self.reconnect_in_background();
             return Err(MasterReply::Unavailable("not connected".into()));
         };
-        if excluded(self) {
-            return Err(MasterReply::Quarantined);
+        if let Some(why) = excluded(self) {
+            return Err(why);
         }
         let mut conn = (*shared).clone();
-        match tokio::time::timeout(self.timeout, self.eval_script(&mut conn, call)).await {
+        let evalsha = conn
+            .send_packed_command(call.evalsha())
+            .map(|r| r.and_then(Value::extract_error));
+        match tokio::time::timeout(self.timeout, evalsha).await {
             Ok(Ok(value)) => Ok(value),
             Err(_) => Err(MasterReply::TimedOut),
+            Ok(Err(e)) if e.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript) => {
+                // No EVAL fallback here: it would be a second command, sent only once this
+                // answer is back, and so possibly after this round's rollback or the lock's
+                // release, leaving a key behind. This master votes no; the scripts are loaded
+                // again (SCRIPT LOAD creates no key) for the next round.
+                self.reload_scripts(conn).await;
+                Err(MasterReply::NoScript)
+            }
             Ok(Err(e)) => {
                 let (reply, broken) = classify(&e);
                 if broken {
@@ -304,8 +345,27 @@ impl Master {
         }
     }
 
-    /// `EVALSHA`, and on `NOSCRIPT` the same call as `EVAL` right behind it on the same
-    /// connection (so still ordered before anything sent after it).
+    /// Loads every script again after a `NOSCRIPT` (the master restarted or its script cache
+    /// was flushed), bounded by the per-master timeout; one reload at a time.
+    async fn reload_scripts(&self, mut conn: MultiplexedConnection) {
+        if self.reloading.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tracing::debug!(
+            master = self.index,
+            "NOSCRIPT on an acquire: reloading the scripts"
+        );
+        let load = scripts::load_all();
+        let reload = load.query_async::<Vec<String>>(&mut conn);
+        if let Ok(Err(e)) = tokio::time::timeout(self.timeout, reload).await {
+            tracing::debug!(master = self.index, error = %e, "script reload failed");
+        }
+        self.reloading.store(false, Ordering::Release);
+    }
+
+    /// `EVALSHA`, and on `NOSCRIPT` the same call as `EVAL` once that answer is back. Only for
+    /// calls that are harmless when they arrive late: the fallback is sent after the answer,
+    /// so commands queued meanwhile (a release, say) reach the master before it.
     async fn eval_script(
         &self,
         conn: &mut MultiplexedConnection,
@@ -420,11 +480,14 @@ pub(crate) async fn connect_all(
     timeout: Duration,
     connect_timeout: Duration,
     quarantine: Option<Duration>,
+    fence: Option<FenceKeys>,
 ) -> Result<(Vec<Arc<Master>>, Replies), Error> {
     let masters = urls
         .iter()
         .enumerate()
-        .map(|(i, url)| Master::new(i, url, timeout, connect_timeout, quarantine).map(Arc::new))
+        .map(|(i, url)| {
+            Master::new(i, url, timeout, connect_timeout, quarantine, fence.clone()).map(Arc::new)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let endpoints: Vec<String> = masters.iter().map(|m| m.endpoint()).collect();
     if let Some((first, second)) = first_duplicate(&endpoints) {
@@ -461,6 +524,43 @@ pub(crate) async fn connect_all(
             .collect(),
     );
     Ok((masters, replies))
+}
+
+/// A master's fencing counter and seal, as read at connect (fencing.rs).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct FenceState {
+    /// `None` when the counter is missing.
+    pub(crate) counter: Option<u64>,
+    /// The `run_id` of the server process the counter was last sealed for.
+    pub(crate) seal: Option<String>,
+}
+
+impl FenceState {
+    /// Whether the counter is there and sealed for the process `run_id`.
+    pub(crate) fn is_sealed_for(&self, run_id: &str) -> bool {
+        self.counter.is_some() && self.seal.as_deref() == Some(run_id)
+    }
+
+    /// Parses the reply of `MGET counter seal`.
+    pub(crate) fn parse(value: Value) -> redis::RedisResult<Self> {
+        let (counter, seal): (Option<u64>, Option<String>) = redis::from_redis_value(value)?;
+        Ok(Self { counter, seal })
+    }
+}
+
+/// `MGET counter seal`: what a master knows of its fencing counter.
+pub(crate) fn fence_read(keys: &FenceKeys) -> Cmd {
+    let mut cmd = redis::cmd("MGET");
+    cmd.arg(&keys.counter).arg(&keys.seal);
+    cmd
+}
+
+async fn read_fence(
+    conn: &mut MultiplexedConnection,
+    keys: &FenceKeys,
+) -> redis::RedisResult<FenceState> {
+    let value = conn.send_packed_command(&fence_read(keys)).await?;
+    FenceState::parse(value.extract_error()?)
 }
 
 /// The first pair of equal items, by index.

@@ -74,7 +74,7 @@ impl Redlock {
     {
         let names = sorted_names(resources)?;
         self.config().check_ttl(ttl)?;
-        self.try_once(&names.join(", "), self.multi_attempt(&names, ttl))
+        self.try_once(&names.join(", "), || self.multi_attempt(&names, ttl))
             .await
     }
 

@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::task::Poll;
 
 use futures::future::{MaybeDone, maybe_done, poll_fn};
+use tokio::time::Instant;
 
 use crate::config::DRIFT_FIXED;
 
@@ -83,14 +84,25 @@ pub(crate) fn drift(ttl: Duration, factor: f64) -> Duration {
     ttl.mul_f64(factor) + DRIFT_FIXED
 }
 
-/// `ttl - elapsed - drift`, or `None` when that is not positive (the lock must not be used).
+/// The TTL a master is sent: whole milliseconds (what `PX` takes), never more than asked.
+pub(crate) fn sent_ttl(ttl: Duration) -> Duration {
+    Duration::from_millis(ttl.as_millis() as u64)
+}
+
+/// When a lock taken by a round that started at `t0` stops being valid: `t0 + ttl - drift`, or
+/// `None` when that is not after `now` (the lock must not be used). Counted from `t0`, taken
+/// before the first command was sent, so the validity never outlives a master's key.
 ///
-/// Saturating: a round that took longer than the TTL yields `None`, never a wrapped-around huge
-/// validity (a bug of a peer library).
-pub(crate) fn validity(ttl: Duration, elapsed: Duration, drift: Duration) -> Option<Duration> {
-    ttl.checked_sub(elapsed)?
-        .checked_sub(drift)
-        .filter(|v| !v.is_zero())
+/// Checked: a TTL below the drift, or a round that took longer than the TTL, yields `None`,
+/// never a wrapped-around huge validity (a bug of a peer library).
+pub(crate) fn valid_until(
+    t0: Instant,
+    ttl: Duration,
+    drift: Duration,
+    now: Instant,
+) -> Option<Instant> {
+    let until = t0 + ttl.checked_sub(drift)?;
+    (until > now).then_some(until)
 }
 
 /// The answers of one round: one slot per master, `None` where the round was decided before
@@ -425,12 +437,14 @@ mod tests {
     }
 
     #[test]
-    fn validity_subtracts_elapsed_and_drift() {
+    fn validity_counts_from_t0_minus_drift() {
         let ttl = Duration::from_secs(10);
         let d = drift(ttl, 0.01);
+        let t0 = Instant::now();
+        let now = t0 + Duration::from_millis(8);
         assert_eq!(
-            validity(ttl, Duration::from_millis(8), d),
-            Some(Duration::from_millis(10_000 - 8 - 102))
+            valid_until(t0, ttl, d, now),
+            Some(t0 + Duration::from_millis(10_000 - 102))
         );
     }
 
@@ -438,9 +452,26 @@ mod tests {
     fn validity_never_underflows() {
         let ttl = Duration::from_millis(100);
         let d = drift(ttl, 0.01);
-        assert_eq!(validity(ttl, Duration::from_millis(200), d), None);
-        assert_eq!(validity(ttl, Duration::from_millis(97), d), None);
-        assert_eq!(validity(ttl, ttl - d, d), None);
+        let t0 = Instant::now();
+        assert_eq!(
+            valid_until(t0, ttl, d, t0 + Duration::from_millis(200)),
+            None
+        );
+        assert_eq!(
+            valid_until(t0, ttl, d, t0 + Duration::from_millis(97)),
+            None
+        );
+        assert_eq!(valid_until(t0, ttl, d, t0 + (ttl - d)), None);
+        assert_eq!(valid_until(t0, Duration::from_millis(1), d, t0), None);
+    }
+
+    #[test]
+    fn the_ttl_sent_is_whole_milliseconds() {
+        assert_eq!(
+            sent_ttl(Duration::from_micros(1_500_900)),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(sent_ttl(Duration::from_millis(7)), Duration::from_millis(7));
     }
 
     #[tokio::test]

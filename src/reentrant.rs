@@ -84,7 +84,7 @@ impl ReentrantLock {
     pub async fn try_acquire(&self, resource: &str, ttl: Duration) -> Result<Option<LockGuard>> {
         self.check(resource, ttl)?;
         self.redlock
-            .try_once(resource, self.attempt(resource, ttl))
+            .try_once(resource, || self.attempt(resource, ttl))
             .await
     }
 

@@ -92,7 +92,7 @@ impl RwLock {
     pub async fn try_read(&self, ttl: Duration) -> Result<Option<LockGuard>> {
         self.check(ttl)?;
         self.redlock
-            .try_once(&self.resource, self.read_attempt(ttl))
+            .try_once(&self.resource, || self.read_attempt(ttl))
             .await
     }
 
@@ -154,7 +154,7 @@ impl RwLock {
         let mut intent = self.intent(&writer);
         let result = self
             .redlock
-            .try_once(&self.resource, self.write_attempt(ttl, &writer))
+            .try_once(&self.resource, || self.write_attempt(ttl, &writer))
             .await;
         if let Ok(Some(_)) = result {
             intent.disarm();

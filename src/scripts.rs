@@ -1,8 +1,11 @@
 //! The Lua scripts that make each per-master step atomic, and how they are invoked.
 //!
-//! Scripts are sent as `EVALSHA`; a master that answers `NOSCRIPT` (restarted, or after
-//! `SCRIPT FLUSH`) gets the same call as `EVAL` with the source, which also puts the script back
-//! into its cache, so recovery costs one extra round trip on that master only.
+//! Scripts are sent as `EVALSHA`. A master that answers `NOSCRIPT` (restarted, or after
+//! `SCRIPT FLUSH`) gets the scripts loaded again. An acquire is never re-sent as `EVAL`: that
+//! second command would leave only once the first answer is back, possibly after the round's
+//! rollback or the lock's release, and leave a key behind; the master votes no for that round.
+//! Calls that are harmless when late (compare-and-delete, compare-and-expire, counter raises,
+//! reads) fall back to `EVAL` with the source at once.
 
 use std::sync::LazyLock;
 
@@ -34,6 +37,10 @@ pub(crate) static EXTEND: LazyLock<LuaScript> =
 /// `counter = max(counter, token)`.
 pub(crate) static FENCE_RAISE: LazyLock<LuaScript> =
     LazyLock::new(|| LuaScript::new("fence_raise", include_str!("../scripts/fence_raise.lua")));
+
+/// Sealing: `counter = max(counter, seed)` and the seal naming the server process.
+pub(crate) static FENCE_SEAL: LazyLock<LuaScript> =
+    LazyLock::new(|| LuaScript::new("fence_seal", include_str!("../scripts/fence_seal.lua")));
 
 /// Declares a script from `scripts/<file>.lua`; its header comment there says what it takes
 /// (KEYS, ARGV) and returns.
@@ -158,6 +165,7 @@ pub(crate) fn all() -> Vec<&'static LuaScript> {
         &RELEASE,
         &EXTEND,
         &FENCE_RAISE,
+        &FENCE_SEAL,
         &MULTI_ACQUIRE,
         &MULTI_EXTEND,
         &MULTI_RELEASE,
@@ -178,6 +186,15 @@ pub(crate) fn all() -> Vec<&'static LuaScript> {
         &SEMAPHORE_RELEASE,
         &SEMAPHORE_HELD,
     ]
+}
+
+/// `SCRIPT LOAD` of every script, as one pipeline: at connect, and after a `NOSCRIPT`.
+pub(crate) fn load_all() -> redis::Pipeline {
+    let mut load = redis::pipe();
+    for script in all() {
+        load.cmd("SCRIPT").arg("LOAD").arg(script.source);
+    }
+    load
 }
 
 /// One script call, built once per round and shared by the calls to every master.

@@ -94,7 +94,7 @@ impl Semaphore {
     pub async fn try_acquire(&self, ttl: Duration) -> Result<Option<LockGuard>> {
         self.check(ttl)?;
         self.redlock
-            .try_once(&self.resource, self.attempt(ttl))
+            .try_once(&self.resource, || self.attempt(ttl))
             .await
     }
 

@@ -1,5 +1,6 @@
-//! A master restarted without its data: the overlap it allows without delayed-restart
-//! protection, its absence with the protection on, and the fencing re-seed.
+//! A master restarted without its data, or replaced: the overlap it allows without
+//! delayed-restart protection, its absence with the protection on (also for a replacement with
+//! a long uptime), and the fencing seal.
 
 mod support;
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 use redquorum::{LockGuard, Redlock};
 use support::builder;
 use testcluster::checker::{Checker, Holding};
-use testcluster::{Cluster, DataOnRestart};
+use testcluster::{Cluster, Cut, DataOnRestart};
 use tokio::time::Instant;
 
 fn holding(client: usize, lock: &LockGuard) -> Holding {
@@ -53,15 +54,14 @@ async fn restart_without_data_and_no_protection_allows_an_overlap_that_is_report
     let overlaps = checker.overlaps();
     assert_eq!(overlaps.len(), 1, "{overlaps:?}");
     println!("reported: {}", overlaps[0]);
-    // Fencing cannot rescue this case: A's token was known to masters 0, 1, 2; master 2 lost
-    // it, so only a minority (0, 1) still knows it, and B's majority (2, 3, 4) counts from
-    // zero. B may get a token that is not larger than A's. This is the documented limit
-    // "losing a majority of counters"; persistence or the restart quarantine is the cure.
+    // Fencing still orders the two: B's client, built after the restart, finds master 2
+    // unsealed (new run_id, no counter) and seals it from the others before it votes, so B's
+    // token exceeds A's and a fenced store rejects A's late writes.
     let (ta, tb) = (
         lock_a.fencing_token().unwrap(),
         lock_b.fencing_token().unwrap(),
     );
-    println!("fencing tokens: A {ta}, B {tb} (not ordered when a majority lost the counter)");
+    assert!(tb > ta, "fencing tokens: A {ta}, B {tb}");
     assert!(checker.stale_writes_accepted().is_empty());
     Ok(())
 }
@@ -213,6 +213,55 @@ async fn reseed_never_trusts_a_restarted_master_when_others_can_answer() -> anyh
     assert!(
         token > 100,
         "fencing token went backwards: {token} after 100"
+    );
+    Ok(())
+}
+
+/// A replacement with a long uptime: master 2's address is taken over by a server that has
+/// been running for longer than the quarantine (a promoted replica, a pre-started standby
+/// behind a VIP) and holds none of A's keys. A client that knew the old process must
+/// quarantine the new one from the moment it first sees its `run_id`, whatever its uptime:
+/// otherwise it votes with 3 and 4 (cut off while A took the lock) and B gets a lock A holds.
+/// Failed before: only `uptime_in_seconds` started the quarantine, and B got the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replacement_with_a_long_uptime_is_quarantined_from_when_it_is_seen() -> anyhow::Result<()>
+{
+    let cluster = Cluster::builder().masters(5).proxy(true).build()?;
+    let standby = Cluster::start(1)?;
+    let quarantine = Duration::from_secs(3);
+    tokio::time::sleep(quarantine + Duration::from_millis(1100)).await;
+    let checker = Checker::new();
+    let b = builder(&cluster)
+        .restart_quarantine(quarantine)
+        .build()
+        .await?;
+    let a = builder(&cluster)
+        .restart_quarantine(quarantine)
+        .build()
+        .await?;
+    cluster.cut_off(3, Cut::BlackHole)?;
+    cluster.cut_off(4, Cut::BlackHole)?;
+    let lock_a = a.acquire("precious", Duration::from_secs(10)).await?;
+    checker.record(holding(1, &lock_a));
+    cluster.heal(3)?;
+    cluster.heal(4)?;
+    let to = standby
+        .direct_url(0)
+        .trim_start_matches("redis://")
+        .parse()?;
+    cluster.redirect(2, to)?;
+    let attempt = b
+        .acquire_with_wait("precious", Duration::from_secs(10), Duration::from_secs(1))
+        .await;
+    if let Ok(lock_b) = &attempt {
+        checker.record(holding(2, lock_b));
+    }
+    assert!(checker.overlaps().is_empty(), "{:?}", checker.overlaps());
+    let err = attempt.expect_err("the replacement must not vote yet");
+    assert_eq!(
+        err.replies().expect("replies").as_slice()[2],
+        redquorum::MasterReply::Quarantined,
+        "{err}"
     );
     Ok(())
 }

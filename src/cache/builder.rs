@@ -231,7 +231,7 @@ impl CacheBuilder {
     /// Connects the cache's own nodes and a lock client over them (sharing the connections).
     async fn connect_nodes(&self, urls: &[String]) -> Result<Redlock> {
         let (masters, replies) =
-            connect_all(urls, self.node_timeout, self.connect_timeout, None).await?;
+            connect_all(urls, self.node_timeout, self.connect_timeout, None, None).await?;
         if replies.granted() == 0 {
             return Err(Error::QuorumUnreachable {
                 reachable: 0,
