@@ -284,14 +284,26 @@ impl Builder {
 
     /// Whether acquisitions carry fencing tokens. Default [`DEFAULT_FENCING`] (on). Off saves
     /// the counter increment and, rarely, one write-back round trip.
+    ///
+    /// On, each master keeps the counter `<prefix>fence` and its seal `<prefix>fence:seal`
+    /// (the `run_id` of the server process it was sealed for), read at every connect. A master
+    /// that restarted, was replaced or lost its counter votes only once its counter was raised
+    /// from a quorum of sealed masters, so tokens strictly increase also across such faults (see
+    /// the crate docs for the exact condition). A brand-new namespace needs every master to
+    /// answer once before its first token.
     pub fn fencing(mut self, on: bool) -> Self {
         self.config.fencing = on;
         self
     }
 
-    /// Delayed-restart protection: do not count the votes of a master that restarted (new
-    /// `run_id`, or uptime below this) less than `max_lock_ttl` ago, because it may have lost
-    /// keys it granted. Set it to the largest TTL your application uses. Default: off.
+    /// Delayed-restart protection: do not count the votes of a master whose server process
+    /// started less than `max_lock_ttl` ago, because it may have lost keys it granted. Set it
+    /// to the largest TTL your application uses. Default: off.
+    ///
+    /// The window starts at the process's start (`uptime_in_seconds`), or, for a process with a
+    /// `run_id` this client first sees after it was built (a restart, a promoted replica, a
+    /// standby that took over the address), when the client first sees it, whatever its
+    /// uptime. A client built after such a takeover can only go by the uptime.
     pub fn restart_quarantine(mut self, max_lock_ttl: Duration) -> Self {
         self.config.restart_quarantine = Some(max_lock_ttl);
         self

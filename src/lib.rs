@@ -46,13 +46,32 @@
 //!   on this owner's keys (compare-and-act Lua scripts); a failed extend never deletes and never
 //!   re-creates a key.
 //! - **Fencing tokens that strictly increase** across acquisitions of any resource under the
-//!   same key prefix, as long as a majority of masters keep their counters.
+//!   same key prefix, through any number of master restarts with or without data, flushes,
+//!   failovers and address takeovers, as long as at every moment a majority of the masters
+//!   still holds the counter it was last *sealed* with. Each master keeps, beside its counter,
+//!   the `run_id` of the server process it was sealed for; every client reads it at every
+//!   connect (a client started after the fault knows as much as one that saw it), and a master
+//!   that restarted, was replaced or lost its counter votes again only after its counter was
+//!   raised from a quorum of sealed masters (see the proof in `src/fencing.rs`). The price:
+//!   such a master waits until a quorum of *sealed* masters answers, and a brand-new namespace
+//!   (no counter anywhere) needs every master to answer once before its first token. When a
+//!   majority lost their counters at once, the seal falls back to the largest counter left on
+//!   all masters and logs a warning: tokens then repeat only if every master that knew the
+//!   last one lost it.
 //!
 //! ## What it does not guarantee
 //! - **Safety when a master loses data.** A master that restarts without persistence forgets
 //!   the keys it granted, and a second client can then win a quorum. Run masters with AOF
 //!   (`appendfsync always`) or enable [`Builder::restart_quarantine`], which stops counting a
-//!   restarted master's votes until every lock it may have granted has expired.
+//!   restarted master's votes until every lock it may have granted has expired. The quarantine
+//!   starts from the process's start time, or, for a new `run_id` a client sees after it was
+//!   built (a promoted replica, a standby taking over the address), from when it saw it; a
+//!   client *built* after such a takeover can only go by the newcomer's uptime.
+//! - **Safety with evicting masters.** Lock keys and fencing counters must stay until they
+//!   expire or are deleted: masters need `maxmemory-policy noeviction`. Under `volatile-*` or
+//!   `allkeys-*` a lock key can vanish early, a double grant nothing detects (a missing counter
+//!   is detected and re-sealed, an evicted lock key is not). Do not share lock masters with an
+//!   evicting cache.
 //! - **Safety against clock jumps on a master.** Redis expires keys by its wall clock; a clock
 //!   that jumps forward expires a lock early. Nothing on the client can see this.
 //! - **Safety against a paused holder.** A client paused (GC, swap, SIGSTOP) past its validity
@@ -149,10 +168,13 @@
 //! - `config`: [`Builder`], the `DEFAULT_*` constants, input validation.
 //! - `error`: [`Error`], with each master's [`MasterReply`] kept by index.
 //! - `master`: one master's multiplexed connection, reconnect, per-call timeout, `run_id`.
-//! - `scripts`: the Lua scripts (in `scripts/*.lua`), `EVALSHA` with `NOSCRIPT` recovery.
+//! - `scripts`: the Lua scripts (in `scripts/*.lua`), `EVALSHA` with `NOSCRIPT` recovery (a
+//!   reload; acquires are never re-sent late as `EVAL`).
 //! - `quorum`: vote counting with early decision, validity arithmetic, concurrent fan-out.
 //! - `notify`: release wake-ups for waiting acquirers (pub/sub), and their local FIFO queue.
-//! - `lock`: [`Redlock`]: connect, acquire rounds, fencing write-back, retry policy.
+//! - `lock`: [`Redlock`]: connect, acquire rounds, retry policy.
+//! - `fencing`: sealing masters' fencing counters, the token write-back, and why tokens
+//!   strictly increase.
 //! - `guard`: [`LockGuard`] (extend, release, drop) and the auto-extending lease of
 //!   [`Redlock::with_lock`].
 //! - `held`: what a hold is on the masters (keys and extend / release / rollback scripts), what

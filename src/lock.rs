@@ -17,7 +17,7 @@ use crate::held::{Attempt, HeldBy};
 use crate::master::{Master, connect_all};
 use crate::notify::Wakeups;
 use crate::quorum::{
-    Ballot, ChoiceTally, Decision, drift, fan_out_ballot, quorum, sent_ttl, valid_until,
+    Ballot, ChoiceTally, Decision, drift, fan_out_ballot, quorum, send_all, sent_ttl, valid_until,
 };
 use crate::scripts::{ACQUIRE, ScriptCall};
 
@@ -175,6 +175,11 @@ impl Redlock {
     /// fail that no quorum is possible: at once when they fail hard (connection refused, error
     /// replies), at the end of the wait when some only time out (a pause or overload may end).
     /// Each carries what every master answered.
+    ///
+    /// A round that started before the wait ran out is finished, so the call returns within the
+    /// wait plus one per-master timeout (the votes), plus one more when the masters' fencing
+    /// counters disagree and the token must be written back. Masters whose scripts were flushed
+    /// or whose fencing counters must be sealed first are retried within the wait.
     ///
     /// # Cancellation
     /// Dropping the returned future part-way is safe: a round that was in flight is rolled back
@@ -604,7 +609,8 @@ impl Redlock {
 
     /// Releases a failed round's keys on every master that may hold them: all but those that
     /// answered "held by someone else" (their SET did not land). A master that timed out or was
-    /// not waited for may have applied the SET, so it is included.
+    /// not waited for may have applied the SET, so it is included. Returns once every call is
+    /// on its way (queued before this client's next command to that master), not answered.
     async fn rollback(&self, held: &HeldBy, token: &str, answers: &[Option<AcquireAnswer>]) {
         let targets: Vec<usize> = answers
             .iter()
@@ -615,8 +621,13 @@ impl Redlock {
         if targets.is_empty() {
             return;
         }
-        let call = held.rollback_call(token);
-        join_all(targets.iter().map(|&i| self.inner.masters[i].run(&call))).await;
+        let call = Arc::new(held.rollback_call(token));
+        send_all(targets.len(), |j| {
+            let master = self.inner.masters[targets[j]].clone();
+            let call = call.clone();
+            async move { master.run(&call).await }
+        })
+        .await;
     }
 
     /// Delayed-restart protection: a master that (re)started less than the configured maximum

@@ -118,6 +118,40 @@ pub(crate) trait Ballot<T> {
     fn decision(&self) -> Decision;
     /// Counts one answer and says where the round stands.
     fn record(&mut self, answer: &T) -> Decision;
+    /// Whether the round ends as soon as every call has been sent, whatever the answers.
+    fn done_once_sent(&self) -> bool {
+        false
+    }
+}
+
+/// A round that only needs its calls on their way: see [`send_all`].
+struct SendOnly;
+
+impl<T> Ballot<T> for SendOnly {
+    fn decision(&self) -> Decision {
+        Decision::Pending
+    }
+
+    fn record(&mut self, _: &T) -> Decision {
+        Decision::Pending
+    }
+
+    fn done_once_sent(&self) -> bool {
+        true
+    }
+}
+
+/// Sends one call to every one of `n` targets and returns once each call has been polled once
+/// (its command queued on its connection, so ordered before anything this client sends there
+/// next); the calls finish on a background task. For rollbacks: the retry policy need not wait
+/// for their answers, and an acquire that gave up returns without waiting for them.
+pub(crate) async fn send_all<T, F, Fut>(n: usize, call: F)
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+{
+    fan_out_ballot_then(n, call, SendOnly, || {}).await;
 }
 
 /// A yes/no vote per answer counted by a [`Tally`]: what [`fan_out`] decides with.
@@ -294,7 +328,7 @@ where
             sent();
         }
         // Every call answered means decided (yes + no = n), so this is never a hang.
-        if decision == Decision::Pending {
+        if decision == Decision::Pending && !tally.done_once_sent() {
             Poll::Pending
         } else {
             Poll::Ready(())
