@@ -24,6 +24,10 @@ pub enum MasterReply {
     Unavailable(String),
     /// The master answered with an error reply (for example `OOM`, `READONLY`, a script error).
     ServerError(String),
+    /// The master answered that it cannot serve for now: `LOADING` (it is replaying its AOF or
+    /// RDB after a start) or `BUSY` (a long script or function is running). It will serve again
+    /// without anyone's help, so an acquire keeps retrying within its wait.
+    Busy(String),
     /// The master's votes are not counted: it restarted less than the configured maximum lock TTL
     /// ago and may have lost keys it had granted (delayed-restart protection).
     Quarantined,
@@ -36,8 +40,20 @@ impl MasterReply {
     pub fn is_failure(&self) -> bool {
         matches!(
             self,
-            Self::TimedOut | Self::Unavailable(_) | Self::ServerError(_) | Self::Quarantined
+            Self::TimedOut
+                | Self::Unavailable(_)
+                | Self::ServerError(_)
+                | Self::Busy(_)
+                | Self::Quarantined
         )
+    }
+
+    /// Whether this failure may end by itself within an acquire wait: a timeout (a pause, a
+    /// load spike) or a busy master ([`Busy`](Self::Busy)). An acquire whose round failed for
+    /// want of a quorum retries when one of the failures is transient, and fails at once when
+    /// all are hard (refused connections, error replies).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::TimedOut | Self::Busy(_))
     }
 }
 
@@ -49,6 +65,7 @@ impl fmt::Display for MasterReply {
             Self::TimedOut => f.write_str("timed out"),
             Self::Unavailable(why) => write!(f, "unavailable ({why})"),
             Self::ServerError(msg) => write!(f, "error reply ({msg})"),
+            Self::Busy(msg) => write!(f, "busy ({msg})"),
             Self::Quarantined => f.write_str("quarantined after a restart"),
             Self::NoAnswer => f.write_str("no answer before the round was decided"),
         }
@@ -467,6 +484,22 @@ mod tests {
         ] {
             assert_eq!(redact_url(url), url);
         }
+    }
+
+    #[test]
+    fn only_timeouts_and_busy_masters_are_transient() {
+        let busy = MasterReply::Busy("LOADING".into());
+        assert!(busy.is_failure() && busy.is_transient());
+        assert!(MasterReply::TimedOut.is_transient());
+        for hard in [
+            MasterReply::Unavailable("refused".into()),
+            MasterReply::ServerError("OOM".into()),
+            MasterReply::Quarantined,
+        ] {
+            assert!(hard.is_failure() && !hard.is_transient(), "{hard}");
+        }
+        assert!(!MasterReply::Refused.is_transient());
+        assert_eq!(busy.to_string(), "busy (LOADING)");
     }
 
     #[test]

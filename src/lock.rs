@@ -165,7 +165,8 @@ impl Redlock {
     /// the wait ran out while someone else held the lock; [`Error::Timeout`] when rounds kept
     /// finishing too late to leave any validity; [`Error::Unavailable`] when so many masters
     /// fail that no quorum is possible: at once when they fail hard (connection refused, error
-    /// replies), at the end of the wait when some only time out (a pause or overload may end).
+    /// replies), at the end of the wait when some only time out or are busy (a pause, an
+    /// overload, a dataset loading or a long script may end; see [`MasterReply::is_transient`]).
     /// Each carries what every master answered.
     ///
     /// # Cancellation
@@ -289,9 +290,10 @@ impl Redlock {
                         ));
                     }
                     // Hard failures (refused connections, error replies) will not heal within
-                    // an acquire wait: fail fast. Timeouts may be load or a short pause: retry.
+                    // an acquire wait: fail fast. Timeouts (load, a short pause) and busy
+                    // masters (loading, a long script) may: retry.
                     RoundOutcome::Unavailable(replies)
-                        if !replies.as_slice().contains(&MasterReply::TimedOut) =>
+                        if !replies.as_slice().iter().any(MasterReply::is_transient) =>
                     {
                         return Err(Error::Unavailable {
                             failed: replies.failures(),
