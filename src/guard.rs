@@ -214,6 +214,11 @@ impl LockGuard {
         }
     }
 
+    /// Rejects a TTL that this guard's client would refuse for an acquire or an extend.
+    pub(crate) fn check_ttl(&self, ttl: Duration) -> Result<()> {
+        self.redlock.config().check_ttl(ttl)
+    }
+
     fn quorum_failure(&self, replies: Replies) -> Error {
         let n = self.redlock.masters();
         if replies.failures() > n - self.redlock.quorum() {

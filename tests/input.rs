@@ -161,6 +161,46 @@ async fn bad_resources_and_ttls_are_rejected_before_any_write() -> anyhow::Resul
     Ok(())
 }
 
+/// `with_watchdog` takes the TTLs `acquire` takes: a bad one is rejected at once with
+/// `InvalidTtl`, before the closure runs, instead of refused extends being retried until the
+/// lock is reported lost; and the lock it consumed is given back, not left to expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_watchdog_rejects_bad_ttls_before_running() -> anyhow::Result<()> {
+    let cluster = Cluster::start(3)?;
+    let redlock = client(&cluster).await;
+    let other = client(&cluster).await;
+    let ttl = Duration::from_secs(5);
+    for bad in [
+        Duration::ZERO,
+        redquorum::MAX_TTL + Duration::from_secs(1),
+        // Below 10x the tests' 100 ms per-master timeout.
+        Duration::from_millis(500),
+    ] {
+        let guard = redlock.acquire("watched", ttl).await?;
+        let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let started = tokio::time::Instant::now();
+        let result = guard
+            .with_watchdog(bad, |_| {
+                let ran = ran.clone();
+                async move {
+                    ran.store(true, std::sync::atomic::Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            })
+            .await;
+        assert!(
+            matches!(result, Err(Error::InvalidTtl { ttl, .. }) if ttl == bad),
+            "{bad:?}: {result:?}"
+        );
+        assert!(!ran.load(std::sync::atomic::Ordering::SeqCst), "{bad:?}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{bad:?}");
+        // Released, not left to expire: another client gets the lock at once.
+        let taken = other.try_acquire("watched", ttl).await?;
+        assert!(taken.expect("lock released").release().await?, "{bad:?}");
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_minority_down_at_start_does_not_stop_build() -> anyhow::Result<()> {
     let cluster = Cluster::start(5)?;
