@@ -24,6 +24,10 @@ pub enum MasterReply {
     Unavailable(String),
     /// The master answered with an error reply (for example `OOM`, `READONLY`, a script error).
     ServerError(String),
+    /// The master answered that it cannot serve for now: `LOADING` (it is replaying its AOF or
+    /// RDB after a start) or `BUSY` (a long script or function is running). It will serve again
+    /// without anyone's help, so an acquire keeps retrying within its wait.
+    Busy(String),
     /// The master's votes are not counted: it restarted less than the configured maximum lock TTL
     /// ago and may have lost keys it had granted (delayed-restart protection).
     Quarantined,
@@ -46,9 +50,22 @@ impl MasterReply {
             Self::TimedOut
                 | Self::Unavailable(_)
                 | Self::ServerError(_)
+                | Self::Busy(_)
                 | Self::Quarantined
                 | Self::Unsealed
                 | Self::NoScript
+        )
+    }
+
+    /// Whether this failure may end by itself within an acquire wait: a timeout (a pause, a
+    /// load spike), a busy master ([`Busy`](Self::Busy)), or a master repairing itself (its
+    /// scripts being reloaded, its fencing counter waiting to be sealed). An acquire whose round
+    /// failed for want of a quorum retries when one of the failures is transient, and fails at
+    /// once when all are hard (refused connections, error replies).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::TimedOut | Self::Busy(_) | Self::NoScript | Self::Unsealed
         )
     }
 }
@@ -61,6 +78,7 @@ impl fmt::Display for MasterReply {
             Self::TimedOut => f.write_str("timed out"),
             Self::Unavailable(why) => write!(f, "unavailable ({why})"),
             Self::ServerError(msg) => write!(f, "error reply ({msg})"),
+            Self::Busy(msg) => write!(f, "busy ({msg})"),
             Self::Quarantined => f.write_str("quarantined after a restart"),
             Self::NoAnswer => f.write_str("no answer before the round was decided"),
             Self::Unsealed => f.write_str("fencing counter not sealed since a restart or loss"),
@@ -311,18 +329,75 @@ impl Error {
     }
 }
 
-/// Redacts the password of a `redis://user:password@host` URL so it can be shown.
+/// What a redacted secret is shown as.
+const MASK: &str = "***";
+
+/// Query parameters shown as they are; every other one is masked. An allow-list, so that a
+/// password under a spelling we did not think of (`p%61ss=`, `PASSWORD=`) is masked too.
+const SHOWN_PARAMS: [&str; 3] = ["db", "protocol", "user"];
+
+/// Masks every password a master URL can carry, so that the URL can be shown in errors,
+/// `Debug` output and logs: the userinfo of `redis://[user:]password@host` (any scheme), and
+/// the query parameters of `redis+unix:///path?pass=..` (and `unix:`) URLs, the only places
+/// the client library reads a password from.
+///
+/// A URL the client library can parse is taken apart with its own parser, so what is masked
+/// is exactly what it would send as a password. Anything else is masked more widely.
 pub(crate) fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let Some(mut parsed) = redis::parse_redis_url(url) else {
+        return redact_unparsed(url);
     };
-    let Some((userinfo, host)) = rest.rsplit_once('@') else {
-        return url.to_owned();
+    let before = parsed.to_string();
+    let masked_userinfo = if parsed.password().is_some() {
+        parsed.set_password(Some(MASK))
+    } else if !parsed.username().is_empty() {
+        // `redis://secret@host` is a common slip for `redis://:secret@host`.
+        parsed.set_username(MASK)
+    } else {
+        Ok(())
     };
-    match userinfo.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
-        None => format!("{scheme}://***@{host}"),
+    if masked_userinfo.is_err() {
+        return redact_unparsed(url);
     }
+    if let Some(query) = parsed.query().map(redact_query) {
+        parsed.set_query(Some(&query));
+    }
+    let after = parsed.to_string();
+    // Nothing masked: keep the caller's spelling rather than the parser's.
+    if after == before {
+        url.to_owned()
+    } else {
+        after
+    }
+}
+
+/// Masks a URL the client library cannot parse (it is never used, but it is echoed in
+/// [`Error::InvalidUrl`]): everything up to the last `@` may be userinfo, whatever it contains.
+fn redact_unparsed(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let masked = match url[start..].rfind('@') {
+        Some(at) => format!("{}{MASK}{}", &url[..start], &url[start + at..]),
+        None => url.to_owned(),
+    };
+    match masked.split_once('?') {
+        Some((base, query)) => format!("{base}?{}", redact_query(query)),
+        None => masked,
+    }
+}
+
+/// Masks the value of every query parameter not known to be harmless (a bare segment, which
+/// may be the tail of a password holding an unescaped `&`, entirely).
+fn redact_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if SHOWN_PARAMS.contains(&key) => pair.to_owned(),
+            Some((key, _)) => format!("{key}={MASK}"),
+            None if pair.is_empty() || SHOWN_PARAMS.contains(&pair) => pair.to_owned(),
+            None => MASK.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 #[cfg(test)]
@@ -330,10 +405,133 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redacts_passwords() {
+    fn redacts_passwords_in_userinfo() {
         assert_eq!(redact_url("redis://u:secret@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(redact_url("redis://:secret@h:1"), "redis://:***@h:1");
         assert_eq!(redact_url("redis://secret@h:1"), "redis://***@h:1");
-        assert_eq!(redact_url("redis://h:1"), "redis://h:1");
+        assert_eq!(
+            redact_url("rediss://u:secret@h:1#insecure"),
+            "rediss://u:***@h:1#insecure"
+        );
+        assert_eq!(redact_url("valkey://:secret@h"), "valkey://:***@h");
+        assert_eq!(
+            redact_url("valkeys://u:secret@h:1/2"),
+            "valkeys://u:***@h:1/2"
+        );
+    }
+
+    #[test]
+    fn redacts_percent_encoded_passwords() {
+        // The client decodes these before sending them: `p@ss/w:rd`.
+        assert_eq!(
+            redact_url("redis://u:p%40ss%2Fw%3Ard@h:1"),
+            "redis://u:***@h:1"
+        );
+        // A raw `@` in the password: the parser splits at the last one.
+        assert_eq!(redact_url("redis://u:p@ss@h:1"), "redis://u:***@h:1");
+    }
+
+    #[test]
+    fn redacts_passwords_in_unix_socket_queries() {
+        assert_eq!(
+            redact_url("redis+unix:///run/redis.sock?pass=secret"),
+            "redis+unix:///run/redis.sock?pass=***"
+        );
+        assert_eq!(
+            redact_url("redis+unix:///run/redis.sock?db=1&pass=secret"),
+            "redis+unix:///run/redis.sock?db=1&pass=***"
+        );
+        assert_eq!(
+            redact_url("unix:///run/redis.sock?user=app&password=secret&protocol=3"),
+            "unix:///run/redis.sock?user=app&password=***&protocol=3"
+        );
+        assert_eq!(
+            redact_url("unix:/run/redis.sock?pass=secret"),
+            "unix:/run/redis.sock?pass=***"
+        );
+        assert_eq!(
+            redact_url("valkey+unix:///run/v.sock?pass=secret"),
+            "valkey+unix:///run/v.sock?pass=***"
+        );
+    }
+
+    #[test]
+    fn redacts_odd_spellings_of_query_passwords() {
+        for url in [
+            // The client decodes parameter names: this is `pass`.
+            "redis+unix:///s?p%61ss=secret",
+            "redis+unix:///s?PASS=secret",
+            "redis+unix:///s?pass=se%63ret",
+            "redis+unix:///s?pass=secret&pass=secret",
+            // An unescaped `&` in the password leaves its tail as a bare parameter.
+            "redis+unix:///s?pass=x&secret",
+            "redis+unix:///s?db=1&pass=secret#frag",
+        ] {
+            let shown = redact_url(url);
+            assert!(
+                !shown.contains("secret") && !shown.contains("se%63"),
+                "{url} -> {shown}"
+            );
+            assert!(shown.starts_with("redis+unix:///s?"), "{url} -> {shown}");
+        }
+    }
+
+    #[test]
+    fn redacts_urls_the_client_cannot_parse() {
+        for url in [
+            "redis+unix:///s?db=x&pass=secret",
+            "redis://:pa/secret@h:1",
+            "redis://:pa?secret@h:1",
+            "redis://u:secret@h:notaport",
+            "redis://u:secret@/nohost",
+            "http://u:secret@h",
+            "secret@h",
+        ] {
+            let shown = redact_url(url);
+            assert!(!shown.contains("secret"), "{url} -> {shown}");
+        }
+        assert_eq!(redact_url("redis://u:secret@h:x"), "redis://***@h:x");
+        assert_eq!(redact_url("not a url at all"), "not a url at all");
+    }
+
+    #[test]
+    fn leaves_urls_without_passwords_as_written() {
+        for url in [
+            "redis://h:1",
+            "redis://127.0.0.1:6379/3",
+            "redis://[::1]:6379",
+            "rediss://h:1/0#insecure",
+            "redis+unix:///run/redis.sock",
+            "redis+unix:///run/redis.sock?db=2&protocol=resp3&user=app",
+            "unix:///tmp/r.sock",
+        ] {
+            assert_eq!(redact_url(url), url);
+        }
+    }
+
+    #[test]
+    fn only_timeouts_busy_and_self_repairing_masters_are_transient() {
+        let busy = MasterReply::Busy("LOADING".into());
+        assert!(busy.is_failure() && busy.is_transient());
+        for transient in [
+            MasterReply::TimedOut,
+            MasterReply::NoScript,
+            MasterReply::Unsealed,
+        ] {
+            assert!(
+                transient.is_failure() && transient.is_transient(),
+                "{transient}"
+            );
+        }
+        for hard in [
+            MasterReply::Unavailable("refused".into()),
+            MasterReply::ServerError("OOM".into()),
+            MasterReply::Quarantined,
+        ] {
+            assert!(hard.is_failure() && !hard.is_transient(), "{hard}");
+        }
+        assert!(!MasterReply::Refused.is_transient());
+        assert_eq!(busy.to_string(), "busy (LOADING)");
     }
 
     #[test]

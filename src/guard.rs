@@ -217,6 +217,11 @@ impl LockGuard {
         }
     }
 
+    /// Rejects a TTL that this guard's client would refuse for an acquire or an extend.
+    pub(crate) fn check_ttl(&self, ttl: Duration) -> Result<()> {
+        self.redlock.config().check_ttl(ttl)
+    }
+
     /// Why a round of this guard failed. "Not held" only when refusals alone rule out a quorum:
     /// masters that failed or were not waited for may still hold the key, so with them in the
     /// count the lock may well be held, and the failure is transient (`Unavailable`).

@@ -200,6 +200,8 @@ impl LockGuard {
     /// loss; select on `lost()` to stop early.
     ///
     /// # Errors
+    /// [`Error::InvalidTtl`] for a `ttl` that [`extend`](Self::extend) would refuse: then
+    /// `work` does not run and the lock is released before the error is returned.
     /// [`Error::LockLost`] if the lock was lost while `work` ran (its output is then dropped,
     /// since it was produced without the lock).
     ///
@@ -211,6 +213,13 @@ impl LockGuard {
         F: FnOnce(LockContext) -> Fut,
         Fut: Future<Output = T>,
     {
+        if let Err(invalid) = self.check_ttl(ttl) {
+            // Every extend would be refused and, taken for a transient failure, retried until
+            // the lock ran out: `LockLost` instead of the caller's mistake. The guard is ours
+            // and `work` will not run, so give the lock back now rather than at its expiry.
+            let _ = self.release().await;
+            return Err(invalid);
+        }
         let resource = self.resource().to_owned();
         let (lease, context) = Lease::start(self, ttl);
         let output = work(context).await;

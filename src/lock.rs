@@ -173,7 +173,8 @@ impl Redlock {
     /// the wait ran out while someone else held the lock; [`Error::Timeout`] when rounds kept
     /// finishing too late to leave any validity; [`Error::Unavailable`] when so many masters
     /// fail that no quorum is possible: at once when they fail hard (connection refused, error
-    /// replies), at the end of the wait when some only time out (a pause or overload may end).
+    /// replies), at the end of the wait when some only time out or are busy (a pause, an
+    /// overload, a dataset loading or a long script may end; see [`MasterReply::is_transient`]).
     /// Each carries what every master answered.
     ///
     /// A round that started before the wait ran out is finished, so the call returns within the
@@ -301,8 +302,11 @@ impl Redlock {
                         ));
                     }
                     // Hard failures (refused connections, error replies) will not heal within
-                    // an acquire wait: fail fast. Timeouts may be load or a short pause: retry.
-                    RoundOutcome::Unavailable(replies) if !may_heal(&replies) => {
+                    // an acquire wait: fail fast. Timeouts (load, a short pause) and busy
+                    // masters (loading, a long script) may: retry.
+                    RoundOutcome::Unavailable(replies)
+                        if !replies.as_slice().iter().any(MasterReply::is_transient) =>
+                    {
                         return Err(Error::Unavailable {
                             failed: replies.failures(),
                             masters: self.masters(),
@@ -690,19 +694,6 @@ fn parse_acquire(value: Value) -> AcquireAnswer {
             "unexpected acquire reply {other:?}"
         ))),
     }
-}
-
-/// Whether an unavailable round may succeed later within the acquire wait: some master only
-/// timed out (a pause or overload may end), or is repairing itself (scripts being reloaded, a
-/// fencing counter waiting to be sealed). Otherwise (refused connections, error replies) the
-/// failure will not heal soon, and the acquire fails at once.
-fn may_heal(replies: &Replies) -> bool {
-    replies.as_slice().iter().any(|r| {
-        matches!(
-            r,
-            MasterReply::TimedOut | MasterReply::NoScript | MasterReply::Unsealed
-        )
-    })
 }
 
 /// The choice granted by a quorum in a won round.

@@ -581,6 +581,9 @@ fn classify(e: &RedisError) -> (MasterReply, bool) {
         || e.is_connection_refusal()
     {
         (MasterReply::Unavailable(e.to_string()), true)
+    } else if matches!(e.code(), Some("LOADING" | "BUSY")) {
+        // Loading its data or running a long script: it will answer again by itself.
+        (MasterReply::Busy(e.to_string()), false)
     } else {
         (MasterReply::ServerError(e.to_string()), false)
     }
@@ -649,5 +652,22 @@ mod tests {
         assert_eq!(id.run_id, "abc123");
         assert_eq!(now - id.started_at, Duration::from_secs(42));
         assert!(parse_identity("# Server\r\n", now).is_none());
+    }
+
+    #[test]
+    fn loading_and_busy_replies_are_busy_not_errors() {
+        let reply = |line: &[u8]| {
+            let value = redis::parse_redis_value(line).expect("a RESP error line");
+            classify(&value.extract_error().expect_err("an error reply"))
+        };
+        let loading = reply(b"-LOADING Redis is loading the dataset in memory\r\n");
+        assert!(
+            matches!(&loading, (MasterReply::Busy(m), false) if m.contains("loading the dataset")),
+            "{loading:?}"
+        );
+        let busy = reply(b"-BUSY Redis is busy running a script.\r\n");
+        assert!(matches!(&busy, (MasterReply::Busy(m), false) if m.contains("BUSY")));
+        let oom = reply(b"-OOM command not allowed\r\n");
+        assert!(matches!(oom, (MasterReply::ServerError(_), false)));
     }
 }

@@ -337,3 +337,100 @@ async fn the_watchdog_keeps_trying_while_a_quorum_may_hold_the_lock() -> anyhow:
     assert!(!lost_early, "lost() fired while a quorum held the lock");
     Ok(())
 }
+
+/// Masters answering `BUSY` (a script that runs past the busy threshold; `LOADING` is classified
+/// the same way) are waited out: an acquire against a quorum of busy masters retries within its
+/// wait and succeeds once they serve again, instead of failing at once as if they were down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_masters_are_waited_out_within_the_acquire_wait() -> anyhow::Result<()> {
+    const BUSY_FOR: Duration = Duration::from_millis(700);
+    let cluster = Cluster::start(3)?;
+    let redlock = client(&cluster).await;
+    // Opened before the scripts start: a busy server answers BUSY to a connection handshake.
+    let (mut killers, mut probes) = (Vec::new(), Vec::new());
+    for i in [0, 1] {
+        probes.push(direct(&cluster, i).await);
+        let mut side = direct(&cluster, i).await;
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("lua-time-limit")
+            .arg(10)
+            .query_async(&mut side)
+            .await?;
+        let mut looping = direct(&cluster, i).await;
+        tokio::spawn(async move {
+            // Ends with an error when the script is killed (or the server goes away).
+            let _: redis::RedisResult<redis::Value> = redis::cmd("EVAL")
+                .arg("while true do end")
+                .arg(0)
+                .query_async(&mut looping)
+                .await;
+        });
+        killers.push(side);
+    }
+    // Killed from the side after BUSY_FOR, whatever happens to the acquire meanwhile.
+    let kill = tokio::spawn(async move {
+        tokio::time::sleep(BUSY_FOR).await;
+        for side in &mut killers {
+            script_kill(side).await;
+        }
+    });
+    let result = async {
+        for probe in &mut probes {
+            wait_until_busy(probe).await;
+        }
+        let busy_since = Instant::now();
+        // One round shows what the masters answer: busy, not an error reply.
+        let err = redlock
+            .try_acquire("busy", Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        let replies = err.replies().expect("replies").as_slice().to_vec();
+        for reply in &replies[..2] {
+            assert!(
+                matches!(reply, MasterReply::Busy(m) if m.contains("BUSY")),
+                "{err}"
+            );
+            assert!(reply.is_transient());
+        }
+        let lock = redlock
+            .acquire_with_wait("busy", Duration::from_secs(5), Duration::from_secs(5))
+            .await?;
+        let waited = busy_since.elapsed();
+        assert!(lock.release().await?);
+        anyhow::Ok(waited)
+    }
+    .await;
+    kill.await?;
+    let waited = result?;
+    // It did wait for the scripts to end (less the time spent checking they were running).
+    assert!(waited >= BUSY_FOR / 2, "waited only {waited:?}");
+    Ok(())
+}
+
+/// `SCRIPT KILL`, until the server says no script runs (the script may not have started yet).
+async fn script_kill(side: &mut redis::aio::MultiplexedConnection) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let killed: redis::RedisResult<()> =
+            redis::cmd("SCRIPT").arg("KILL").query_async(side).await;
+        match killed {
+            Ok(()) => return,
+            Err(e) if e.code() == Some("NOTBUSY") => return,
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// Waits (at most 5 s) until the master behind `probe` answers `BUSY`.
+async fn wait_until_busy(probe: &mut redis::aio::MultiplexedConnection) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(probe).await;
+        if matches!(&pong, Err(e) if e.code() == Some("BUSY")) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "master never busy: {pong:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -47,6 +47,65 @@ async fn no_masters_and_bad_urls_are_rejected() {
     assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
 }
 
+/// The password of a Unix-socket URL (`?pass=`), which the client library reads, appears in no
+/// error, `Debug` output or log line, whether the socket is missing, the URL is rejected, or the
+/// client is built with that master down. Current-thread runtime: the log capture is per thread.
+#[tokio::test]
+async fn unix_socket_url_passwords_never_show() -> anyhow::Result<()> {
+    const SECRET: &str = "hunter2-unix";
+    let cluster = Cluster::start(2)?;
+    let (logs, _capture) = support::capture_logs();
+    let missing = format!(
+        "redis+unix:///nonexistent-redquorum-{}/redis.sock?db=1&pass={SECRET}",
+        std::process::id()
+    );
+    let shown = |what: String| {
+        assert!(!what.contains(SECRET), "password shown: {what}");
+        assert!(
+            what.contains("nonexistent-redquorum"),
+            "address not shown: {what}"
+        );
+    };
+    // No quorum: the only master's socket does not exist.
+    let err = Redlock::builder()
+        .masters([&missing])
+        .build()
+        .await
+        .unwrap_err();
+    assert!(err.is_unavailable(), "{err}");
+    assert!(!format!("{err} {err:?}").contains(SECRET), "{err:?}");
+    // Rejected: the URL is echoed in the error.
+    let invalid = missing.replace("db=1", "db=x");
+    let err = Redlock::builder()
+        .masters([&invalid])
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidUrl { .. }), "{err}");
+    shown(format!("{err} {err:?}"));
+    // Built with that master down: it is named in `Debug` and in the start-up warning.
+    let mut urls = cluster.urls();
+    urls.push(missing.clone());
+    let redlock = support::builder(&cluster).masters(urls).build().await?;
+    shown(format!("{redlock:?}"));
+    // The cache connects its nodes on its own path.
+    let err = redquorum::Cache::builder()
+        .nodes([&missing])
+        .build()
+        .await
+        .unwrap_err();
+    assert!(!format!("{err} {err:?}").contains(SECRET), "{err:?}");
+    let cache = redquorum::Cache::builder()
+        .nodes([cluster.url(0), missing.clone()])
+        .build()
+        .await?;
+    shown(format!("{cache:?}"));
+    let logs = logs.lock().unwrap().clone();
+    assert!(logs.contains("unreachable at start"), "{logs}");
+    shown(logs);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_server_under_two_addresses_is_a_duplicate() -> anyhow::Result<()> {
     let cluster = Cluster::start(3)?;
@@ -99,6 +158,46 @@ async fn bad_resources_and_ttls_are_rejected_before_any_write() -> anyhow::Resul
         values_everywhere(&cluster, &support::lock_key("")).await,
         vec![None; 5]
     );
+    Ok(())
+}
+
+/// `with_watchdog` takes the TTLs `acquire` takes: a bad one is rejected at once with
+/// `InvalidTtl`, before the closure runs, instead of refused extends being retried until the
+/// lock is reported lost; and the lock it consumed is given back, not left to expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_watchdog_rejects_bad_ttls_before_running() -> anyhow::Result<()> {
+    let cluster = Cluster::start(3)?;
+    let redlock = client(&cluster).await;
+    let other = client(&cluster).await;
+    let ttl = Duration::from_secs(5);
+    for bad in [
+        Duration::ZERO,
+        redquorum::MAX_TTL + Duration::from_secs(1),
+        // Below 10x the tests' 100 ms per-master timeout.
+        Duration::from_millis(500),
+    ] {
+        let guard = redlock.acquire("watched", ttl).await?;
+        let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let started = tokio::time::Instant::now();
+        let result = guard
+            .with_watchdog(bad, |_| {
+                let ran = ran.clone();
+                async move {
+                    ran.store(true, std::sync::atomic::Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            })
+            .await;
+        assert!(
+            matches!(result, Err(Error::InvalidTtl { ttl, .. }) if ttl == bad),
+            "{bad:?}: {result:?}"
+        );
+        assert!(!ran.load(std::sync::atomic::Ordering::SeqCst), "{bad:?}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{bad:?}");
+        // Released, not left to expire: another client gets the lock at once.
+        let taken = other.try_acquire("watched", ttl).await?;
+        assert!(taken.expect("lock released").release().await?, "{bad:?}");
+    }
     Ok(())
 }
 

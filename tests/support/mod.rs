@@ -66,3 +66,54 @@ pub fn median(mut xs: Vec<Duration>) -> Duration {
     xs.sort();
     xs[xs.len() / 2]
 }
+
+/// Everything logged through `tracing` on the current thread (events and span fields, as
+/// `name=value` text) while the returned guard lives. For checking what reaches logs; use it
+/// on a current-thread runtime, since tasks on other threads are not captured.
+pub fn capture_logs() -> (
+    std::sync::Arc<std::sync::Mutex<String>>,
+    tracing::subscriber::DefaultGuard,
+) {
+    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let guard = tracing::subscriber::set_default(Capture(text.clone()));
+    (text, guard)
+}
+
+/// A `tracing` subscriber that appends every field it sees to a string.
+struct Capture(std::sync::Arc<std::sync::Mutex<String>>);
+
+impl Capture {
+    fn append(&self, record: impl FnOnce(&mut dyn tracing::field::Visit)) {
+        let mut text = self.0.lock().unwrap();
+        record(&mut FieldText(&mut text));
+        text.push('\n');
+    }
+}
+
+impl tracing::Subscriber for Capture {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        self.append(|v| span.record(v));
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+        self.append(|v| values.record(v));
+    }
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        self.append(|v| event.record(v));
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+struct FieldText<'a>(&'a mut String);
+
+impl tracing::field::Visit for FieldText<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write;
+        let _ = write!(self.0, "{}={value:?} ", field.name());
+    }
+}
