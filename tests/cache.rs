@@ -738,3 +738,137 @@ async fn json_values_round_trip() -> anyhow::Result<()> {
     assert_eq!(cache.get_json::<User>("user:3").await?, Some(grace));
     Ok(())
 }
+
+/// One master behind a fault proxy, and a cache whose node timeout leaves room to lose a reply
+/// and reset the connection before the call gives up.
+async fn proxied_cache() -> anyhow::Result<(Cluster, Cache)> {
+    let cluster = Cluster::builder().masters(1).proxy(true).build()?;
+    let cache = Cache::builder()
+        .nodes(cluster.urls())
+        .node_timeout(Duration::from_secs(2))
+        .fill_lock_ttl(Duration::from_secs(30))
+        .build()
+        .await?;
+    Ok((cluster, cache))
+}
+
+/// Runs `write` with the master's replies swallowed; once `key` holds `landed` on the server
+/// (the write ran), calls `meanwhile` (another writer, say), then turns replies back on, which
+/// resets the connection that lost the reply: the writer's connection breaks after its write
+/// landed. Returns what `write` returned.
+async fn lose_the_reply<T: Send + 'static>(
+    cluster: &Cluster,
+    key: &str,
+    landed: &str,
+    write: impl Future<Output = T> + Send + 'static,
+    meanwhile: impl AsyncFnOnce(&mut redis::aio::MultiplexedConnection),
+) -> anyhow::Result<T> {
+    cluster.drop_replies(0, true)?;
+    let write = tokio::spawn(write);
+    let mut c = direct(cluster, 0).await;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let now: Option<String> = redis::cmd("GET").arg(key).query_async(&mut c).await?;
+        if now.as_deref() == Some(landed) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the write never landed: {now:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    meanwhile(&mut c).await;
+    cluster.drop_replies(0, false)?;
+    Ok(write.await?)
+}
+
+/// Lost reply on compare-and-set: the script ran, its reply was lost and the connection reset.
+/// The call must not be re-sent on a new connection (it would find its own version and report a
+/// conflict with itself): the caller learns the outcome is unknown, and the value is its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_and_set_with_a_lost_reply_is_not_resent() -> anyhow::Result<()> {
+    let (cluster, cache) = proxied_cache().await?;
+    let v0 = cache
+        .compare_and_set("doc", None, "v0", TTL)
+        .await?
+        .version()
+        .expect("written");
+    let writer = cache.clone();
+    let outcome = lose_the_reply(
+        &cluster,
+        &data_key("doc"),
+        "mine",
+        async move { writer.compare_and_set("doc", Some(v0), "mine", TTL).await },
+        async |_| {},
+    )
+    .await?;
+    assert!(
+        !matches!(outcome, Ok(CasOutcome::Conflict { .. })),
+        "told of a conflict with its own write: {outcome:?}"
+    );
+    let err = outcome.unwrap_err();
+    assert!(err.is_outcome_unknown(), "{err}");
+    assert!(
+        matches!(&err, Error::OutcomeUnknown { key, .. } if key == "doc"),
+        "{err:?}"
+    );
+    let (version, value) = cache.get_versioned("doc").await?.expect("present");
+    assert_eq!(value, b("mine").unwrap());
+    assert_eq!(version, v0 + 1, "written exactly once");
+    assert_eq!(cache.stats().write_drops, 1);
+    Ok(())
+}
+
+/// Writes "newer" under `key` on a direct connection: the writer that comes after a lost reply.
+async fn write_newer(c: &mut redis::aio::MultiplexedConnection) {
+    let _: () = redis::cmd("SET")
+        .arg(data_key("k"))
+        .arg("newer")
+        .query_async(c)
+        .await
+        .unwrap();
+}
+
+/// The value of cache key `k` on the proxied master, as text.
+async fn value_of_k(cluster: &Cluster) -> Option<String> {
+    let raw = raw_get(cluster, 0, &data_key("k")).await;
+    raw.map(|v| String::from_utf8_lossy(&v).into_owned())
+}
+
+/// Lost reply on a plain set, then a newer write: the set landed, its reply was lost, another
+/// writer wrote a newer value, and the connection reset. Re-sending the set on a new connection
+/// would put the old value back over the newer one; it must not be re-sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_with_a_lost_reply_is_not_applied_twice() -> anyhow::Result<()> {
+    let (cluster, cache) = proxied_cache().await?;
+    let writer = cache.clone();
+    let outcome = lose_the_reply(
+        &cluster,
+        &data_key("k"),
+        "old",
+        async move { writer.set("k", "old", TTL).await },
+        write_newer,
+    )
+    .await?;
+    let now = value_of_k(&cluster).await;
+    assert_eq!(now.as_deref(), Some("newer"), "the set was applied twice");
+    assert!(outcome?.is_dropped(), "an unconfirmed set is a drop");
+    Ok(())
+}
+
+/// The same as above with `set_many` (a `MULTI`/`EXEC` pipeline): not applied twice either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_many_with_a_lost_reply_is_not_applied_twice() -> anyhow::Result<()> {
+    let (cluster, cache) = proxied_cache().await?;
+    let writer = cache.clone();
+    let report = lose_the_reply(
+        &cluster,
+        &data_key("k"),
+        "old",
+        async move { writer.set_many([("k", "old")], TTL).await },
+        write_newer,
+    )
+    .await?;
+    let now = value_of_k(&cluster).await;
+    assert_eq!(now.as_deref(), Some("newer"), "set_many was applied twice");
+    assert_eq!(report?.dropped(), 1);
+    Ok(())
+}
