@@ -872,3 +872,130 @@ async fn a_set_many_with_a_lost_reply_is_not_applied_twice() -> anyhow::Result<(
     assert_eq!(report?.dropped(), 1);
     Ok(())
 }
+
+/// A cache whose fill lock is short (1 s, extended every third of that), so a test can make a
+/// computing caller lose it within a second.
+async fn short_fill_lock_cache(cluster: &Cluster) -> Cache {
+    Cache::builder()
+        .nodes(cluster.urls())
+        .node_timeout(support::TEST_MASTER_TIMEOUT)
+        .fill_lock_ttl(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("cache build failed: {e}\n{}", cluster.logs()))
+}
+
+/// Deletes the fill lock of `key` on every master, as an expiry or an eviction would.
+async fn drop_fill_lock(cluster: &Cluster, key: &str) -> anyhow::Result<()> {
+    let lock = support::lock_key(&format!("cache-fill:{}", data_key(key)));
+    for i in 0..cluster.len() {
+        let mut c = direct(cluster, i).await;
+        let _: i64 = redis::cmd("DEL").arg(&lock).query_async(&mut c).await?;
+    }
+    Ok(())
+}
+
+/// A `get_or_compute` running in its own task, whose computation the test controls.
+struct SlowFill {
+    /// Fires when the computation starts (the caller holds the fill lock then).
+    started: tokio::sync::oneshot::Receiver<()>,
+    /// Lets the computation return its value.
+    finish: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<Bytes, ComputeError<Boom>>>,
+}
+
+/// Starts a `get_or_compute` of `key` that computes `value` once `finish` fires.
+fn slow_fill(cache: &Cache, key: &'static str, value: &'static str) -> SlowFill {
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    let (finish, finish_rx) = tokio::sync::oneshot::channel::<()>();
+    let cache = cache.clone();
+    let task = tokio::spawn(async move {
+        cache
+            .get_or_compute(key, TTL, || async move {
+                let _ = started_tx.send(());
+                let _ = finish_rx.await;
+                Ok::<_, Boom>(value.as_bytes().to_vec())
+            })
+            .await
+    });
+    SlowFill {
+        started,
+        finish,
+        task,
+    }
+}
+
+/// Lost fill lock: A takes the fill lock and computes past its validity (here the lock is
+/// taken from it while it computes), B takes over, computes and writes. A's late, stale value
+/// must not replace B's: A learned it lost the lock, so it writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_that_lost_its_lock_does_not_overwrite_the_takeover() -> anyhow::Result<()> {
+    let cluster = Cluster::start(3)?;
+    let (a, b2) = (
+        short_fill_lock_cache(&cluster).await,
+        short_fill_lock_cache(&cluster).await,
+    );
+    let slow = slow_fill(&a, "report", "stale from A");
+    slow.started.await?;
+    drop_fill_lock(&cluster, "report").await?;
+    let fresh = b2
+        .get_or_compute("report", TTL, || async {
+            Ok::<_, Boom>(b"fresh from B".to_vec())
+        })
+        .await?;
+    assert_eq!(fresh, b("fresh from B").unwrap());
+    // Two extension periods: A's watchdog has found the lock gone by now.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    slow.finish.send(()).ok();
+    // A's caller still gets what it computed; the cache keeps B's value.
+    assert_eq!(slow.task.await??, b("stale from A").unwrap());
+    assert_eq!(a.get("report").await?, b("fresh from B"));
+    Ok(())
+}
+
+/// A user's plain `set` while a fill computes (the fill lock still held): the late fill must
+/// not replace it, because a fill only writes a key that is still absent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_fill_does_not_overwrite_a_set_made_meanwhile() -> anyhow::Result<()> {
+    let cluster = Cluster::start(3)?;
+    let cache = short_fill_lock_cache(&cluster).await;
+    let user = short_fill_lock_cache(&cluster).await;
+    let slow = slow_fill(&cache, "profile", "computed");
+    slow.started.await?;
+    assert!(user.set("profile", "set by user", TTL).await?.is_written());
+    slow.finish.send(()).ok();
+    assert_eq!(slow.task.await??, b("computed").unwrap());
+    assert_eq!(cache.get("profile").await?, b("set by user"));
+    Ok(())
+}
+
+/// Lost fill lock, takeover still computing: A loses its fill lock while computing and B takes
+/// over; A finishes first, with the key still absent. A knows its lock is gone, so it writes
+/// nothing (it would otherwise fill the key and B's fresher fill would find it taken); B's
+/// value is the one cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_that_lost_its_lock_leaves_the_key_to_the_takeover() -> anyhow::Result<()> {
+    let cluster = Cluster::start(3)?;
+    let (a, b2) = (
+        short_fill_lock_cache(&cluster).await,
+        short_fill_lock_cache(&cluster).await,
+    );
+    let a_fill = slow_fill(&a, "report", "stale from A");
+    a_fill.started.await?;
+    drop_fill_lock(&cluster, "report").await?;
+    let b_fill = slow_fill(&b2, "report", "fresh from B");
+    b_fill.started.await?;
+    // Two extension periods: A's watchdog has found the lock taken by now.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    a_fill.finish.send(()).ok();
+    assert_eq!(a_fill.task.await??, b("stale from A").unwrap());
+    assert_eq!(
+        a.get("report").await?,
+        None,
+        "A wrote after losing its lock"
+    );
+    b_fill.finish.send(()).ok();
+    assert_eq!(b_fill.task.await??, b("fresh from B").unwrap());
+    assert_eq!(a.get("report").await?, b("fresh from B"));
+    Ok(())
+}
