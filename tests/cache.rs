@@ -999,3 +999,51 @@ async fn a_fill_that_lost_its_lock_leaves_the_key_to_the_takeover() -> anyhow::R
     assert_eq!(a.get("report").await?, b("fresh from B"));
     Ok(())
 }
+
+/// Versions and foreign writers, as documented on `compare_and_set`: another client's plain
+/// `SET` over a key that has a version keeps that version, so it is not seen as a change (a
+/// compare-and-set holding the version overwrites it); over a key without a version (last
+/// written by `set`) it gets a fresh version and an older one conflicts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_set_is_a_change_only_over_an_unversioned_key() -> anyhow::Result<()> {
+    let cluster = Cluster::start(1)?;
+    let cache = cache(&cluster).await;
+    let mut other = direct(&cluster, 0).await;
+    let foreign_set = async |c: &mut redis::aio::MultiplexedConnection, value: &str| {
+        let _: () = redis::cmd("SET")
+            .arg(data_key("doc"))
+            .arg(value)
+            .query_async(c)
+            .await
+            .unwrap();
+    };
+
+    let v1 = cache.compare_and_set("doc", None, "v1", TTL).await?;
+    foreign_set(&mut other, "foreign").await;
+    let (version, value) = cache.get_versioned("doc").await?.unwrap();
+    assert_eq!(
+        (version, value),
+        (v1.version().unwrap(), b("foreign").unwrap())
+    );
+    let over = cache
+        .compare_and_set("doc", Some(version), "v2", TTL)
+        .await?;
+    assert!(over.is_written(), "{over:?}");
+
+    // After the crate's own set the key has no version: a foreign value then gets a fresh
+    // one, and the version held from before conflicts.
+    let v2 = over.version().unwrap();
+    cache.set("doc", "plain", TTL).await?;
+    foreign_set(&mut other, "foreign again").await;
+    let (fresh, value) = cache.get_versioned("doc").await?.unwrap();
+    assert!(fresh > v2, "{fresh} after {v2}");
+    assert_eq!(value, b("foreign again").unwrap());
+    let stale = cache.compare_and_set("doc", Some(v2), "v3", TTL).await?;
+    assert_eq!(
+        stale,
+        CasOutcome::Conflict {
+            current: Some(fresh)
+        }
+    );
+    Ok(())
+}

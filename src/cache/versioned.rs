@@ -20,8 +20,9 @@ impl Cache {
     /// The value of `key` with its version, or `None` when it is absent, expired, or its node is
     /// down. Pass the version to [`compare_and_set`](Self::compare_and_set).
     ///
-    /// A value written by [`set`](Self::set) (or by another client) gets a fresh version the
-    /// first time it is read here.
+    /// A value written by [`set`](Self::set) gets a fresh version the first time it is read
+    /// here; so does one written by another client, but only if the key had no version then
+    /// (see [`compare_and_set`](Self::compare_and_set)).
     ///
     /// # Errors
     /// None today: a failing node makes a miss.
@@ -42,8 +43,13 @@ impl Cache {
     /// `Some(v)` for a value read at version `v`, `None` for "only if absent". Atomic on the
     /// key's node, so of two writers with the same `expected` exactly one wins.
     ///
-    /// Versions only guard against writers that go through this crate: a plain `SET` from
-    /// another client is seen as a change only if it came after a versioned read.
+    /// Versions only guard against writers that go through this crate. A plain `SET` from
+    /// another client does not touch the version key, so it is **not** seen as a change when
+    /// the key already has a version (a [`get_versioned`](Self::get_versioned) or
+    /// compare-and-set since this crate last wrote it with [`set`](Self::set)): the foreign
+    /// value keeps the old version, and a compare-and-set holding that version overwrites it.
+    /// It is seen as a change only when the key had no version: it then gets a fresh one at its
+    /// next versioned read or write, and older versions conflict.
     ///
     /// The call is sent once, never again on a new connection: a second copy of a write that
     /// landed would find its own version and report a conflict with itself.
