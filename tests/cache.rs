@@ -775,6 +775,9 @@ async fn lose_the_reply<T: Send + 'static>(
         assert!(Instant::now() < deadline, "the write never landed: {now:?}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // The write is visible before the proxy has read (and swallowed) its reply: give the
+    // proxy time to, or turning replies back on would forward it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     meanwhile(&mut c).await;
     cluster.drop_replies(0, false)?;
     Ok(write.await?)
@@ -1045,5 +1048,69 @@ async fn a_foreign_set_is_a_change_only_over_an_unversioned_key() -> anyhow::Res
             current: Some(fresh)
         }
     );
+    Ok(())
+}
+
+/// The messages of the `WARN` events the crate logs while it is the thread's subscriber.
+#[derive(Clone, Default)]
+struct Warnings(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Warnings {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+impl tracing::Subscriber for Warnings {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let meta = event.metadata();
+        if *meta.level() != tracing::Level::WARN || !meta.target().starts_with("redquorum") {
+            return;
+        }
+        let mut text = String::new();
+        event.record(
+            &mut |field: &tracing::field::Field, value: &dyn std::fmt::Debug| {
+                text.push_str(&format!("{}={value:?} ", field.name()));
+            },
+        );
+        self.0.lock().unwrap().push(text);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// Lock masters that may evict, shared with a cache: under an evicting `maxmemory-policy`, cache
+/// pressure can evict a lock key or the fencing counter (a double grant nothing detects), so a
+/// cache built from a Redlock whose masters evict warns once at build; with `noeviction`
+/// everywhere it stays quiet.
+#[tokio::test]
+async fn from_redlock_warns_when_a_shared_master_may_evict() -> anyhow::Result<()> {
+    let cluster = Cluster::start(3)?;
+    let redlock = support::client(&cluster).await;
+    let warnings = Warnings::default();
+    let _subscriber = tracing::dispatcher::set_default(&tracing::Dispatch::new(warnings.clone()));
+
+    Cache::from_redlock(&redlock).build().await?;
+    assert_eq!(warnings.take(), Vec::<String>::new(), "noeviction is safe");
+
+    let mut c = direct(&cluster, 1).await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("allkeys-lru")
+        .query_async(&mut c)
+        .await?;
+    Cache::from_redlock(&redlock).build().await?;
+    let warned = warnings.take();
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(warned[0].contains("allkeys-lru"), "{warned:?}");
     Ok(())
 }

@@ -128,6 +128,15 @@ impl Cache {
     /// its locks for [`get_or_compute`](Self::get_or_compute). Same as
     /// `Cache::builder().redlock(redlock.clone())`.
     ///
+    /// # Only on masters that do not evict
+    /// Sharing is only safe when the masters never evict keys (`maxmemory-policy noeviction`,
+    /// Redis' default). Under a `volatile-*` or `allkeys-*` policy, cache entries filling the
+    /// memory can evict a lock key or the fencing counter: a lock is then granted twice, or a
+    /// token handed out again, and nothing detects it. [`build`](CacheBuilder::build) asks
+    /// every master for its `CONFIG GET maxmemory-policy` and logs one warning (`tracing`)
+    /// naming the masters that evict or could not be asked; it does not fail. Give the cache
+    /// its own nodes ([`Cache::builder`]) if the lock masters must evict.
+    ///
     /// ```no_run
     /// # async fn run(redlock: redquorum::Redlock) -> redquorum::Result<()> {
     /// let cache = redquorum::Cache::from_redlock(&redlock).build().await?;
