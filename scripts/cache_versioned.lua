@@ -15,9 +15,11 @@ local function next_version()
   return redis.call('GET', KEYS[3])
 end
 
--- The version of the present value, or false when the key is absent. A value written by a
--- plain SET (which drops the version key) gets a fresh version here, expiring with it, so a
--- writer holding an older version sees a conflict.
+-- The version of the present value, or false when the key is absent. A key without a version
+-- (written by the crate's set, whose SET comes with a DEL of the version key, or by another
+-- client while it had none) gets a fresh version here, expiring with it, so a writer holding
+-- an older version sees a conflict. Another client's SET over a key that has a version leaves
+-- that version in place: it is not seen as a change.
 local function current_version()
   if redis.call('EXISTS', KEYS[1]) == 0 then
     return false

@@ -257,6 +257,20 @@ pub enum Error {
         /// Time spent waiting.
         waited: Duration,
     },
+    /// A cache write reached its node (or may have), but no reply came back: the connection
+    /// broke or the node timed out after it was sent. Whether it was applied is unknown. It was
+    /// not sent again, since a second copy could overwrite a newer write or report a conflict
+    /// with itself: read the key back (for example with
+    /// [`Cache::get_versioned`](crate::Cache::get_versioned)) before retrying.
+    #[error("outcome of the write of cache key {key:?} on node {node} is unknown: {reply}")]
+    OutcomeUnknown {
+        /// The cache key, without the prefix.
+        key: String,
+        /// The index of the key's node in the ring.
+        node: usize,
+        /// What the node did instead of replying (timed out, or its connection broke).
+        reply: MasterReply,
+    },
     /// A typed cache value could not be encoded, or the stored bytes could not be decoded as
     /// the requested type.
     #[error("cache value of key {key:?} could not be encoded or decoded")]
@@ -287,6 +301,11 @@ impl Error {
     /// A cache value could not be encoded or decoded (see [`Error::Codec`]).
     pub fn is_codec(&self) -> bool {
         matches!(self, Self::Codec { .. })
+    }
+
+    /// A cache write may or may not have been applied (see [`Error::OutcomeUnknown`]).
+    pub fn is_outcome_unknown(&self) -> bool {
+        matches!(self, Self::OutcomeUnknown { .. })
     }
 
     /// Too many masters are down or failing for a quorum.
@@ -551,5 +570,21 @@ mod tests {
         assert!(s.starts_with("no quorum possible"));
         assert!(s.contains("master 1: timed out"));
         assert!(!s.ends_with('.'));
+    }
+
+    #[test]
+    fn outcome_unknown_is_its_own_kind() {
+        let e = Error::OutcomeUnknown {
+            key: "doc".into(),
+            node: 2,
+            reply: MasterReply::Unavailable("connection reset".into()),
+        };
+        assert!(e.is_outcome_unknown());
+        assert!(!e.is_timeout() && !e.is_unavailable() && !e.is_invalid_input());
+        assert_eq!(
+            e.to_string(),
+            "outcome of the write of cache key \"doc\" on node 2 is unknown: \
+             unavailable (connection reset)"
+        );
     }
 }

@@ -430,13 +430,16 @@ impl Master {
         F: Fn(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<Value>> + 'a,
     {
-        self.exchange_within(self.timeout, send).await
+        self.exchange_within(self.timeout, true, send).await
     }
 
     /// [`exchange`](Self::exchange) with the caller's timeout instead of the per-master one.
+    /// With `retry` false, `send` is never tried a second time: for commands that must not
+    /// land twice.
     async fn exchange_within<'a, T, F, Fut>(
         self: &'a Arc<Self>,
         timeout: Duration,
+        retry: bool,
         send: F,
     ) -> Result<T, MasterReply>
     where
@@ -444,7 +447,7 @@ impl Master {
         Fut: Future<Output = redis::RedisResult<T>> + 'a,
     {
         let deadline = Instant::now() + timeout;
-        let mut retried = false;
+        let mut retried = !retry;
         loop {
             let shared = tokio::time::timeout_at(deadline, self.connection(deadline))
                 .await
@@ -620,23 +623,49 @@ impl Master {
         pipe: &redis::Pipeline,
         timeout: Duration,
     ) -> Result<Vec<Value>, MasterReply> {
-        let n = pipe.len();
-        self.exchange_within(timeout, |mut conn| async move {
-            if !pipe.is_transaction() {
-                return conn.send_packed_commands(pipe, 0, n).await;
-            }
-            // Skip MULTI and the QUEUED acknowledgements; keep EXEC's array.
-            let mut exec = conn.send_packed_commands(pipe, n + 1, 1).await?;
-            match exec.pop() {
-                Some(Value::Array(values)) => Ok(values),
-                other => Err(RedisError::from((
-                    redis::ErrorKind::UnexpectedReturnType,
-                    "unexpected EXEC reply",
-                    format!("{other:?}"),
-                ))),
-            }
+        self.exchange_within(timeout, true, |conn| send_pipeline(conn, pipe))
+            .await
+    }
+
+    /// [`pipeline`](Self::pipeline) for writes that must not land twice: sent at most once,
+    /// never again on a new connection after a broken one (the first copy may have run, and a
+    /// second could undo a newer write or report a conflict with itself).
+    ///
+    /// On failure, the flag says whether `pipe` may have reached the server (a connection was
+    /// there to send it on): if so, whether it ran is unknown.
+    pub(crate) async fn pipeline_once(
+        self: &Arc<Self>,
+        pipe: &redis::Pipeline,
+        timeout: Duration,
+    ) -> Result<Vec<Value>, (MasterReply, bool)> {
+        let sent = AtomicBool::new(false);
+        self.exchange_within(timeout, false, |conn| {
+            sent.store(true, Ordering::Relaxed);
+            send_pipeline(conn, pipe)
         })
         .await
+        .map_err(|reply| (reply, sent.load(Ordering::Relaxed)))
+    }
+}
+
+/// Sends `pipe` and returns one value per command (see [`Master::pipeline`]).
+async fn send_pipeline(
+    mut conn: MultiplexedConnection,
+    pipe: &redis::Pipeline,
+) -> redis::RedisResult<Vec<Value>> {
+    let n = pipe.len();
+    if !pipe.is_transaction() {
+        return conn.send_packed_commands(pipe, 0, n).await;
+    }
+    // Skip MULTI and the QUEUED acknowledgements; keep EXEC's array.
+    let mut exec = conn.send_packed_commands(pipe, n + 1, 1).await?;
+    match exec.pop() {
+        Some(Value::Array(values)) => Ok(values),
+        other => Err(RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "unexpected EXEC reply",
+            format!("{other:?}"),
+        ))),
     }
 }
 

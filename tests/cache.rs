@@ -738,3 +738,379 @@ async fn json_values_round_trip() -> anyhow::Result<()> {
     assert_eq!(cache.get_json::<User>("user:3").await?, Some(grace));
     Ok(())
 }
+
+/// One master behind a fault proxy, and a cache whose node timeout leaves room to lose a reply
+/// and reset the connection before the call gives up.
+async fn proxied_cache() -> anyhow::Result<(Cluster, Cache)> {
+    let cluster = Cluster::builder().masters(1).proxy(true).build()?;
+    let cache = Cache::builder()
+        .nodes(cluster.urls())
+        .node_timeout(Duration::from_secs(2))
+        .fill_lock_ttl(Duration::from_secs(30))
+        .build()
+        .await?;
+    Ok((cluster, cache))
+}
+
+/// Runs `write` with the master's replies swallowed; once `key` holds `landed` on the server
+/// (the write ran), calls `meanwhile` (another writer, say), then turns replies back on, which
+/// resets the connection that lost the reply: the writer's connection breaks after its write
+/// landed. Returns what `write` returned.
+async fn lose_the_reply<T: Send + 'static>(
+    cluster: &Cluster,
+    key: &str,
+    landed: &str,
+    write: impl Future<Output = T> + Send + 'static,
+    meanwhile: impl AsyncFnOnce(&mut redis::aio::MultiplexedConnection),
+) -> anyhow::Result<T> {
+    cluster.drop_replies(0, true)?;
+    let write = tokio::spawn(write);
+    let mut c = direct(cluster, 0).await;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let now: Option<String> = redis::cmd("GET").arg(key).query_async(&mut c).await?;
+        if now.as_deref() == Some(landed) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the write never landed: {now:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The write is visible before the proxy has read (and swallowed) its reply: give the
+    // proxy time to, or turning replies back on would forward it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    meanwhile(&mut c).await;
+    cluster.drop_replies(0, false)?;
+    Ok(write.await?)
+}
+
+/// Lost reply on compare-and-set: the script ran, its reply was lost and the connection reset.
+/// The call must not be re-sent on a new connection (it would find its own version and report a
+/// conflict with itself): the caller learns the outcome is unknown, and the value is its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_and_set_with_a_lost_reply_is_not_resent() -> anyhow::Result<()> {
+    let (cluster, cache) = proxied_cache().await?;
+    let v0 = cache
+        .compare_and_set("doc", None, "v0", TTL)
+        .await?
+        .version()
+        .expect("written");
+    let writer = cache.clone();
+    let outcome = lose_the_reply(
+        &cluster,
+        &data_key("doc"),
+        "mine",
+        async move { writer.compare_and_set("doc", Some(v0), "mine", TTL).await },
+        async |_| {},
+    )
+    .await?;
+    assert!(
+        !matches!(outcome, Ok(CasOutcome::Conflict { .. })),
+        "told of a conflict with its own write: {outcome:?}"
+    );
+    let err = outcome.unwrap_err();
+    assert!(err.is_outcome_unknown(), "{err}");
+    assert!(
+        matches!(&err, Error::OutcomeUnknown { key, .. } if key == "doc"),
+        "{err:?}"
+    );
+    let (version, value) = cache.get_versioned("doc").await?.expect("present");
+    assert_eq!(value, b("mine").unwrap());
+    assert_eq!(version, v0 + 1, "written exactly once");
+    assert_eq!(cache.stats().write_drops, 1);
+    Ok(())
+}
+
+/// Writes "newer" under `key` on a direct connection: the writer that comes after a lost reply.
+async fn write_newer(c: &mut redis::aio::MultiplexedConnection) {
+    let _: () = redis::cmd("SET")
+        .arg(data_key("k"))
+        .arg("newer")
+        .query_async(c)
+        .await
+        .unwrap();
+}
+
+/// The value of cache key `k` on the proxied master, as text.
+async fn value_of_k(cluster: &Cluster) -> Option<String> {
+    let raw = raw_get(cluster, 0, &data_key("k")).await;
+    raw.map(|v| String::from_utf8_lossy(&v).into_owned())
+}
+
+/// Lost reply on a plain set, then a newer write: the set landed, its reply was lost, another
+/// writer wrote a newer value, and the connection reset. Re-sending the set on a new connection
+/// would put the old value back over the newer one; it must not be re-sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_with_a_lost_reply_is_not_applied_twice() -> anyhow::Result<()> {
+    let (cluster, cache) = proxied_cache().await?;
+    let writer = cache.clone();
+    let outcome = lose_the_reply(
+        &cluster,
+        &data_key("k"),
+        "old",
+        async move { writer.set("k", "old", TTL).await },
+        write_newer,
+    )
+    .await?;
+    let now = value_of_k(&cluster).await;
+    assert_eq!(now.as_deref(), Some("newer"), "the set was applied twice");
+    assert!(outcome?.is_dropped(), "an unconfirmed set is a drop");
+    Ok(())
+}
+
+/// The same as above with `set_many` (a `MULTI`/`EXEC` pipeline): not applied twice either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_many_with_a_lost_reply_is_not_applied_twice() -> anyhow::Result<()> {
+    let (cluster, cache) = proxied_cache().await?;
+    let writer = cache.clone();
+    let report = lose_the_reply(
+        &cluster,
+        &data_key("k"),
+        "old",
+        async move { writer.set_many([("k", "old")], TTL).await },
+        write_newer,
+    )
+    .await?;
+    let now = value_of_k(&cluster).await;
+    assert_eq!(now.as_deref(), Some("newer"), "set_many was applied twice");
+    assert_eq!(report?.dropped(), 1);
+    Ok(())
+}
+
+/// A cache whose fill lock is short (1 s, extended every third of that), so a test can make a
+/// computing caller lose it within a second.
+async fn short_fill_lock_cache(cluster: &Cluster) -> Cache {
+    Cache::builder()
+        .nodes(cluster.urls())
+        .node_timeout(support::TEST_MASTER_TIMEOUT)
+        .fill_lock_ttl(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("cache build failed: {e}\n{}", cluster.logs()))
+}
+
+/// Deletes the fill lock of `key` on every master, as an expiry or an eviction would.
+async fn drop_fill_lock(cluster: &Cluster, key: &str) -> anyhow::Result<()> {
+    let lock = support::lock_key(&format!("cache-fill:{}", data_key(key)));
+    for i in 0..cluster.len() {
+        let mut c = direct(cluster, i).await;
+        let _: i64 = redis::cmd("DEL").arg(&lock).query_async(&mut c).await?;
+    }
+    Ok(())
+}
+
+/// A `get_or_compute` running in its own task, whose computation the test controls.
+struct SlowFill {
+    /// Fires when the computation starts (the caller holds the fill lock then).
+    started: tokio::sync::oneshot::Receiver<()>,
+    /// Lets the computation return its value.
+    finish: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<Bytes, ComputeError<Boom>>>,
+}
+
+/// Starts a `get_or_compute` of `key` that computes `value` once `finish` fires.
+fn slow_fill(cache: &Cache, key: &'static str, value: &'static str) -> SlowFill {
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    let (finish, finish_rx) = tokio::sync::oneshot::channel::<()>();
+    let cache = cache.clone();
+    let task = tokio::spawn(async move {
+        cache
+            .get_or_compute(key, TTL, || async move {
+                let _ = started_tx.send(());
+                let _ = finish_rx.await;
+                Ok::<_, Boom>(value.as_bytes().to_vec())
+            })
+            .await
+    });
+    SlowFill {
+        started,
+        finish,
+        task,
+    }
+}
+
+/// Lost fill lock: A takes the fill lock and computes past its validity (here the lock is
+/// taken from it while it computes), B takes over, computes and writes. A's late, stale value
+/// must not replace B's: A learned it lost the lock, so it writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_that_lost_its_lock_does_not_overwrite_the_takeover() -> anyhow::Result<()> {
+    let cluster = Cluster::start(3)?;
+    let (a, b2) = (
+        short_fill_lock_cache(&cluster).await,
+        short_fill_lock_cache(&cluster).await,
+    );
+    let slow = slow_fill(&a, "report", "stale from A");
+    slow.started.await?;
+    drop_fill_lock(&cluster, "report").await?;
+    let fresh = b2
+        .get_or_compute("report", TTL, || async {
+            Ok::<_, Boom>(b"fresh from B".to_vec())
+        })
+        .await?;
+    assert_eq!(fresh, b("fresh from B").unwrap());
+    // Two extension periods: A's watchdog has found the lock gone by now.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    slow.finish.send(()).ok();
+    // A's caller still gets what it computed; the cache keeps B's value.
+    assert_eq!(slow.task.await??, b("stale from A").unwrap());
+    assert_eq!(a.get("report").await?, b("fresh from B"));
+    Ok(())
+}
+
+/// A user's plain `set` while a fill computes (the fill lock still held): the late fill must
+/// not replace it, because a fill only writes a key that is still absent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_fill_does_not_overwrite_a_set_made_meanwhile() -> anyhow::Result<()> {
+    let cluster = Cluster::start(3)?;
+    let cache = short_fill_lock_cache(&cluster).await;
+    let user = short_fill_lock_cache(&cluster).await;
+    let slow = slow_fill(&cache, "profile", "computed");
+    slow.started.await?;
+    assert!(user.set("profile", "set by user", TTL).await?.is_written());
+    slow.finish.send(()).ok();
+    assert_eq!(slow.task.await??, b("computed").unwrap());
+    assert_eq!(cache.get("profile").await?, b("set by user"));
+    Ok(())
+}
+
+/// Lost fill lock, takeover still computing: A loses its fill lock while computing and B takes
+/// over; A finishes first, with the key still absent. A knows its lock is gone, so it writes
+/// nothing (it would otherwise fill the key and B's fresher fill would find it taken); B's
+/// value is the one cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_that_lost_its_lock_leaves_the_key_to_the_takeover() -> anyhow::Result<()> {
+    let cluster = Cluster::start(3)?;
+    let (a, b2) = (
+        short_fill_lock_cache(&cluster).await,
+        short_fill_lock_cache(&cluster).await,
+    );
+    let a_fill = slow_fill(&a, "report", "stale from A");
+    a_fill.started.await?;
+    drop_fill_lock(&cluster, "report").await?;
+    let b_fill = slow_fill(&b2, "report", "fresh from B");
+    b_fill.started.await?;
+    // Two extension periods: A's watchdog has found the lock taken by now.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    a_fill.finish.send(()).ok();
+    assert_eq!(a_fill.task.await??, b("stale from A").unwrap());
+    assert_eq!(
+        a.get("report").await?,
+        None,
+        "A wrote after losing its lock"
+    );
+    b_fill.finish.send(()).ok();
+    assert_eq!(b_fill.task.await??, b("fresh from B").unwrap());
+    assert_eq!(a.get("report").await?, b("fresh from B"));
+    Ok(())
+}
+
+/// Versions and foreign writers, as documented on `compare_and_set`: another client's plain
+/// `SET` over a key that has a version keeps that version, so it is not seen as a change (a
+/// compare-and-set holding the version overwrites it); over a key without a version (last
+/// written by `set`) it gets a fresh version and an older one conflicts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_set_is_a_change_only_over_an_unversioned_key() -> anyhow::Result<()> {
+    let cluster = Cluster::start(1)?;
+    let cache = cache(&cluster).await;
+    let mut other = direct(&cluster, 0).await;
+    let foreign_set = async |c: &mut redis::aio::MultiplexedConnection, value: &str| {
+        let _: () = redis::cmd("SET")
+            .arg(data_key("doc"))
+            .arg(value)
+            .query_async(c)
+            .await
+            .unwrap();
+    };
+
+    let v1 = cache.compare_and_set("doc", None, "v1", TTL).await?;
+    foreign_set(&mut other, "foreign").await;
+    let (version, value) = cache.get_versioned("doc").await?.unwrap();
+    assert_eq!(
+        (version, value),
+        (v1.version().unwrap(), b("foreign").unwrap())
+    );
+    let over = cache
+        .compare_and_set("doc", Some(version), "v2", TTL)
+        .await?;
+    assert!(over.is_written(), "{over:?}");
+
+    // After the crate's own set the key has no version: a foreign value then gets a fresh
+    // one, and the version held from before conflicts.
+    let v2 = over.version().unwrap();
+    cache.set("doc", "plain", TTL).await?;
+    foreign_set(&mut other, "foreign again").await;
+    let (fresh, value) = cache.get_versioned("doc").await?.unwrap();
+    assert!(fresh > v2, "{fresh} after {v2}");
+    assert_eq!(value, b("foreign again").unwrap());
+    let stale = cache.compare_and_set("doc", Some(v2), "v3", TTL).await?;
+    assert_eq!(
+        stale,
+        CasOutcome::Conflict {
+            current: Some(fresh)
+        }
+    );
+    Ok(())
+}
+
+/// The messages of the `WARN` events the crate logs while it is the thread's subscriber.
+#[derive(Clone, Default)]
+struct Warnings(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Warnings {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+impl tracing::Subscriber for Warnings {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let meta = event.metadata();
+        if *meta.level() != tracing::Level::WARN || !meta.target().starts_with("redquorum") {
+            return;
+        }
+        let mut text = String::new();
+        event.record(
+            &mut |field: &tracing::field::Field, value: &dyn std::fmt::Debug| {
+                text.push_str(&format!("{}={value:?} ", field.name()));
+            },
+        );
+        self.0.lock().unwrap().push(text);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// Lock masters that may evict, shared with a cache: under an evicting `maxmemory-policy`, cache
+/// pressure can evict a lock key or the fencing counter (a double grant nothing detects), so a
+/// cache built from a Redlock whose masters evict warns once at build; with `noeviction`
+/// everywhere it stays quiet.
+#[tokio::test]
+async fn from_redlock_warns_when_a_shared_master_may_evict() -> anyhow::Result<()> {
+    let cluster = Cluster::start(3)?;
+    let redlock = support::client(&cluster).await;
+    let warnings = Warnings::default();
+    let _subscriber = tracing::dispatcher::set_default(&tracing::Dispatch::new(warnings.clone()));
+
+    Cache::from_redlock(&redlock).build().await?;
+    assert_eq!(warnings.take(), Vec::<String>::new(), "noeviction is safe");
+
+    let mut c = direct(&cluster, 1).await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("allkeys-lru")
+        .query_async(&mut c)
+        .await?;
+    Cache::from_redlock(&redlock).build().await?;
+    let warned = warnings.take();
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(warned[0].contains("allkeys-lru"), "{warned:?}");
+    Ok(())
+}

@@ -5,10 +5,13 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::join_all;
+use redis::Value;
+
 use crate::config::DEFAULT_CONNECT_TIMEOUT;
 use crate::error::{Error, MasterReply, Result, redact_url};
 use crate::lock::Redlock;
-use crate::master::connect_all;
+use crate::master::{Master, connect_all};
 use crate::ring::{HashRing, RingNode};
 
 use super::{Cache, Inner};
@@ -114,6 +117,9 @@ impl CacheBuilder {
     /// Use the masters of `redlock` as the cache's nodes, sharing its connections (no new
     /// connection is opened), and take its locks for [`Cache::get_or_compute`]. No default;
     /// mutually exclusive with [`nodes`](Self::nodes).
+    ///
+    /// Only safe on masters that never evict (`maxmemory-policy noeviction`): [`build`](Self::build)
+    /// checks and warns, see [`Cache::from_redlock`].
     pub fn redlock(mut self, redlock: Redlock) -> Self {
         self.redlock = Some(redlock);
         self
@@ -197,6 +203,9 @@ impl CacheBuilder {
             .check_ttl(self.fill_lock_ttl)
             .map_err(|e| Error::InvalidConfig(format!("fill lock ttl: {e}")))?;
         let nodes = redlock.inner.masters.clone();
+        if self.redlock.is_some() {
+            warn_if_evicting(&nodes).await;
+        }
         let ring = HashRing::from_nodes(nodes.iter().map(|m| ring_node(&m.endpoint())));
         Ok(Cache {
             inner: Arc::new(Inner {
@@ -253,6 +262,48 @@ impl CacheBuilder {
             .fencing(false)
             .config;
         Ok(Redlock::from_masters(masters, config, None))
+    }
+}
+
+/// Logs one warning when a master shared with a lock client may evict keys (its
+/// `maxmemory-policy` is not `noeviction`) or could not be asked: cache pressure could then
+/// evict a lock key or the fencing counter, and a lock be granted twice with nothing to detect
+/// it.
+async fn warn_if_evicting(masters: &[Arc<Master>]) {
+    let mut ask = redis::cmd("CONFIG");
+    ask.arg("GET").arg("maxmemory-policy");
+    let replies = join_all(masters.iter().map(|m| m.query(&ask))).await;
+    let (mut evicting, mut unchecked) = (Vec::new(), Vec::new());
+    for (master, reply) in masters.iter().zip(replies) {
+        match reply.ok().and_then(eviction_policy) {
+            Some(policy) if policy == "noeviction" => {}
+            Some(policy) => evicting.push(format!("{} ({policy})", master.addr)),
+            None => unchecked.push(master.addr.clone()),
+        }
+    }
+    if evicting.is_empty() && unchecked.is_empty() {
+        return;
+    }
+    tracing::warn!(
+        ?evicting,
+        ?unchecked,
+        "cache shares the lock masters, which may evict keys: under a volatile-* or allkeys-* \
+         maxmemory-policy cache pressure can evict a lock key or the fencing counter and grant \
+         a lock twice; use maxmemory-policy noeviction or separate cache nodes"
+    );
+}
+
+/// The value of a `CONFIG GET maxmemory-policy` reply (a RESP2 array or a RESP3 map).
+fn eviction_policy(reply: Value) -> Option<String> {
+    let value = match reply {
+        Value::Array(mut items) if items.len() == 2 => items.pop()?,
+        Value::Map(mut pairs) if pairs.len() == 1 => pairs.pop()?.1,
+        _ => return None,
+    };
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes).ok(),
+        Value::SimpleString(s) => Some(s),
+        _ => None,
     }
 }
 
@@ -328,6 +379,16 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn eviction_policy_from_resp2_and_resp3() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let resp2 = Value::Array(vec![bulk("maxmemory-policy"), bulk("allkeys-lru")]);
+        assert_eq!(eviction_policy(resp2).as_deref(), Some("allkeys-lru"));
+        let resp3 = Value::Map(vec![(bulk("maxmemory-policy"), bulk("noeviction"))]);
+        assert_eq!(eviction_policy(resp3).as_deref(), Some("noeviction"));
+        assert_eq!(eviction_policy(Value::Array(vec![])), None);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //!    the rest wait on it.
 //! 2. Across processes, the leaders race for a Redlock on the key (the *fill lock*). The
 //!    winner re-reads the cache (the value may have landed between its miss and its lock),
-//!    computes, writes, and releases. Losers poll the cache with a growing, jittered delay and
+//!    computes, writes the value only where the key is still absent, and releases. Losers poll the cache with a growing, jittered delay and
 //!    retry the lock each time, so they take over as soon as the lock is released or expires.
 
 use std::fmt;
@@ -22,7 +22,7 @@ use crate::error::Error;
 use crate::guard::{Lease, LockGuard};
 
 use super::flight::{self, Join, Waited};
-use super::{Cache, check_ttl};
+use super::{Cache, CasOutcome, check_ttl};
 
 /// First delay between two polls of a waiting caller.
 const POLL_MIN: Duration = Duration::from_millis(5);
@@ -98,19 +98,36 @@ impl<E: std::error::Error + 'static> std::error::Error for ComputeError<E> {
 
 impl Cache {
     /// The value of `key`; on a miss, `compute` runs in **one** caller across all processes
-    /// sharing the nodes, its value is cached for `ttl`, and every concurrent caller gets it.
+    /// sharing the nodes, its value is cached for `ttl` (unless the key was written meanwhile,
+    /// see below), and every concurrent caller gets it.
     ///
     /// - In this process, concurrent callers for `key` share one in-flight fill.
     /// - Across processes, a Redlock on the key (the *fill lock*, TTL
     ///   [`CacheBuilder::fill_lock_ttl`](crate::CacheBuilder::fill_lock_ttl)) picks the one
     ///   that computes. It re-checks the cache once it holds the lock, keeps the lock extended
-    ///   while `compute` runs, writes the value, then releases.
+    ///   while `compute` runs, fills the key, then releases.
     /// - The others poll the cache (5 ms, doubling to 100 ms, jittered) and retry the lock,
     ///   for at most [`CacheBuilder::fill_wait`](crate::CacheBuilder::fill_wait).
     ///
     /// `compute` is called at most once, and only by a caller that won the lock (or, if too
     /// many masters are down for any lock, without one: a cache must not fail because of its
     /// nodes; concurrent computations are then possible across processes).
+    ///
+    /// # A fill never overwrites
+    /// A computation can outlast its fill lock (a stalled process, masters that could not
+    /// extend it): then another caller takes over and writes a fresher value, or a user's
+    /// [`set`](Self::set) lands while it runs. So the fill is written only if `key` is still
+    /// absent, checked and written atomically on the key's node (a
+    /// [`compare_and_set`](Self::compare_and_set) with `None`):
+    /// - a value written meanwhile by [`set`](Self::set), [`set_many`](Self::set_many),
+    ///   [`compare_and_set`](Self::compare_and_set) or another caller's fill is kept;
+    /// - if the fill lock was found lost while `compute` ran (an extension refused, or its
+    ///   validity ran out), nothing is written at all;
+    /// - a key deleted or expired while `compute` ran is absent, so it is filled;
+    /// - the write is sent once; if its reply is lost, the value may or may not be cached.
+    ///
+    /// In every case the caller (and the callers of this process waiting on it) get the value
+    /// `compute` returned, even when the cache kept another one.
     ///
     /// # When the computing process dies
     /// Its fill lock is no longer extended and expires after at most the fill lock TTL; a
@@ -255,7 +272,8 @@ impl Cache {
         }
     }
 
-    /// Runs `compute` (keeping the fill lock extended meanwhile), caches a value, releases.
+    /// Runs `compute` (keeping the fill lock extended meanwhile), fills the key unless the lock
+    /// was lost, releases.
     async fn compute_and_store<F, Fut, E>(
         &self,
         key: &str,
@@ -271,24 +289,20 @@ impl Cache {
         // extension and releases the lock in the background.
         let lease = guard.map(|g| Lease::start(g, self.inner.fill_lock_ttl).0);
         let computed = compute().await;
-        let guard = match lease {
-            Some(lease) => {
-                let (guard, lost) = lease.stop().await;
-                if lost {
-                    tracing::warn!(
-                        key,
-                        "fill lock lost while computing; another caller may compute too"
-                    );
-                }
-                guard
-            }
-            None => None,
+        let (guard, lost) = match lease {
+            Some(lease) => lease.stop().await,
+            None => (None, false),
         };
         let result = match computed {
             Ok(value) => {
                 let value = Bytes::from(value);
-                // Written before the release, so a caller that wins the lock next finds it.
-                self.set_quiet(key, &value, ttl).await;
+                if lost {
+                    // Whoever took the lock over may have written a fresher value already.
+                    tracing::warn!(key, "fill lock lost while computing; value not cached");
+                } else {
+                    // Written before the release, so a caller that wins the lock next finds it.
+                    self.fill_if_absent(key, &value, ttl).await;
+                }
                 Ok(value)
             }
             Err(e) => Err(ComputeError::Compute(e)),
@@ -297,6 +311,18 @@ impl Cache {
             let _ = guard.release().await;
         }
         result
+    }
+
+    /// Caches a computed value only where `key` is still absent: the lock may have been lost
+    /// unnoticed, and a plain `set` does not take it, so a value found there is newer.
+    async fn fill_if_absent(&self, key: &str, value: &[u8], ttl: Duration) {
+        match self.compare_and_set(key, None, value, ttl).await {
+            Ok(CasOutcome::Conflict { .. }) => {
+                tracing::debug!(key, "key written while computing; fill not cached");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(key, error = %e, "fill not confirmed"),
+        }
     }
 }
 

@@ -34,7 +34,7 @@ use bytes::Bytes;
 use futures::future::join_all;
 use redis::Value;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, MasterReply, Result};
 use crate::lock::Redlock;
 use crate::master::Master;
 use crate::ring::{HashRing, RingNode};
@@ -128,6 +128,15 @@ impl Cache {
     /// its locks for [`get_or_compute`](Self::get_or_compute). Same as
     /// `Cache::builder().redlock(redlock.clone())`.
     ///
+    /// # Only on masters that do not evict
+    /// Sharing is only safe when the masters never evict keys (`maxmemory-policy noeviction`,
+    /// Redis' default). Under a `volatile-*` or `allkeys-*` policy, cache entries filling the
+    /// memory can evict a lock key or the fencing counter: a lock is then granted twice, or a
+    /// token handed out again, and nothing detects it. [`build`](CacheBuilder::build) asks
+    /// every master for its `CONFIG GET maxmemory-policy` and logs one warning (`tracing`)
+    /// naming the masters that evict or could not be asked; it does not fail. Give the cache
+    /// its own nodes ([`Cache::builder`]) if the lock masters must evict.
+    ///
     /// ```no_run
     /// # async fn run(redlock: redquorum::Redlock) -> redquorum::Result<()> {
     /// let cache = redquorum::Cache::from_redlock(&redlock).build().await?;
@@ -171,9 +180,13 @@ impl Cache {
     /// Stores `value` under `key` for `ttl`, replacing any value (and its version: a
     /// compare-and-set holding an older version will conflict).
     ///
+    /// Sent once: never again on a new connection after a broken one, since a second copy could
+    /// land after a newer write and undo it.
+    ///
     /// # Errors
     /// [`Error::InvalidTtl`] for a TTL under 1 ms or over 365 days. A failing node is not an
-    /// error: the result is [`WriteOutcome::Dropped`].
+    /// error: the result is [`WriteOutcome::Dropped`] (after a timeout or a broken connection
+    /// the value may have landed all the same).
     pub async fn set(
         &self,
         key: &str,
@@ -185,7 +198,7 @@ impl Cache {
     }
 
     /// Deletes `key` (and its version). [`WriteOutcome::Written`] means the node confirmed,
-    /// whether or not the key existed.
+    /// whether or not the key existed. Sent once, like [`set`](Self::set).
     ///
     /// # Errors
     /// None today: a failing node makes [`WriteOutcome::Dropped`].
@@ -193,8 +206,8 @@ impl Cache {
         let data_key = self.data_key(key);
         let mut pipe = redis::pipe();
         pipe.cmd("DEL").arg(&data_key).arg(version_key(&data_key));
-        let outcome = match self.exchange(self.node_index(key), &pipe).await {
-            Some(values) if matches!(values.first(), Some(Value::Int(_))) => WriteOutcome::Written,
+        let outcome = match self.exchange_once(self.node_index(key), &pipe).await {
+            Ok(values) if matches!(values.first(), Some(Value::Int(_))) => WriteOutcome::Written,
             _ => WriteOutcome::Dropped,
         };
         if outcome.is_dropped() {
@@ -239,7 +252,8 @@ impl Cache {
 
     /// Stores every `(key, value)` for `ttl`. One pipeline per node (in a `MULTI`/`EXEC`, so a
     /// node applies its share all or nothing), all nodes written concurrently; a failing node
-    /// drops its items only. The report says what happened to each item, in input order.
+    /// drops its items only. The report says what happened to each item, in input order. Each
+    /// pipeline is sent once, like [`set`](Self::set).
     ///
     /// # Errors
     /// [`Error::InvalidTtl`] for a TTL under 1 ms or over 365 days.
@@ -260,10 +274,10 @@ impl Cache {
                 let (key, value) = &items[p];
                 push_set(&mut pipe, &self.data_key(key.as_ref()), value.as_ref(), ttl);
             }
-            self.exchange(*node, pipe)
+            async move { self.exchange_once(*node, &pipe).await }
         });
         for ((_, positions), values) in groups.iter().zip(join_all(calls).await) {
-            let Some(values) = values else { continue };
+            let Ok(values) = values else { continue };
             for (i, &p) in positions.iter().enumerate() {
                 if matches!(values.get(2 * i), Some(Value::Okay)) {
                     outcomes[p] = WriteOutcome::Written;
@@ -288,8 +302,8 @@ impl Cache {
         let mut pipe = redis::pipe();
         pipe.atomic();
         push_set(&mut pipe, &self.data_key(key), value, ttl);
-        let outcome = match self.exchange(self.node_index(key), pipe).await {
-            Some(values) if matches!(values.first(), Some(Value::Okay)) => WriteOutcome::Written,
+        let outcome = match self.exchange_once(self.node_index(key), &pipe).await {
+            Ok(values) if matches!(values.first(), Some(Value::Okay)) => WriteOutcome::Written,
             _ => WriteOutcome::Dropped,
         };
         if outcome.is_dropped() {
@@ -304,25 +318,52 @@ impl Cache {
         self.inner.counters.misses(values.len() as u64 - hits);
     }
 
-    /// One exchange with node `node`, bounded by the per-node timeout. `None` (logged and
-    /// counted) when the node is down, timed out, or failed the whole pipeline.
+    /// One exchange with node `node`, bounded by the per-node timeout, for reads: it may be
+    /// sent again on a new connection after a broken one. `None` (logged and counted) when the
+    /// node is down, timed out, or failed the whole pipeline.
     async fn exchange(
         &self,
         node: usize,
         pipe: impl std::borrow::Borrow<redis::Pipeline>,
     ) -> Option<Vec<Value>> {
+        self.send(node, pipe.borrow(), false).await.ok()
+    }
+
+    /// [`exchange`](Self::exchange) for writes: sent at most once, never again on a new
+    /// connection, since the first copy may have run (see [`Unconfirmed`]).
+    async fn exchange_once(
+        &self,
+        node: usize,
+        pipe: &redis::Pipeline,
+    ) -> Result<Vec<Value>, Unconfirmed> {
+        self.send(node, pipe, true).await
+    }
+
+    async fn send(
+        &self,
+        node: usize,
+        pipe: &redis::Pipeline,
+        once: bool,
+    ) -> Result<Vec<Value>, Unconfirmed> {
         let master = &self.inner.nodes[node];
-        match master
-            .pipeline(pipe.borrow(), self.inner.node_timeout)
-            .await
-        {
-            Ok(values) => Some(values),
-            Err(reply) => {
-                self.inner.counters.node_error();
-                tracing::debug!(node, addr = %master.addr, %reply, "cache node failed");
-                None
+        let timeout = self.inner.node_timeout;
+        let result = if once {
+            master.pipeline_once(pipe, timeout).await
+        } else {
+            master.pipeline(pipe, timeout).await.map_err(|r| (r, false))
+        };
+        result.map_err(|(reply, sent)| {
+            self.inner.counters.node_error();
+            tracing::debug!(node, addr = %master.addr, %reply, "cache node failed");
+            // Sent and unanswered (no reply, or the connection broke) may have run; an error
+            // reply or no connection at all means it did not.
+            let unanswered = matches!(reply, MasterReply::TimedOut | MasterReply::Unavailable(_));
+            if sent && unanswered {
+                Unconfirmed::Unknown(reply)
+            } else {
+                Unconfirmed::NotApplied
             }
-        }
+        })
     }
 
     fn data_key(&self, key: &str) -> String {
@@ -354,6 +395,15 @@ impl Cache {
         }
         groups
     }
+}
+
+/// Why a write got no confirmation from its node.
+enum Unconfirmed {
+    /// It was not applied: the node had no connection to send it on, or answered an error.
+    NotApplied,
+    /// It was sent, but the node timed out or the connection broke before the reply: it may
+    /// have been applied or not.
+    Unknown(MasterReply),
 }
 
 /// A plain set: the value with its expiry, and the end of any version the old value had.

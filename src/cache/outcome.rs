@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub enum WriteOutcome {
     /// The key's node confirmed the write.
     Written,
-    /// The key's node did not confirm it (down, timed out, or an error reply). The write is
-    /// counted in [`CacheStats::write_drops`]. After a timeout it may still have landed.
+    /// The key's node did not confirm it (down, timed out, its connection broke, or an error
+    /// reply). The write is counted in [`CacheStats::write_drops`]. After a timeout or a broken
+    /// connection it may still have landed; it is never sent a second time.
     Dropped,
 }
 
@@ -66,9 +67,9 @@ pub enum CasOutcome {
         /// The version found, or `None` when the key was absent.
         current: Option<u64>,
     },
-    /// The key's node did not answer (down or timed out) or failed; counted as a write drop.
-    /// After a timeout the write may still have landed: read it back with
-    /// [`Cache::get_versioned`](crate::Cache::get_versioned) before retrying.
+    /// Nothing was written: the key's node was not reached (down, no connection) or answered
+    /// an error; counted as a write drop. A call that was sent and got no reply is not a drop
+    /// but [`Error::OutcomeUnknown`](crate::Error::OutcomeUnknown).
     Dropped,
 }
 

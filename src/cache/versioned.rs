@@ -11,24 +11,25 @@ use std::time::Duration;
 use bytes::Bytes;
 use redis::{ServerErrorKind, Value};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::scripts::CACHE_VERSIONED as VERSIONED;
 
-use super::{Cache, CasOutcome, VERSION_COUNTER_KEY, check_ttl, version_key};
+use super::{Cache, CasOutcome, Unconfirmed, VERSION_COUNTER_KEY, check_ttl, version_key};
 
 impl Cache {
     /// The value of `key` with its version, or `None` when it is absent, expired, or its node is
     /// down. Pass the version to [`compare_and_set`](Self::compare_and_set).
     ///
-    /// A value written by [`set`](Self::set) (or by another client) gets a fresh version the
-    /// first time it is read here.
+    /// A value written by [`set`](Self::set) gets a fresh version the first time it is read
+    /// here; so does one written by another client, but only if the key had no version then
+    /// (see [`compare_and_set`](Self::compare_and_set)).
     ///
     /// # Errors
     /// None today: a failing node makes a miss.
     pub async fn get_versioned(&self, key: &str) -> Result<Option<(u64, Bytes)>> {
-        let reply = self.versioned(key, &[b"get".as_slice()]).await;
+        let reply = self.versioned(key, &[b"get".as_slice()], false).await;
         let found = match reply {
-            Some(Value::Array(items)) => match <[Value; 2]>::try_from(items) {
+            Ok(Value::Array(items)) => match <[Value; 2]>::try_from(items) {
                 Ok([version, value]) => parse_version(&version).zip(super::parse_bytes(value)),
                 Err(_) => None,
             },
@@ -42,12 +43,23 @@ impl Cache {
     /// `Some(v)` for a value read at version `v`, `None` for "only if absent". Atomic on the
     /// key's node, so of two writers with the same `expected` exactly one wins.
     ///
-    /// Versions only guard against writers that go through this crate: a plain `SET` from
-    /// another client is seen as a change only if it came after a versioned read.
+    /// Versions only guard against writers that go through this crate. A plain `SET` from
+    /// another client does not touch the version key, so it is **not** seen as a change when
+    /// the key already has a version (a [`get_versioned`](Self::get_versioned) or
+    /// compare-and-set since this crate last wrote it with [`set`](Self::set)): the foreign
+    /// value keeps the old version, and a compare-and-set holding that version overwrites it.
+    /// It is seen as a change only when the key had no version: it then gets a fresh one at its
+    /// next versioned read or write, and older versions conflict.
+    ///
+    /// The call is sent once, never again on a new connection: a second copy of a write that
+    /// landed would find its own version and report a conflict with itself.
     ///
     /// # Errors
-    /// [`Error::InvalidTtl`](crate::Error::InvalidTtl) for a TTL under 1 ms or over 365 days. A
-    /// failing node is not an error: the result is [`CasOutcome::Dropped`].
+    /// [`Error::InvalidTtl`] for a TTL under 1 ms or over 365 days. [`Error::OutcomeUnknown`]
+    /// when the call was sent but the node timed out or the connection broke before the reply:
+    /// the value may or may not have been written (read it back before retrying). A node that
+    /// was not reached (down, no connection) or answered an error is not an error: the result
+    /// is [`CasOutcome::Dropped`] and nothing was written.
     pub async fn compare_and_set(
         &self,
         key: &str,
@@ -58,27 +70,39 @@ impl Cache {
         check_ttl(ttl)?;
         let expected = expected.map(|v| v.to_string()).unwrap_or_default();
         let ttl_ms = (ttl.as_millis() as u64).to_string();
-        let reply = self
-            .versioned(
-                key,
-                &[
-                    b"cas".as_slice(),
-                    expected.as_bytes(),
-                    value.as_ref(),
-                    ttl_ms.as_bytes(),
-                ],
-            )
-            .await;
-        let outcome = reply.as_ref().and_then(parse_cas).unwrap_or_else(|| {
+        let args = [
+            b"cas".as_slice(),
+            expected.as_bytes(),
+            value.as_ref(),
+            ttl_ms.as_bytes(),
+        ];
+        let outcome = match self.versioned(key, &args, true).await {
+            Ok(reply) => parse_cas(&reply),
+            Err(Unconfirmed::NotApplied) => None,
+            Err(Unconfirmed::Unknown(reply)) => {
+                self.inner.counters.write_drops(1);
+                return Err(Error::OutcomeUnknown {
+                    key: key.to_owned(),
+                    node: self.node_index(key),
+                    reply,
+                });
+            }
+        };
+        Ok(outcome.unwrap_or_else(|| {
             self.inner.counters.write_drops(1);
             CasOutcome::Dropped
-        });
-        Ok(outcome)
+        }))
     }
 
     /// Runs the versioned script on `key`'s node: `EVALSHA`, then `EVAL` if the node does not
-    /// have the script (restarted, or `SCRIPT FLUSH`). `None` when the node failed.
-    async fn versioned(&self, key: &str, args: &[&[u8]]) -> Option<Value> {
+    /// have the script (restarted, or `SCRIPT FLUSH`; not a second copy: `NOSCRIPT` means it
+    /// did not run). A `write` is sent at most once (`exchange_once`).
+    async fn versioned(
+        &self,
+        key: &str,
+        args: &[&[u8]],
+        write: bool,
+    ) -> Result<Value, Unconfirmed> {
         let data_key = self.data_key(key);
         let version_key = version_key(&data_key);
         let node = self.node_index(key);
@@ -98,25 +122,26 @@ impl Cache {
         };
         // Loaded on every connection with the lock scripts; EVAL if the node lost it since.
         let script = &*VERSIONED;
-        let reply = self
-            .exchange(node, call("EVALSHA", &script.sha1))
-            .await?
-            .pop()?;
-        let reply = match reply {
-            Value::ServerError(e) if e.kind() == Some(ServerErrorKind::NoScript) => {
+        let first = self
+            .send(node, &call("EVALSHA", &script.sha1), write)
+            .await?;
+        let reply = match first.into_iter().next() {
+            Some(Value::ServerError(e)) if e.kind() == Some(ServerErrorKind::NoScript) => {
                 tracing::debug!(node, "NOSCRIPT, using EVAL");
-                self.exchange(node, call("EVAL", script.source))
-                    .await?
-                    .pop()?
+                let eval = self.send(node, &call("EVAL", script.source), write).await?;
+                eval.into_iter().next()
             }
             other => other,
         };
-        if let Value::ServerError(e) = &reply {
-            self.inner.counters.node_error();
-            tracing::warn!(node, error = %e, "cache script failed");
-            return None;
+        match reply {
+            Some(Value::ServerError(e)) => {
+                self.inner.counters.node_error();
+                tracing::warn!(node, error = %e, "cache script failed");
+                Err(Unconfirmed::NotApplied)
+            }
+            Some(reply) => Ok(reply),
+            None => Err(Unconfirmed::NotApplied),
         }
-        Some(reply)
     }
 }
 
