@@ -65,6 +65,10 @@ pub(crate) struct Master {
     track_restarts: AtomicBool,
     /// Set while the scripts are being loaded again after a `NOSCRIPT`.
     reloading: AtomicBool,
+    /// The last connection attempt found the server busy (loading its data, running a long
+    /// script): calls made without a connection say so, a transient failure, instead of
+    /// "not connected", which the retry policy treats as hard.
+    busy_at_connect: AtomicBool,
     timeout: Duration,
     connect_timeout: Duration,
     /// The delayed-restart window, only to word the restart log message.
@@ -100,6 +104,7 @@ impl Master {
             seal_generation: AtomicU64::new(0),
             track_restarts: AtomicBool::new(false),
             reloading: AtomicBool::new(false),
+            busy_at_connect: AtomicBool::new(false),
             timeout,
             connect_timeout,
             quarantine,
@@ -167,6 +172,13 @@ impl Master {
     /// Connects (bounded by the connect timeout), records the server's identity, loads the
     /// scripts. Used at build and by background reconnects.
     pub(crate) async fn connect(&self) -> Result<(), MasterReply> {
+        let result = self.connect_once().await;
+        let busy = matches!(result, Err(MasterReply::Busy(_)));
+        self.busy_at_connect.store(busy, Ordering::Release);
+        result
+    }
+
+    async fn connect_once(&self) -> Result<(), MasterReply> {
         let attempt = async {
             // No response timeout inside redis-rs: every call on this connection is already
             // bounded by our own per-master timeout (and this whole attempt by the connect
@@ -252,6 +264,15 @@ impl Master {
         });
     }
 
+    /// Why a call found no connection: busy when the last attempt found the server busy.
+    fn not_connected(&self) -> MasterReply {
+        if self.busy_at_connect.load(Ordering::Acquire) {
+            MasterReply::Busy("busy when connecting; retrying".into())
+        } else {
+            MasterReply::Unavailable("not connected".into())
+        }
+    }
+
     fn drop_connection(&self, failed: &Arc<MultiplexedConnection>) {
         // Only clear the slot if it still holds the connection that failed: a reconnect may
         // already have put a fresh one there.
@@ -278,9 +299,7 @@ impl Master {
         if self.connecting.load(Ordering::Acquire) {
             let _ = tokio::time::timeout_at(deadline, done).await;
         }
-        self.conn
-            .load_full()
-            .ok_or_else(|| MasterReply::Unavailable("not connected".into()))
+        self.conn.load_full().ok_or_else(|| self.not_connected())
     }
 
     /// Runs one command, bounded by the per-master timeout.
@@ -314,7 +333,7 @@ impl Master {
     ) -> Result<Value, MasterReply> {
         let Some(shared) = self.conn.load_full() else {
             self.reconnect_in_background();
-            return Err(MasterReply::Unavailable("not connected".into()));
+            return Err(self.not_connected());
         };
         if let Some(why) = excluded(self) {
             return Err(why);

@@ -434,3 +434,54 @@ async fn wait_until_busy(probe: &mut redis::aio::MultiplexedConnection) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A master that is busy when the client connects to it (it answers `BUSY` to the handshake,
+/// as it answers `LOADING` while it replays its data after a restart) is transient too: with
+/// another master down, the quorum depends on it, and the acquire waits for it within its wait
+/// instead of failing at once as if it were down for good. Failed before: `Unavailable` at
+/// once ("not connected").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_busy_when_connecting_is_waited_out() -> anyhow::Result<()> {
+    const BUSY_FOR: Duration = Duration::from_millis(700);
+    let cluster = Cluster::start(3)?;
+    // Seal the fencing namespace while every master answers (a new one needs them all).
+    drop(client(&cluster).await);
+    let mut probe = direct(&cluster, 0).await;
+    let mut side = direct(&cluster, 0).await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("lua-time-limit")
+        .arg(10)
+        .query_async(&mut side)
+        .await?;
+    let mut looping = direct(&cluster, 0).await;
+    tokio::spawn(async move {
+        let _: redis::RedisResult<redis::Value> = redis::cmd("EVAL")
+            .arg("while true do end")
+            .arg(0)
+            .query_async(&mut looping)
+            .await;
+    });
+    let kill = tokio::spawn(async move {
+        tokio::time::sleep(BUSY_FOR).await;
+        script_kill(&mut side).await;
+    });
+    wait_until_busy(&mut probe).await;
+    let result = async {
+        // Built while master 0 is busy: 1 and 2 make its quorum. Then 2 goes down.
+        let redlock = client(&cluster).await;
+        cluster.kill(2)?;
+        let lock = redlock
+            .acquire_with_wait(
+                "busy-at-connect",
+                Duration::from_secs(5),
+                Duration::from_secs(5),
+            )
+            .await?;
+        assert!(lock.release().await?);
+        anyhow::Ok(())
+    }
+    .await;
+    kill.await?;
+    result
+}
