@@ -183,6 +183,9 @@ pub(crate) fn check_resource(resource: &str) -> Result<()> {
 pub struct Builder {
     pub(crate) masters: Vec<String>,
     pub(crate) config: Config,
+    /// Masters reached over a simulated network instead (`sim` feature).
+    #[cfg(feature = "sim")]
+    pub(crate) network: Option<std::sync::Arc<dyn crate::sim::Network>>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -213,11 +216,37 @@ impl Default for Builder {
                 restart_quarantine: None,
                 wake_ups: DEFAULT_WAKE_UPS,
             },
+            #[cfg(feature = "sim")]
+            network: None,
         }
     }
 }
 
 impl Builder {
+    /// Reaches the masters over a simulated network (the deterministic simulator's; not a
+    /// public API): the master URLs only name them, and release wake-ups are off (they use
+    /// pub/sub connections of their own).
+    #[cfg(feature = "sim")]
+    #[doc(hidden)]
+    pub fn sim_network(mut self, network: std::sync::Arc<dyn crate::sim::Network>) -> Self {
+        self.network = Some(network);
+        self.config.wake_ups = false;
+        self
+    }
+
+    /// The masters' connection settings.
+    pub(crate) fn master_settings(&self) -> crate::master::Settings {
+        let config = &self.config;
+        crate::master::Settings {
+            timeout: config.master_timeout,
+            connect_timeout: config.connect_timeout,
+            quarantine: config.restart_quarantine,
+            fence: config.fence_keys(),
+            #[cfg(feature = "sim")]
+            network: self.network.clone(),
+        }
+    }
+
     /// The independent Redis masters (`redis://[user:password@]host:port[/db]` URLs). Their
     /// order defines the master indices used in errors. Typically 5; any N >= 1 works, and the
     /// quorum is `N / 2 + 1`. No default: at least one is required.

@@ -178,7 +178,7 @@ impl LockGuard {
         // A basic lock's release also PUBLISHes (with a random id, so that a waiter woken by
         // one master ignores the other masters' copies): waiters retry at once (notify.rs).
         let config = self.redlock.config();
-        let release_id = rand::random::<u64>() | 1;
+        let release_id = crate::random::u64() | 1;
         let channel = crate::notify::channel(&config.key_prefix, &self.resource);
         let call = Arc::new(
             self.held

@@ -130,9 +130,9 @@ impl Attempt {
     }
 }
 
-/// A random 128-bit owner token (uuid v4 from the OS CSPRNG), as hex.
+/// A random 128-bit owner token, as hex (see `random.rs`).
 pub(crate) fn new_token() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+    crate::random::token()
 }
 
 /// Removes `member` from the sorted sets `keys` on every master: a fair-lock waiter or a

@@ -201,16 +201,21 @@ mod fair;
 mod fencing;
 mod guard;
 mod held;
+mod link;
 mod lock;
 mod master;
 mod multi;
 mod notify;
 mod quorum;
+mod random;
 mod reentrant;
 mod ring;
 mod rwlock;
 mod scripts;
 mod semaphore;
+#[cfg(feature = "sim")]
+#[doc(hidden)]
+pub mod sim;
 
 pub use cache::{
     Cache, CacheBuilder, CacheStats, CasOutcome, ComputeError, DEFAULT_CACHE_KEY_PREFIX,

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use rand::Rng;
 use redis::Value;
 use tokio::time::Instant;
 use tracing::{Instrument, field};
@@ -112,15 +111,8 @@ impl Redlock {
     }
 
     pub(crate) async fn connect(builder: Builder) -> Result<Self> {
+        let (masters, replies) = connect_all(&builder.masters, &builder.master_settings()).await?;
         let config = builder.config;
-        let (masters, replies) = connect_all(
-            &builder.masters,
-            config.master_timeout,
-            config.connect_timeout,
-            config.restart_quarantine,
-            config.fence_keys(),
-        )
-        .await?;
         let n = masters.len();
         let reachable = replies.granted();
         if reachable < quorum(n) {
@@ -317,8 +309,7 @@ impl Redlock {
                     RoundOutcome::Contended(replies) => (replies, GaveUp::Contended),
                     RoundOutcome::Expired(replies) => (replies, GaveUp::Timeout),
                 };
-                let delay = config.retry_delay
-                    + rand::rng().random_range(Duration::ZERO..=config.retry_jitter);
+                let delay = config.retry_delay + crate::random::jitter(config.retry_jitter);
                 let out_of_tries = config.retry_count.is_some_and(|max| attempts >= max);
                 let now = Instant::now();
                 // A release message can end a wait early, so with wake-ups wait up to the

@@ -13,14 +13,48 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Cmd, RedisError, ServerErrorKind, Value};
+use redis::{Cmd, RedisError, ServerErrorKind, Value};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::config::FenceKeys;
 use crate::error::{Error, MasterReply, Replies, redact_url};
+use crate::link::{Conn, Connector};
 use crate::scripts::{self, ScriptCall};
+
+/// How every master of a client is set up.
+pub(crate) struct Settings {
+    /// Bound on each call.
+    pub(crate) timeout: Duration,
+    /// Bound on opening a connection.
+    pub(crate) connect_timeout: Duration,
+    /// The delayed-restart window, if any.
+    pub(crate) quarantine: Option<Duration>,
+    /// The fencing keys read at every connect, when fencing is on.
+    pub(crate) fence: Option<FenceKeys>,
+    /// A simulated network instead of redis-rs (`sim` feature).
+    #[cfg(feature = "sim")]
+    pub(crate) network: Option<Arc<dyn crate::sim::Network>>,
+}
+
+impl Settings {
+    /// The way master `index` at `url` is reached.
+    fn connector(&self, index: usize, url: &str) -> Result<Connector, Error> {
+        #[cfg(feature = "sim")]
+        if let Some(network) = &self.network {
+            return Ok(Connector::Sim {
+                index,
+                network: network.clone(),
+            });
+        }
+        let client = redis::Client::open(url).map_err(|source| Error::InvalidUrl {
+            index,
+            url: redact_url(url),
+            source,
+        })?;
+        Ok(Connector::Redis(client))
+    }
+}
 
 /// What the client knows about the server process behind a master's address.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,10 +74,10 @@ pub(crate) struct Master {
     pub(crate) index: usize,
     /// The URL with any password redacted: safe for errors and logs.
     pub(crate) addr: String,
-    client: redis::Client,
+    connector: Connector,
     /// `None` while disconnected. Swapped without a lock so that the hot path only clones an
     /// `Arc` (and the connection handle, a channel sender).
-    conn: ArcSwapOption<MultiplexedConnection>,
+    conn: ArcSwapOption<Conn>,
     connecting: AtomicBool,
     /// Woken when a connection attempt ends, so calls waiting for a reconnect go on at once.
     attempt_done: Notify,
@@ -76,23 +110,18 @@ pub(crate) struct Master {
 }
 
 impl Master {
-    pub(crate) fn new(
-        index: usize,
-        url: &str,
-        timeout: Duration,
-        connect_timeout: Duration,
-        quarantine: Option<Duration>,
-        fence: Option<FenceKeys>,
-    ) -> Result<Self, Error> {
-        let client = redis::Client::open(url).map_err(|source| Error::InvalidUrl {
-            index,
-            url: redact_url(url),
-            source,
-        })?;
+    pub(crate) fn new(index: usize, url: &str, settings: &Settings) -> Result<Self, Error> {
+        let connector = settings.connector(index, url)?;
+        let (timeout, connect_timeout, quarantine) = (
+            settings.timeout,
+            settings.connect_timeout,
+            settings.quarantine,
+        );
+        let fence = settings.fence.clone();
         Ok(Self {
             index,
             addr: redact_url(url),
-            client,
+            connector,
             conn: ArcSwapOption::empty(),
             connecting: AtomicBool::new(false),
             attempt_done: Notify::new(),
@@ -113,7 +142,7 @@ impl Master {
 
     /// `host:port` of this master, for duplicate detection before connecting.
     pub(crate) fn endpoint(&self) -> String {
-        self.client.get_connection_info().addr().to_string()
+        self.connector.endpoint()
     }
 
     pub(crate) fn identity(&self) -> Option<Identity> {
@@ -180,26 +209,15 @@ impl Master {
 
     async fn connect_once(&self) -> Result<(), MasterReply> {
         let attempt = async {
-            // No response timeout inside redis-rs: every call on this connection is already
-            // bounded by our own per-master timeout (and this whole attempt by the connect
-            // timeout), and a second timer per command costs a timer-wheel insert and removal
-            // plus a larger future on the hot path (measured by loadbench, W1/W2).
-            let config = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(self.connect_timeout))
-                .set_response_timeout(None);
-            let mut conn = self
-                .client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await?;
-            let info: String = redis::cmd("INFO")
-                .arg("server")
-                .query_async(&mut conn)
-                .await?;
+            let mut conn = self.connector.connect(self.connect_timeout).await?;
+            let mut info = redis::cmd("INFO");
+            info.arg("server");
+            let info: String = conn.query(&info).await?;
             let seal = match &self.fence {
                 Some(keys) => Some(read_fence(&mut conn, keys).await?),
                 None => None,
             };
-            let _: Vec<String> = scripts::load_all().query_async(&mut conn).await?;
+            let _: Vec<String> = conn.query_many(&scripts::load_all()).await?;
             Ok::<_, RedisError>((conn, info, seal))
         };
         let (conn, info, seal) = match tokio::time::timeout(self.connect_timeout * 2, attempt).await
@@ -273,7 +291,7 @@ impl Master {
         }
     }
 
-    fn drop_connection(&self, failed: &Arc<MultiplexedConnection>) {
+    fn drop_connection(&self, failed: &Arc<Conn>) {
         // Only clear the slot if it still holds the connection that failed: a reconnect may
         // already have put a fresh one there.
         let current = self.conn.load();
@@ -286,10 +304,7 @@ impl Master {
     /// The current connection; if there is none, starts a reconnect and waits for it until
     /// `deadline`. A master that refuses connections fails at once (the attempt ends at once);
     /// within the reconnect backoff no attempt is made and the call fails at once too.
-    async fn connection(
-        self: &Arc<Self>,
-        deadline: Instant,
-    ) -> Result<Arc<MultiplexedConnection>, MasterReply> {
+    async fn connection(self: &Arc<Self>, deadline: Instant) -> Result<Arc<Conn>, MasterReply> {
         if let Some(conn) = self.conn.load_full() {
             return Ok(conn);
         }
@@ -304,10 +319,8 @@ impl Master {
 
     /// Runs one command, bounded by the per-master timeout.
     pub(crate) async fn query(self: &Arc<Self>, cmd: &Cmd) -> Result<Value, MasterReply> {
-        self.exchange(
-            |mut conn| async move { conn.send_packed_command(cmd).await?.extract_error() },
-        )
-        .await
+        self.exchange(|mut conn| async move { conn.send(cmd).await?.extract_error() })
+            .await
     }
 
     /// Runs a script by SHA, falling back to `EVAL` on `NOSCRIPT`; the whole exchange is bounded
@@ -340,9 +353,10 @@ impl Master {
         }
         let mut conn = (*shared).clone();
         let evalsha = conn
-            .send_packed_command(call.evalsha())
+            .send(call.evalsha())
             .map(|r| r.and_then(Value::extract_error));
-        match tokio::time::timeout(self.timeout, evalsha).await {
+        let answer = tokio::time::timeout(self.timeout, evalsha).await;
+        match answer {
             Ok(Ok(value)) => Ok(value),
             Err(_) => Err(MasterReply::TimedOut),
             Ok(Err(e)) if e.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript) => {
@@ -366,7 +380,7 @@ impl Master {
 
     /// Loads every script again after a `NOSCRIPT` (the master restarted or its script cache
     /// was flushed), bounded by the per-master timeout; one reload at a time.
-    async fn reload_scripts(&self, mut conn: MultiplexedConnection) {
+    async fn reload_scripts(&self, mut conn: Conn) {
         if self.reloading.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -375,7 +389,7 @@ impl Master {
             "NOSCRIPT on an acquire: reloading the scripts"
         );
         let load = scripts::load_all();
-        let reload = load.query_async::<Vec<String>>(&mut conn);
+        let reload = conn.query_many::<String>(&load);
         if let Ok(Err(e)) = tokio::time::timeout(self.timeout, reload).await {
             tracing::debug!(master = self.index, error = %e, "script reload failed");
         }
@@ -385,14 +399,10 @@ impl Master {
     /// `EVALSHA`, and on `NOSCRIPT` the same call as `EVAL` once that answer is back. Only for
     /// calls that are harmless when they arrive late: the fallback is sent after the answer,
     /// so commands queued meanwhile (a release, say) reach the master before it.
-    async fn eval_script(
-        &self,
-        conn: &mut MultiplexedConnection,
-        call: &ScriptCall,
-    ) -> redis::RedisResult<Value> {
+    async fn eval_script(&self, conn: &mut Conn, call: &ScriptCall) -> redis::RedisResult<Value> {
         // Error replies arrive as `Ok(Value::ServerError)`; make them errors to branch on.
         let first = conn
-            .send_packed_command(call.evalsha())
+            .send(call.evalsha())
             .await
             .and_then(Value::extract_error);
         match first {
@@ -406,19 +416,13 @@ impl Master {
     }
 
     /// After `NOSCRIPT`: the same call as `EVAL` with the source (which re-caches the script).
-    async fn eval_fallback(
-        &self,
-        conn: &mut MultiplexedConnection,
-        call: &ScriptCall,
-    ) -> redis::RedisResult<Value> {
+    async fn eval_fallback(&self, conn: &mut Conn, call: &ScriptCall) -> redis::RedisResult<Value> {
         tracing::debug!(
             master = self.index,
             script = call.name(),
             "NOSCRIPT, using EVAL"
         );
-        conn.send_packed_command(&call.eval())
-            .await
-            .and_then(Value::extract_error)
+        conn.send(&call.eval()).await.and_then(Value::extract_error)
     }
 
     /// Whether this master has no connection but a reconnect may bring one soon (an attempt
@@ -446,7 +450,7 @@ impl Master {
     /// [`run_once`](Self::run_once).
     async fn exchange<'a, F, Fut>(self: &'a Arc<Self>, send: F) -> Result<Value, MasterReply>
     where
-        F: Fn(MultiplexedConnection) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<Value>> + 'a,
     {
         self.exchange_within(self.timeout, true, send).await
@@ -462,7 +466,7 @@ impl Master {
         send: F,
     ) -> Result<T, MasterReply>
     where
-        F: Fn(MultiplexedConnection) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>> + 'a,
     {
         let deadline = Instant::now() + timeout;
@@ -499,17 +503,12 @@ impl Master {
 /// how many masters must answer.
 pub(crate) async fn connect_all(
     urls: &[String],
-    timeout: Duration,
-    connect_timeout: Duration,
-    quarantine: Option<Duration>,
-    fence: Option<FenceKeys>,
+    settings: &Settings,
 ) -> Result<(Vec<Arc<Master>>, Replies), Error> {
     let masters = urls
         .iter()
         .enumerate()
-        .map(|(i, url)| {
-            Master::new(i, url, timeout, connect_timeout, quarantine, fence.clone()).map(Arc::new)
-        })
+        .map(|(i, url)| Master::new(i, url, settings).map(Arc::new))
         .collect::<Result<Vec<_>, _>>()?;
     let endpoints: Vec<String> = masters.iter().map(|m| m.endpoint()).collect();
     if let Some((first, second)) = first_duplicate(&endpoints) {
@@ -577,11 +576,8 @@ pub(crate) fn fence_read(keys: &FenceKeys) -> Cmd {
     cmd
 }
 
-async fn read_fence(
-    conn: &mut MultiplexedConnection,
-    keys: &FenceKeys,
-) -> redis::RedisResult<FenceState> {
-    let value = conn.send_packed_command(&fence_read(keys)).await?;
+async fn read_fence(conn: &mut Conn, keys: &FenceKeys) -> redis::RedisResult<FenceState> {
+    let value = conn.send(&fence_read(keys)).await?;
     FenceState::parse(value.extract_error()?)
 }
 
@@ -668,16 +664,13 @@ impl Master {
 }
 
 /// Sends `pipe` and returns one value per command (see [`Master::pipeline`]).
-async fn send_pipeline(
-    mut conn: MultiplexedConnection,
-    pipe: &redis::Pipeline,
-) -> redis::RedisResult<Vec<Value>> {
+async fn send_pipeline(mut conn: Conn, pipe: &redis::Pipeline) -> redis::RedisResult<Vec<Value>> {
     let n = pipe.len();
     if !pipe.is_transaction() {
-        return conn.send_packed_commands(pipe, 0, n).await;
+        return conn.send_many(pipe, 0, n).await;
     }
     // Skip MULTI and the QUEUED acknowledgements; keep EXEC's array.
-    let mut exec = conn.send_packed_commands(pipe, n + 1, 1).await?;
+    let mut exec = conn.send_many(pipe, n + 1, 1).await?;
     match exec.pop() {
         Some(Value::Array(values)) => Ok(values),
         other => Err(RedisError::from((

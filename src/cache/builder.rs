@@ -11,7 +11,7 @@ use redis::Value;
 use crate::config::DEFAULT_CONNECT_TIMEOUT;
 use crate::error::{Error, MasterReply, Result, redact_url};
 use crate::lock::Redlock;
-use crate::master::{Master, connect_all};
+use crate::master::{Master, Settings, connect_all};
 use crate::ring::{HashRing, RingNode};
 
 use super::{Cache, Inner};
@@ -239,8 +239,18 @@ impl CacheBuilder {
 
     /// Connects the cache's own nodes and a lock client over them (sharing the connections).
     async fn connect_nodes(&self, urls: &[String]) -> Result<Redlock> {
-        let (masters, replies) =
-            connect_all(urls, self.node_timeout, self.connect_timeout, None, None).await?;
+        let (masters, replies) = connect_all(
+            urls,
+            &Settings {
+                timeout: self.node_timeout,
+                connect_timeout: self.connect_timeout,
+                quarantine: None,
+                fence: None,
+                #[cfg(feature = "sim")]
+                network: None,
+            },
+        )
+        .await?;
         if replies.granted() == 0 {
             return Err(Error::QuorumUnreachable {
                 reachable: 0,

@@ -14,7 +14,6 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rand::Rng;
 use tokio::time::Instant;
 use tracing::{Instrument, field};
 
@@ -328,7 +327,7 @@ impl Cache {
 
 /// `delay` plus up to half of it again, so waiters in many processes do not poll in lockstep.
 fn jittered(delay: Duration) -> Duration {
-    delay + rand::rng().random_range(Duration::ZERO..=delay / 2)
+    delay + crate::random::jitter(delay / 2)
 }
 
 #[cfg(test)]

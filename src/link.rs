@@ -1,0 +1,124 @@
+//! The seam between the protocol and the wire: one connection to one master ([`Conn`]) and the
+//! way to open one ([`Connector`]).
+//!
+//! In production both are redis-rs (a multiplexed connection, a client); with the `sim`
+//! feature they can also be a simulated network's (see `sim.rs`), so that the deterministic
+//! simulator runs every line above this one unchanged: `master.rs` (timeouts, reconnects,
+//! identity, seals, `NOSCRIPT`), the rounds, fencing, guards, watchdogs and primitives. Without
+//! the feature each enum has one variant and the matches compile away.
+
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, Pipeline, RedisResult, Value};
+
+/// An open connection to one master. Cheap to clone: clones share the connection.
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Redis(MultiplexedConnection),
+    #[cfg(feature = "sim")]
+    Sim(std::sync::Arc<dyn crate::sim::Connection>),
+}
+
+impl Conn {
+    /// Sends one command and returns its reply (error replies as `Value::ServerError`). The
+    /// command is on its way once this future has been polled once.
+    pub(crate) async fn send(&mut self, cmd: &Cmd) -> RedisResult<Value> {
+        match self {
+            Self::Redis(c) => c.send_packed_command(cmd).await,
+            #[cfg(feature = "sim")]
+            Self::Sim(c) => c.send(cmd.get_packed_command()).await,
+        }
+    }
+
+    /// Sends a pipeline's commands back to back and returns the replies of `count` of them
+    /// from `offset` on (redis-rs' `send_packed_commands`).
+    pub(crate) async fn send_many(
+        &mut self,
+        pipe: &Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        match self {
+            Self::Redis(c) => c.send_packed_commands(pipe, offset, count).await,
+            #[cfg(feature = "sim")]
+            Self::Sim(c) => {
+                let sent: Vec<_> = pipe
+                    .cmd_iter()
+                    .map(|cmd| c.send(cmd.get_packed_command()))
+                    .collect();
+                let mut replies = Vec::with_capacity(count);
+                for (i, reply) in sent.into_iter().enumerate() {
+                    let value = reply.await?;
+                    if (offset..offset + count).contains(&i) {
+                        replies.push(value);
+                    }
+                }
+                Ok(replies)
+            }
+        }
+    }
+
+    /// [`send`](Self::send), with error replies as errors and the reply converted.
+    pub(crate) async fn query<T: FromRedisValue>(&mut self, cmd: &Cmd) -> RedisResult<T> {
+        let value = self.send(cmd).await?.extract_error()?;
+        Ok(redis::from_redis_value(value)?)
+    }
+
+    /// Sends a plain (non-transaction) pipeline; the first error reply fails the whole call.
+    pub(crate) async fn query_many<T: FromRedisValue>(
+        &mut self,
+        pipe: &Pipeline,
+    ) -> RedisResult<Vec<T>> {
+        let values = self.send_many(pipe, 0, pipe.len()).await?;
+        values
+            .into_iter()
+            .map(|v| Ok(redis::from_redis_value(v.extract_error()?)?))
+            .collect()
+    }
+}
+
+/// How a master's connections are opened.
+// The small variant exists only in the simulator; boxing the client would cost production a
+// pointer chase for nothing.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Connector {
+    Redis(redis::Client),
+    #[cfg(feature = "sim")]
+    Sim {
+        index: usize,
+        network: std::sync::Arc<dyn crate::sim::Network>,
+    },
+}
+
+impl Connector {
+    /// Opens a connection, bounded by `timeout`.
+    pub(crate) async fn connect(&self, timeout: Duration) -> RedisResult<Conn> {
+        match self {
+            Self::Redis(client) => {
+                // No response timeout inside redis-rs: every call on this connection is
+                // already bounded by our own per-master timeout (and the whole connect by the
+                // connect timeout), and a second timer per command costs a timer-wheel insert
+                // and removal plus a larger future on the hot path (measured by loadbench).
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(None);
+                let conn = client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                Ok(Conn::Redis(conn))
+            }
+            #[cfg(feature = "sim")]
+            Self::Sim { index, network } => Ok(Conn::Sim(network.connect(*index).await?)),
+        }
+    }
+
+    /// `host:port` (or the simulated master's name), for duplicate detection.
+    pub(crate) fn endpoint(&self) -> String {
+        match self {
+            Self::Redis(client) => client.get_connection_info().addr().to_string(),
+            #[cfg(feature = "sim")]
+            Self::Sim { index, .. } => format!("sim:{index}"),
+        }
+    }
+}
