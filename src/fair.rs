@@ -7,11 +7,13 @@ use std::time::Duration;
 use redis::Value;
 
 use crate::config::{DEFAULT_WAITER_TIMEOUT, check_resource};
-use crate::error::{Error, MasterReply, Replies, Result};
+#[cfg(doc)]
+use crate::error::Error;
+use crate::error::{MasterReply, Replies, Result};
 use crate::guard::{LockContext, LockGuard};
 use crate::held::{Attempt, HeldBy, LeaveOnDrop, new_token};
 use crate::lock::{Redlock, Wake};
-use crate::quorum::{Decision, fan_out};
+use crate::quorum::Decision;
 use crate::scripts::{EXTEND, FAIR_ACQUIRE, FAIR_RELEASE, FAIR_TICKET, RELEASE, ScriptCall};
 
 /// A fair lock on one resource. Created by [`Redlock::fair_lock`]; cheap to clone.
@@ -177,17 +179,18 @@ impl FairLock {
         let inner = &self.redlock.inner;
         let [_, queue, _] = self.keys();
         let call = Arc::new(ScriptCall::new(&FAIR_TICKET, vec![queue], vec![]));
-        let round = fan_out(
-            inner.masters.len(),
-            inner.quorum,
-            |i| {
-                let master = inner.masters[i].clone();
-                let call = call.clone();
-                async move { master.run(&call).await }
-            },
-            |answer| matches!(answer, Ok(Value::Int(_))),
-        )
-        .await;
+        let round = inner
+            .masters
+            .vote(
+                inner.masters.quorum(),
+                |master| {
+                    let master = master.clone();
+                    let call = call.clone();
+                    async move { master.run(&call).await }
+                },
+                |answer| matches!(answer, Ok(Value::Int(_))),
+            )
+            .await;
         if round.decision == Decision::Won {
             let ticket = round
                 .answers
@@ -211,11 +214,7 @@ impl FairLock {
                 })
                 .collect(),
         );
-        Err(Error::Unavailable {
-            failed: replies.failures(),
-            masters: inner.masters.len(),
-            replies,
-        })
+        Err(inner.masters.unavailable(replies))
     }
 
     fn attempt(&self, ttl: Duration, waiter: &str, ticket: u64) -> Attempt {

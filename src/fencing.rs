@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use crate::error::MasterReply;
 use crate::lock::Redlock;
 use crate::master::{FenceState, fence_read};
-use crate::quorum::{Ballot, Decision, fan_out, fan_out_ballot};
+use crate::quorum::{Ballot, Decision};
 use crate::scripts::{FENCE_RAISE, FENCE_SEAL, ScriptCall};
 
 /// One master's answer to the seal read: its fencing state, and whether it is sealed for the
@@ -84,9 +84,12 @@ impl Redlock {
         let Some(keys) = inner.config.fence_keys() else {
             return;
         };
-        let unsealed: Vec<(usize, u64)> = (0..inner.masters.len())
-            .filter(|&i| inner.masters[i].is_connected() && !inner.masters[i].is_sealed())
-            .map(|i| (i, inner.masters[i].seal_generation()))
+        let unsealed: Vec<(usize, u64)> = inner
+            .masters
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.is_connected() && !m.is_sealed())
+            .map(|(i, m)| (i, m.seal_generation()))
             .collect();
         if unsealed.is_empty() {
             return;
@@ -94,14 +97,13 @@ impl Redlock {
         let read = Arc::new(fence_read(&keys));
         let tally = SealTally {
             n: inner.masters.len(),
-            quorum: inner.quorum,
+            quorum: inner.masters.quorum(),
             sealed: 0,
             answered: 0,
         };
-        let round = fan_out_ballot(
-            inner.masters.len(),
-            |i| {
-                let master = inner.masters[i].clone();
+        let round = inner.masters.ask(
+            |master| {
+                let master = master.clone();
                 let read = read.clone();
                 async move {
                     let state = master
@@ -142,7 +144,7 @@ impl Redlock {
             );
         }
         let seals = unsealed.into_iter().map(|(i, generation)| {
-            let master = inner.masters[i].clone();
+            let master = inner.masters.get(i).clone();
             let keys = keys.clone();
             // Sealed meanwhile by another client: nothing to write.
             let already = round.answers[i]
@@ -180,7 +182,8 @@ impl Redlock {
         let inner = &self.inner;
         let token = grants.iter().map(|(_, v)| *v).max()?;
         let at_max = grants.iter().filter(|(_, v)| *v == token).count();
-        if at_max >= inner.quorum {
+        let quorum = inner.masters.quorum();
+        if at_max >= quorum {
             return Some(token);
         }
         // Unsealed masters are raised too (it does no harm) but do not count.
@@ -192,17 +195,21 @@ impl Redlock {
             vec![inner.config.fence_key()],
             vec![token.to_string()],
         ));
-        let round = fan_out(
-            others.len(),
-            inner.quorum - at_max,
-            |j| {
-                let master = inner.masters[others[j]].clone();
-                let call = call.clone();
-                async move { (master.is_sealed(), master.run(&call).await) }
-            },
-            |(sealed, answer)| *sealed && matches!(answer, Ok(Value::Int(v)) if *v as u64 >= token),
-        )
-        .await;
+        let round = inner
+            .masters
+            .vote_among(
+                &others,
+                quorum - at_max,
+                |master| {
+                    let master = master.clone();
+                    let call = call.clone();
+                    async move { (master.is_sealed(), master.run(&call).await) }
+                },
+                |(sealed, answer)| {
+                    *sealed && matches!(answer, Ok(Value::Int(v)) if *v as u64 >= token)
+                },
+            )
+            .await;
         (round.decision == Decision::Won).then_some(token)
     }
 }

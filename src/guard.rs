@@ -13,7 +13,7 @@ use tracing::{Instrument, field};
 use crate::error::{Error, MasterReply, Replies, Result};
 use crate::held::HeldBy;
 use crate::lock::Redlock;
-use crate::quorum::{Decision, drift, fan_out, fan_out_then, sent_ttl, valid_until};
+use crate::quorum::{Decision, drift, sent_ttl, valid_until, votes};
 
 /// A lock held on a quorum of masters.
 ///
@@ -90,6 +90,14 @@ impl LockGuard {
         Instant::now() < self.valid_until
     }
 
+    /// The owner token (the simulator's checker reads it; not a public API: anyone holding it
+    /// can release or extend the lock).
+    #[cfg(feature = "sim")]
+    #[doc(hidden)]
+    pub fn owner_token(&self) -> &str {
+        &self.token
+    }
+
     /// The fencing token of this acquisition, if fencing is on: strictly larger than the token
     /// of any earlier acquisition in the same key namespace. Send it with every write to the
     /// protected resource, which must reject a token lower than one it has seen.
@@ -115,24 +123,25 @@ impl LockGuard {
             elapsed_us = field::Empty);
         let call = Arc::new(self.held.extend_call(&self.token, ttl));
         let t0 = Instant::now();
-        let round = fan_out(
-            inner.masters.len(),
-            inner.quorum,
-            |i| {
-                let master = inner.masters[i].clone();
-                let call = call.clone();
-                let quarantined = self.redlock.is_quarantined(&master);
-                async move {
-                    if quarantined {
-                        return Err(MasterReply::Quarantined);
+        let round = inner
+            .masters
+            .vote(
+                inner.masters.quorum(),
+                |master| {
+                    let master = master.clone();
+                    let call = call.clone();
+                    let quarantined = self.redlock.is_quarantined(&master);
+                    async move {
+                        if quarantined {
+                            return Err(MasterReply::Quarantined);
+                        }
+                        master.run(&call).await
                     }
-                    master.run(&call).await
-                }
-            },
-            |answer| matches!(answer, Ok(Value::Int(1))),
-        )
-        .instrument(span.clone())
-        .await;
+                },
+                |answer| matches!(answer, Ok(Value::Int(1))),
+            )
+            .instrument(span.clone())
+            .await;
         let replies = replies_of(&round.answers);
         span.record("votes", replies.granted());
         span.record("elapsed_us", t0.elapsed().as_micros() as u64);
@@ -184,25 +193,28 @@ impl LockGuard {
             self.held
                 .release_call_announced(&self.token, &channel, release_id),
         );
-        let round = fan_out_then(
-            inner.masters.len(),
-            inner.quorum,
-            |i| {
-                let master = inner.masters[i].clone();
-                let call = call.clone();
-                async move { master.run(&call).await }
-            },
-            |answer| matches!(answer, Ok(Value::Int(1))),
-            // Once our deletes are queued, a waiting task of this client may try at once: its
-            // SETs go down the same connections behind them (notify.rs, "local wake-ups").
-            || {
-                if let Some(w) = &inner.wakeups {
-                    w.released_locally(&self.resource, release_id);
-                }
-            },
-        )
-        .instrument(span.clone())
-        .await;
+        let released = votes(inner.masters.len(), inner.masters.quorum(), |answer| {
+            matches!(answer, Ok(Value::Int(1)))
+        });
+        let round = inner
+            .masters
+            .ask_then(
+                |master| {
+                    let master = master.clone();
+                    let call = call.clone();
+                    async move { master.run(&call).await }
+                },
+                released,
+                // Once our deletes are queued, a waiting task of this client may try at once: its
+                // SETs go down the same connections behind them (notify.rs, "local wake-ups").
+                || {
+                    if let Some(w) = &inner.wakeups {
+                        w.released_locally(&self.resource, release_id);
+                    }
+                },
+            )
+            .instrument(span.clone())
+            .await;
         // Decided: every master's call is on its way or finishing in the background.
         self.released = true;
         let replies = replies_of(&round.answers);

@@ -16,7 +16,6 @@ use redis::Value;
 use crate::error::{Error, Result};
 use crate::guard::{Lease, LockContext, LockGuard};
 use crate::lock::Redlock;
-use crate::quorum::fan_out;
 use crate::scripts::{DEQUEUE, EXTEND, LuaScript, RELEASE, ScriptCall};
 
 /// How a hold is kept and given back on every master.
@@ -141,17 +140,18 @@ pub(crate) fn new_token() -> String {
 pub(crate) async fn leave(redlock: &Redlock, keys: Vec<String>, member: String) {
     let inner = &redlock.inner;
     let call = Arc::new(ScriptCall::new(&DEQUEUE, keys, vec![member]));
-    fan_out(
-        inner.masters.len(),
-        inner.quorum,
-        |i| {
-            let master = inner.masters[i].clone();
-            let call = call.clone();
-            async move { master.run(&call).await }
-        },
-        |answer| matches!(answer, Ok(Value::Int(1))),
-    )
-    .await;
+    inner
+        .masters
+        .vote(
+            inner.masters.quorum(),
+            |master| {
+                let master = master.clone();
+                let call = call.clone();
+                async move { master.run(&call).await }
+            },
+            |answer| matches!(answer, Ok(Value::Int(1))),
+        )
+        .await;
 }
 
 /// Leaves a wait in the background when dropped armed: an acquire future dropped part-way must

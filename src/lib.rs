@@ -204,6 +204,7 @@ mod held;
 mod link;
 mod lock;
 mod master;
+mod masters;
 mod multi;
 mod notify;
 mod quorum;

@@ -4,7 +4,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::join_all;
 use redis::Value;
 use tokio::time::Instant;
 use tracing::{Instrument, field};
@@ -14,10 +13,9 @@ use crate::error::{Error, MasterReply, Replies, Result};
 use crate::guard::{LockContext, LockGuard};
 use crate::held::{Attempt, HeldBy};
 use crate::master::{Master, connect_all};
+use crate::masters::Masters;
 use crate::notify::Wakeups;
-use crate::quorum::{
-    Ballot, ChoiceTally, Decision, drift, fan_out_ballot, quorum, send_all, sent_ttl, valid_until,
-};
+use crate::quorum::{Ballot, ChoiceTally, Decision, drift, quorum, sent_ttl, valid_until};
 use crate::scripts::{ACQUIRE, ScriptCall};
 
 /// A Redlock client over N independent Redis masters.
@@ -30,9 +28,8 @@ pub struct Redlock {
 }
 
 pub(crate) struct Inner {
-    pub(crate) masters: Vec<Arc<Master>>,
+    pub(crate) masters: Masters,
     pub(crate) config: Config,
-    pub(crate) quorum: usize,
     /// Release wake-ups for waiting acquirers (notify.rs); `None` when turned off.
     pub(crate) wakeups: Option<Wakeups>,
 }
@@ -42,7 +39,7 @@ impl std::fmt::Debug for Redlock {
         let addrs: Vec<&str> = self.inner.masters.iter().map(|m| m.addr.as_str()).collect();
         f.debug_struct("Redlock")
             .field("masters", &addrs)
-            .field("quorum", &self.inner.quorum)
+            .field("quorum", &self.inner.masters.quorum())
             .finish_non_exhaustive()
     }
 }
@@ -154,7 +151,7 @@ impl Redlock {
 
     /// Votes needed for a lock: `masters() / 2 + 1`.
     pub fn quorum(&self) -> usize {
-        self.inner.quorum
+        self.inner.masters.quorum()
     }
 
     /// Acquires `resource` for `ttl`, retrying with jittered delays until it is granted or the
@@ -462,7 +459,7 @@ impl Redlock {
     /// Whether a failed round's failures may be gone by now.
     fn worth_retrying_at_once(&self, replies: &Replies) -> bool {
         replies.as_slice().iter().enumerate().any(|(i, r)| match r {
-            MasterReply::Unavailable(_) => self.inner.masters[i].is_connected_or_connecting(),
+            MasterReply::Unavailable(_) => self.inner.masters.get(i).is_connected_or_connecting(),
             MasterReply::NoScript | MasterReply::Unsealed => true,
             _ => false,
         })
@@ -474,7 +471,7 @@ impl Redlock {
     async fn round(&self, attempt: &Attempt, deadline: Instant) -> RoundOutcome {
         let inner = &self.inner;
         let config = &inner.config;
-        let n = inner.masters.len();
+        let (n, quorum) = (inner.masters.len(), inner.masters.quorum());
         if config.fencing && self.has_unsealed_masters() {
             self.seal_masters(deadline).await;
         }
@@ -486,45 +483,46 @@ impl Redlock {
         // before anything is sent (acquire scripts are never sent late). Not otherwise: a
         // master that is down or cut off would cost every round that timeout.
         let connected = inner.masters.iter().filter(|m| m.is_connected()).count();
-        if connected < inner.quorum {
+        if connected < quorum {
             let until = deadline.min(Instant::now() + config.master_timeout);
-            join_all(inner.masters.iter().map(|m| m.await_connection(until))).await;
+            inner.masters.ask_each(|m| m.await_connection(until)).await;
         }
         // If this future is dropped from here on, keys may have landed: roll back.
         let mut rollback = RollbackOnDrop::armed(self.clone(), held.clone(), token.clone());
         let t0 = Instant::now();
-        let round = fan_out_ballot(
-            n,
-            |i| {
-                let master = inner.masters[i].clone();
-                let call = call.clone();
-                let (quarantine, fencing) = (config.restart_quarantine, config.fencing);
-                async move {
-                    // A master inside its restart quarantine, or whose fencing counter is not
-                    // sealed for its current process (its grant could carry a token lower than
-                    // one already handed out), must not vote.
-                    let excluded = |m: &Master| {
-                        if m.is_quarantined(quarantine) {
-                            Some(MasterReply::Quarantined)
-                        } else if fencing && !m.is_sealed() {
-                            Some(MasterReply::Unsealed)
-                        } else {
-                            None
+        let round = inner
+            .masters
+            .ask(
+                |master| {
+                    let master = master.clone();
+                    let call = call.clone();
+                    let (quarantine, fencing) = (config.restart_quarantine, config.fencing);
+                    async move {
+                        // A master inside its restart quarantine, or whose fencing counter is not
+                        // sealed for its current process (its grant could carry a token lower than
+                        // one already handed out), must not vote.
+                        let excluded = |m: &Master| {
+                            if m.is_quarantined(quarantine) {
+                                Some(MasterReply::Quarantined)
+                            } else if fencing && !m.is_sealed() {
+                                Some(MasterReply::Unsealed)
+                            } else {
+                                None
+                            }
+                        };
+                        let answer = master
+                            .run_once(&call, excluded)
+                            .await
+                            .and_then(parse_acquire);
+                        if answer == Err(MasterReply::Unsealed) {
+                            master.unseal();
                         }
-                    };
-                    let answer = master
-                        .run_once(&call, excluded)
-                        .await
-                        .and_then(parse_acquire);
-                    if answer == Err(MasterReply::Unsealed) {
-                        master.unseal();
+                        answer
                     }
-                    answer
-                }
-            },
-            ChoiceTally::new(n, inner.quorum),
-        )
-        .await;
+                },
+                ChoiceTally::new(n, quorum),
+            )
+            .await;
         let mut replies = Replies(
             round
                 .answers
@@ -539,7 +537,7 @@ impl Redlock {
         );
         let votes = replies.granted();
         if round.decision == Decision::Won {
-            let choice = winning_choice(&round.answers, inner.quorum);
+            let choice = winning_choice(&round.answers, quorum);
             // Masters that granted another choice (a semaphore slot that lost) give it back.
             let others: Vec<Option<AcquireAnswer>> = round
                 .answers
@@ -595,7 +593,7 @@ impl Redlock {
         }
         self.rollback(held, token, &round.answers).await;
         rollback.disarm();
-        if replies.failures() > n - inner.quorum {
+        if replies.failures() > n - quorum {
             RoundOutcome::Unavailable(replies)
         } else {
             RoundOutcome::Contended(replies)
@@ -617,12 +615,14 @@ impl Redlock {
             return;
         }
         let call = Arc::new(held.rollback_call(token));
-        send_all(targets.len(), |j| {
-            let master = self.inner.masters[targets[j]].clone();
-            let call = call.clone();
-            async move { master.run(&call).await }
-        })
-        .await;
+        self.inner
+            .masters
+            .send_to(&targets, |master| {
+                let master = master.clone();
+                let call = call.clone();
+                async move { master.run(&call).await }
+            })
+            .await;
     }
 
     /// Delayed-restart protection: a master that (re)started less than the configured maximum
@@ -651,8 +651,7 @@ impl Redlock {
         }
         Self {
             inner: Arc::new(Inner {
-                quorum: quorum(masters.len()),
-                masters,
+                masters: Masters::new(masters),
                 config,
                 wakeups,
             }),

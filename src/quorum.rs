@@ -1,7 +1,7 @@
 //! Vote counting, validity arithmetic, and the concurrent fan-out to all masters.
 //!
-//! The pure parts ([`Tally`], [`drift`], [`validity`]) are unit-tested here; [`fan_out`] is
-//! exercised against real masters by the integration tests.
+//! The pure parts ([`Tally`], [`ChoiceTally`], [`drift`], [`valid_until`]) and the fan-out loop
+//! are unit-tested here; `masters.rs` is the one user of the loop.
 
 use std::future::Future;
 use std::time::Duration;
@@ -112,7 +112,7 @@ pub(crate) struct Round<T> {
     pub(crate) decision: Decision,
 }
 
-/// Decides a round answer by answer (see [`fan_out_ballot`]).
+/// Decides a round answer by answer (see [`fan_out_ballot_then`]).
 pub(crate) trait Ballot<T> {
     /// The decision before any (further) answer.
     fn decision(&self) -> Decision;
@@ -154,10 +154,18 @@ where
     fan_out_ballot_then(n, call, SendOnly, || {}).await;
 }
 
-/// A yes/no vote per answer counted by a [`Tally`]: what [`fan_out`] decides with.
-struct Votes<V> {
+/// A yes/no vote per answer counted by a [`Tally`].
+pub(crate) struct Votes<V> {
     tally: Tally,
     vote: V,
+}
+
+/// Decides on `needed` yes votes out of `n`, `vote` saying which answers are yes.
+pub(crate) fn votes<T, V: Fn(&T) -> bool>(n: usize, needed: usize, vote: V) -> Votes<V> {
+    Votes {
+        tally: Tally::needing(n, needed),
+        vote,
+    }
 }
 
 impl<T, V: Fn(&T) -> bool> Ballot<T> for Votes<V> {
@@ -227,18 +235,8 @@ impl ChoiceTally {
     }
 }
 
-/// Sends one call to every master concurrently and returns as soon as the round is decided.
-///
-/// `call(i)` builds master `i`'s future; `vote` says whether an answer counts as yes; `needed`
-/// yes votes win (normally the quorum). Calls that
-/// are still running when the round is decided are not dropped (a release, for example, must
-/// still reach every master): they are driven to completion on a background task, and their
-/// answers are ignored.
-///
-/// The N calls live in one pinned allocation and are all polled on every wake-up, instead of
-/// one task allocation and waker each in a `FuturesUnordered`: N is small (the masters), a
-/// call's future is large (about 1.4 KB, so every move is a real copy), and this runs twice per
-/// lock + unlock (measured by loadbench, W1/W2).
+/// A yes/no round of `n` calls won at `needed` yes votes (for the unit tests below).
+#[cfg(test)]
 pub(crate) async fn fan_out<T, F, Fut>(
     n: usize,
     needed: usize,
@@ -250,43 +248,20 @@ where
     F: Fn(usize) -> Fut,
     Fut: Future<Output = T> + Send + 'static,
 {
-    fan_out_then(n, needed, call, vote, || {}).await
+    fan_out_ballot_then(n, call, votes(n, needed, vote), || {}).await
 }
 
-/// [`fan_out`], calling `sent` once every call has been polled once: by then each call's
-/// command is queued on its master's connection (unless that queue was full), so a command
-/// queued afterwards on the same connection reaches that master after it.
-pub(crate) async fn fan_out_then<T, F, Fut>(
-    n: usize,
-    needed: usize,
-    call: F,
-    vote: impl Fn(&T) -> bool,
-    sent: impl FnOnce(),
-) -> Round<T>
-where
-    T: Send + 'static,
-    F: Fn(usize) -> Fut,
-    Fut: Future<Output = T> + Send + 'static,
-{
-    let votes = Votes {
-        tally: Tally::needing(n, needed),
-        vote,
-    };
-    fan_out_ballot_then(n, call, votes, sent).await
-}
-
-/// [`fan_out`] decided by any [`Ballot`] instead of a yes/no vote.
-pub(crate) async fn fan_out_ballot<T, F, Fut>(n: usize, call: F, ballot: impl Ballot<T>) -> Round<T>
-where
-    T: Send + 'static,
-    F: Fn(usize) -> Fut,
-    Fut: Future<Output = T> + Send + 'static,
-{
-    fan_out_ballot_then(n, call, ballot, || {}).await
-}
-
-/// The one fan-out loop behind all the others.
-async fn fan_out_ballot_then<T, F, Fut>(
+/// The one fan-out loop behind every round (see `masters.rs`): sends one call to every master
+/// concurrently and returns as soon as `tally` has decided. `call(i)` builds master `i`'s
+/// future; `sent` runs once every call has been polled once. Calls that are still running when
+/// the round is decided are not dropped (a release, for example, must still reach every
+/// master): they are driven to completion on a background task, and their answers ignored.
+///
+/// The N calls live in one pinned allocation and are all polled on every wake-up, instead of
+/// one task allocation and waker each in a `FuturesUnordered`: N is small (the masters), a
+/// call's future is large (about 1.4 KB, so every move is a real copy), and this runs twice per
+/// lock + unlock (measured by loadbench, W1/W2).
+pub(crate) async fn fan_out_ballot_then<T, F, Fut>(
     n: usize,
     call: F,
     mut tally: impl Ballot<T>,

@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
-use futures::future::join_all;
 use redis::Value;
 
 use crate::config::check_resource;
@@ -126,30 +125,32 @@ impl Semaphore {
         let inner = &self.redlock.inner;
         let key = self.redlock.config().key("semaphore", &self.resource);
         let call = ScriptCall::new(&SEMAPHORE_HELD, vec![key], vec![]);
-        let answers = join_all(inner.masters.iter().map(|master| {
-            let call = &call;
-            let quarantined = self.redlock.is_quarantined(master);
-            async move {
-                if quarantined {
-                    return Err(MasterReply::Quarantined);
+        let answers = inner
+            .masters
+            .ask_each(|master| {
+                let call = &call;
+                let quarantined = self.redlock.is_quarantined(master);
+                async move {
+                    if quarantined {
+                        return Err(MasterReply::Quarantined);
+                    }
+                    match master.run(call).await? {
+                        Value::Array(slots) => Ok(slots
+                            .into_iter()
+                            .filter_map(|s| match s {
+                                Value::Int(s) => u32::try_from(s).ok(),
+                                _ => None,
+                            })
+                            .collect::<Vec<u32>>()),
+                        other => Err(MasterReply::ServerError(format!(
+                            "unexpected reply {other:?}"
+                        ))),
+                    }
                 }
-                match master.run(call).await? {
-                    Value::Array(slots) => Ok(slots
-                        .into_iter()
-                        .filter_map(|s| match s {
-                            Value::Int(s) => u32::try_from(s).ok(),
-                            _ => None,
-                        })
-                        .collect::<Vec<u32>>()),
-                    other => Err(MasterReply::ServerError(format!(
-                        "unexpected reply {other:?}"
-                    ))),
-                }
-            }
-        }))
-        .await;
+            })
+            .await;
         let answered = answers.iter().filter(|a| a.is_ok()).count();
-        if answered < inner.quorum {
+        if answered < inner.masters.quorum() {
             let replies = Replies(
                 answers
                     .into_iter()
@@ -159,16 +160,12 @@ impl Semaphore {
                     })
                     .collect(),
             );
-            return Err(Error::Unavailable {
-                failed: replies.failures(),
-                masters: inner.masters.len(),
-                replies,
-            });
+            return Err(inner.masters.unavailable(replies));
         }
         Ok(free_on_a_quorum(
             self.permits,
             answers.iter().filter_map(|a| a.as_ref().ok()),
-            inner.quorum,
+            inner.masters.quorum(),
         ))
     }
 

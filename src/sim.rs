@@ -1,5 +1,5 @@
 //! Hooks for the deterministic simulator (the `sim` feature; not a public API): a simulated
-//! network that stands in for redis-rs under [`link`](crate::link), and a seeded source for the
+//! network that stands in for redis-rs under the library's `link` module, and a seeded source for the
 //! library's randomness (owner tokens, retry jitter), so that a seed replays exactly.
 //!
 //! The simulator lives in the workspace crate `redquorum-sim`; see its docs.

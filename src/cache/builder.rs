@@ -202,7 +202,7 @@ impl CacheBuilder {
             .config()
             .check_ttl(self.fill_lock_ttl)
             .map_err(|e| Error::InvalidConfig(format!("fill lock ttl: {e}")))?;
-        let nodes = redlock.inner.masters.clone();
+        let nodes = redlock.inner.masters.to_vec();
         if self.redlock.is_some() {
             warn_if_evicting(&nodes).await;
         }
