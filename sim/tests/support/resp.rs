@@ -19,10 +19,17 @@ impl RespClient {
     /// Connects; every read and write is bounded by 5 s so a hung server fails the test.
     pub fn connect(port: u16) -> RespClient {
         let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to redis-server");
-        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        stream.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream
+            .set_write_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         stream.set_nodelay(true).unwrap();
-        RespClient { reader: BufReader::new(stream.try_clone().unwrap()), writer: stream }
+        RespClient {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+        }
     }
 
     fn read_line(&mut self) -> String {
