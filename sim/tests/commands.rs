@@ -491,3 +491,37 @@ fn identity_uptime_and_restart() {
     assert_eq!(run(&mut m, &["FLUSHALL"]), Value::ok());
     assert_eq!(run(&mut m, &["PING"]), Value::Status("PONG".into()));
 }
+
+/// Not a model property but a finding the model makes reproducible: at exactly the data key's
+/// deadline PTTL is 0 (the key still exists), and cache_versioned.lua then takes its `else`
+/// branch and writes the version key *without* a TTL, so it outlives the data by forever.
+/// A later plain SET of the data key would then be read under that stale version. Kept as a
+/// test so that whoever changes the script (e.g. `if pttl >= 0`) sees this flip.
+#[test]
+fn cache_versioned_at_the_exact_deadline_persists_the_version_key() {
+    let source = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/cache_versioned.lua"
+    ))
+    .unwrap();
+    let source = String::from_utf8(source).unwrap();
+    let mut m = master();
+    run(&mut m, &["SET", "cd", "plain", "PX", "10"]);
+    m.advance_ms(10);
+    assert_eq!(run(&mut m, &["PTTL", "cd"]), Value::Int(0));
+    assert_eq!(
+        run(&mut m, &["EVAL", &source, "3", "cd", "cv", "cn", "get"]),
+        Value::Array(vec![bulk("1"), bulk("plain")])
+    );
+    assert_eq!(
+        run(&mut m, &["PTTL", "cv"]),
+        Value::Int(-1),
+        "version key has no TTL"
+    );
+    m.advance_ms(1);
+    assert_eq!(
+        run(&mut m, &["EXISTS", "cd", "cv"]),
+        Value::Int(1),
+        "data gone, version stays"
+    );
+}
