@@ -235,6 +235,11 @@ impl Master {
             let sealed = seal.is_some_and(|f| f.is_sealed_for(&identity.run_id));
             self.seal_generation.fetch_add(1, Ordering::AcqRel);
             self.sealed.store(sealed, Ordering::Release);
+            if let Some(old) = known.as_ref().filter(|_| !new_process) {
+                // The same process again (a reconnect): its quarantine started when we first
+                // saw it, which may be later than its uptime says (see below).
+                identity.started_at = old.started_at;
+            }
             if new_process && self.track_restarts.load(Ordering::Acquire) {
                 // A replacement process: whatever its uptime, it did not hold our keys until
                 // now, so its quarantine starts when we first see it.

@@ -265,3 +265,68 @@ async fn a_replacement_with_a_long_uptime_is_quarantined_from_when_it_is_seen() 
     );
     Ok(())
 }
+
+/// Found by the simulator (seed 112): after a replacement was first seen, a reconnect to the
+/// same replacement (its connection was reset) recomputed its start from its long uptime and
+/// dropped the quarantine the client had started for it. The quarantine must survive
+/// reconnects to the same process. Failed before: B got the lock A held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replacement_stays_quarantined_across_reconnects() -> anyhow::Result<()> {
+    let cluster = Cluster::builder().masters(5).proxy(true).build()?;
+    let standby = Cluster::start(1)?;
+    let quarantine = Duration::from_secs(3);
+    tokio::time::sleep(quarantine + Duration::from_millis(1100)).await;
+    let checker = Checker::new();
+    let b = builder(&cluster)
+        .restart_quarantine(quarantine)
+        .build()
+        .await?;
+    let a = builder(&cluster)
+        .restart_quarantine(quarantine)
+        .build()
+        .await?;
+    cluster.cut_off(3, Cut::BlackHole)?;
+    cluster.cut_off(4, Cut::BlackHole)?;
+    let lock_a = a.acquire("precious", Duration::from_secs(10)).await?;
+    checker.record(holding(1, &lock_a));
+    cluster.heal(3)?;
+    cluster.heal(4)?;
+    let to = standby
+        .direct_url(0)
+        .trim_start_matches("redis://")
+        .parse()?;
+    cluster.redirect(2, to)?;
+    // B meets the replacement (and starts its quarantine), then its connection is reset.
+    let first = b.try_acquire("precious", Duration::from_secs(10)).await;
+    assert!(!matches!(first, Ok(Some(_))), "{first:?}");
+    let err = b
+        .acquire_with_wait(
+            "precious",
+            Duration::from_secs(10),
+            Duration::from_millis(500),
+        )
+        .await
+        .expect_err("quarantined");
+    assert_eq!(
+        err.replies().expect("replies").as_slice()[2],
+        redquorum::MasterReply::Quarantined,
+        "{err}"
+    );
+    cluster.cut_off(2, Cut::Reset)?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cluster.heal(2)?;
+    let attempt = b
+        .acquire_with_wait("precious", Duration::from_secs(10), Duration::from_secs(1))
+        .await;
+    if let Ok(lock_b) = &attempt {
+        checker.record(holding(2, lock_b));
+    }
+    assert!(checker.overlaps().is_empty(), "{:?}", checker.overlaps());
+    let err = attempt.expect_err("the replacement must still be quarantined");
+    assert_eq!(
+        err.replies().expect("replies").as_slice()[2],
+        redquorum::MasterReply::Quarantined,
+        "{err}"
+    );
+    Ok(())
+}
