@@ -25,10 +25,14 @@
 
 pub mod commands;
 pub mod data;
+pub mod history;
 pub mod keyspace;
 pub mod lua;
 pub mod master;
+pub mod net;
 pub mod numbers;
+pub mod run;
+pub mod trace;
 pub mod value;
 
 pub use data::{Data, Hash, SortedSet};

@@ -1,0 +1,620 @@
+//! The simulated network between the clients and the simulated masters: it implements
+//! `redquorum::sim::Network`, so the library's own connection code runs over it.
+//!
+//! Every message takes a seeded random delay; a connection delivers in order (TCP); faults are
+//! applied by [`Net`]'s methods (pause, crash and restart, partition, takeover, clock jump,
+//! script flush) or drawn per message (lost request, lost reply). A connection that lost a
+//! message is reset a little later, as TCP gives up on a stream that lost bytes; a crashed
+//! master resets its connections at once. Everything runs on one thread in virtual time
+//! (tokio's paused clock), so a seed replays exactly.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use redis::{RedisError, RedisResult};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::master::SimMaster;
+use crate::trace::Trace;
+use crate::value::Value;
+
+/// Per-message behaviour of the network, drawn from the seed.
+#[derive(Clone, Debug)]
+pub struct Links {
+    /// One-way delay of a message, uniform in this range.
+    pub delay: (Duration, Duration),
+    /// Probability that one message (request or reply) is lost.
+    pub loss: f64,
+    /// How long after a loss the connection is reset.
+    pub reset_after: (Duration, Duration),
+}
+
+impl Default for Links {
+    fn default() -> Self {
+        Self {
+            delay: (Duration::from_micros(50), Duration::from_micros(800)),
+            loss: 0.0,
+            reset_after: (Duration::from_millis(50), Duration::from_millis(500)),
+        }
+    }
+}
+
+/// How a master is cut off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cut {
+    /// Messages vanish; connections stay open (a partition).
+    BlackHole,
+    /// Connections are reset and new ones refused (a dead host whose kernel answers).
+    Refuse,
+}
+
+struct Node {
+    master: fragile::Fragile<SimMaster>,
+    /// Bumped by every crash, restart and takeover: connections to an older process are reset.
+    incarnation: u64,
+    up: bool,
+    paused: bool,
+    cut: Option<Cut>,
+    /// Added to the virtual time to make this master's wall clock.
+    clock_offset_ms: i64,
+    /// Open connections, to reset them.
+    conns: Vec<Arc<ConnState>>,
+}
+
+struct State {
+    nodes: Vec<Node>,
+    rng: StdRng,
+    links: Links,
+    next_conn: u64,
+    /// The virtual instant of wall-clock time `WALL_EPOCH_MS`.
+    start: Instant,
+    trace: Trace,
+}
+
+/// Wall-clock milliseconds at the start of a run (any fixed value: masters compare their own).
+const WALL_EPOCH_MS: u64 = 1_800_000_000_000;
+
+/// The network, shared by every simulated connection. Cheap to clone.
+#[derive(Clone)]
+pub struct Net(Arc<Mutex<State>>);
+
+impl Net {
+    /// `n` masters, fresh and empty, run ids drawn from `seed`.
+    pub fn new(n: usize, seed: u64, links: Links, trace: Trace) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let nodes = (0..n)
+            .map(|_| Node {
+                master: fragile::Fragile::new(started_long_ago(run_id(&mut rng))),
+                incarnation: 0,
+                up: true,
+                paused: false,
+                cut: None,
+                clock_offset_ms: 0,
+                conns: Vec::new(),
+            })
+            .collect();
+        Self(Arc::new(Mutex::new(State {
+            nodes,
+            rng,
+            links,
+            next_conn: 0,
+            start: Instant::now(),
+            trace,
+        })))
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Number of masters.
+    pub fn len(&self) -> usize {
+        self.state().nodes.len()
+    }
+
+    /// Whether there are no masters.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The master URLs to give the builder (they only name the masters).
+    pub fn urls(&self) -> Vec<String> {
+        (0..self.len())
+            .map(|i| format!("redis://sim-{i}:6379"))
+            .collect()
+    }
+
+    /// Runs `f` on master `i`'s model, its clock set to now (for checks behind the clients'
+    /// backs).
+    pub fn inspect<T>(&self, i: usize, f: impl FnOnce(&mut SimMaster) -> T) -> T {
+        let mut state = self.state();
+        let now = state.wall_ms(i);
+        let master = state.nodes[i].master.get_mut();
+        master.set_now_ms(now);
+        f(master)
+    }
+
+    /// Stops master `i` (SIGSTOP): requests wait until [`resume`](Self::resume).
+    pub fn pause(&self, i: usize) {
+        let mut s = self.state();
+        s.nodes[i].paused = true;
+        s.log(format!("fault: pause {i}"));
+    }
+
+    /// Undoes [`pause`](Self::pause).
+    pub fn resume(&self, i: usize) {
+        let mut s = self.state();
+        s.nodes[i].paused = false;
+        s.log(format!("fault: resume {i}"));
+    }
+
+    /// Crashes master `i`: its connections are reset, new ones refused until a restart.
+    pub fn crash(&self, i: usize) {
+        let mut s = self.state();
+        s.nodes[i].up = false;
+        s.reset_all(i);
+        s.log(format!("fault: crash {i}"));
+    }
+
+    /// Restarts master `i` as a new process (new `run_id`), with or without its data.
+    pub fn restart(&self, i: usize, keep_data: bool) {
+        let mut s = self.state();
+        let id = run_id(&mut s.rng);
+        let now = s.wall_ms(i);
+        s.reset_all(i);
+        let node = &mut s.nodes[i];
+        node.up = true;
+        node.paused = false;
+        let master = node.master.get_mut();
+        master.set_now_ms(now);
+        master.restart(keep_data, id);
+        s.log(format!("fault: restart {i} keep_data={keep_data}"));
+    }
+
+    /// Another server takes over master `i`'s address: a process that has run for `uptime`,
+    /// with no data of ours.
+    pub fn take_over(&self, i: usize, uptime: Duration) {
+        let mut s = self.state();
+        let id = run_id(&mut s.rng);
+        let now = s.wall_ms(i);
+        s.reset_all(i);
+        let node = &mut s.nodes[i];
+        node.up = true;
+        node.paused = false;
+        // Started `uptime` ago: restart it with its clock set back that far.
+        let master = node.master.get_mut();
+        master.set_now_ms(now.saturating_sub(uptime.as_millis() as u64));
+        master.restart(false, id);
+        master.set_now_ms(now);
+        s.log(format!("fault: take over {i} uptime={uptime:?}"));
+    }
+
+    /// Cuts master `i` off (`Some`) or heals it (`None`). Healing resets the connections that
+    /// lost messages meanwhile.
+    pub fn cut(&self, i: usize, cut: Option<Cut>) {
+        let mut s = self.state();
+        if cut == Some(Cut::Refuse) {
+            s.reset_all(i);
+        }
+        if cut.is_none() {
+            for conn in &s.nodes[i].conns {
+                if conn.tainted() {
+                    conn.reset();
+                }
+            }
+        }
+        s.nodes[i].cut = cut;
+        s.log(format!("fault: cut {i} {cut:?}"));
+    }
+
+    /// Jumps master `i`'s wall clock by `by_ms` (either way).
+    pub fn jump_clock(&self, i: usize, by_ms: i64) {
+        let mut s = self.state();
+        s.nodes[i].clock_offset_ms += by_ms;
+        s.log(format!("fault: clock {i} {by_ms:+} ms"));
+    }
+
+    /// `SCRIPT FLUSH` on master `i`.
+    pub fn flush_scripts(&self, i: usize) {
+        self.exec_now(i, &[b"SCRIPT".to_vec(), b"FLUSH".to_vec()]);
+        self.state().log(format!("fault: script flush {i}"));
+    }
+
+    /// Runs one command on master `i` at once, bypassing the network.
+    pub fn exec_now(&self, i: usize, args: &[Vec<u8>]) -> Value {
+        self.inspect(i, |m| m.execute(args))
+    }
+
+    /// Changes the per-message behaviour.
+    pub fn set_links(&self, links: Links) {
+        self.state().links = links;
+    }
+
+    /// Whether master `i` is up, running and reachable.
+    pub fn is_healthy(&self, i: usize) -> bool {
+        let s = self.state();
+        let n = &s.nodes[i];
+        n.up && !n.paused && n.cut.is_none()
+    }
+
+    /// Whether master `i`'s process is running (not crashed).
+    pub fn is_up(&self, i: usize) -> bool {
+        self.state().nodes[i].up
+    }
+
+    /// Adds a line to the trace.
+    pub fn log(&self, line: impl Into<String>) {
+        self.state().log(line.into());
+    }
+}
+
+impl State {
+    fn wall_ms(&self, i: usize) -> u64 {
+        let elapsed = self.start.elapsed().as_millis() as i64;
+        (WALL_EPOCH_MS as i64 + elapsed + self.nodes[i].clock_offset_ms).max(0) as u64
+    }
+
+    fn reset_all(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        node.incarnation += 1;
+        for conn in node.conns.drain(..) {
+            conn.reset();
+        }
+    }
+
+    fn delay(&mut self) -> Duration {
+        let (lo, hi) = self.links.delay;
+        self.rng.random_range(lo..=hi)
+    }
+
+    fn lost(&mut self) -> bool {
+        self.links.loss > 0.0 && self.rng.random_bool(self.links.loss)
+    }
+
+    fn log(&mut self, line: String) {
+        let at = self.start.elapsed();
+        self.trace.push(at, line);
+    }
+}
+
+/// A master that has been up for an hour when the run starts (past any quarantine).
+fn started_long_ago(run_id: String) -> SimMaster {
+    let mut master = SimMaster::new(run_id, WALL_EPOCH_MS - 3_600_000);
+    master.set_now_ms(WALL_EPOCH_MS);
+    master
+}
+
+fn run_id(rng: &mut StdRng) -> String {
+    (0..40)
+        .map(|_| char::from_digit(rng.random_range(0..16), 16).expect("hex digit"))
+        .collect()
+}
+
+/// One connection's shared state.
+struct ConnState {
+    id: u64,
+    node: usize,
+    incarnation: u64,
+    /// Cancelled when the connection is reset: pending and later requests fail.
+    dead: CancellationToken,
+    /// The connection lost a message: nothing after it gets through (a broken stream), and it
+    /// will be reset.
+    tainted: std::sync::atomic::AtomicBool,
+    /// Requests numbered as sent, and how many have been executed: a master executes a
+    /// connection's requests in the order they were sent, also after a pause.
+    sent: std::sync::atomic::AtomicU64,
+    executed: std::sync::atomic::AtomicU64,
+    /// When the last request arrives and the last reply is delivered: delivery is in order.
+    order: Mutex<(Instant, Instant)>,
+}
+
+impl ConnState {
+    fn reset(&self) {
+        self.dead.cancel();
+    }
+
+    fn tainted(&self) -> bool {
+        self.tainted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+fn reset_error() -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::ConnectionReset,
+        "simulated connection reset",
+    ))
+}
+
+fn refused_error() -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::ConnectionRefused,
+        "simulated connection refused",
+    ))
+}
+
+impl redquorum::sim::Network for Net {
+    fn connect(
+        &self,
+        index: usize,
+    ) -> BoxFuture<'static, RedisResult<Arc<dyn redquorum::sim::Connection>>> {
+        let net = self.clone();
+        Box::pin(async move {
+            let delay = net.state().delay();
+            tokio::time::sleep(delay * 2).await;
+            let reachable = {
+                let mut s = net.state();
+                let node = &s.nodes[index];
+                let reachable = match (node.up, node.cut) {
+                    (false, _) | (_, Some(Cut::Refuse)) => Some(false),
+                    (true, Some(Cut::BlackHole)) => None,
+                    (true, None) => Some(true),
+                };
+                if reachable == Some(false) {
+                    s.log(format!("connect {index}: refused"));
+                }
+                reachable
+            };
+            match reachable {
+                Some(true) => {}
+                Some(false) => return Err(refused_error()),
+                // The handshake never completes; the client's connect timeout ends it.
+                None => futures::future::pending::<()>().await,
+            }
+            let mut s = net.state();
+            s.next_conn += 1;
+            let now = Instant::now();
+            let conn = Arc::new(ConnState {
+                id: s.next_conn,
+                node: index,
+                incarnation: s.nodes[index].incarnation,
+                dead: CancellationToken::new(),
+                tainted: Default::default(),
+                sent: Default::default(),
+                executed: Default::default(),
+                order: Mutex::new((now, now)),
+            });
+            s.nodes[index].conns.push(conn.clone());
+            s.log(format!("connect {index}: conn {}", conn.id));
+            drop(s);
+            Ok(Arc::new(SimConn { net, conn }) as Arc<dyn redquorum::sim::Connection>)
+        })
+    }
+}
+
+struct SimConn {
+    net: Net,
+    conn: Arc<ConnState>,
+}
+
+impl redquorum::sim::Connection for SimConn {
+    fn send(&self, packed: Vec<u8>) -> BoxFuture<'static, RedisResult<redis::Value>> {
+        let (tx, rx) = oneshot::channel();
+        let dead = self.conn.dead.clone();
+        if dead.is_cancelled() {
+            return Box::pin(async { Err(reset_error()) });
+        }
+        // Queued now, whatever happens to the returned future: a real connection has sent it.
+        tokio::spawn(deliver(self.net.clone(), self.conn.clone(), packed, tx));
+        Box::pin(async move {
+            tokio::select! {
+                biased;
+                reply = rx => match reply {
+                    Ok(reply) => reply,
+                    // Lost: the connection is reset later, which ends the wait.
+                    Err(_) => {
+                        dead.cancelled().await;
+                        Err(reset_error())
+                    }
+                },
+                _ = dead.cancelled() => Err(reset_error()),
+            }
+        })
+    }
+}
+
+/// Carries one request to its master and the reply back, in order on the connection.
+async fn deliver(
+    net: Net,
+    conn: Arc<ConnState>,
+    packed: Vec<u8>,
+    tx: oneshot::Sender<RedisResult<redis::Value>>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let seq = conn.sent.fetch_add(1, Relaxed);
+    let args = parse_command(&packed);
+    let name = args
+        .first()
+        .map(|a| String::from_utf8_lossy(a).to_uppercase())
+        .unwrap_or_default();
+    let (arrival, lost_request) = {
+        let mut s = net.state();
+        let at = Instant::now() + s.delay();
+        let mut order = conn.order.lock().unwrap_or_else(|e| e.into_inner());
+        order.0 = order.0.max(at);
+        (order.0, s.lost())
+    };
+    tokio::time::sleep_until(arrival).await;
+    if conn.tainted() {
+        return;
+    }
+    if lost_request {
+        net.log(format!("conn {} -> {}: {name} lost", conn.id, conn.node));
+        taint(&net, &conn);
+        return;
+    }
+    // Wait out a pause (and this connection's earlier requests); a black hole swallows it.
+    let reply = loop {
+        if conn.dead.is_cancelled() {
+            return;
+        }
+        match execute(&net, &conn, seq, &args) {
+            Step::Done(reply) => break reply,
+            Step::Wait => tokio::time::sleep(Duration::from_millis(1)).await,
+            Step::Drop => return,
+        }
+    };
+    let (back, lost_reply) = {
+        let mut s = net.state();
+        let at = Instant::now() + s.delay();
+        let mut order = conn.order.lock().unwrap_or_else(|e| e.into_inner());
+        order.1 = order.1.max(at);
+        (order.1, s.lost())
+    };
+    tokio::time::sleep_until(back).await;
+    if lost_reply {
+        net.log(format!("conn {} <- {}: reply lost", conn.id, conn.node));
+        taint(&net, &conn);
+        return;
+    }
+    if conn.dead.is_cancelled() || conn.tainted() {
+        return;
+    }
+    let _ = tx.send(to_redis(&reply));
+}
+
+/// What became of a request that reached its master.
+enum Step {
+    Done(Value),
+    /// Paused, or an earlier request of the connection has not run yet.
+    Wait,
+    /// Swallowed (a black hole) or refused (the process changed).
+    Drop,
+}
+
+fn execute(net: &Net, conn: &Arc<ConnState>, seq: u64, args: &[Vec<u8>]) -> Step {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut s = net.state();
+    let node = &s.nodes[conn.node];
+    if node.incarnation != conn.incarnation || !node.up {
+        drop(s);
+        conn.reset();
+        return Step::Drop;
+    }
+    if node.cut == Some(Cut::BlackHole) {
+        drop(s);
+        taint(net, conn);
+        return Step::Drop;
+    }
+    if node.paused || conn.executed.load(Relaxed) != seq {
+        return Step::Wait;
+    }
+    let now = s.wall_ms(conn.node);
+    let master = s.nodes[conn.node].master.get_mut();
+    master.set_now_ms(now);
+    let reply = master.execute(args);
+    conn.executed.store(seq + 1, Relaxed);
+    s.log(format!(
+        "conn {} -> {}: {} => {}",
+        conn.id,
+        conn.node,
+        describe(args),
+        short(&reply)
+    ));
+    Step::Done(reply)
+}
+
+/// A lost message: the stream is broken; the connection is reset a little later.
+fn taint(net: &Net, conn: &Arc<ConnState>) {
+    if conn
+        .tainted
+        .swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        return;
+    }
+    let after = {
+        let mut s = net.state();
+        let (lo, hi) = s.links.reset_after;
+        s.rng.random_range(lo..=hi)
+    };
+    let (net, conn) = (net.clone(), conn.clone());
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        // A black hole keeps the connection open until healed (see `Net::cut`).
+        let held = net.state().nodes[conn.node].cut == Some(Cut::BlackHole);
+        if !held {
+            net.log(format!("conn {}: reset after a lost message", conn.id));
+            conn.reset();
+        }
+    });
+}
+
+/// The arguments of a packed RESP command.
+fn parse_command(packed: &[u8]) -> Vec<Vec<u8>> {
+    match redis::parse_redis_value(packed) {
+        Ok(redis::Value::Array(items)) => items
+            .into_iter()
+            .map(|item| match item {
+                redis::Value::BulkString(b) => b,
+                other => format!("{other:?}").into_bytes(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The model's reply as redis-rs would have parsed it from the wire.
+fn to_redis(value: &Value) -> RedisResult<redis::Value> {
+    let mut bytes = Vec::new();
+    encode(value, &mut bytes);
+    redis::parse_redis_value(&bytes)
+}
+
+fn encode(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Nil => out.extend_from_slice(b"$-1\r\n"),
+        Value::Int(n) => out.extend_from_slice(format!(":{n}\r\n").as_bytes()),
+        Value::Bulk(b) => {
+            out.extend_from_slice(format!("${}\r\n", b.len()).as_bytes());
+            out.extend_from_slice(b);
+            out.extend_from_slice(b"\r\n");
+        }
+        Value::Status(s) => out.extend_from_slice(format!("+{s}\r\n").as_bytes()),
+        Value::Error(e) => out.extend_from_slice(format!("-{e}\r\n").as_bytes()),
+        Value::Array(items) => {
+            out.extend_from_slice(format!("*{}\r\n", items.len()).as_bytes());
+            for item in items {
+                encode(item, out);
+            }
+        }
+    }
+}
+
+fn describe(args: &[Vec<u8>]) -> String {
+    let mut parts: Vec<String> = args
+        .iter()
+        .take(8)
+        .map(|a| {
+            let s = String::from_utf8_lossy(a);
+            if s.chars().count() > 40 {
+                format!("{}..", s.chars().take(10).collect::<String>())
+            } else {
+                s.into_owned()
+            }
+        })
+        .collect();
+    if args.len() > 8 {
+        parts.push("..".into());
+    }
+    parts.join(" ")
+}
+
+fn short(value: &Value) -> String {
+    let s = match value {
+        Value::Bulk(b) => format!("{:?}", String::from_utf8_lossy(b)),
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(short).collect::<Vec<_>>().join(", ")
+        ),
+        other => format!("{other:?}"),
+    };
+    if s.chars().count() > 60 {
+        format!("{}..", s.chars().take(56).collect::<String>())
+    } else {
+        s
+    }
+}

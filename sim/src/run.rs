@@ -1,0 +1,527 @@
+//! One simulated run: a seed draws the cluster, the clients, their settings, the workload and
+//! the faults; the run executes the real library over the simulated network in virtual time
+//! and checks the invariants. The same seed replays the same run.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use redquorum::{Error, LockGuard, Redlock};
+use tokio::time::Instant;
+
+use crate::history::{History, Holding, acquire_bound, overlaps, tokens_backwards};
+use crate::net::{Cut, Links, Net};
+use crate::trace::Trace;
+
+/// The settings one seed draws.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Masters.
+    pub masters: usize,
+    /// Clients (each a `Redlock`), and tasks per client.
+    pub clients: usize,
+    /// Tasks per client.
+    pub tasks: usize,
+    /// Clients built during the fault phase.
+    pub late_clients: usize,
+    /// Operations per task in the fault phase.
+    pub ops: usize,
+    /// Resources contended for.
+    pub resources: usize,
+    /// Lock TTL.
+    pub ttl: Duration,
+    /// Per-master timeout.
+    pub master_timeout: Duration,
+    /// Whether the clients run with the restart quarantine (set to the TTL).
+    pub quarantine: bool,
+    /// Per-message loss probability.
+    pub loss: f64,
+    /// Faults drawn: how many, and whether the uncovered ones may be drawn.
+    pub faults: usize,
+    /// Whether clock jumps and data loss without quarantine may be drawn.
+    pub uncovered_faults: bool,
+}
+
+impl Plan {
+    /// The plan of `seed`.
+    pub fn draw(seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_91a7);
+        let masters = [3, 5, 5, 5][rng.random_range(0..4)];
+        Self {
+            masters,
+            clients: rng.random_range(1..=3),
+            tasks: rng.random_range(1..=3),
+            late_clients: rng.random_range(0..=2),
+            ops: rng.random_range(3..=8),
+            resources: rng.random_range(1..=3),
+            ttl: Duration::from_millis(rng.random_range(300..=1500)),
+            master_timeout: Duration::from_millis(rng.random_range(10..=30)),
+            quarantine: rng.random_bool(0.6),
+            loss: if rng.random_bool(0.3) { 0.02 } else { 0.0 },
+            faults: rng.random_range(0..=12),
+            uncovered_faults: rng.random_bool(0.2),
+        }
+    }
+}
+
+/// What a run found.
+pub struct Outcome {
+    /// The plan it ran.
+    pub plan: Plan,
+    /// Every invariant broken.
+    pub violations: Vec<String>,
+    /// The trace (its tail, or all of it when asked for).
+    pub trace: Trace,
+    /// (acquisitions, refusals, errors).
+    pub counts: (u64, u64, u64),
+}
+
+/// Runs seed `seed`; `full_trace` keeps every line of the trace.
+pub fn run(seed: u64, full_trace: bool) -> Outcome {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
+    let plan = Plan::draw(seed);
+    let trace = Trace::keeping(if full_trace { 0 } else { 400 });
+    let result = runtime.block_on(body(seed, plan.clone(), trace.clone()));
+    redquorum::sim::unseed_rng();
+    Outcome {
+        plan,
+        violations: result.0,
+        trace,
+        counts: result.1,
+    }
+}
+
+/// Shared state of a run's tasks.
+#[derive(Clone)]
+struct World {
+    net: Net,
+    history: History,
+    plan: Plan,
+    /// Set once an uncovered fault happened: later holdings are not checked for overlap.
+    uncovered: Arc<std::sync::atomic::AtomicBool>,
+    /// When a master's address was last taken over: a client built soon after cannot know
+    /// the newcomer is new (its quarantine can only go by uptime), so its holdings then are
+    /// not covered.
+    last_takeover: Arc<std::sync::Mutex<Option<Instant>>>,
+}
+
+async fn body(seed: u64, plan: Plan, trace: Trace) -> (Vec<String>, (u64, u64, u64)) {
+    redquorum::sim::seed_rng(seed);
+    // No message loss while the clients connect: a client that cannot be built is not a
+    // finding, and the handshake is some 30 commands.
+    let net = Net::new(plan.masters, seed, Links::default(), trace.clone());
+    net.log(format!("plan: {plan:?}"));
+    let world = World {
+        net: net.clone(),
+        history: History::default(),
+        plan: plan.clone(),
+        uncovered: Arc::default(),
+        last_takeover: Arc::default(),
+    };
+    let mut clients = Vec::new();
+    for c in 0..plan.clients {
+        match client(&world).await {
+            Ok(client) => clients.push(client),
+            Err(e) => net.log(format!("client {c} could not be built: {e}")),
+        }
+    }
+    net.set_links(Links {
+        loss: plan.loss,
+        ..Links::default()
+    });
+    // Fault phase: the workload and the fault injector run together.
+    let injector = tokio::spawn(inject_faults(world.clone(), seed));
+    let mut tasks = Vec::new();
+    for (c, client) in clients.iter().enumerate() {
+        for t in 0..plan.tasks {
+            let who = format!("c{c}.t{t}");
+            let rng = StdRng::seed_from_u64(seed ^ (((c * 16 + t) as u64 + 1) * 0x9e37_79b9));
+            tasks.push(tokio::spawn(workload(
+                world.clone(),
+                client.clone(),
+                who,
+                rng,
+                plan.ops,
+                "r",
+            )));
+        }
+    }
+    // Clients built mid-run (after faults they did not see), used a little, then dropped.
+    for l in 0..plan.late_clients {
+        let rng = StdRng::seed_from_u64(seed ^ ((l as u64 + 57) * 0xc2b2_ae35));
+        tasks.push(tokio::spawn(late_client(
+            world.clone(),
+            format!("late{l}"),
+            rng,
+        )));
+    }
+    let mut panicked = Vec::new();
+    for task in tasks {
+        if let Err(e) = task.await {
+            panicked.push(format!("a workload task panicked: {e}"));
+        }
+    }
+    if let Err(e) = injector.await {
+        panicked.push(format!("the fault injector panicked: {e}"));
+    }
+    heal_everything(&world);
+    // Quiet phase: no faults but script flushes; every key of it must be gone at the end.
+    tokio::time::sleep(plan.ttl * 2).await;
+    let mut quiet = Vec::new();
+    for (c, client) in clients.iter().enumerate() {
+        let who = format!("c{c}.quiet");
+        let rng = StdRng::seed_from_u64(seed ^ ((c as u64 + 101) * 0x85eb_ca6b));
+        quiet.push(tokio::spawn(workload(
+            world.clone(),
+            client.clone(),
+            who,
+            rng,
+            4,
+            "quiet",
+        )));
+    }
+    let flusher = {
+        let net = net.clone();
+        let mut rng = StdRng::seed_from_u64(seed ^ 0xf1u64);
+        tokio::spawn(async move {
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_millis(rng.random_range(1..40))).await;
+                net.flush_scripts(rng.random_range(0..net.len()));
+            }
+        })
+    };
+    for task in quiet {
+        if let Err(e) = task.await {
+            panicked.push(format!("a quiet task panicked: {e}"));
+        }
+    }
+    let _ = flusher.await;
+    // Releases return at a quorum; stragglers finish within a per-master timeout or two.
+    tokio::time::sleep(plan.master_timeout * 4).await;
+    let mut violations = world.history.violations();
+    violations.extend(panicked);
+    violations.extend(leftovers(&world));
+    let holdings = world.history.holdings();
+    violations.extend(overlaps(&holdings));
+    violations.extend(tokens_backwards(&holdings));
+    drop(clients);
+    (violations, world.history.counts())
+}
+
+async fn client(world: &World) -> redquorum::Result<Redlock> {
+    let plan = &world.plan;
+    let mut builder = Redlock::builder()
+        .masters(world.net.urls())
+        .sim_network(Arc::new(world.net.clone()))
+        .master_timeout(plan.master_timeout)
+        .connect_timeout(plan.master_timeout * 4)
+        .retry_delay(Duration::from_millis(5))
+        .retry_jitter(Duration::from_millis(10));
+    if plan.quarantine {
+        builder = builder.restart_quarantine(plan.ttl);
+    }
+    builder.build().await
+}
+
+/// A client built at a random moment of the fault phase: a few operations, then dropped.
+async fn late_client(world: World, who: String, mut rng: StdRng) {
+    tokio::time::sleep(Duration::from_millis(rng.random_range(0..2_000))).await;
+    let built = Instant::now();
+    let client = match client(&world).await {
+        Ok(client) => client,
+        Err(e) => {
+            world.net.log(format!("{who}: could not be built: {e}"));
+            return;
+        }
+    };
+    let after_takeover = world
+        .last_takeover
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_some_and(|at| built.duration_since(at) < world.plan.ttl * 2);
+    let world = if after_takeover {
+        world
+            .net
+            .log(format!("{who}: built right after a takeover (not covered)"));
+        World {
+            uncovered: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            ..world
+        }
+    } else {
+        world
+    };
+    let ops = rng.random_range(1..=4);
+    workload(world, client, who, rng, ops, "r").await;
+}
+
+/// One task: `ops` operations on `prefix`-named resources.
+async fn workload(
+    world: World,
+    client: Redlock,
+    who: String,
+    mut rng: StdRng,
+    ops: usize,
+    prefix: &'static str,
+) {
+    for _ in 0..ops {
+        let resource = format!("{prefix}{}", rng.random_range(0..world.plan.resources));
+        let wait = Duration::from_millis(rng.random_range(0..400));
+        let started = Instant::now();
+        let timeout = world.plan.master_timeout;
+        let (attempt, bound) = match rng.random_range(0..10) {
+            0..=5 => (
+                client
+                    .acquire_with_wait(&resource, world.plan.ttl, wait)
+                    .await,
+                Some(acquire_bound(wait, timeout)),
+            ),
+            // No wait: sealing within one per-master timeout, then at most one round.
+            6..=7 => match client.try_acquire(&resource, world.plan.ttl).await {
+                Ok(Some(lock)) => (Ok(lock), Some(acquire_bound(timeout, timeout))),
+                Ok(None) => (
+                    Err(Error::InvalidArgument("refused".into())),
+                    Some(acquire_bound(timeout, timeout)),
+                ),
+                Err(e) => (Err(e), Some(acquire_bound(timeout, timeout))),
+            },
+            _ => {
+                // Cancelled part-way: the round must be rolled back.
+                let cut = Duration::from_micros(rng.random_range(0..3_000));
+                match tokio::time::timeout(cut, client.acquire(&resource, world.plan.ttl)).await {
+                    Ok(result) => (result, None),
+                    Err(_) => {
+                        world
+                            .net
+                            .log(format!("{who}: acquire of {resource} cancelled"));
+                        continue;
+                    }
+                }
+            }
+        };
+        let took = started.elapsed();
+        if let Some(bound) = bound
+            && took > bound
+        {
+            world.history.violation(format!(
+                "{who}: acquire of {resource} took {took:?}, bound {bound:?}"
+            ));
+        }
+        match attempt {
+            Ok(lock) => hold(&world, &who, &mut rng, lock, started).await,
+            Err(e) => {
+                world
+                    .net
+                    .log(format!("{who}: {resource} not acquired: {e}"));
+                world.history.refused(!e.is_contended());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..30))).await;
+    }
+}
+
+/// Holds a lock for a while (sometimes past its validity), maybe extends it, releases it.
+async fn hold(world: &World, who: &str, rng: &mut StdRng, mut lock: LockGuard, started: Instant) {
+    let uncovered = world.uncovered.load(std::sync::atomic::Ordering::Relaxed);
+    let index = world.history.hold(Holding {
+        who: who.to_owned(),
+        resource: lock.resource().to_owned(),
+        started,
+        acquired: Instant::now(),
+        valid_until: lock.valid_until(),
+        released: None,
+        token: lock.fencing_token(),
+        uncovered,
+    });
+    world.net.log(format!(
+        "{who}: holds {} token {:?} until +{:?}",
+        lock.resource(),
+        lock.fencing_token(),
+        lock.remaining()
+    ));
+    let remaining = lock.remaining();
+    // A holder paused past its validity now and then (GC, swap): it must not be counted after.
+    let nap = if rng.random_bool(0.1) {
+        remaining + Duration::from_millis(50)
+    } else {
+        remaining.mul_f64(rng.random_range(0.0..0.6))
+    };
+    tokio::time::sleep(nap).await;
+    if lock.is_valid() && rng.random_bool(0.3) {
+        match lock.extend(world.plan.ttl).await {
+            Ok(()) => world.history.extended(index, lock.valid_until()),
+            Err(e) => {
+                if e.is_lost() {
+                    check_not_held(world, &lock, who, "extend");
+                }
+                world.net.log(format!("{who}: extend failed: {e}"));
+            }
+        }
+        let nap = lock.remaining().mul_f64(rng.random_range(0.0..0.5));
+        tokio::time::sleep(nap).await;
+    }
+    let at = Instant::now();
+    let key = format!("{}lock:{}", redquorum::DEFAULT_KEY_PREFIX, lock.resource());
+    let token = lock.owner_token().to_owned();
+    match lock.release().await {
+        Ok(true) => world.history.released(index, at),
+        Ok(false) => {
+            world.history.released(index, at);
+            check_holders(world, &key, &token, who, "release said not held");
+        }
+        Err(e) => {
+            world.history.released(index, at);
+            world.net.log(format!("{who}: release failed: {e}"));
+        }
+    }
+}
+
+fn get(net: &Net, i: usize, key: &str) -> Option<String> {
+    match net.exec_now(i, &[b"GET".to_vec(), key.as_bytes().to_vec()]) {
+        crate::value::Value::Bulk(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+        _ => None,
+    }
+}
+
+/// "Not held" must mean that no quorum holds the lock.
+fn check_not_held(world: &World, lock: &LockGuard, who: &str, what: &str) {
+    let key = format!("{}lock:{}", redquorum::DEFAULT_KEY_PREFIX, lock.resource());
+    check_holders(world, &key, lock.owner_token(), who, what);
+}
+
+fn check_holders(world: &World, key: &str, token: &str, who: &str, what: &str) {
+    let holders = (0..world.net.len())
+        .filter(|&i| get(&world.net, i, key).as_deref() == Some(token))
+        .count();
+    let quorum = world.net.len() / 2 + 1;
+    if holders >= quorum {
+        world.history.violation(format!(
+            "{who}: {what} while {holders} masters still held {key}"
+        ));
+    }
+}
+
+/// Keys of the quiet phase left on any master.
+fn leftovers(world: &World) -> Vec<String> {
+    let pattern = format!("{}lock:quiet*", redquorum::DEFAULT_KEY_PREFIX);
+    let mut out = Vec::new();
+    for i in 0..world.net.len() {
+        if let crate::value::Value::Array(keys) = world
+            .net
+            .exec_now(i, &[b"KEYS".to_vec(), pattern.clone().into_bytes()])
+            && !keys.is_empty()
+        {
+            out.push(format!(
+                "master {i} kept {} quiet-phase keys: {keys:?}",
+                keys.len()
+            ));
+        }
+    }
+    out
+}
+
+/// The fault injector of the fault phase.
+async fn inject_faults(world: World, seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xfa17);
+    let n = world.net.len();
+    let quorum = n / 2 + 1;
+    let mut lost_unsealed: Vec<bool> = vec![false; n];
+    for _ in 0..world.plan.faults {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(10..400))).await;
+        let i = rng.random_range(0..n);
+        for (m, lost) in lost_unsealed.iter_mut().enumerate() {
+            if *lost && sealed(&world.net, m) {
+                *lost = false;
+            }
+        }
+        let may_lose_data = lost_unsealed.iter().filter(|l| **l).count() < n - quorum;
+        match rng.random_range(0..9) {
+            0 => {
+                world.net.pause(i);
+                let (net, d) = (world.net.clone(), rng.random_range(5..300));
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(d)).await;
+                    net.resume(i);
+                });
+            }
+            1 => {
+                world.net.crash(i);
+                let (net, d) = (world.net.clone(), rng.random_range(5..300));
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(d)).await;
+                    net.restart(i, true);
+                });
+            }
+            2 if may_lose_data => {
+                world.net.restart(i, false);
+                lost_unsealed[i] = true;
+                if !world.plan.quarantine {
+                    mark_uncovered(&world, "a master lost its data without quarantine");
+                }
+            }
+            3 if may_lose_data => {
+                let uptime = Duration::from_secs(rng.random_range(1..100_000));
+                world.net.take_over(i, uptime);
+                *world
+                    .last_takeover
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                lost_unsealed[i] = true;
+                if !world.plan.quarantine {
+                    mark_uncovered(&world, "a takeover without quarantine");
+                }
+            }
+            4 | 5 => {
+                let cut = if rng.random_bool(0.5) {
+                    Cut::BlackHole
+                } else {
+                    Cut::Refuse
+                };
+                world.net.cut(i, Some(cut));
+                let (net, d) = (world.net.clone(), rng.random_range(5..500));
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(d)).await;
+                    net.cut(i, None);
+                });
+            }
+            6 => world.net.flush_scripts(i),
+            7 if world.plan.uncovered_faults => {
+                let by = rng.random_range(-5_000..5_000);
+                world.net.jump_clock(i, by);
+                mark_uncovered(&world, "a master's clock jumped");
+            }
+            _ => {}
+        }
+    }
+}
+
+fn mark_uncovered(world: &World, why: &str) {
+    world.net.log(format!("uncovered from now on: {why}"));
+    world
+        .uncovered
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether master `i`'s fencing counter is sealed for its current process.
+fn sealed(net: &Net, i: usize) -> bool {
+    let prefix = redquorum::DEFAULT_KEY_PREFIX;
+    let seal = get(net, i, &format!("{prefix}fence:seal"));
+    let counter = get(net, i, &format!("{prefix}fence"));
+    let run_id = net.inspect(i, |m| m.run_id().to_owned());
+    counter.is_some() && seal.as_deref() == Some(run_id.as_str())
+}
+
+/// Ends every fault still in force: resumes, heals cuts, restarts crashed masters.
+fn heal_everything(world: &World) {
+    for i in 0..world.net.len() {
+        world.net.resume(i);
+        world.net.cut(i, None);
+        if !world.net.is_up(i) {
+            world.net.restart(i, true);
+        }
+    }
+}
