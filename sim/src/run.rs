@@ -174,23 +174,31 @@ async fn body(seed: u64, plan: Plan, trace: Trace) -> (Vec<String>, (u64, u64, u
     tokio::time::sleep(plan.ttl * 2).await;
     let mut quiet = Vec::new();
     for (c, client) in clients.iter().enumerate() {
-        let who = format!("c{c}.quiet");
-        let rng = StdRng::seed_from_u64(seed ^ ((c as u64 + 101) * 0x85eb_ca6b));
-        quiet.push(tokio::spawn(workload(
-            world.clone(),
-            client.clone(),
-            who,
-            rng,
-            4,
-            "quiet",
-        )));
+        for t in 0..plan.tasks {
+            let who = format!("c{c}.quiet{t}");
+            let rng =
+                StdRng::seed_from_u64(seed ^ ((c as u64 * 16 + t as u64 + 101) * 0x85eb_ca6b));
+            quiet.push(tokio::spawn(workload(
+                world.clone(),
+                client.clone(),
+                who,
+                rng,
+                8,
+                "quiet",
+            )));
+        }
     }
+    // Script flushes all through the quiet phase (bounded: at most 400).
+    let done = tokio_util::sync::CancellationToken::new();
     let flusher = {
-        let net = net.clone();
+        let (net, done) = (net.clone(), done.clone());
         let mut rng = StdRng::seed_from_u64(seed ^ 0xf1u64);
         tokio::spawn(async move {
-            for _ in 0..5 {
-                tokio::time::sleep(Duration::from_millis(rng.random_range(1..40))).await;
+            for _ in 0..400 {
+                tokio::time::sleep(Duration::from_millis(rng.random_range(1..15))).await;
+                if done.is_cancelled() {
+                    break;
+                }
                 net.flush_scripts(rng.random_range(0..net.len()));
             }
         })
@@ -200,6 +208,7 @@ async fn body(seed: u64, plan: Plan, trace: Trace) -> (Vec<String>, (u64, u64, u
             panicked.push(format!("a quiet task panicked: {e}"));
         }
     }
+    done.cancel();
     let _ = flusher.await;
     // Releases return at a quorum; stragglers finish within a per-master timeout or two.
     tokio::time::sleep(plan.master_timeout * 4).await;
@@ -312,7 +321,7 @@ async fn workload(
             ));
         }
         match attempt {
-            Ok(lock) => hold(&world, &who, &mut rng, lock, started).await,
+            Ok(lock) => hold(&world, &who, &mut rng, lock, started, prefix == "quiet").await,
             Err(e) => {
                 world
                     .net
@@ -325,7 +334,14 @@ async fn workload(
 }
 
 /// Holds a lock for a while (sometimes past its validity), maybe extends it, releases it.
-async fn hold(world: &World, who: &str, rng: &mut StdRng, mut lock: LockGuard, started: Instant) {
+async fn hold(
+    world: &World,
+    who: &str,
+    rng: &mut StdRng,
+    mut lock: LockGuard,
+    started: Instant,
+    quiet: bool,
+) {
     let uncovered = world.uncovered.load(std::sync::atomic::Ordering::Relaxed);
     let index = world.history.hold(Holding {
         who: who.to_owned(),
@@ -345,10 +361,11 @@ async fn hold(world: &World, who: &str, rng: &mut StdRng, mut lock: LockGuard, s
     ));
     let remaining = lock.remaining();
     // A holder paused past its validity now and then (GC, swap): it must not be counted after.
-    let nap = if rng.random_bool(0.1) {
-        remaining + Duration::from_millis(50)
-    } else {
-        remaining.mul_f64(rng.random_range(0.0..0.6))
+    let nap = match rng.random_range(0..10) {
+        0 => remaining + Duration::from_millis(50),
+        // The common case: a short critical section, released at once.
+        1..=4 => Duration::from_micros(rng.random_range(0..500)),
+        _ => remaining.mul_f64(rng.random_range(0.0..0.6)),
     };
     tokio::time::sleep(nap).await;
     if lock.is_valid() && rng.random_bool(0.3) {
@@ -367,6 +384,28 @@ async fn hold(world: &World, who: &str, rng: &mut StdRng, mut lock: LockGuard, s
     let at = Instant::now();
     let key = format!("{}lock:{}", redquorum::DEFAULT_KEY_PREFIX, lock.resource());
     let token = lock.owner_token().to_owned();
+    if quiet {
+        // No fault but script flushes: once the release's stragglers are done, no master may
+        // still have this owner's key (it would stay for its whole TTL).
+        let (net, history, who, key, token) = (
+            world.net.clone(),
+            world.history.clone(),
+            who.to_owned(),
+            key.clone(),
+            token.clone(),
+        );
+        let settle = world.plan.master_timeout * 4;
+        tokio::spawn(async move {
+            tokio::time::sleep(settle).await;
+            for i in 0..net.len() {
+                if get(&net, i, &key).as_deref() == Some(token.as_str()) {
+                    history.violation(format!(
+                        "{who}: master {i} kept {key} {settle:?} after its release"
+                    ));
+                }
+            }
+        });
+    }
     match lock.release().await {
         Ok(true) => world.history.released(index, at),
         Ok(false) => {
@@ -515,8 +554,10 @@ fn sealed(net: &Net, i: usize) -> bool {
     counter.is_some() && seal.as_deref() == Some(run_id.as_str())
 }
 
-/// Ends every fault still in force: resumes, heals cuts, restarts crashed masters.
+/// Ends every fault still in force: resumes, heals cuts, restarts crashed masters, stops
+/// losing messages.
 fn heal_everything(world: &World) {
+    world.net.set_links(Links::default());
     for i in 0..world.net.len() {
         world.net.resume(i);
         world.net.cut(i, None);
