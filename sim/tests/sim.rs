@@ -1,11 +1,11 @@
 //! The deterministic simulation of the whole protocol: the real library, our real Lua scripts
 //! on simulated masters, a simulated network and virtual time, thousands of seeded runs.
 //!
-//! - `cargo test -p redquorum-sim --test sim`: the CI budget (`SIM_SEEDS`, default 1000 seeds
-//!   from `SIM_FIRST`, default 0).
+//! - `cargo test --release -p redquorum-sim --test sim`: the CI budget (`SIM_SEEDS`, default
+//!   2000 seeds from `SIM_FIRST`, default 0), on up to 4 threads.
 //! - `SIM_SEEDS=100000 cargo test --release -p redquorum-sim --test sim`: a long run.
-//! - `SIM_SEED=n cargo test -p redquorum-sim --test sim -- --nocapture`: replays seed `n`
-//!   and prints its whole trace.
+//! - `SIM_SEED=n cargo test --release -p redquorum-sim --test sim -- --nocapture`: replays
+//!   seed `n` and prints its whole trace.
 //!
 //! A failing seed prints itself, its plan, its violations and the tail of its trace.
 
@@ -14,6 +14,9 @@ use redquorum_sim::run::run;
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
+
+/// A worker's first failing seed with its report, if any, and its (acquired, refused, errors).
+type WorkerResult = (Option<(u64, String)>, (u64, u64, u64));
 
 #[test]
 fn seeds() {
@@ -30,26 +33,55 @@ fn seeds() {
         return;
     }
     let first = env_u64("SIM_FIRST").unwrap_or(0);
-    let count = env_u64("SIM_SEEDS").unwrap_or(1000);
+    let count = env_u64("SIM_SEEDS").unwrap_or(2000);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4)) as u64;
     let started = std::time::Instant::now();
-    let mut totals = (0, 0, 0);
-    for seed in first..first + count {
-        let outcome = run(seed, false);
-        totals.0 += outcome.counts.0;
-        totals.1 += outcome.counts.1;
-        totals.2 += outcome.counts.2;
-        if !outcome.violations.is_empty() {
-            panic!(
-                "seed {seed} failed (replay: SIM_SEED={seed} cargo test -p redquorum-sim --test sim \
-                 -- --nocapture)\nplan: {:?}\nviolations: {:#?}\ntrace tail:\n{}",
-                outcome.plan,
-                outcome.violations,
-                outcome.trace.render()
-            );
-        }
+    // Seeds are independent (a runtime and a seeded random source each, on their own thread):
+    // worker w runs first + w, first + w + workers, ...; the lowest failing seed is reported.
+    let results: Vec<WorkerResult> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                scope.spawn(move || {
+                    let mut totals = (0, 0, 0);
+                    for seed in (first + w..first + count).step_by(workers as usize) {
+                        let outcome = run(seed, false);
+                        totals.0 += outcome.counts.0;
+                        totals.1 += outcome.counts.1;
+                        totals.2 += outcome.counts.2;
+                        if !outcome.violations.is_empty() {
+                            let report = format!(
+                                "plan: {:?}\nviolations: {:#?}\ntrace tail:\n{}",
+                                outcome.plan,
+                                outcome.violations,
+                                outcome.trace.render()
+                            );
+                            return (Some((seed, report)), totals);
+                        }
+                    }
+                    (None, totals)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a simulation worker panicked"))
+            .collect()
+    });
+    let totals = results
+        .iter()
+        .fold((0, 0, 0), |t, (_, c)| (t.0 + c.0, t.1 + c.1, t.2 + c.2));
+    if let Some((seed, report)) = results
+        .into_iter()
+        .filter_map(|(failure, _)| failure)
+        .min_by_key(|(seed, _)| *seed)
+    {
+        panic!(
+            "seed {seed} failed (replay: SIM_SEED={seed} cargo test --release -p redquorum-sim \
+             --test sim -- --nocapture)\n{report}"
+        );
     }
     println!(
-        "{count} seeds in {:?}: {} acquisitions, {} refused, {} errors",
+        "{count} seeds on {workers} threads in {:?}: {} acquisitions, {} refused, {} errors",
         started.elapsed(),
         totals.0,
         totals.1,
