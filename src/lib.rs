@@ -167,10 +167,14 @@
 //! ## Layout
 //! - `config`: [`Builder`], the `DEFAULT_*` constants, input validation.
 //! - `error`: [`Error`], with each master's [`MasterReply`] kept by index.
-//! - `master`: one master's multiplexed connection, reconnect, per-call timeout, `run_id`.
+//! - `link`: the seam to the wire: one connection to one master and how it is opened
+//!   (redis-rs; or, with the hidden `sim` feature, the deterministic simulator's network).
+//! - `master`: one master over its link: reconnect, per-call timeout, `run_id`, seal state.
+//! - `masters`: the master set and quorum: the one way every round asks the masters.
+//! - `random`: every random number drawn (owner tokens, jitter), seedable by the simulator.
 //! - `scripts`: the Lua scripts (in `scripts/*.lua`), `EVALSHA` with `NOSCRIPT` recovery (a
 //!   reload; acquires are never re-sent late as `EVAL`).
-//! - `quorum`: vote counting with early decision, validity arithmetic, concurrent fan-out.
+//! - `quorum`: vote counting with early decision, validity arithmetic, the fan-out loop.
 //! - `notify`: release wake-ups for waiting acquirers (pub/sub), and their local FIFO queue.
 //! - `lock`: [`Redlock`]: connect, acquire rounds, retry policy.
 //! - `fencing`: sealing masters' fencing counters, the token write-back, and why tokens
