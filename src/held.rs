@@ -13,8 +13,10 @@ use std::time::Duration;
 
 use redis::Value;
 
+use crate::drop_guard::SpawnOnDrop;
 use crate::error::{Error, Result};
-use crate::guard::{Lease, LockContext, LockGuard};
+use crate::guard::LockGuard;
+use crate::lease::{Lease, LockContext};
 use crate::lock::Redlock;
 use crate::scripts::{DEQUEUE, EXTEND, LuaScript, RELEASE, ScriptCall};
 
@@ -154,40 +156,27 @@ pub(crate) async fn leave(redlock: &Redlock, keys: Vec<String>, member: String) 
         .await;
 }
 
+/// A wait to leave if it ends without the lock (see [`leave_on_drop`]).
+pub(crate) type LeaveOnDrop = SpawnOnDrop<
+    Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send>,
+    futures::future::BoxFuture<'static, ()>,
+>;
+
+/// Leaves now: the wait ended without the lock.
+pub(crate) async fn leave_now(guard: LeaveOnDrop) {
+    if let Some(leave) = guard.take() {
+        leave().await;
+    }
+}
+
 /// Leaves a wait in the background when dropped armed: an acquire future dropped part-way must
-/// not leave its waiter queued (it would hold up the queue for a waiter timeout).
-pub(crate) struct LeaveOnDrop {
-    armed: Option<(Redlock, Vec<String>, String)>,
-}
-
-impl LeaveOnDrop {
-    pub(crate) fn armed(redlock: Redlock, keys: Vec<String>, member: String) -> Self {
-        Self {
-            armed: Some((redlock, keys, member)),
-        }
-    }
-
-    /// Leaves now (the wait ended without the lock).
-    pub(crate) async fn leave(mut self) {
-        if let Some((redlock, keys, member)) = self.armed.take() {
-            leave(&redlock, keys, member).await;
-        }
-    }
-
-    /// The wait ended with the lock: its release leaves.
-    pub(crate) fn disarm(&mut self) {
-        self.armed = None;
-    }
-}
-
-impl Drop for LeaveOnDrop {
-    fn drop(&mut self) {
-        if let Some((redlock, keys, member)) = self.armed.take()
-            && let Ok(handle) = tokio::runtime::Handle::try_current()
-        {
-            handle.spawn(async move { leave(&redlock, keys, member).await });
-        }
-    }
+/// not leave its waiter queued (it would hold up the queue for a waiter timeout). Disarm it
+/// when the wait ended with the lock (its release leaves); [`leave_now`] when it did not.
+pub(crate) fn leave_on_drop(redlock: Redlock, keys: Vec<String>, member: String) -> LeaveOnDrop {
+    SpawnOnDrop::armed(Box::new(move || {
+        Box::pin(async move { leave(&redlock, keys, member).await })
+            as futures::future::BoxFuture<'static, ()>
+    }))
 }
 
 impl LockGuard {

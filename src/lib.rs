@@ -176,14 +176,16 @@
 //!   reload; acquires are never re-sent late as `EVAL`).
 //! - `quorum`: vote counting with early decision, validity arithmetic, the fan-out loop.
 //! - `notify`: release wake-ups for waiting acquirers (pub/sub), and their local FIFO queue.
-//! - `lock`: [`Redlock`]: connect, acquire rounds, retry policy.
+//! - `lock`: [`Redlock`]: connect, the acquire calls, retry policy.
+//! - `round`: one acquire round as named steps: prepare, send, decide, fence, validate, undo.
+//! - `drop_guard`: one clean-up-on-drop guard for every cancellation path.
 //! - `fencing`: sealing masters' fencing counters, the token write-back, and why tokens
 //!   strictly increase.
-//! - `guard`: [`LockGuard`] (extend, release, drop) and the auto-extending lease of
-//!   [`Redlock::with_lock`].
+//! - `guard`: [`LockGuard`] (extend, release, drop).
+//! - `lease`: the auto-extending lease of [`Redlock::with_lock`] and its [`LockContext`].
 //! - `held`: what a hold is on the masters (keys and extend / release / rollback scripts), what
 //!   one acquire round sends, [`LockGuard::with_watchdog`], leaving a wait queue.
-//! - `multi`, `reentrant`, `fair`, `rwlock`, `semaphore`: the primitives above, each an acquire
+//! - `primitives/`: `multi`, `reentrant`, `fair`, `rwlock`, `semaphore`, each an acquire
 //!   script plus a hold description over the shared round.
 //! - `ring`: [`HashRing`], ketama consistent hashing byte-compatible with libmemcached.
 //! - `cache`: [`Cache`], a distributed cache over the ring: per-node batched pipelines, nodes
@@ -200,24 +202,23 @@
 
 mod cache;
 mod config;
+mod drop_guard;
 mod error;
-mod fair;
 mod fencing;
 mod guard;
 mod held;
+mod lease;
 mod link;
 mod lock;
 mod master;
 mod masters;
-mod multi;
 mod notify;
+mod primitives;
 mod quorum;
 mod random;
-mod reentrant;
 mod ring;
-mod rwlock;
+mod round;
 mod scripts;
-mod semaphore;
 #[cfg(feature = "sim")]
 #[doc(hidden)]
 pub mod sim;
@@ -234,13 +235,14 @@ pub use config::{
     MIN_TTL_PER_TIMEOUT,
 };
 pub use error::{Error, MasterReply, Replies, Result};
-pub use fair::FairLock;
-pub use guard::{LockContext, LockGuard};
+pub use guard::LockGuard;
+pub use lease::LockContext;
 pub use lock::Redlock;
-pub use reentrant::ReentrantLock;
+pub use primitives::fair::FairLock;
+pub use primitives::reentrant::ReentrantLock;
+pub use primitives::rwlock::RwLock;
+pub use primitives::semaphore::Semaphore;
 pub use ring::{HashRing, RingNode};
-pub use rwlock::RwLock;
-pub use semaphore::Semaphore;
 
 // Compiles the README's example as a doctest, so the README cannot drift from the API.
 #[cfg(doctest)]

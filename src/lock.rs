@@ -1,21 +1,23 @@
-//! The [`Redlock`] handle: connecting, one acquire round, and the retry policy around it.
+//! The [`Redlock`] handle: connecting, the public acquire calls, and the retry policy around
+//! the acquire round (`round.rs`).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::Value;
 use tokio::time::Instant;
 use tracing::{Instrument, field};
 
 use crate::config::{Builder, Config, check_resource, deadline_after};
 use crate::error::{Error, MasterReply, Replies, Result};
-use crate::guard::{LockContext, LockGuard};
+use crate::guard::LockGuard;
 use crate::held::{Attempt, HeldBy};
+use crate::lease::LockContext;
 use crate::master::{Master, connect_all};
 use crate::masters::Masters;
 use crate::notify::Wakeups;
-use crate::quorum::{Ballot, ChoiceTally, Decision, drift, quorum, sent_ttl, valid_until};
+use crate::quorum::quorum;
+use crate::round::RoundOutcome;
 use crate::scripts::{ACQUIRE, ScriptCall};
 
 /// A Redlock client over N independent Redis masters.
@@ -44,24 +46,6 @@ impl std::fmt::Debug for Redlock {
     }
 }
 
-/// How one acquire round ended.
-enum RoundOutcome {
-    Acquired {
-        token: String,
-        valid_until: Instant,
-        fencing_token: Option<u64>,
-        votes: usize,
-        /// The choice a quorum granted (a semaphore slot; 0 for scripts that do not choose).
-        choice: u32,
-    },
-    /// A quorum could not be had because other owners hold the key on enough masters.
-    Contended(Replies),
-    /// A quorum voted yes, but too late: no validity was left.
-    Expired(Replies),
-    /// Failing masters alone make a quorum impossible.
-    Unavailable(Replies),
-}
-
 /// Whether an acquire waits for release messages.
 ///
 /// Only the basic lock does: its releases announce themselves, and its local FIFO queue of
@@ -79,26 +63,6 @@ enum GaveUp {
     Contended,
     Timeout,
     Unavailable,
-}
-
-/// What the acquire script answered on one master.
-type AcquireAnswer = std::result::Result<Option<Grant>, MasterReply>;
-
-/// One master's grant: its fencing counter value, and what it chose.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Grant {
-    fence: u64,
-    choice: u32,
-}
-
-impl Ballot<AcquireAnswer> for ChoiceTally {
-    fn decision(&self) -> Decision {
-        ChoiceTally::decision(self)
-    }
-
-    fn record(&mut self, answer: &AcquireAnswer) -> Decision {
-        ChoiceTally::record(self, answer.as_ref().ok().and_then(|a| a.map(|g| g.choice)))
-    }
 }
 
 impl Redlock {
@@ -431,200 +395,6 @@ impl Redlock {
             .await
     }
 
-    /// One round of an attempt built by `next`; if it failed only because connections were
-    /// found broken and are coming back (a restarted server, a reset network path), scripts
-    /// were flushed, or counters must be sealed, a second round right away, before `deadline`.
-    /// Masters that are really down refuse the reconnect at once, so this still fails fast.
-    ///
-    /// The second round has a fresh owner token: the first one's rollback may reach a master
-    /// late, and must not delete what the second round set there.
-    async fn round_reconnecting(
-        &self,
-        next: &mut impl FnMut() -> Attempt,
-        deadline: Instant,
-    ) -> (RoundOutcome, Attempt) {
-        let attempt = next();
-        let outcome = self.round(&attempt, deadline).await;
-        if let RoundOutcome::Unavailable(replies) = &outcome
-            && Instant::now() < deadline
-            && self.worth_retrying_at_once(replies)
-        {
-            tracing::debug!("connections, scripts or seals were being repaired; one more round");
-            let attempt = next();
-            return (self.round(&attempt, deadline).await, attempt);
-        }
-        (outcome, attempt)
-    }
-
-    /// Whether a failed round's failures may be gone by now.
-    fn worth_retrying_at_once(&self, replies: &Replies) -> bool {
-        replies.as_slice().iter().enumerate().any(|(i, r)| match r {
-            MasterReply::Unavailable(_) => self.inner.masters.get(i).is_connected_or_connecting(),
-            MasterReply::NoScript | MasterReply::Unsealed => true,
-            _ => false,
-        })
-    }
-
-    /// One acquire round, exactly as in the Redlock spec, plus the fencing step: `attempt.call`
-    /// on every master, decided at a quorum for one choice, rolled back with `attempt.held`.
-    /// Sealing and waiting for reconnects end by `deadline`.
-    async fn round(&self, attempt: &Attempt, deadline: Instant) -> RoundOutcome {
-        let inner = &self.inner;
-        let config = &inner.config;
-        let (n, quorum) = (inner.masters.len(), inner.masters.quorum());
-        if config.fencing && self.has_unsealed_masters() {
-            self.seal_masters(deadline).await;
-        }
-        // Validity counts the TTL the masters were sent: whole milliseconds.
-        let (held, token, ttl) = (&attempt.held, &attempt.token, sent_ttl(attempt.ttl));
-        let call = attempt.call.clone();
-        // When the connected masters alone cannot make a quorum (say, every connection broke
-        // at once), the others get one chance to reconnect, bounded by the per-master timeout,
-        // before anything is sent (acquire scripts are never sent late). Not otherwise: a
-        // master that is down or cut off would cost every round that timeout.
-        let connected = inner.masters.iter().filter(|m| m.is_connected()).count();
-        if connected < quorum {
-            let until = deadline.min(Instant::now() + config.master_timeout);
-            inner.masters.ask_each(|m| m.await_connection(until)).await;
-        }
-        // If this future is dropped from here on, keys may have landed: roll back.
-        let mut rollback = RollbackOnDrop::armed(self.clone(), held.clone(), token.clone());
-        let t0 = Instant::now();
-        let round = inner
-            .masters
-            .ask(
-                |master| {
-                    let master = master.clone();
-                    let call = call.clone();
-                    let (quarantine, fencing) = (config.restart_quarantine, config.fencing);
-                    async move {
-                        // A master inside its restart quarantine, or whose fencing counter is not
-                        // sealed for its current process (its grant could carry a token lower than
-                        // one already handed out), must not vote.
-                        let excluded = |m: &Master| {
-                            if m.is_quarantined(quarantine) {
-                                Some(MasterReply::Quarantined)
-                            } else if fencing && !m.is_sealed() {
-                                Some(MasterReply::Unsealed)
-                            } else {
-                                None
-                            }
-                        };
-                        let answer = master
-                            .run_once(&call, excluded)
-                            .await
-                            .and_then(parse_acquire);
-                        if answer == Err(MasterReply::Unsealed) {
-                            master.unseal();
-                        }
-                        answer
-                    }
-                },
-                ChoiceTally::new(n, quorum),
-            )
-            .await;
-        let mut replies = Replies(
-            round
-                .answers
-                .iter()
-                .map(|a| match a {
-                    None => MasterReply::NoAnswer,
-                    Some(Ok(Some(_))) => MasterReply::Granted,
-                    Some(Ok(None)) => MasterReply::Refused,
-                    Some(Err(reply)) => reply.clone(),
-                })
-                .collect(),
-        );
-        let votes = replies.granted();
-        if round.decision == Decision::Won {
-            let choice = winning_choice(&round.answers, quorum);
-            // Masters that granted another choice (a semaphore slot that lost) give it back.
-            let others: Vec<Option<AcquireAnswer>> = round
-                .answers
-                .iter()
-                .map(|a| match a {
-                    Some(Ok(Some(g))) if g.choice != choice => a.clone(),
-                    _ => Some(Ok(None)),
-                })
-                .collect();
-            if others.iter().any(|a| matches!(a, Some(Ok(Some(_))))) {
-                self.rollback(held, token, &others).await;
-            }
-            let fencing_token = if config.fencing {
-                let grants: Vec<(usize, u64)> = round
-                    .answers
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, a)| match a {
-                        Some(Ok(Some(g))) if g.choice == choice => Some((i, g.fence)),
-                        _ => None,
-                    })
-                    .collect();
-                match self.fence_write_back(&grants).await {
-                    Some(token) => Some(token),
-                    None => {
-                        self.rollback(held, token, &round.answers).await;
-                        rollback.disarm();
-                        replies.0.iter_mut().for_each(|r| {
-                            if *r == MasterReply::NoAnswer {
-                                *r = MasterReply::TimedOut;
-                            }
-                        });
-                        return RoundOutcome::Unavailable(replies);
-                    }
-                }
-            } else {
-                None
-            };
-            let drift = drift(ttl, config.drift_factor);
-            if let Some(valid_until) = valid_until(t0, ttl, drift, Instant::now()) {
-                rollback.disarm();
-                return RoundOutcome::Acquired {
-                    token: token.clone(),
-                    valid_until,
-                    fencing_token,
-                    votes,
-                    choice,
-                };
-            }
-            self.rollback(held, token, &round.answers).await;
-            rollback.disarm();
-            return RoundOutcome::Expired(replies);
-        }
-        self.rollback(held, token, &round.answers).await;
-        rollback.disarm();
-        if replies.failures() > n - quorum {
-            RoundOutcome::Unavailable(replies)
-        } else {
-            RoundOutcome::Contended(replies)
-        }
-    }
-
-    /// Releases a failed round's keys on every master that may hold them: all but those that
-    /// answered "held by someone else" (their SET did not land). A master that timed out or was
-    /// not waited for may have applied the SET, so it is included. Returns once every call is
-    /// on its way (queued before this client's next command to that master), not answered.
-    async fn rollback(&self, held: &HeldBy, token: &str, answers: &[Option<AcquireAnswer>]) {
-        let targets: Vec<usize> = answers
-            .iter()
-            .enumerate()
-            .filter(|(_, a)| !matches!(a, Some(Ok(None))))
-            .map(|(i, _)| i)
-            .collect();
-        if targets.is_empty() {
-            return;
-        }
-        let call = Arc::new(held.rollback_call(token));
-        self.inner
-            .masters
-            .send_to(&targets, |master| {
-                let master = master.clone();
-                let call = call.clone();
-                async move { master.run(&call).await }
-            })
-            .await;
-    }
-
     /// Delayed-restart protection: a master that (re)started less than the configured maximum
     /// lock TTL ago may have lost keys it granted, so its votes do not count yet.
     pub(crate) fn is_quarantined(&self, master: &Master) -> bool {
@@ -655,72 +425,6 @@ impl Redlock {
                 config,
                 wakeups,
             }),
-        }
-    }
-}
-
-fn parse_acquire(value: Value) -> AcquireAnswer {
-    match value {
-        Value::Int(-1) => Ok(None),
-        // Fencing on and the counter missing: nothing was set (fencing.rs).
-        Value::Int(-2) => Err(MasterReply::Unsealed),
-        Value::Int(v) if v >= 0 => Ok(Some(Grant {
-            fence: v as u64,
-            choice: 0,
-        })),
-        // Scripts that choose (the semaphore's slot) answer [counter, choice].
-        Value::Array(ref pair) => match pair.as_slice() {
-            [Value::Int(fence), Value::Int(choice)] if *fence >= 0 && *choice >= 0 => {
-                Ok(Some(Grant {
-                    fence: *fence as u64,
-                    choice: u32::try_from(*choice).unwrap_or(u32::MAX),
-                }))
-            }
-            _ => Err(MasterReply::ServerError(format!(
-                "unexpected acquire reply {value:?}"
-            ))),
-        },
-        other => Err(MasterReply::ServerError(format!(
-            "unexpected acquire reply {other:?}"
-        ))),
-    }
-}
-
-/// The choice granted by a quorum in a won round.
-fn winning_choice(answers: &[Option<AcquireAnswer>], quorum: usize) -> u32 {
-    let mut tally = ChoiceTally::new(answers.len(), quorum);
-    for answer in answers.iter().flatten() {
-        Ballot::record(&mut tally, answer);
-    }
-    tally.winner().unwrap_or(0)
-}
-
-/// Rolls a round back if the acquiring future is dropped while the round is in flight.
-struct RollbackOnDrop {
-    armed: Option<(Redlock, HeldBy, String)>,
-}
-
-impl RollbackOnDrop {
-    fn armed(redlock: Redlock, held: HeldBy, token: String) -> Self {
-        Self {
-            armed: Some((redlock, held, token)),
-        }
-    }
-
-    fn disarm(&mut self) {
-        self.armed = None;
-    }
-}
-
-impl Drop for RollbackOnDrop {
-    fn drop(&mut self) {
-        if let Some((redlock, held, token)) = self.armed.take()
-            && let Ok(handle) = tokio::runtime::Handle::try_current()
-        {
-            handle.spawn(async move {
-                let n = redlock.masters();
-                redlock.rollback(&held, &token, &vec![None; n]).await;
-            });
         }
     }
 }

@@ -18,7 +18,8 @@ use tokio::time::Instant;
 use tracing::{Instrument, field};
 
 use crate::error::Error;
-use crate::guard::{Lease, LockGuard};
+use crate::guard::LockGuard;
+use crate::lease::Lease;
 
 use super::flight::{self, Join, Waited};
 use super::{Cache, CasOutcome, check_ttl};

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use crate::config::check_resource;
 use crate::error::{Error, Result};
-use crate::guard::{LockContext, LockGuard};
+use crate::guard::LockGuard;
 use crate::held::{Attempt, HeldBy};
+use crate::lease::LockContext;
 use crate::lock::{Redlock, Wake};
 use crate::scripts::{MULTI_ACQUIRE, MULTI_EXTEND, MULTI_RELEASE, ScriptCall};
 

@@ -8,8 +8,9 @@ use redis::Value;
 
 use crate::config::check_resource;
 use crate::error::{Error, MasterReply, Replies, Result};
-use crate::guard::{LockContext, LockGuard};
+use crate::guard::LockGuard;
 use crate::held::{Attempt, HeldBy};
+use crate::lease::LockContext;
 use crate::lock::{Redlock, Wake};
 use crate::scripts::{
     SEMAPHORE_ACQUIRE, SEMAPHORE_EXTEND, SEMAPHORE_HELD, SEMAPHORE_RELEASE, ScriptCall,

@@ -10,8 +10,9 @@ use crate::config::{DEFAULT_WAITER_TIMEOUT, check_resource};
 #[cfg(doc)]
 use crate::error::Error;
 use crate::error::{MasterReply, Replies, Result};
-use crate::guard::{LockContext, LockGuard};
-use crate::held::{Attempt, HeldBy, LeaveOnDrop, new_token};
+use crate::guard::LockGuard;
+use crate::held::{Attempt, HeldBy, LeaveOnDrop, leave_now, leave_on_drop, new_token};
+use crate::lease::LockContext;
 use crate::lock::{Redlock, Wake};
 use crate::quorum::Decision;
 use crate::scripts::{EXTEND, FAIR_ACQUIRE, FAIR_RELEASE, FAIR_TICKET, RELEASE, ScriptCall};
@@ -107,7 +108,7 @@ impl FairLock {
                 Ok(guard)
             }
             Err(e) => {
-                leave.leave().await;
+                leave_now(leave).await;
                 Err(e)
             }
         }
@@ -130,7 +131,7 @@ impl FairLock {
         if let Ok(Some(_)) = result {
             leave.disarm();
         } else {
-            leave.leave().await;
+            leave_now(leave).await;
         }
         result
     }
@@ -167,7 +168,7 @@ impl FairLock {
 
     fn queued(&self, waiter: &str) -> LeaveOnDrop {
         let [_, queue, waiters] = self.keys();
-        LeaveOnDrop::armed(
+        leave_on_drop(
             self.redlock.clone(),
             vec![queue, waiters],
             waiter.to_owned(),

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use crate::config::{DEFAULT_WAITER_TIMEOUT, check_resource};
 use crate::error::Result;
-use crate::guard::{LockContext, LockGuard};
-use crate::held::{Attempt, HeldBy, LeaveOnDrop, new_token};
+use crate::guard::LockGuard;
+use crate::held::{Attempt, HeldBy, LeaveOnDrop, leave_now, leave_on_drop, new_token};
+use crate::lease::LockContext;
 use crate::lock::{Redlock, Wake};
 use crate::scripts::{
     EXTEND, RELEASE, RW_READ_ACQUIRE, RW_READ_EXTEND, RW_READ_RELEASE, RW_WRITE_ACQUIRE,
@@ -134,7 +135,7 @@ impl RwLock {
                 Ok(guard)
             }
             Err(e) => {
-                intent.leave().await;
+                leave_now(intent).await;
                 Err(e)
             }
         }
@@ -159,7 +160,7 @@ impl RwLock {
         if let Ok(Some(_)) = result {
             intent.disarm();
         } else {
-            intent.leave().await;
+            leave_now(intent).await;
         }
         result
     }
@@ -207,7 +208,7 @@ impl RwLock {
 
     fn intent(&self, writer: &str) -> LeaveOnDrop {
         let waiting = self.keys().swap_remove(2);
-        LeaveOnDrop::armed(self.redlock.clone(), vec![waiting], writer.to_owned())
+        leave_on_drop(self.redlock.clone(), vec![waiting], writer.to_owned())
     }
 
     fn read_attempt(&self, ttl: Duration) -> Attempt {
