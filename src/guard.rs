@@ -197,11 +197,7 @@ impl LockGuard {
         let round = inner
             .masters
             .ask_then(
-                |master| {
-                    let master = master.clone();
-                    let call = call.clone();
-                    async move { master.run(&call).await }
-                },
+                |master| master.run_owned(&call),
                 released,
                 // Once our deletes are queued, a waiting task of this client may try at once: its
                 // SETs go down the same connections behind them (notify.rs, "local wake-ups").

@@ -146,11 +146,7 @@ pub(crate) async fn leave(redlock: &Redlock, keys: Vec<String>, member: String) 
         .masters
         .vote(
             inner.masters.quorum(),
-            |master| {
-                let master = master.clone();
-                let call = call.clone();
-                async move { master.run(&call).await }
-            },
+            |master| master.run_owned(&call),
             |answer| matches!(answer, Ok(Value::Int(1))),
         )
         .await;

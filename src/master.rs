@@ -335,6 +335,16 @@ impl Master {
             .await
     }
 
+    /// [`run`](Self::run) as a future that owns what it needs: the call a round makes to each
+    /// master (it may outlive the round, as a straggler finishing in the background).
+    pub(crate) fn run_owned(
+        self: &Arc<Self>,
+        call: &Arc<ScriptCall>,
+    ) -> impl Future<Output = Result<Value, MasterReply>> + Send + use<> {
+        let (master, call) = (self.clone(), call.clone());
+        async move { master.run(&call).await }
+    }
+
     /// Runs a script at most once, on the connection as it is now: no waiting for a reconnect,
     /// no second try on a new connection. For acquire scripts: a `SET` that reached a master
     /// late (after a reconnect) could land after this round's rollback or the lock's release

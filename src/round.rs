@@ -268,10 +268,7 @@ impl Redlock {
         let call = Arc::new(held.rollback_call(token));
         self.inner
             .masters
-            .send_to(&targets, |master| {
-                let (master, call) = (master.clone(), call.clone());
-                async move { master.run(&call).await }
-            })
+            .send_to(&targets, |master| master.run_owned(&call))
             .await;
     }
 }

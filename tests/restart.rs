@@ -217,15 +217,19 @@ async fn reseed_never_trusts_a_restarted_master_when_others_can_answer() -> anyh
     Ok(())
 }
 
-/// A replacement with a long uptime: master 2's address is taken over by a server that has
-/// been running for longer than the quarantine (a promoted replica, a pre-started standby
-/// behind a VIP) and holds none of A's keys. A client that knew the old process must
-/// quarantine the new one from the moment it first sees its `run_id`, whatever its uptime:
-/// otherwise it votes with 3 and 4 (cut off while A took the lock) and B gets a lock A holds.
-/// Failed before: only `uptime_in_seconds` started the quarantine, and B got the lock.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_replacement_with_a_long_uptime_is_quarantined_from_when_it_is_seen() -> anyhow::Result<()>
-{
+/// The takeover scenario: clients A and B (restart quarantine 3 s) both know the five masters;
+/// A takes "precious" while 3 and 4 are cut off (so only 0, 1, 2 hold its key); then master
+/// 2's address is taken over by a standby that has run for longer than the quarantine and
+/// holds none of A's keys. A majority (2, 3, 4) has never heard of A's lock.
+struct Takeover {
+    cluster: Cluster,
+    _standby: Cluster,
+    checker: Checker,
+    b: Redlock,
+    _lock_a: LockGuard,
+}
+
+async fn takeover_of_master_2() -> anyhow::Result<Takeover> {
     let cluster = Cluster::builder().masters(5).proxy(true).build()?;
     let standby = Cluster::start(1)?;
     let quarantine = Duration::from_secs(3);
@@ -250,6 +254,32 @@ async fn a_replacement_with_a_long_uptime_is_quarantined_from_when_it_is_seen() 
         .trim_start_matches("redis://")
         .parse()?;
     cluster.redirect(2, to)?;
+    Ok(Takeover {
+        cluster,
+        _standby: standby,
+        checker,
+        b,
+        _lock_a: lock_a,
+    })
+}
+
+/// A replacement with a long uptime: master 2's address is taken over by a server that has
+/// been running for longer than the quarantine (a promoted replica, a pre-started standby
+/// behind a VIP) and holds none of A's keys. A client that knew the old process must
+/// quarantine the new one from the moment it first sees its `run_id`, whatever its uptime:
+/// otherwise it votes with 3 and 4 (cut off while A took the lock) and B gets a lock A holds.
+/// Failed before: only `uptime_in_seconds` started the quarantine, and B got the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replacement_with_a_long_uptime_is_quarantined_from_when_it_is_seen() -> anyhow::Result<()>
+{
+    // Every part is bound (the masters and A's lock must live until the end).
+    let Takeover {
+        cluster: _cluster,
+        _standby,
+        checker,
+        b,
+        _lock_a,
+    } = takeover_of_master_2().await?;
     let attempt = b
         .acquire_with_wait("precious", Duration::from_secs(10), Duration::from_secs(1))
         .await;
@@ -272,30 +302,13 @@ async fn a_replacement_with_a_long_uptime_is_quarantined_from_when_it_is_seen() 
 /// reconnects to the same process. Failed before: B got the lock A held.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replacement_stays_quarantined_across_reconnects() -> anyhow::Result<()> {
-    let cluster = Cluster::builder().masters(5).proxy(true).build()?;
-    let standby = Cluster::start(1)?;
-    let quarantine = Duration::from_secs(3);
-    tokio::time::sleep(quarantine + Duration::from_millis(1100)).await;
-    let checker = Checker::new();
-    let b = builder(&cluster)
-        .restart_quarantine(quarantine)
-        .build()
-        .await?;
-    let a = builder(&cluster)
-        .restart_quarantine(quarantine)
-        .build()
-        .await?;
-    cluster.cut_off(3, Cut::BlackHole)?;
-    cluster.cut_off(4, Cut::BlackHole)?;
-    let lock_a = a.acquire("precious", Duration::from_secs(10)).await?;
-    checker.record(holding(1, &lock_a));
-    cluster.heal(3)?;
-    cluster.heal(4)?;
-    let to = standby
-        .direct_url(0)
-        .trim_start_matches("redis://")
-        .parse()?;
-    cluster.redirect(2, to)?;
+    let Takeover {
+        cluster,
+        _standby,
+        checker,
+        b,
+        _lock_a,
+    } = takeover_of_master_2().await?;
     // B meets the replacement (and starts its quarantine), then its connection is reset.
     let first = b.try_acquire("precious", Duration::from_secs(10)).await;
     assert!(!matches!(first, Ok(Some(_))), "{first:?}");

@@ -184,11 +184,7 @@ impl FairLock {
             .masters
             .vote(
                 inner.masters.quorum(),
-                |master| {
-                    let master = master.clone();
-                    let call = call.clone();
-                    async move { master.run(&call).await }
-                },
+                |master| master.run_owned(&call),
                 |answer| matches!(answer, Ok(Value::Int(_))),
             )
             .await;
