@@ -146,9 +146,18 @@ impl History {
     }
 }
 
+/// `t` as the trace shows times: milliseconds since `base`, the start of the run.
+fn ms(t: Instant, base: Instant) -> String {
+    format!(
+        "{:.3} ms",
+        t.saturating_duration_since(base).as_secs_f64() * 1e3
+    )
+}
+
 /// Two holdings of one resource inside their validity windows whose kinds exclude each other
-/// (mutexes, a writer against a reader or a writer, two owners of a reentrant lock).
-pub fn overlaps(holdings: &[Holding]) -> Vec<String> {
+/// (mutexes, a writer against a reader or a writer, two owners of a reentrant lock). Times are
+/// reported from `base`, the start of the run, as in the trace.
+pub fn overlaps(holdings: &[Holding], base: Instant) -> Vec<String> {
     let mut out = Vec::new();
     for (i, a) in holdings.iter().enumerate() {
         for b in &holdings[i + 1..] {
@@ -157,16 +166,16 @@ pub fn overlaps(holdings: &[Holding]) -> Vec<String> {
             }
             if a.acquired < b.end() && b.acquired < a.end() {
                 out.push(format!(
-                    "two holders of {}: {} {:?} {:?}..{:?} and {} {:?} {:?}..{:?}",
+                    "two holders of {}: {} {:?} {}..{} and {} {:?} {}..{}",
                     a.resource,
                     a.who,
                     a.kind,
-                    a.acquired,
-                    a.end(),
+                    ms(a.acquired, base),
+                    ms(a.end(), base),
                     b.who,
                     b.kind,
-                    b.acquired,
-                    b.end()
+                    ms(b.acquired, base),
+                    ms(b.end(), base)
                 ));
             }
         }
@@ -175,8 +184,8 @@ pub fn overlaps(holdings: &[Holding]) -> Vec<String> {
 }
 
 /// More than `k` holders of one semaphore inside their validity windows at some instant, or
-/// holders of one semaphore that disagree on `k`.
-pub fn permits_exceeded(holdings: &[Holding]) -> Vec<String> {
+/// holders of one semaphore that disagree on `k`. Times from `base`, as in [`overlaps`].
+pub fn permits_exceeded(holdings: &[Holding], base: Instant) -> Vec<String> {
     // Per semaphore, in name order (deterministic reports): the windows of its covered permits.
     let mut by_resource: BTreeMap<&str, Vec<&Holding>> = BTreeMap::new();
     for h in holdings {
@@ -222,12 +231,13 @@ pub fn permits_exceeded(holdings: &[Holding]) -> Vec<String> {
                     .iter()
                     .map(|&j| {
                         let h = permits[j];
-                        format!("{} {:?}..{:?}", h.who, h.acquired, h.end())
+                        format!("{} {}..{}", h.who, ms(h.acquired, base), ms(h.end(), base))
                     })
                     .collect();
                 out.push(format!(
-                    "{} holders of {resource} (k = {k}) at {at:?}: {who:?}",
-                    inside.len()
+                    "{} holders of {resource} (k = {k}) at {}: {who:?}",
+                    inside.len(),
+                    ms(at, base)
                 ));
                 // One report per excess is enough to replay it.
                 break;

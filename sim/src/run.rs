@@ -118,6 +118,8 @@ pub(crate) struct World {
 }
 
 async fn body(seed: u64, plan: Plan, trace: Trace) -> (Vec<String>, (u64, u64, u64)) {
+    // Time 0 of the trace (the network starts its clock now too): the checks report from it.
+    let base = Instant::now();
     redquorum::sim::seed_rng(seed);
     // No message loss while the clients connect: a client that cannot be built is not a
     // finding, and the handshake is some 30 commands.
@@ -223,8 +225,8 @@ async fn body(seed: u64, plan: Plan, trace: Trace) -> (Vec<String>, (u64, u64, u
     violations.extend(panicked);
     violations.extend(leftovers(&world));
     let holdings = world.history.holdings();
-    violations.extend(overlaps(&holdings));
-    violations.extend(permits_exceeded(&holdings));
+    violations.extend(overlaps(&holdings, base));
+    violations.extend(permits_exceeded(&holdings, base));
     violations.extend(tokens_backwards(&holdings));
     drop(clients);
     (violations, world.history.counts())
