@@ -31,6 +31,7 @@ pub mod lua;
 pub mod master;
 pub mod net;
 pub mod numbers;
+mod primitives;
 pub mod run;
 pub mod trace;
 pub mod value;

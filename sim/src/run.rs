@@ -10,8 +10,11 @@ use rand::{Rng, SeedableRng};
 use redquorum::{Error, LockGuard, Redlock};
 use tokio::time::Instant;
 
-use crate::history::{History, Holding, acquire_bound, overlaps, tokens_backwards};
+use crate::history::{
+    History, Holding, Kind, acquire_bound, overlaps, permits_exceeded, tokens_backwards,
+};
 use crate::net::{Cut, Links, Net};
+use crate::primitives;
 use crate::trace::Trace;
 
 /// The settings one seed draws.
@@ -41,6 +44,8 @@ pub struct Plan {
     pub faults: usize,
     /// Whether clock jumps and data loss without quarantine may be drawn.
     pub uncovered_faults: bool,
+    /// The permits of every semaphore of the run (every client must use the same).
+    pub permits: u32,
 }
 
 impl Plan {
@@ -61,6 +66,8 @@ impl Plan {
             loss: if rng.random_bool(0.3) { 0.02 } else { 0.0 },
             faults: rng.random_range(0..=12),
             uncovered_faults: rng.random_bool(0.2),
+            // Drawn last, so that the fields above stay what they were for every seed.
+            permits: rng.random_range(1..=3),
         }
     }
 }
@@ -98,12 +105,12 @@ pub fn run(seed: u64, full_trace: bool) -> Outcome {
 
 /// Shared state of a run's tasks.
 #[derive(Clone)]
-struct World {
-    net: Net,
-    history: History,
-    plan: Plan,
+pub(crate) struct World {
+    pub(crate) net: Net,
+    pub(crate) history: History,
+    pub(crate) plan: Plan,
     /// Set once an uncovered fault happened: later holdings are not checked for overlap.
-    uncovered: Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) uncovered: Arc<std::sync::atomic::AtomicBool>,
     /// When a master's address was last taken over: a client built soon after cannot know
     /// the newcomer is new (its quarantine can only go by uptime), so its holdings then are
     /// not covered.
@@ -111,6 +118,8 @@ struct World {
 }
 
 async fn body(seed: u64, plan: Plan, trace: Trace) -> (Vec<String>, (u64, u64, u64)) {
+    // Time 0 of the trace (the network starts its clock now too): the checks report from it.
+    let base = Instant::now();
     redquorum::sim::seed_rng(seed);
     // No message loss while the clients connect: a client that cannot be built is not a
     // finding, and the handshake is some 30 commands.
@@ -216,7 +225,8 @@ async fn body(seed: u64, plan: Plan, trace: Trace) -> (Vec<String>, (u64, u64, u
     violations.extend(panicked);
     violations.extend(leftovers(&world));
     let holdings = world.history.holdings();
-    violations.extend(overlaps(&holdings));
+    violations.extend(overlaps(&holdings, base));
+    violations.extend(permits_exceeded(&holdings, base));
     violations.extend(tokens_backwards(&holdings));
     drop(clients);
     (violations, world.history.counts())
@@ -230,7 +240,10 @@ async fn client(world: &World) -> redquorum::Result<Redlock> {
         .master_timeout(plan.master_timeout)
         .connect_timeout(plan.master_timeout * 4)
         .retry_delay(Duration::from_millis(5))
-        .retry_jitter(Duration::from_millis(10));
+        .retry_jitter(Duration::from_millis(10))
+        // Only the calls without an explicit wait use it (`with_lock`, the cancelled acquire):
+        // a wait as long as the others', not the 10 s default.
+        .acquire_wait(Duration::from_millis(400));
     if plan.quarantine {
         builder = builder.restart_quarantine(plan.ttl);
     }
@@ -278,6 +291,12 @@ async fn workload(
     prefix: &'static str,
 ) {
     for _ in 0..ops {
+        // Half the operations use the basic lock, half one of the other primitives.
+        if rng.random_bool(0.5) {
+            primitives::op(&world, &client, &who, &mut rng, prefix).await;
+            tokio::time::sleep(Duration::from_millis(rng.random_range(0..30))).await;
+            continue;
+        }
         let resource = format!("{prefix}{}", rng.random_range(0..world.plan.resources));
         let wait = Duration::from_millis(rng.random_range(0..400));
         let started = Instant::now();
@@ -346,6 +365,7 @@ async fn hold(
     let index = world.history.hold(Holding {
         who: who.to_owned(),
         resource: lock.resource().to_owned(),
+        kind: Kind::Mutex,
         started,
         acquired: Instant::now(),
         valid_until: lock.valid_until(),
@@ -419,7 +439,7 @@ async fn hold(
     }
 }
 
-fn get(net: &Net, i: usize, key: &str) -> Option<String> {
+pub(crate) fn get(net: &Net, i: usize, key: &str) -> Option<String> {
     match net.exec_now(i, &[b"GET".to_vec(), key.as_bytes().to_vec()]) {
         crate::value::Value::Bulk(b) => Some(String::from_utf8_lossy(&b).into_owned()),
         _ => None,
@@ -444,16 +464,24 @@ fn check_holders(world: &World, key: &str, token: &str, who: &str, what: &str) {
     }
 }
 
-/// Keys of the quiet phase left on any master.
+/// Keys of the quiet phase (of every primitive's key space) left on any master.
 fn leftovers(world: &World) -> Vec<String> {
-    let pattern = format!("{}lock:quiet*", redquorum::DEFAULT_KEY_PREFIX);
+    let prefix = redquorum::DEFAULT_KEY_PREFIX;
     let mut out = Vec::new();
     for i in 0..world.net.len() {
-        if let crate::value::Value::Array(keys) = world
+        // The model has no KEYS command: its dump lists the live keys, in key order.
+        let keys: Vec<String> = world
             .net
-            .exec_now(i, &[b"KEYS".to_vec(), pattern.clone().into_bytes()])
-            && !keys.is_empty()
-        {
+            .inspect(i, |m| m.dump())
+            .into_iter()
+            .map(|(key, _, _)| String::from_utf8_lossy(&key).into_owned())
+            .filter(|key| {
+                key.strip_prefix(prefix)
+                    .and_then(|rest| rest.split_once(':'))
+                    .is_some_and(|(_, name)| name.starts_with("quiet"))
+            })
+            .collect();
+        if !keys.is_empty() {
             out.push(format!(
                 "master {i} kept {} quiet-phase keys: {keys:?}",
                 keys.len()
