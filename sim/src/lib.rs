@@ -33,6 +33,7 @@ pub mod net;
 pub mod numbers;
 mod primitives;
 pub mod run;
+pub mod shrink;
 pub mod trace;
 pub mod value;
 

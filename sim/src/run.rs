@@ -86,12 +86,17 @@ pub struct Outcome {
 
 /// Runs seed `seed`; `full_trace` keeps every line of the trace.
 pub fn run(seed: u64, full_trace: bool) -> Outcome {
+    run_plan(seed, Plan::draw(seed), full_trace)
+}
+
+/// Runs seed `seed` with `plan` (its own, or a smaller one while shrinking a failure: fewer
+/// faults, operations, tasks or clients keep a prefix of the same random choices).
+pub fn run_plan(seed: u64, plan: Plan, full_trace: bool) -> Outcome {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .build()
         .expect("runtime");
-    let plan = Plan::draw(seed);
     let trace = Trace::keeping(if full_trace { 0 } else { 400 });
     let result = runtime.block_on(body(seed, plan.clone(), trace.clone()));
     redquorum::sim::unseed_rng();

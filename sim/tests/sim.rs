@@ -7,9 +7,13 @@
 //! - `SIM_SEED=n cargo test --release -p redquorum-sim --test sim -- --nocapture`: replays
 //!   seed `n` and prints its whole trace.
 //!
-//! A failing seed prints itself, its plan, its violations and the tail of its trace.
+//! A failing seed is shrunk (the same seed with fewer faults, operations, tasks, clients while
+//! it still fails) and prints itself, the replay command (with `SIM_FAULTS`, `SIM_OPS`,
+//! `SIM_LATE`, `SIM_TASKS`, `SIM_CLIENTS` for the shrunk plan), its violations and the tail of
+//! the shrunk run's trace.
 
-use redquorum_sim::run::run;
+use redquorum_sim::run::{Plan, run, run_plan};
+use redquorum_sim::shrink::shrink;
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
@@ -21,7 +25,7 @@ type WorkerResult = (Option<(u64, String)>, (u64, u64, u64));
 #[test]
 fn seeds() {
     if let Some(seed) = env_u64("SIM_SEED") {
-        let outcome = run(seed, true);
+        let outcome = run_plan(seed, Plan::draw(seed).with_env_overrides(), true);
         println!("{}", outcome.trace.render());
         println!("plan: {:?}", outcome.plan);
         println!("(acquired, refused, errors): {:?}", outcome.counts);
@@ -49,11 +53,16 @@ fn seeds() {
                         totals.1 += outcome.counts.1;
                         totals.2 += outcome.counts.2;
                         if !outcome.violations.is_empty() {
+                            let original = outcome.plan.clone();
+                            let small = shrink(seed, outcome, 40);
                             let report = format!(
-                                "plan: {:?}\nviolations: {:#?}\ntrace tail:\n{}",
-                                outcome.plan,
-                                outcome.violations,
-                                outcome.trace.render()
+                                "replay: SIM_SEED={seed} {} cargo test --release -p redquorum-sim \
+                                 --test sim -- --nocapture\nplan (shrunk): {:?}\n\
+                                 violations: {:#?}\ntrace tail:\n{}",
+                                small.plan.overrides(&original),
+                                small.plan,
+                                small.violations,
+                                small.trace.render()
                             );
                             return (Some((seed, report)), totals);
                         }
@@ -75,10 +84,7 @@ fn seeds() {
         .filter_map(|(failure, _)| failure)
         .min_by_key(|(seed, _)| *seed)
     {
-        panic!(
-            "seed {seed} failed (replay: SIM_SEED={seed} cargo test --release -p redquorum-sim \
-             --test sim -- --nocapture)\n{report}"
-        );
+        panic!("seed {seed} failed\n{report}");
     }
     println!(
         "{count} seeds on {workers} threads in {:?}: {} acquisitions, {} refused, {} errors",
