@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::builder::ClusterBuilder;
 use crate::error::{Error, Result};
-use crate::host::{self, AnyHost, Container, DockerHost, DockerNet, Host, ProcessHost};
+use crate::host::{self, AnyHost, DockerNet, Host};
 use crate::ports;
 use crate::process::{self, Spec};
 use crate::proxy::{FaultProxy, Faults};
@@ -520,16 +520,12 @@ impl Cluster {
                     faketime: m.faketime.clone(),
                     detached: true,
                 };
-                let host = match (&m.container, &m.ip, &network) {
-                    (Some(name), Some(ip), Some(net)) => {
-                        let container = Container {
-                            name: name.clone(),
-                            ip: ip.clone(),
-                        };
-                        DockerHost::new(spec, container, net.clone()).into()
-                    }
-                    _ => ProcessHost::attached(spec, m.pid).into(),
-                };
+                let host = AnyHost::attached(
+                    spec,
+                    m.pid,
+                    m.container.as_ref().zip(m.ip.as_ref()),
+                    network.as_ref(),
+                );
                 let mut node = Node::new(host);
                 node.proxy_port = m.proxy_port;
                 node

@@ -90,6 +90,28 @@ impl AnyHost {
     }
 }
 
+impl AnyHost {
+    /// The host of a master recorded in a [`State`](crate::State): a container when the
+    /// record names one (with its IP) on a recorded network, else a process found by pid.
+    pub fn attached(
+        spec: Spec,
+        pid: Option<u32>,
+        container: Option<(&String, &String)>,
+        network: Option<&DockerNet>,
+    ) -> AnyHost {
+        match (container, network) {
+            (Some((name, ip)), Some(net)) => {
+                let container = Container {
+                    name: name.clone(),
+                    ip: ip.clone(),
+                };
+                DockerHost::new(spec, container, net.clone()).into()
+            }
+            _ => ProcessHost::attached(spec, pid).into(),
+        }
+    }
+}
+
 impl From<ProcessHost> for AnyHost {
     fn from(h: ProcessHost) -> AnyHost {
         AnyHost::Process(h)
