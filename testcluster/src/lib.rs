@@ -15,9 +15,16 @@
 //!
 //! # Layout
 //! - [`checker`]: a mutual-exclusion checker and a fenced store model for lock tests.
-//! - `cluster`: [`Cluster`], [`ClusterBuilder`] and the fault enums, the public face.
-//! - `docker`: the docker backend: image build, private network, containers.
-//! - `process`: spawning, signalling and readiness-polling local `redis-server`s.
+//! - `cluster`: [`Cluster`] and the fault enums, the public face; every fault goes to the
+//!   master's proxy or to its host.
+//! - `builder`: [`ClusterBuilder`], which starts the masters on one backend.
+//! - `host`: one master's life cycle per backend, behind the `Host` trait: `host/process`
+//!   (a child process, signals) and `host/docker` (a container, `docker` commands,
+//!   network disconnect).
+//! - `docker`: the `docker` CLI, the locally built image, private networks, stale-container
+//!   reaping.
+//! - `process`: spawning, signalling and readiness-polling local `redis-server`s; the
+//!   per-master `Spec` (port, dir, log, clock file) both backends share.
 //! - `proxy`: [`FaultProxy`], the TCP proxy behind cut-off, latency and lost replies.
 //! - `ports`: free loopback ports that stay reserved across restarts.
 //! - `state`: [`State`], the text form the CLI keeps between invocations.
@@ -50,20 +57,20 @@
 //! ```
 #![deny(missing_docs)]
 
+mod builder;
 pub mod checker;
 mod cluster;
 mod docker;
 mod error;
+mod host;
 mod ports;
 mod process;
 mod proxy;
 pub mod resp;
 mod state;
 
-pub use cluster::{
-    Backend, Cluster, ClusterBuilder, Cut, DEFAULT_MASTERS, DEFAULT_REDIS_SERVER, DataOnRestart,
-    Status,
-};
+pub use builder::{ClusterBuilder, DEFAULT_MASTERS, DEFAULT_REDIS_SERVER};
+pub use cluster::{Backend, Cluster, Cut, DataOnRestart, Status};
 pub use docker::{IMAGE as DOCKER_IMAGE, engine_available as docker_available};
 pub use error::{Error, Result};
 pub use proxy::{FaultProxy, Faults};
