@@ -229,6 +229,24 @@ struct Takeover {
     _lock_a: LockGuard,
 }
 
+/// B tries for a second: it must not get the lock A holds (the checker sees no overlap), and
+/// master 2 (the replacement) must be what stopped it: quarantined.
+async fn b_is_refused_by_the_quarantine(b: &Redlock, checker: &Checker) {
+    let attempt = b
+        .acquire_with_wait("precious", Duration::from_secs(10), Duration::from_secs(1))
+        .await;
+    if let Ok(lock_b) = &attempt {
+        checker.record(holding(2, lock_b));
+    }
+    assert!(checker.overlaps().is_empty(), "{:?}", checker.overlaps());
+    let err = attempt.expect_err("the replacement must not vote yet");
+    assert_eq!(
+        err.replies().expect("replies").as_slice()[2],
+        redquorum::MasterReply::Quarantined,
+        "{err}"
+    );
+}
+
 async fn takeover_of_master_2() -> anyhow::Result<Takeover> {
     let cluster = Cluster::builder().masters(5).proxy(true).build()?;
     let standby = Cluster::start(1)?;
@@ -280,19 +298,7 @@ async fn a_replacement_with_a_long_uptime_is_quarantined_from_when_it_is_seen() 
         b,
         _lock_a,
     } = takeover_of_master_2().await?;
-    let attempt = b
-        .acquire_with_wait("precious", Duration::from_secs(10), Duration::from_secs(1))
-        .await;
-    if let Ok(lock_b) = &attempt {
-        checker.record(holding(2, lock_b));
-    }
-    assert!(checker.overlaps().is_empty(), "{:?}", checker.overlaps());
-    let err = attempt.expect_err("the replacement must not vote yet");
-    assert_eq!(
-        err.replies().expect("replies").as_slice()[2],
-        redquorum::MasterReply::Quarantined,
-        "{err}"
-    );
+    b_is_refused_by_the_quarantine(&b, &checker).await;
     Ok(())
 }
 
@@ -328,18 +334,6 @@ async fn a_replacement_stays_quarantined_across_reconnects() -> anyhow::Result<(
     cluster.cut_off(2, Cut::Reset)?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     cluster.heal(2)?;
-    let attempt = b
-        .acquire_with_wait("precious", Duration::from_secs(10), Duration::from_secs(1))
-        .await;
-    if let Ok(lock_b) = &attempt {
-        checker.record(holding(2, lock_b));
-    }
-    assert!(checker.overlaps().is_empty(), "{:?}", checker.overlaps());
-    let err = attempt.expect_err("the replacement must still be quarantined");
-    assert_eq!(
-        err.replies().expect("replies").as_slice()[2],
-        redquorum::MasterReply::Quarantined,
-        "{err}"
-    );
+    b_is_refused_by_the_quarantine(&b, &checker).await;
     Ok(())
 }

@@ -163,22 +163,20 @@ impl Net {
 
     /// Restarts master `i` as a new process (new `run_id`), with or without its data.
     pub fn restart(&self, i: usize, keep_data: bool) {
-        let mut s = self.state();
-        let id = run_id(&mut s.rng);
-        let now = s.wall_ms(i);
-        s.reset_all(i);
-        let node = &mut s.nodes[i];
-        node.up = true;
-        node.paused = false;
-        let master = node.master.get_mut();
-        master.set_now_ms(now);
-        master.restart(keep_data, id);
-        s.log(format!("fault: restart {i} keep_data={keep_data}"));
+        self.new_process(i, keep_data, Duration::ZERO);
+        self.log(format!("fault: restart {i} keep_data={keep_data}"));
     }
 
     /// Another server takes over master `i`'s address: a process that has run for `uptime`,
     /// with no data of ours.
     pub fn take_over(&self, i: usize, uptime: Duration) {
+        self.new_process(i, false, uptime);
+        self.log(format!("fault: take over {i} uptime={uptime:?}"));
+    }
+
+    /// A new server process behind master `i`'s address, started `uptime` ago: old connections
+    /// are reset, the script cache is empty, the data kept or not.
+    fn new_process(&self, i: usize, keep_data: bool, uptime: Duration) {
         let mut s = self.state();
         let id = run_id(&mut s.rng);
         let now = s.wall_ms(i);
@@ -189,9 +187,8 @@ impl Net {
         // Started `uptime` ago: restart it with its clock set back that far.
         let master = node.master.get_mut();
         master.set_now_ms(now.saturating_sub(uptime.as_millis() as u64));
-        master.restart(false, id);
+        master.restart(keep_data, id);
         master.set_now_ms(now);
-        s.log(format!("fault: take over {i} uptime={uptime:?}"));
     }
 
     /// Cuts master `i` off (`Some`) or heals it (`None`). Healing resets the connections that
