@@ -19,8 +19,7 @@ pub const DEFAULT_MASTER_TIMEOUT: Duration = Duration::from_millis(50);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Default clock drift factor: the validity of a lock is shortened by `ttl * factor + 2 ms`.
 pub const DEFAULT_DRIFT_FACTOR: f64 = 0.01;
-/// The fixed part of the drift allowance (from the Redlock spec).
-pub const DRIFT_FIXED: Duration = Duration::from_millis(2);
+pub use crate::quorum::DRIFT_FIXED;
 /// Default time [`Redlock::acquire`] keeps retrying before it gives up.
 pub const DEFAULT_ACQUIRE_WAIT: Duration = Duration::from_secs(10);
 /// Default prefix of every key this crate writes.

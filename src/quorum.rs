@@ -12,8 +12,6 @@ use std::task::Poll;
 use futures::future::{MaybeDone, maybe_done, poll_fn};
 use tokio::time::Instant;
 
-use crate::config::DRIFT_FIXED;
-
 /// Votes needed out of `n`: a strict majority, so two quorums always share a master.
 pub(crate) fn quorum(n: usize) -> usize {
     n / 2 + 1
@@ -78,6 +76,10 @@ impl Tally {
         }
     }
 }
+
+/// The fixed part of the drift allowance (from the Redlock spec). Defined here so that this
+/// module depends on nothing above it; re-exported with the other settings' constants.
+pub const DRIFT_FIXED: Duration = Duration::from_millis(2);
 
 /// The clock-drift allowance the Redlock spec subtracts from the validity.
 pub(crate) fn drift(ttl: Duration, factor: f64) -> Duration {
