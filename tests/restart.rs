@@ -145,7 +145,8 @@ async fn fencing_counters_are_reseeded_after_a_restart_without_data() -> anyhow:
 }
 
 /// Every master restarted (keeping its data, as after a planned cluster restart): the client
-/// sees five new run_ids, re-seeds from a majority of them, and locks again.
+/// sees five new run_ids, none sealed for its process; with every master answering it seals
+/// them all from the largest counter, and locks again with a larger token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_whole_cluster_restart_with_data_does_not_block_locking() -> anyhow::Result<()> {
     let cluster = Cluster::start(5)?;
@@ -172,9 +173,9 @@ async fn a_whole_cluster_restart_with_data_does_not_block_locking() -> anyhow::R
 }
 
 /// The last token (100) is known to masters 0, 1, 2; masters 3, 4 lag at 95. Master 0 restarts
-/// empty while 1 and 2 are paused. Re-seeding master 0 from the masters that answer (0, 3, 4)
-/// would seed 95 and hand out 96: a token going backwards. It must wait for a majority of
-/// masters that did not restart instead.
+/// empty while 1 and 2 are paused. Sealing master 0 from the masters that answer (0, 3, 4)
+/// would seed 95 and hand out 96: a token going backwards. It must wait for a quorum of sealed
+/// masters (or every master) instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reseed_never_trusts_a_restarted_master_when_others_can_answer() -> anyhow::Result<()> {
     let cluster = Cluster::start(5)?;
