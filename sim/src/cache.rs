@@ -42,13 +42,17 @@ const KEYS: usize = 3;
 const TTL: Duration = Duration::from_secs(3600);
 
 /// What the cache tasks of a run did, for check (a).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct Log {
+    /// Time 0 of the trace, so that reports give times as the trace does.
+    base: Instant,
     inner: Arc<Mutex<Entries>>,
 }
 
 #[derive(Default)]
 struct Entries {
+    /// Fills already reported by check (a): every later check of the key would find it again.
+    reported: std::collections::HashSet<String>,
     /// Per key: (started, completed) of every `set` and `compare_and_set` that reported Written.
     written: HashMap<String, Vec<(Instant, Instant)>>,
     /// Per key: (started, completed if it did) of every `delete`, whatever it reported: a
@@ -59,6 +63,14 @@ struct Entries {
 }
 
 impl Log {
+    /// An empty log whose reports count time from `base`.
+    pub(crate) fn new(base: Instant) -> Self {
+        Self {
+            base,
+            inner: Arc::default(),
+        }
+    }
+
     fn entries(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -215,10 +227,13 @@ fn check_fill_not_stale(world: &World, log: &Log, who: &str, key: &str) {
         return;
     };
     let now = Instant::now();
-    let entries = log.entries();
+    let mut entries = log.entries();
     let Some(&done) = entries.fills.get(&value) else {
         return;
     };
+    if entries.reported.contains(&value) {
+        return;
+    }
     let deletes = entries.deletes.get(key).map(Vec::as_slice).unwrap_or(&[]);
     for &(began, completed) in entries.written.get(key).map(Vec::as_slice).unwrap_or(&[]) {
         // The write was on the node before the fill's write was sent...
@@ -232,9 +247,12 @@ fn check_fill_not_stale(world: &World, log: &Log, who: &str, key: &str) {
             .any(|&(d_began, d_done)| d_began < now && d_done.is_none_or(|d| d > began));
         if !deleted_since {
             world.history.violation(format!(
-                "{who}: {key} holds the fill {value}, computed at {done:?}, over a write \
-                 completed at {completed:?} (a fill overwrote a newer value)"
+                "{who}: {key} holds the fill {value}, computed at {:?}, over a write \
+                 completed at {:?} (a fill overwrote a newer value)",
+                done - log.base,
+                completed - log.base,
             ));
+            entries.reported.insert(value);
             return;
         }
     }

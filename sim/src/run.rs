@@ -160,7 +160,7 @@ async fn body(seed: u64, plan: Plan, trace: Trace) -> (Vec<String>, (u64, u64, u
             }
         }
     }
-    let cache_log = cache::Log::default();
+    let cache_log = cache::Log::new(base);
     net.set_links(Links {
         loss: plan.loss,
         ..Links::default()
