@@ -43,10 +43,16 @@ impl Conn {
             Self::Redis(c) => c.send_packed_commands(pipe, offset, count).await,
             #[cfg(feature = "sim")]
             Self::Sim(c) => {
-                let sent: Vec<_> = pipe
-                    .cmd_iter()
-                    .map(|cmd| c.send(cmd.get_packed_command()))
-                    .collect();
+                // A transaction is framed by MULTI and EXEC as redis-rs packs it, so that the
+                // offsets callers pass (EXEC's reply at `len + 1`) mean the same here.
+                let (multi, exec) = (redis::cmd("MULTI"), redis::cmd("EXEC"));
+                let framed = pipe.is_transaction();
+                let cmds = framed
+                    .then_some(&multi)
+                    .into_iter()
+                    .chain(pipe.cmd_iter())
+                    .chain(framed.then_some(&exec));
+                let sent: Vec<_> = cmds.map(|cmd| c.send(cmd.get_packed_command())).collect();
                 let mut replies = Vec::with_capacity(count);
                 for (i, reply) in sent.into_iter().enumerate() {
                     let value = reply.await?;

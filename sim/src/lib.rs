@@ -23,6 +23,7 @@
 //! and compares replies and keyspaces, so the model cannot drift from Redis unnoticed.
 #![deny(missing_docs)]
 
+mod cache;
 pub mod commands;
 pub mod data;
 pub mod history;

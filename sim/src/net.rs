@@ -308,6 +308,9 @@ struct ConnState {
     executed: std::sync::atomic::AtomicU64,
     /// When the last request arrives and the last reply is delivered: delivery is in order.
     order: Mutex<(Instant, Instant)>,
+    /// Commands queued since `MULTI` (a transaction is per connection in Redis, so a reset
+    /// connection forgets it). The cache's writes are `MULTI`/`EXEC` pipelines.
+    multi: Mutex<Option<Vec<Vec<Vec<u8>>>>>,
 }
 
 impl ConnState {
@@ -374,6 +377,7 @@ impl redquorum::sim::Network for Net {
                 sent: Default::default(),
                 executed: Default::default(),
                 order: Mutex::new((now, now)),
+                multi: Mutex::new(None),
             });
             s.nodes[index].conns.push(conn.clone());
             s.log(format!("connect {index}: conn {}", conn.id));
@@ -503,7 +507,7 @@ fn execute(net: &Net, conn: &Arc<ConnState>, seq: u64, args: &[Vec<u8>]) -> Step
     let now = s.wall_ms(conn.node);
     let master = s.nodes[conn.node].master.get_mut();
     master.set_now_ms(now);
-    let reply = master.execute(args);
+    let reply = transaction(master, conn, args).unwrap_or_else(|| master.execute(args));
     conn.executed.store(seq + 1, Relaxed);
     s.log(format!(
         "conn {} -> {}: {} => {}",
@@ -513,6 +517,38 @@ fn execute(net: &Net, conn: &Arc<ConnState>, seq: u64, args: &[Vec<u8>]) -> Step
         short(&reply)
     ));
     Step::Done(reply)
+}
+
+/// `MULTI`, a command queued after it, or `EXEC`/`DISCARD`, as Redis answers them (`None`
+/// for any other command outside a transaction). `EXEC` runs the queue under the state lock
+/// the caller holds, so nothing else interleaves, as on a real server.
+fn transaction(master: &mut SimMaster, conn: &ConnState, args: &[Vec<u8>]) -> Option<Value> {
+    let name = String::from_utf8_lossy(args.first()?).to_uppercase();
+    let mut multi = conn.multi.lock().unwrap_or_else(|e| e.into_inner());
+    match (name.as_str(), multi.as_mut()) {
+        ("MULTI", Some(_)) => Some(Value::err("MULTI calls can not be nested")),
+        ("MULTI", None) => {
+            *multi = Some(Vec::new());
+            Some(Value::ok())
+        }
+        ("EXEC", None) => Some(Value::err("EXEC without MULTI")),
+        ("DISCARD", None) => Some(Value::err("DISCARD without MULTI")),
+        ("EXEC", Some(_)) => {
+            let queued = multi.take().unwrap_or_default();
+            Some(Value::Array(
+                queued.iter().map(|cmd| master.execute(cmd)).collect(),
+            ))
+        }
+        ("DISCARD", Some(_)) => {
+            *multi = None;
+            Some(Value::ok())
+        }
+        (_, Some(queue)) => {
+            queue.push(args.to_vec());
+            Some(Value::Status("QUEUED".to_owned()))
+        }
+        (_, None) => None,
+    }
 }
 
 /// A lost message: the stream is broken; the connection is reset a little later.

@@ -10,6 +10,7 @@ use rand::{Rng, SeedableRng};
 use redquorum::{Error, LockGuard, Redlock};
 use tokio::time::Instant;
 
+use crate::cache;
 use crate::history::{
     History, Holding, Kind, acquire_bound, overlaps, permits_exceeded, tokens_backwards,
 };
@@ -46,6 +47,8 @@ pub struct Plan {
     pub uncovered_faults: bool,
     /// The permits of every semaphore of the run (every client must use the same).
     pub permits: u32,
+    /// Cache tasks per phase (0: no cache in this run).
+    pub cache_tasks: usize,
 }
 
 impl Plan {
@@ -68,6 +71,8 @@ impl Plan {
             uncovered_faults: rng.random_bool(0.2),
             // Drawn last, so that the fields above stay what they were for every seed.
             permits: rng.random_range(1..=3),
+            // Drawn after `permits`, for the same reason.
+            cache_tasks: [0, 0, 1, 2, 3][rng.random_range(0..5)],
         }
     }
 }
@@ -144,6 +149,18 @@ async fn body(seed: u64, plan: Plan, trace: Trace) -> (Vec<String>, (u64, u64, u
             Err(e) => net.log(format!("client {c} could not be built: {e}")),
         }
     }
+    // Two cache handles stand for two processes sharing the nodes: their fills contend for
+    // the fill lock, not only within one handle's in-process flights.
+    let mut caches = Vec::new();
+    if plan.cache_tasks > 0 {
+        for p in 0..2 {
+            match cache::build(&world).await {
+                Ok(c) => caches.push(c),
+                Err(e) => net.log(format!("cache {p} could not be built: {e}")),
+            }
+        }
+    }
+    let cache_log = cache::Log::new(base);
     net.set_links(Links {
         loss: plan.loss,
         ..Links::default()
@@ -162,6 +179,21 @@ async fn body(seed: u64, plan: Plan, trace: Trace) -> (Vec<String>, (u64, u64, u
                 rng,
                 plan.ops,
                 "r",
+            )));
+        }
+    }
+    if !caches.is_empty() {
+        for t in 0..plan.cache_tasks {
+            let rng = StdRng::seed_from_u64(seed ^ ((t as u64 + 201) * 0x27d4_eb2f));
+            tasks.push(tokio::spawn(cache::workload(
+                world.clone(),
+                caches[t % caches.len()].clone(),
+                cache_log.clone(),
+                format!("cache{t}"),
+                rng,
+                plan.ops,
+                "fk",
+                false,
             )));
         }
     }
@@ -199,6 +231,21 @@ async fn body(seed: u64, plan: Plan, trace: Trace) -> (Vec<String>, (u64, u64, u
                 rng,
                 8,
                 "quiet",
+            )));
+        }
+    }
+    if !caches.is_empty() {
+        for t in 0..plan.cache_tasks {
+            let rng = StdRng::seed_from_u64(seed ^ ((t as u64 + 301) * 0x1656_67b1));
+            quiet.push(tokio::spawn(cache::workload(
+                world.clone(),
+                caches[t % caches.len()].clone(),
+                cache_log.clone(),
+                format!("cache.quiet{t}"),
+                rng,
+                8,
+                "qk",
+                true,
             )));
         }
     }

@@ -62,6 +62,9 @@ pub struct CacheBuilder {
     hash_with_prefix: bool,
     fill_lock_ttl: Duration,
     fill_wait: Duration,
+    /// Nodes reached over a simulated network instead (`sim` feature).
+    #[cfg(feature = "sim")]
+    network: Option<Arc<dyn crate::sim::Network>>,
 }
 
 impl fmt::Debug for CacheBuilder {
@@ -95,6 +98,8 @@ impl Default for CacheBuilder {
             hash_with_prefix: DEFAULT_HASH_WITH_PREFIX,
             fill_lock_ttl: DEFAULT_FILL_LOCK_TTL,
             fill_wait: DEFAULT_FILL_WAIT,
+            #[cfg(feature = "sim")]
+            network: None,
         }
     }
 }
@@ -174,6 +179,16 @@ impl CacheBuilder {
         self
     }
 
+    /// Reaches the nodes given by [`nodes`](Self::nodes) over a simulated network (the
+    /// deterministic simulator's; not a public API): the URLs only name them. The fill lock
+    /// is built over the same connected nodes, so it goes through the network too.
+    #[cfg(feature = "sim")]
+    #[doc(hidden)]
+    pub fn sim_network(mut self, network: Arc<dyn crate::sim::Network>) -> Self {
+        self.network = Some(network);
+        self
+    }
+
     /// Validates the settings, connects (with [`nodes`](Self::nodes): to every node
     /// concurrently), and returns the cache.
     ///
@@ -247,7 +262,7 @@ impl CacheBuilder {
                 quarantine: None,
                 fence: None,
                 #[cfg(feature = "sim")]
-                network: None,
+                network: self.network.clone(),
             },
         )
         .await?;
