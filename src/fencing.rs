@@ -18,6 +18,10 @@
 //! - Sealing a master raises its counter to the largest counter read from `Q` sealed masters,
 //!   one of which is in `K`, so it joins `K`. A seal read before a later grant may be stale,
 //!   but that master was unsealed at the grant, which left one spare member in `K` for it.
+//!   This step assumes the seal write lands before that master is sealed again and loses its
+//!   counter once more. A restart gives it a new `run_id`, which voids a late seal; a `FLUSHALL`
+//!   (or eviction) keeps the `run_id`, so a seal or write-back delayed past a second flush can
+//!   recreate the counter with an old value: not covered (`tests/fencing_gaps.rs`).
 //! - When fewer than `Q` sealed masters answer, a seal needs *every* master to answer: with
 //!   all counters read, the largest is the last token unless every master that knew it lost
 //!   it. That bootstraps a new namespace (no counters anywhere) and recovers after most

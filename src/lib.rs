@@ -46,8 +46,8 @@
 //!   on this owner's keys (compare-and-act Lua scripts); a failed extend never deletes and never
 //!   re-creates a key.
 //! - **Fencing tokens that strictly increase** across acquisitions of any resource under the
-//!   same key prefix, through any number of master restarts with or without data, flushes,
-//!   failovers and address takeovers, as long as at every moment a majority of the masters
+//!   same key prefix, through any number of master restarts with or without data, failovers
+//!   and address takeovers (not a `FLUSHALL` or eviction of a running master, see below), as long as at every moment a majority of the masters
 //!   still holds the counter it was last *sealed* with. Each master keeps, beside its counter,
 //!   the `run_id` of the server process it was sealed for; every client reads it at every
 //!   connect (a client started after the fault knows as much as one that saw it), and a master
@@ -71,7 +71,9 @@
 //!   expire or are deleted: masters need `maxmemory-policy noeviction`. Under `volatile-*` or
 //!   `allkeys-*` a lock key can vanish early, a double grant nothing detects (a missing counter
 //!   is detected and re-sealed, an evicted lock key is not). Do not share lock masters with an
-//!   evicting cache.
+//!   evicting cache. A `FLUSHALL` or eviction of a running master can also let a delayed seal
+//!   write recreate its fencing counter with an old value (same `run_id`): tokens may then go
+//!   backwards (`tests/fencing_gaps.rs`).
 //! - **Safety against clock jumps on a master.** Redis expires keys by its wall clock; a clock
 //!   that jumps forward expires a lock early. Nothing on the client can see this.
 //! - **Safety against a paused holder.** A client paused (GC, swap, SIGSTOP) past its validity

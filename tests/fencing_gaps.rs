@@ -1,0 +1,150 @@
+//! Known gaps of the fencing guarantee, each as a probe that breaks it (found by an adversarial
+//! review of the seal protocol). Ignored: they document what is not covered (README,
+//! "Fencing counters"); run them with `cargo test --test fencing_gaps -- --ignored`.
+
+mod support;
+
+use std::time::Duration;
+
+use redquorum::Redlock;
+use support::{TEST_MASTER_TIMEOUT, direct};
+use testcluster::Cluster;
+
+const TTL: Duration = Duration::from_secs(5);
+const FENCE_KEY: &str = "redquorum:fence";
+const SEAL_KEY: &str = "redquorum:fence:seal";
+/// An address nobody listens on: a client partitioned from that master.
+const NOWHERE: &str = "redis://127.0.0.1:1";
+
+async fn client_over(urls: Vec<String>) -> Redlock {
+    Redlock::builder()
+        .masters(urls)
+        .master_timeout(TEST_MASTER_TIMEOUT)
+        .build()
+        .await
+        .expect("build")
+}
+
+async fn token(client: &Redlock) -> u64 {
+    let lock = client
+        .acquire_with_wait("fenced", TTL, Duration::from_secs(3))
+        .await
+        .expect("acquire");
+    let t = lock.fencing_token().expect("fencing on");
+    lock.release().await.expect("release");
+    t
+}
+
+async fn state(cluster: &Cluster, i: usize) -> (Option<u64>, Option<String>) {
+    let mut c = direct(cluster, i).await;
+    redis::cmd("MGET")
+        .arg(FENCE_KEY)
+        .arg(SEAL_KEY)
+        .query_async(&mut c)
+        .await
+        .unwrap()
+}
+
+async fn flush(cluster: &Cluster, i: usize) {
+    let mut c = direct(cluster, i).await;
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
+}
+
+/// A seal write is sent with `Master::run` (may land late), computed from an old seed. If it
+/// lands after the master was sealed properly, voted, and was flushed, it re-seals the master
+/// for its (unchanged) run_id with the old seed: a master of K is back in S below the last
+/// token. Faults: two FLUSHALLs of master 0, latency on the path A -> 0, clients partitioned
+/// from one master each. At every moment a majority holds its counter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "known gap, not covered by the guarantee: a delayed seal write after a second FLUSHALL"]
+async fn late_seal_write_after_a_flush_reseals_with_a_stale_seed() {
+    let cluster = Cluster::builder()
+        .masters(3)
+        .proxy(true)
+        .build()
+        .expect("cluster");
+    let d: Vec<String> = (0..3).map(|i| cluster.direct_url(i)).collect();
+    // C: direct to all three; bootstraps the namespace.
+    let c = client_over(d.clone()).await;
+    let t1 = token(&c).await;
+    println!(
+        "bootstrap token {t1}, states {:?}",
+        [
+            state(&cluster, 0).await,
+            state(&cluster, 1).await,
+            state(&cluster, 2).await
+        ]
+    );
+    // Master 0 loses its counter (FLUSHALL #1).
+    flush(&cluster, 0).await;
+    // The path to master 0 becomes slow (3 s each way); A (through the proxies) is built now:
+    // 0 is unsealed for it, and its build-time seal write FENCE_SEAL(seed 1, run_id of 0)
+    // times out at A after 100 ms but is still in flight, landing ~3 s later.
+    cluster.set_latency(0, Duration::from_millis(3000)).unwrap();
+    let _a = Redlock::builder()
+        .masters(cluster.urls())
+        .master_timeout(TEST_MASTER_TIMEOUT)
+        .connect_timeout(Duration::from_secs(30))
+        .build()
+        .await
+        .expect("build A");
+    let t0 = std::time::Instant::now();
+    println!("A built; 0's state now {:?}", state(&cluster, 0).await);
+    // C3, direct to all (a client built after flush #1): seals 0 properly from {1, 2}.
+    let c3 = client_over(d.clone()).await;
+    println!(
+        "C3 built at {:?}; 0's state now {:?}",
+        t0.elapsed(),
+        state(&cluster, 0).await
+    );
+    drop(c3);
+    // C2, partitioned from master 2: takes tokens on {0, 1} (K = {0, 1}; 2 stays at 1).
+    println!("C2 build at {:?}", t0.elapsed());
+    let c2 = client_over(vec![d[0].clone(), d[1].clone(), NOWHERE.into()]).await;
+    let mut last = 0;
+    for _ in 0..5 {
+        last = token(&c2).await;
+    }
+    println!(
+        "C2 took tokens up to {last}; states {:?}",
+        [
+            state(&cluster, 0).await,
+            state(&cluster, 1).await,
+            state(&cluster, 2).await
+        ]
+    );
+    println!("C2 done at {:?}", t0.elapsed());
+    // FLUSHALL #2 on master 0 (1 still holds the last token, 2 holds its counter).
+    flush(&cluster, 0).await;
+    // A's late seal write lands.
+    for _ in 0..45 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let st = state(&cluster, 0).await;
+        if st.0.is_some() {
+            println!("{:?} 0: {:?}", t0.elapsed(), st);
+            break;
+        }
+    }
+    cluster.set_latency(0, Duration::ZERO).unwrap();
+    println!(
+        "after A's late seal: states {:?}",
+        [
+            state(&cluster, 0).await,
+            state(&cluster, 1).await,
+            state(&cluster, 2).await
+        ]
+    );
+    // D, partitioned from master 1 (the only one that knows `last`), built now.
+    let dcl = client_over(vec![d[0].clone(), NOWHERE.into(), d[2].clone()]).await;
+    match dcl
+        .acquire_with_wait("fenced", TTL, Duration::from_secs(2))
+        .await
+    {
+        Ok(lock) => {
+            let t = lock.fencing_token().unwrap();
+            println!("D got token {t} after {last}");
+            assert!(t > last, "TOKENS WENT BACKWARDS: D got {t} after {last}");
+        }
+        Err(e) => println!("D refused: {e}"),
+    }
+}
