@@ -67,7 +67,10 @@ pub fn dump(master: &mut dyn Exec, mut keys: Vec<Vec<u8>>) -> Vec<KeyDump> {
                 "none" => return None,
                 "string" => master.exec(&args(&["GET", &k])),
                 "hash" => master.exec(&args(&["HGETALL", &k])),
-                "zset" => master.exec(&args(&["ZRANGE", &k, "0", "-1", "WITHSCORES"])),
+                // By member, not by score: deadlines in scores are read from two clocks that
+                // may differ by a millisecond, which can swap two members' order (seen in CI);
+                // the scores themselves are still compared, within the clock tolerance.
+                "zset" => by_member(master.exec(&args(&["ZRANGE", &k, "0", "-1", "WITHSCORES"]))),
                 other => panic!("unexpected type {other} for {k}"),
             };
             if pttl == -2 {
@@ -81,6 +84,19 @@ pub fn dump(master: &mut dyn Exec, mut keys: Vec<Vec<u8>>) -> Vec<KeyDump> {
             })
         })
         .collect()
+}
+
+/// A `ZRANGE .. WITHSCORES` reply with its (member, score) pairs sorted by member.
+fn by_member(reply: Value) -> Value {
+    let Value::Array(items) = reply else {
+        return reply;
+    };
+    let mut pairs: Vec<(Value, Value)> = items
+        .chunks(2)
+        .map(|pair| (pair[0].clone(), pair.get(1).cloned().unwrap_or(Value::Nil)))
+        .collect();
+    pairs.sort_by_key(|(member, _)| format!("{member:?}"));
+    Value::Array(pairs.into_iter().flat_map(|(m, s)| [m, s]).collect())
 }
 
 /// Splits text into runs of ASCII digits and runs of anything else.
