@@ -182,6 +182,8 @@ pub(crate) fn check_resource(resource: &str) -> Result<()> {
 pub struct Builder {
     pub(crate) masters: Vec<String>,
     pub(crate) config: Config,
+    /// Credentials and TLS options for every master (endpoint.rs).
+    pub(crate) access: crate::endpoint::Access,
     /// Masters reached over a simulated network instead (`sim` feature).
     #[cfg(feature = "sim")]
     pub(crate) network: Option<std::sync::Arc<dyn crate::sim::Network>>,
@@ -194,6 +196,7 @@ impl std::fmt::Debug for Builder {
         f.debug_struct("Builder")
             .field("masters", &masters)
             .field("config", &self.config)
+            .field("access", &self.access)
             .finish()
     }
 }
@@ -215,6 +218,7 @@ impl Default for Builder {
                 restart_quarantine: None,
                 wake_ups: DEFAULT_WAKE_UPS,
             },
+            access: Default::default(),
             #[cfg(feature = "sim")]
             network: None,
         }
@@ -241,6 +245,8 @@ impl Builder {
             connect_timeout: config.connect_timeout,
             quarantine: config.restart_quarantine,
             fence: config.fence_keys(),
+            access: self.access.clone(),
+            probe_key: Some(config.lock_key(crate::endpoint::PROBE_RESOURCE)),
             #[cfg(feature = "sim")]
             network: self.network.clone(),
         }

@@ -40,6 +40,14 @@ pub enum MasterReply {
     /// The master had lost its scripts (`SCRIPT FLUSH`, restart): it did not run the acquire
     /// and they are being loaded again.
     NoScript,
+    /// The TLS handshake failed: the master's certificate is not signed by a trusted CA, does
+    /// not name the host of its URL, or the master refused the client's certificate (or its
+    /// absence). A configuration error: it fails [`build`](crate::Builder::build).
+    Tls(String),
+    /// The master denied this client: wrong username or password (`WRONGPASS`), or the ACL
+    /// user lacks a command or key the client needs (`NOPERM`). A configuration error: it fails
+    /// [`build`](crate::Builder::build).
+    Denied(String),
 }
 
 impl MasterReply {
@@ -54,6 +62,8 @@ impl MasterReply {
                 | Self::Quarantined
                 | Self::Unsealed
                 | Self::NoScript
+                | Self::Tls(_)
+                | Self::Denied(_)
         )
     }
 
@@ -83,6 +93,8 @@ impl fmt::Display for MasterReply {
             Self::NoAnswer => f.write_str("no answer before the round was decided"),
             Self::Unsealed => f.write_str("fencing counter not sealed since a restart or loss"),
             Self::NoScript => f.write_str("scripts were flushed; reloading"),
+            Self::Tls(why) => write!(f, "TLS failed ({why})"),
+            Self::Denied(msg) => write!(f, "denied ({msg})"),
         }
     }
 }
@@ -163,6 +175,29 @@ pub enum Error {
         second: usize,
         /// `"same address"` or `"same run_id <id>"`.
         why: String,
+    },
+    /// A master's TLS handshake failed at build: its certificate is not signed by a trusted CA
+    /// or does not name the host of its URL, or it refused the client's certificate (or its
+    /// absence).
+    #[error("master {index} ({url}): TLS failed: {reason}")]
+    Tls {
+        /// Position of the master in the list given to the builder.
+        index: usize,
+        /// Its URL, with any password redacted.
+        url: String,
+        /// What TLS said.
+        reason: String,
+    },
+    /// A master denied the client at build: wrong username or password, or the ACL user lacks
+    /// a command or key pattern the client needs (the `NOPERM` reply names it).
+    #[error("master {index} ({url}): denied: {reason}")]
+    Denied {
+        /// Position of the master in the list given to the builder.
+        index: usize,
+        /// Its URL, with any password redacted.
+        url: String,
+        /// The master's reply.
+        reason: String,
     },
     /// A builder setting is out of range.
     #[error("invalid configuration: {0}")]
@@ -327,6 +362,8 @@ impl Error {
                 | Self::EmptyResource
                 | Self::InvalidArgument(_)
                 | Self::InvalidTtl { .. }
+                | Self::Tls { .. }
+                | Self::Denied { .. }
         )
     }
 

@@ -205,6 +205,7 @@
 mod cache;
 mod config;
 mod drop_guard;
+mod endpoint;
 mod error;
 mod fencing;
 mod guard;
@@ -224,6 +225,8 @@ mod scripts;
 #[cfg(feature = "sim")]
 #[doc(hidden)]
 pub mod sim;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use cache::{
     Cache, CacheBuilder, CacheStats, CasOutcome, ComputeError, DEFAULT_CACHE_KEY_PREFIX,
@@ -245,6 +248,8 @@ pub use primitives::reentrant::ReentrantLock;
 pub use primitives::rwlock::RwLock;
 pub use primitives::semaphore::Semaphore;
 pub use ring::{HashRing, RingNode};
+#[cfg(feature = "tls")]
+pub use tls::TlsOptions;
 
 // Compiles the README's example as a doctest, so the README cannot drift from the API.
 #[cfg(doctest)]

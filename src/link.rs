@@ -10,7 +10,9 @@
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, Pipeline, RedisResult, Value};
+use redis::{Cmd, FromRedisValue, Pipeline, RedisResult, Value};
+
+use crate::error::MasterReply;
 
 /// An open connection to one master. Cheap to clone: clones share the connection.
 #[derive(Clone)]
@@ -89,7 +91,7 @@ impl Conn {
 // pointer chase for nothing.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Connector {
-    Redis(redis::Client),
+    Redis(crate::endpoint::Endpoint),
     #[cfg(feature = "sim")]
     Sim {
         index: usize,
@@ -99,30 +101,27 @@ pub(crate) enum Connector {
 
 impl Connector {
     /// Opens a connection, bounded by `timeout`.
-    pub(crate) async fn connect(&self, timeout: Duration) -> RedisResult<Conn> {
+    pub(crate) async fn connect(&self, timeout: Duration) -> Result<Conn, MasterReply> {
         match self {
-            Self::Redis(client) => {
-                // No response timeout inside redis-rs: every call on this connection is
-                // already bounded by our own per-master timeout (and the whole connect by the
-                // connect timeout), and a second timer per command costs a timer-wheel insert
-                // and removal plus a larger future on the hot path (measured by loadbench).
-                let config = AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(timeout))
-                    .set_response_timeout(None);
-                let conn = client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await?;
-                Ok(Conn::Redis(conn))
-            }
+            Self::Redis(endpoint) => Ok(Conn::Redis(endpoint.multiplexed(timeout).await?)),
             #[cfg(feature = "sim")]
-            Self::Sim { index, network } => Ok(Conn::Sim(network.connect(*index).await?)),
+            Self::Sim { index, network } => network
+                .connect(*index)
+                .await
+                .map(Conn::Sim)
+                .map_err(|e| crate::master::classify(&e).0),
         }
+    }
+
+    /// Whether this is a real server (the simulator's masters need no permission probe).
+    pub(crate) fn is_real(&self) -> bool {
+        matches!(self, Self::Redis(_))
     }
 
     /// `host:port` (or the simulated master's name), for duplicate detection.
     pub(crate) fn endpoint(&self) -> String {
         match self {
-            Self::Redis(client) => client.get_connection_info().addr().to_string(),
+            Self::Redis(endpoint) => endpoint.addr(),
             #[cfg(feature = "sim")]
             Self::Sim { index, .. } => format!("sim:{index}"),
         }

@@ -93,6 +93,7 @@ impl Redlock {
         let wakeups = config.wake_ups.then(|| {
             Wakeups::start(
                 &builder.masters,
+                &builder.access,
                 &config.key_prefix,
                 config.master_timeout,
                 config.connect_timeout,

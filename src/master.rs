@@ -32,6 +32,10 @@ pub(crate) struct Settings {
     pub(crate) quarantine: Option<Duration>,
     /// The fencing keys read at every connect, when fencing is on.
     pub(crate) fence: Option<FenceKeys>,
+    /// Credentials and TLS options (endpoint.rs).
+    pub(crate) access: crate::endpoint::Access,
+    /// The key the permission probe reads at connect (endpoint.rs); `None`: no probe.
+    pub(crate) probe_key: Option<String>,
     /// A simulated network instead of redis-rs (`sim` feature).
     #[cfg(feature = "sim")]
     pub(crate) network: Option<Arc<dyn crate::sim::Network>>,
@@ -47,12 +51,7 @@ impl Settings {
                 network: network.clone(),
             });
         }
-        let client = redis::Client::open(url).map_err(|source| Error::InvalidUrl {
-            index,
-            url: redact_url(url),
-            source,
-        })?;
-        Ok(Connector::Redis(client))
+        Ok(Connector::Redis(self.access.endpoint(index, url)?))
     }
 }
 
@@ -97,6 +96,8 @@ pub(crate) struct Master {
     seal_generation: AtomicU64,
     /// Off during `build()`: the servers seen then are the baseline, not restarts.
     track_restarts: AtomicBool,
+    /// The key the permission probe reads at connect, if it runs.
+    probe_key: Option<String>,
     /// Set while the scripts are being loaded again after a `NOSCRIPT`.
     reloading: AtomicBool,
     /// The last connection attempt found the server busy (loading its data, running a long
@@ -118,6 +119,7 @@ impl Master {
             settings.quarantine,
         );
         let fence = settings.fence.clone();
+        let probe_key = settings.probe_key.clone().filter(|_| connector.is_real());
         Ok(Self {
             index,
             addr: redact_url(url),
@@ -132,6 +134,7 @@ impl Master {
             sealed: AtomicBool::new(false),
             seal_generation: AtomicU64::new(0),
             track_restarts: AtomicBool::new(false),
+            probe_key,
             reloading: AtomicBool::new(false),
             busy_at_connect: AtomicBool::new(false),
             timeout,
@@ -210,20 +213,28 @@ impl Master {
     async fn connect_once(&self) -> Result<(), MasterReply> {
         let attempt = async {
             let mut conn = self.connector.connect(self.connect_timeout).await?;
-            let mut info = redis::cmd("INFO");
-            info.arg("server");
-            let info: String = conn.query(&info).await?;
-            let seal = match &self.fence {
-                Some(keys) => Some(read_fence(&mut conn, keys).await?),
-                None => None,
+            let setup = async {
+                let mut info = redis::cmd("INFO");
+                info.arg("server");
+                let info: String = conn.query(&info).await?;
+                let seal = match &self.fence {
+                    Some(keys) => Some(read_fence(&mut conn, keys).await?),
+                    None => None,
+                };
+                let _: Vec<String> = conn.query_many(&scripts::load_all()).await?;
+                if let Some(key) = &self.probe_key {
+                    let _: Vec<Value> = conn
+                        .query_many(&crate::endpoint::permission_probe(key))
+                        .await?;
+                }
+                Ok::<_, RedisError>((info, seal))
             };
-            let _: Vec<String> = conn.query_many(&scripts::load_all()).await?;
-            Ok::<_, RedisError>((conn, info, seal))
+            let (info, seal) = setup.await.map_err(|e| classify(&e).0)?;
+            Ok::<_, MasterReply>((conn, info, seal))
         };
         let (conn, info, seal) = match tokio::time::timeout(self.connect_timeout * 2, attempt).await
         {
-            Ok(Ok(ok)) => ok,
-            Ok(Err(e)) => return Err(classify(&e).0),
+            Ok(result) => result?,
             Err(_) => return Err(MasterReply::TimedOut),
         };
         if let Some(mut identity) = parse_identity(&info, Instant::now()) {
@@ -534,6 +545,12 @@ pub(crate) async fn connect_all(
         });
     }
     let results = futures::future::join_all(masters.iter().map(|m| m.connect())).await;
+    let refused = results
+        .iter()
+        .map(|r| r.clone().err().unwrap_or(MasterReply::Granted));
+    if let Some(e) = crate::endpoint::refused_at_build(&masters, &Replies(refused.collect())) {
+        return Err(e);
+    }
     let run_ids: Vec<Option<String>> = masters
         .iter()
         .map(|m| m.identity().map(|id| id.run_id))
@@ -605,8 +622,12 @@ fn first_duplicate(items: &[String]) -> Option<(usize, usize)> {
 }
 
 /// Maps a client error to a reply, and says whether the connection is unusable.
-fn classify(e: &RedisError) -> (MasterReply, bool) {
-    if e.is_timeout() {
+pub(crate) fn classify(e: &RedisError) -> (MasterReply, bool) {
+    if let Some(refused) = crate::endpoint::refusal(e) {
+        // A TLS failure leaves the stream unusable; a denied command does not.
+        let broken = matches!(refused, MasterReply::Tls(_));
+        (refused, broken)
+    } else if e.is_timeout() {
         (MasterReply::TimedOut, false)
     } else if e.is_io_error()
         || e.is_connection_dropped()

@@ -84,6 +84,7 @@ impl Wakeups {
     /// background; until a subscriber is connected, waiters simply fall back to their delay.
     pub(crate) fn start(
         urls: &[String],
+        access: &crate::endpoint::Access,
         prefix: &str,
         timeout: Duration,
         connect_timeout: Duration,
@@ -102,12 +103,12 @@ impl Wakeups {
         });
         for (index, (url, rx)) in urls.iter().zip(receivers).enumerate() {
             // Invalid URLs were rejected by the master connections already.
-            let Ok(client) = redis::Client::open(url.as_str()) else {
+            let Ok(endpoint) = access.endpoint(index, url) else {
                 continue;
             };
             tokio::spawn(subscriber(
                 index,
-                client,
+                endpoint,
                 Arc::downgrade(&shared),
                 rx,
                 connect_timeout,
@@ -273,7 +274,7 @@ impl Drop for Waiter {
 /// release messages into wake-ups. Reconnects (and re-subscribes) when the connection drops.
 async fn subscriber(
     index: usize,
-    client: redis::Client,
+    endpoint: crate::endpoint::Endpoint,
     shared: std::sync::Weak<Shared>,
     mut commands: mpsc::UnboundedReceiver<Command>,
     connect_timeout: Duration,
@@ -282,10 +283,10 @@ async fn subscriber(
     loop {
         let connected = tokio::select! {
             _ = stop.cancelled() => return,
-            c = tokio::time::timeout(connect_timeout, client.get_async_pubsub()) => c,
+            c = endpoint.pubsub(connect_timeout) => c,
         };
         let (mut sink, mut stream) = match connected {
-            Ok(Ok(pubsub)) => pubsub.split(),
+            Some(pubsub) => pubsub.split(),
             _ => {
                 // Commands meanwhile: answer "not subscribed" so that nobody waits for us.
                 let pause = tokio::time::sleep(RECONNECT_PAUSE);

@@ -62,6 +62,8 @@ pub struct CacheBuilder {
     hash_with_prefix: bool,
     fill_lock_ttl: Duration,
     fill_wait: Duration,
+    /// Credentials and TLS options of the cache's own nodes (endpoint.rs).
+    access: crate::endpoint::Access,
     /// Nodes reached over a simulated network instead (`sim` feature).
     #[cfg(feature = "sim")]
     network: Option<Arc<dyn crate::sim::Network>>,
@@ -83,6 +85,7 @@ impl fmt::Debug for CacheBuilder {
             .field("hash_with_prefix", &self.hash_with_prefix)
             .field("fill_lock_ttl", &self.fill_lock_ttl)
             .field("fill_wait", &self.fill_wait)
+            .field("access", &self.access)
             .finish()
     }
 }
@@ -98,6 +101,7 @@ impl Default for CacheBuilder {
             hash_with_prefix: DEFAULT_HASH_WITH_PREFIX,
             fill_lock_ttl: DEFAULT_FILL_LOCK_TTL,
             fill_wait: DEFAULT_FILL_WAIT,
+            access: Default::default(),
             #[cfg(feature = "sim")]
             network: None,
         }
@@ -105,6 +109,11 @@ impl Default for CacheBuilder {
 }
 
 impl CacheBuilder {
+    /// The credentials and TLS options of the cache's own nodes (endpoint.rs).
+    pub(crate) fn access_mut(&mut self) -> &mut crate::endpoint::Access {
+        &mut self.access
+    }
+
     /// The cache's own nodes (`redis://[user:password@]host:port[/db]` URLs). Their order is
     /// the ring's server order (it decides ketama ties, as libmemcached's list order does), and
     /// each node's ring name is its `host:port` as written in the URL, so a ketama client in
@@ -261,6 +270,10 @@ impl CacheBuilder {
                 connect_timeout: self.connect_timeout,
                 quarantine: None,
                 fence: None,
+                access: self.access.clone(),
+                // The cache's nodes need no lock scripts' permissions beyond what its own
+                // commands find at once.
+                probe_key: None,
                 #[cfg(feature = "sim")]
                 network: self.network.clone(),
             },

@@ -12,6 +12,7 @@ use crate::host::{AnyHost, Container, DockerHost, DockerNet, FIRST_START_ATTEMPT
 use crate::ports;
 use crate::process::{self, Spec};
 use crate::proxy::FaultProxy;
+use crate::tls::{TestPki, TlsMode, TlsSpec};
 
 /// Masters started by [`Cluster::builder`] unless told otherwise (the usual Redlock N).
 pub const DEFAULT_MASTERS: usize = 5;
@@ -37,6 +38,9 @@ pub struct ClusterBuilder {
     redis_server: PathBuf,
     faketime_lib: Option<PathBuf>,
     detached: bool,
+    tls: Option<TlsMode>,
+    tls_server_names: Option<Vec<String>>,
+    unix_socket: bool,
 }
 
 impl Default for ClusterBuilder {
@@ -51,6 +55,9 @@ impl Default for ClusterBuilder {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_REDIS_SERVER)),
             faketime_lib: std::env::var_os("TESTCLUSTER_FAKETIME_LIB").map(PathBuf::from),
             detached: false,
+            tls: None,
+            tls_server_names: None,
+            unix_socket: false,
         }
     }
 }
@@ -110,6 +117,38 @@ impl ClusterBuilder {
     pub fn detached(mut self, on: bool) -> Self {
         self.detached = on;
         self
+    }
+
+    /// Give every master a TLS port too ([`Cluster::tls_url`]), with certificates generated
+    /// for this cluster ([`Cluster::pki`]). The plain port stays, for the harness's own
+    /// probes and for tests mixing plain and TLS clients. Default: no TLS.
+    pub fn tls(mut self, mode: TlsMode) -> Self {
+        self.tls = Some(mode);
+        self
+    }
+
+    /// The names the masters' certificate is valid for. Default: `localhost`, `127.0.0.1`
+    /// and, on the docker backend, every container's IP. Set it to test hostname checks.
+    pub fn tls_server_names(mut self, names: Vec<String>) -> Self {
+        self.tls_server_names = Some(names);
+        self
+    }
+
+    /// Also listen on a Unix socket ([`Cluster::unix_url`]). Default off.
+    pub fn unix_socket(mut self, on: bool) -> Self {
+        self.unix_socket = on;
+        self
+    }
+
+    /// The PKI for a TLS cluster whose masters are also reachable at `addresses`.
+    fn pki(&self, addresses: &[String]) -> Result<Option<TestPki>> {
+        if self.tls.is_none() {
+            return Ok(None);
+        }
+        let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        names.extend(addresses.iter().cloned());
+        let names = self.tls_server_names.clone().unwrap_or(names);
+        TestPki::generate(&names).map(Some)
     }
 
     /// Starts the masters and waits until each answers `PING`.
@@ -172,14 +211,21 @@ impl ClusterBuilder {
             via_ip: true,
         };
         let mut cluster = Cluster::new(Backend::Docker, self.masters, Some(net.clone()));
+        let ips: Vec<String> = (0..self.masters)
+            .map(|i| format!("{prefix}.{}", 10 + i))
+            .collect();
+        cluster.pki = self.pki(&ips)?;
         let mut container_urls = Vec::with_capacity(self.masters);
-        for index in 0..self.masters {
+        for (index, ip) in ips.iter().enumerate() {
             let container = Container {
                 name: format!("{network}-{index}"),
-                ip: format!("{prefix}.{}", 10 + index),
+                ip: ip.clone(),
             };
             let spec = self.new_spec()?;
             spec.prepare(true)?;
+            if let Some(pki) = &cluster.pki {
+                pki.write_server_files(&spec.dir)?;
+            }
             let mut host = DockerHost::new(spec, container, net.clone());
             container_urls.push(host.container_url());
             let started = host.start(&owner);
@@ -216,10 +262,14 @@ impl ClusterBuilder {
 
     fn build_process(self) -> Result<Cluster> {
         let mut cluster = Cluster::new(Backend::Process, self.masters, None);
+        cluster.pki = self.pki(&[])?;
         // Spawn everything first and wait afterwards: startup is mostly waiting.
         for _ in 0..self.masters {
             let spec = self.new_spec()?;
             spec.prepare(true)?;
+            if let Some(pki) = &cluster.pki {
+                pki.write_server_files(&spec.dir)?;
+            }
             let upstream = SocketAddr::from((Ipv4Addr::LOCALHOST, spec.port));
             let mut host = ProcessHost::new(spec);
             let started = host.start();
@@ -260,6 +310,14 @@ impl ClusterBuilder {
             dir,
             faketime,
             detached: self.detached,
+            tls: match self.tls {
+                Some(mode) => Some(TlsSpec {
+                    port: ports::reserve()?,
+                    mode,
+                }),
+                None => None,
+            },
+            unix_socket: self.unix_socket,
         })
     }
 }

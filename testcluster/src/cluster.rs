@@ -13,6 +13,7 @@ use crate::ports;
 use crate::process::{self, Spec};
 use crate::proxy::{FaultProxy, Faults};
 use crate::state::{MasterRecord, State};
+use crate::tls::TestPki;
 
 /// Where the masters run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -115,6 +116,8 @@ pub struct Cluster {
     proxy_pid: Option<u32>,
     /// Docker only: the cluster's private network, removed with the cluster.
     pub(crate) network: Option<DockerNet>,
+    /// The certificates of TLS masters ([`ClusterBuilder::tls`]).
+    pub(crate) pki: Option<TestPki>,
 }
 
 /// One master: where it runs, and the proxy in front of it if any.
@@ -150,6 +153,7 @@ impl Cluster {
             owned: true,
             proxy_pid: None,
             network,
+            pki: None,
         }
     }
 
@@ -210,6 +214,44 @@ impl Cluster {
     /// If `i >= len()`.
     pub fn direct_url(&self, i: usize) -> String {
         self.nodes[i].host().direct_url()
+    }
+
+    /// The `rediss://` URL of master `i` when the cluster was built with
+    /// [`ClusterBuilder::tls`]: its TLS port (never through the proxy), by IP address, which
+    /// the server certificate names unless [`ClusterBuilder::tls_server_names`] said otherwise.
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    pub fn tls_url(&self, i: usize) -> Option<String> {
+        let host = self.nodes[i].host();
+        let tls = host.spec().tls?;
+        let via_ip = self.network.as_ref().is_some_and(|n| n.via_ip);
+        Some(match host.container() {
+            Some(c) if via_ip => format!("rediss://{}:{}", c.ip, crate::docker::TLS_PORT),
+            _ => format!("rediss://127.0.0.1:{}", tls.port),
+        })
+    }
+
+    /// Every master's [`tls_url`](Cluster::tls_url), or `None` without TLS.
+    pub fn tls_urls(&self) -> Option<Vec<String>> {
+        (0..self.len()).map(|i| self.tls_url(i)).collect()
+    }
+
+    /// The `redis+unix://` URL of master `i`'s socket when the cluster was built with
+    /// [`ClusterBuilder::unix_socket`] (on the docker backend, the socket is in the
+    /// bind-mounted dir, reachable from the host).
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    pub fn unix_url(&self, i: usize) -> Option<String> {
+        let spec = self.nodes[i].host().spec();
+        spec.unix_socket
+            .then(|| format!("redis+unix://{}", spec.socket_path().display()))
+    }
+
+    /// The certificates of a TLS cluster: the CA to trust, a client certificate for mutual TLS.
+    pub fn pki(&self) -> Option<&TestPki> {
+        self.pki.as_ref()
     }
 
     /// The name of master `i`'s container (docker backend only).
@@ -519,6 +561,8 @@ impl Cluster {
                     dir: m.dir.clone(),
                     faketime: m.faketime.clone(),
                     detached: true,
+                    tls: None,
+                    unix_socket: false,
                 };
                 let host = AnyHost::attached(
                     spec,
@@ -537,6 +581,7 @@ impl Cluster {
             owned: false,
             proxy_pid: state.proxy_pid,
             network,
+            pki: None,
         }
     }
 
@@ -568,6 +613,9 @@ impl Cluster {
             let spec = host.spec();
             let _ = std::fs::remove_dir_all(&spec.dir);
             ports::release(spec.port);
+            if let Some(tls) = spec.tls {
+                ports::release(tls.port);
+            }
             if let Some(p) = node.proxy_port {
                 ports::release(p);
             }

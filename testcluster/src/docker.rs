@@ -25,6 +25,8 @@ pub const IMAGE: &str = "redquorum-redis:local";
 pub(crate) const LABEL: &str = "testcluster";
 /// Where a master's host dir (data, log, clock file, shim) is mounted in its container.
 pub(crate) const MOUNT: &str = "/tc";
+/// The TLS port inside a container (published on the spec's TLS port).
+pub(crate) const TLS_PORT: u16 = 6380;
 const FINGERPRINT_LABEL: &str = "testcluster.fingerprint";
 
 const DOCKERFILE: &str = "FROM scratch\n\
@@ -308,6 +310,9 @@ pub(crate) fn run_container(a: &RunArgs<'_>) -> Result<()> {
     .iter()
     .map(|s| s.to_string())
     .collect();
+    if let Some(tls) = &spec.tls {
+        args.extend(["-p".into(), format!("127.0.0.1:{}:{TLS_PORT}", tls.port)]);
+    }
     if let Some(lib) = &spec.faketime {
         let in_container = if *lib == spec.dir.join(process::CLOCK_SHIM_NAME) {
             format!("{MOUNT}/{}", process::CLOCK_SHIM_NAME)
@@ -353,6 +358,7 @@ pub(crate) fn run_container(a: &RunArgs<'_>) -> Result<()> {
     args.push(format!("{MOUNT}/data"));
     args.push("--logfile".into());
     args.push(format!("{MOUNT}/redis.log"));
+    args.extend(spec.listener_args(MOUNT, Some(TLS_PORT)));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     docker(&refs, CMD_TIMEOUT).map(|_| ())
 }

@@ -68,6 +68,7 @@ mod process;
 mod proxy;
 pub mod resp;
 mod state;
+mod tls;
 
 pub use builder::{ClusterBuilder, DEFAULT_MASTERS, DEFAULT_REDIS_SERVER};
 pub use cluster::{Backend, Cluster, Cut, DataOnRestart, Status};
@@ -75,3 +76,4 @@ pub use docker::{IMAGE as DOCKER_IMAGE, engine_available as docker_available};
 pub use error::{Error, Result};
 pub use proxy::{FaultProxy, Faults};
 pub use state::State;
+pub use tls::{TestPki, TlsMode};

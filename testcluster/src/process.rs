@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::resp;
+use crate::tls::{self, TlsSpec};
+
+/// File name of a master's Unix socket inside its dir.
+const SOCKET_FILE: &str = "redis.sock";
 
 /// The clock shim built from `csrc/clockshim.c` (see there for why not libfaketime).
 const CLOCK_SHIM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libtcclock.so"));
@@ -48,6 +52,11 @@ pub(crate) struct Spec {
     pub faketime: Option<PathBuf>,
     /// Own session and no parent-death signal, so the server outlives this process (CLI).
     pub detached: bool,
+    /// A TLS port next to the plain one (the harness's own probes stay on the plain one);
+    /// the certificates are in `dir`.
+    pub tls: Option<TlsSpec>,
+    /// Also listen on the Unix socket [`socket_path`](Spec::socket_path).
+    pub unix_socket: bool,
 }
 
 impl Spec {
@@ -62,6 +71,9 @@ impl Spec {
     }
     pub fn clock_path(&self) -> PathBuf {
         self.dir.join("faketime.rc")
+    }
+    pub fn socket_path(&self) -> PathBuf {
+        self.dir.join(SOCKET_FILE)
     }
 
     /// Creates the dir layout; `fresh` wipes a leftover dir from a crashed earlier run.
@@ -103,6 +115,7 @@ impl Spec {
             .arg(self.data_dir())
             .arg("--logfile")
             .arg(self.log_path())
+            .args(self.listener_args(&self.dir.display().to_string(), None))
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         // Errors before the logfile is opened (bad argument, bad lib) go to stderr.
@@ -141,6 +154,28 @@ impl Spec {
             }
         }
         Ok(cmd)
+    }
+
+    /// The TLS and Unix socket arguments, with this spec's files under `dir` (as the server
+    /// sees it) and TLS on `tls_port` (default: the spec's own TLS port).
+    pub fn listener_args(&self, dir: &str, tls_port: Option<u16>) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(tls) = &self.tls {
+            args.extend(tls::server_args(
+                tls_port.unwrap_or(tls.port),
+                tls.mode,
+                dir,
+            ));
+        }
+        if self.unix_socket {
+            args.extend([
+                "--unixsocket".into(),
+                format!("{dir}/{SOCKET_FILE}"),
+                "--unixsocketperm".into(),
+                "700".into(),
+            ]);
+        }
+        args
     }
 
     /// Spawns the server; does not wait for it to be ready.

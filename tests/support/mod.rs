@@ -2,6 +2,8 @@
 //! access to each master to check what the library left there.
 #![allow(dead_code)]
 
+pub mod exercise;
+
 use std::time::Duration;
 
 use redquorum::Redlock;

@@ -1,0 +1,328 @@
+//! How one master is reached: its URL with the builder's credentials applied, over TCP, a Unix
+//! socket or TLS ([`Endpoint`]); and the refusals that are configuration errors rather than
+//! outages (a certificate that does not verify, an ACL user without a needed permission).
+
+use std::fmt;
+use std::time::Duration;
+
+use redis::aio::{MultiplexedConnection, PubSub};
+use redis::{AsyncConnectionConfig, ConnectionInfo, IntoConnectionInfo, RedisError, RedisResult};
+
+use crate::error::{Error, MasterReply, Replies, redact_url};
+use crate::master::Master;
+
+/// A username and password the builder applies to every master whose URL carries none.
+#[derive(Clone)]
+pub(crate) struct Credentials {
+    pub(crate) username: Option<String>,
+    pub(crate) password: String,
+}
+
+impl fmt::Debug for Credentials {
+    // Hand-written: the password never reaches a log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
+/// What every master of one client is reached with, besides its URL.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Access {
+    pub(crate) credentials: Option<Credentials>,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: crate::tls::TlsOptions,
+}
+
+/// One master's way in. Cheap to clone.
+// Plain masters are the common case: boxing their client would cost every connect a pointer
+// chase to save a few bytes per master.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone)]
+pub(crate) enum Endpoint {
+    /// TCP or a Unix socket, opened by redis-rs.
+    Plain(redis::Client),
+    /// TLS over TCP, opened here (see tls.rs for why not by redis-rs).
+    #[cfg(feature = "tls")]
+    Tls(std::sync::Arc<crate::tls::TlsEndpoint>),
+}
+
+impl Access {
+    /// The endpoint of master `index` at `url`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] for a URL that does not parse (or asks for TLS without the `tls`
+    /// feature), [`Error::InvalidConfig`] for TLS options that do not parse.
+    pub(crate) fn endpoint(&self, index: usize, url: &str) -> Result<Endpoint, Error> {
+        let invalid = |source: RedisError| Error::InvalidUrl {
+            index,
+            url: redact_url(url),
+            source,
+        };
+        let (info, tls) = parse(url).map_err(invalid)?;
+        let info = self.with_credentials(info);
+        match tls {
+            None => redis::Client::open(info)
+                .map(Endpoint::Plain)
+                .map_err(invalid),
+            #[cfg(feature = "tls")]
+            Some(insecure) => {
+                let (host, port) = match info.addr() {
+                    redis::ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
+                    _ => unreachable!("a rediss:// URL parses to a TCP address"),
+                };
+                let redis = info.redis_settings().clone();
+                let endpoint =
+                    crate::tls::TlsEndpoint::new(host, port, insecure, redis, &self.tls)?;
+                Ok(Endpoint::Tls(std::sync::Arc::new(endpoint)))
+            }
+            #[cfg(not(feature = "tls"))]
+            Some(_) => Err(invalid(RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "rediss:// needs the `tls` feature of redquorum",
+            )))),
+        }
+    }
+
+    /// The builder's credentials, unless the URL carries a username or password of its own.
+    fn with_credentials(&self, info: ConnectionInfo) -> ConnectionInfo {
+        let Some(creds) = &self.credentials else {
+            return info;
+        };
+        let settings = info.redis_settings();
+        if settings.username().is_some() || settings.password().is_some() {
+            return info;
+        }
+        let mut settings = settings.clone().set_password(&creds.password);
+        if let Some(user) = &creds.username {
+            settings = settings.set_username(user);
+        }
+        info.set_redis_settings(settings)
+    }
+}
+
+/// Parses a master URL. For `rediss://` (and `valkeys://`) URLs the address and settings are
+/// parsed as the plain URL's, and the second value says whether `#insecure` was asked for: the
+/// TLS itself is ours, whatever TLS features redis-rs was built with.
+fn parse(url: &str) -> RedisResult<(ConnectionInfo, Option<bool>)> {
+    let bad = |what: &'static str| RedisError::from((redis::ErrorKind::InvalidClientConfig, what));
+    let Some(mut parsed) = redis::parse_redis_url(url) else {
+        return Ok((url.into_connection_info()?, None));
+    };
+    let plain = match parsed.scheme() {
+        "rediss" => "redis",
+        "valkeys" => "valkey",
+        _ => return Ok((url.into_connection_info()?, None)),
+    };
+    let insecure = match parsed.fragment() {
+        None => false,
+        Some("insecure") => true,
+        Some(_) => return Err(bad("only #insecure is supported as URL fragment")),
+    };
+    parsed.set_fragment(None);
+    parsed
+        .set_scheme(plain)
+        .map_err(|()| bad("invalid TLS URL"))?;
+    Ok((parsed.as_str().into_connection_info()?, Some(insecure)))
+}
+
+impl Endpoint {
+    /// `host:port` (or the socket path), for duplicate detection.
+    pub(crate) fn addr(&self) -> String {
+        match self {
+            Self::Plain(client) => client.get_connection_info().addr().to_string(),
+            #[cfg(feature = "tls")]
+            Self::Tls(tls) => tls.addr(),
+        }
+    }
+
+    /// Opens a multiplexed connection, bounded by `timeout`.
+    pub(crate) async fn multiplexed(
+        &self,
+        timeout: Duration,
+    ) -> Result<MultiplexedConnection, MasterReply> {
+        // No response timeout inside redis-rs: every call on this connection is already
+        // bounded by our own per-master timeout (and the whole connect by the connect
+        // timeout), and a second timer per command costs a timer-wheel insert and removal plus
+        // a larger future on the hot path (measured by loadbench).
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(None);
+        match self {
+            Self::Plain(client) => client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map_err(|e| reply_for(&e)),
+            #[cfg(feature = "tls")]
+            Self::Tls(tls) => {
+                let stream = tls.stream(timeout).await?;
+                let setup = MultiplexedConnection::new_with_config(&tls.redis, stream, config);
+                let (conn, driver) = tokio::time::timeout(timeout, setup)
+                    .await
+                    .map_err(|_| MasterReply::TimedOut)?
+                    .map_err(|e| reply_for(&e))?;
+                tokio::spawn(driver);
+                Ok(conn)
+            }
+        }
+    }
+
+    /// Opens a pub/sub connection (release wake-ups), bounded by `timeout`.
+    pub(crate) async fn pubsub(&self, timeout: Duration) -> Option<PubSub> {
+        let open = async {
+            match self {
+                Self::Plain(client) => client.get_async_pubsub().await.ok(),
+                #[cfg(feature = "tls")]
+                Self::Tls(tls) => {
+                    let stream = tls.stream(timeout).await.ok()?;
+                    PubSub::new(&tls.redis, stream).await.ok()
+                }
+            }
+        };
+        tokio::time::timeout(timeout, open).await.ok().flatten()
+    }
+}
+
+/// A client error as a master's reply, the configuration refusals recognised.
+fn reply_for(e: &RedisError) -> MasterReply {
+    refusal(e).unwrap_or_else(|| {
+        if e.is_timeout() {
+            MasterReply::TimedOut
+        } else {
+            MasterReply::Unavailable(e.to_string())
+        }
+    })
+}
+
+/// The refusals that no retry can cure: a TLS failure ([`MasterReply::Tls`]), or the master
+/// denying this client's credentials or a command or key it needs ([`MasterReply::Denied`]).
+pub(crate) fn refusal(e: &RedisError) -> Option<MasterReply> {
+    if matches!(e.code(), Some("NOPERM" | "WRONGPASS" | "NOAUTH"))
+        || e.kind() == redis::ErrorKind::AuthenticationFailed
+    {
+        return Some(MasterReply::Denied(e.to_string()));
+    }
+    tls_refusal(e)
+}
+
+/// A TLS failure under a client error (redis-rs keeps an I/O error as `Arc<dyn Error>`, which
+/// is what its `source` is).
+#[cfg(feature = "tls")]
+fn tls_refusal(e: &RedisError) -> Option<MasterReply> {
+    type Shared = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+    let source = std::error::Error::source(e)?;
+    let io = match source.downcast_ref::<Shared>() {
+        Some(shared) => shared.downcast_ref::<std::io::Error>(),
+        None => source.downcast_ref::<std::io::Error>(),
+    };
+    io.and_then(crate::tls::tls_failure)
+}
+
+#[cfg(not(feature = "tls"))]
+fn tls_refusal(_: &RedisError) -> Option<MasterReply> {
+    None
+}
+
+/// The configuration error to fail a build with, if a master refused the client at connect:
+/// a certificate that does not verify, or credentials or permissions the master denies. Such a
+/// master would never count towards a quorum, so a build that went on would silently run with
+/// less fault tolerance than configured.
+pub(crate) fn refused_at_build(
+    masters: &[std::sync::Arc<Master>],
+    replies: &Replies,
+) -> Option<Error> {
+    masters
+        .iter()
+        .zip(replies.as_slice())
+        .find_map(|(master, reply)| match reply {
+            MasterReply::Tls(reason) => Some(Error::Tls {
+                index: master.index,
+                url: master.addr.clone(),
+                reason: reason.clone(),
+            }),
+            MasterReply::Denied(reason) => Some(Error::Denied {
+                index: master.index,
+                url: master.addr.clone(),
+                reason: reason.clone(),
+            }),
+            _ => None,
+        })
+}
+
+/// The probe a connection runs before the master counts as connected: the release script by
+/// `EVALSHA` and by `EVAL` on a key no lock uses, with an owner token nobody holds, so it
+/// changes nothing. An ACL user that lacks either command, or access to the lock keys, is
+/// found here (a `NOPERM` reply) instead of failing every round later.
+pub(crate) fn permission_probe(key: &str) -> redis::Pipeline {
+    let call = crate::scripts::ScriptCall::new(
+        &crate::scripts::RELEASE,
+        vec![key.to_owned()],
+        vec![crate::random::token()],
+    );
+    let mut pipe = redis::pipe();
+    pipe.add_command(call.evalsha().clone())
+        .add_command(call.eval());
+    pipe
+}
+
+/// The resource whose lock key the permission probe reads.
+pub(crate) const PROBE_RESOURCE: &str = "redquorum-permission-probe";
+
+impl Access {
+    fn set_credentials(&mut self, username: Option<String>, password: String) {
+        self.credentials = Some(Credentials { username, password });
+    }
+}
+
+/// Credentials and TLS on the lock client's builder.
+impl crate::Builder {
+    /// Logs in to every master as this ACL user (`AUTH username password`), unless the
+    /// master's URL carries a username or password of its own (`redis://user:pass@host`),
+    /// which then wins. See the README ("TLS and ACL") for the minimal ACL rule.
+    pub fn credentials(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
+        self.access
+            .set_credentials(Some(username.into()), password.into());
+        self
+    }
+
+    /// Logs in to every master with this password (`AUTH password`, the `default` user),
+    /// unless the master's URL carries a username or password of its own.
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.access.set_credentials(None, password.into());
+        self
+    }
+
+    /// How `rediss://` masters are verified and which client certificate they are shown.
+    /// Default: [`TlsOptions::new`](crate::TlsOptions::new) (the system's root certificates,
+    /// hostname verification on). Plain `redis://` masters in the same list are unaffected.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, options: crate::TlsOptions) -> Self {
+        self.access.tls = options;
+        self
+    }
+}
+
+/// Credentials and TLS on the cache's builder, as on the lock client's.
+impl crate::CacheBuilder {
+    /// As [`Builder::credentials`](crate::Builder::credentials), for the cache's own nodes.
+    pub fn credentials(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
+        self.access_mut()
+            .set_credentials(Some(username.into()), password.into());
+        self
+    }
+
+    /// As [`Builder::password`](crate::Builder::password), for the cache's own nodes.
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.access_mut().set_credentials(None, password.into());
+        self
+    }
+
+    /// As [`Builder::tls`](crate::Builder::tls), for the cache's own nodes.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, options: crate::TlsOptions) -> Self {
+        self.access_mut().tls = options;
+        self
+    }
+}
