@@ -314,3 +314,38 @@ async fn even_number_of_masters_never_hangs_on_a_split() -> anyhow::Result<()> {
     drop(a);
     Ok(())
 }
+
+/// Builder credentials (`credentials(user, password)`) and TLS key material appear in no error,
+/// `Debug` output or log line; the username may show (it is not a secret, and it helps find a
+/// misconfigured user). Current-thread runtime: the log capture is per thread.
+#[tokio::test]
+async fn builder_credentials_never_show() -> anyhow::Result<()> {
+    const SECRET: &str = "hunter2-builder";
+    const KEY: &str = "PRIVATE-KEY-BYTES";
+    let cluster = Cluster::start(2)?;
+    let (logs, _capture) = support::capture_logs();
+    let mut urls = cluster.urls();
+    urls.push("redis://127.0.0.1:1".into());
+    let builder = support::builder(&cluster)
+        .masters(urls)
+        .credentials("app-user", SECRET);
+    #[cfg(feature = "tls")]
+    let builder = builder.tls(redquorum::TlsOptions::new().client_identity_pem("CERT", KEY));
+    let shown = format!("{builder:?}");
+    assert!(shown.contains("app-user"), "{shown}");
+    assert!(!shown.contains(SECRET) && !shown.contains(KEY), "{shown}");
+    // The masters have no such user: denied at build, the password nowhere.
+    let err = builder.clone().build().await.unwrap_err();
+    assert!(matches!(err, Error::Denied { .. }), "{err}");
+    let all = format!("{err} {err:?}");
+    assert!(!all.contains(SECRET) && !all.contains(KEY), "{all}");
+    let cache = redquorum::Cache::builder()
+        .nodes(cluster.urls())
+        .credentials("app-user", SECRET);
+    assert!(!format!("{cache:?}").contains(SECRET));
+    let err = cache.build().await.unwrap_err();
+    assert!(!format!("{err} {err:?}").contains(SECRET), "{err:?}");
+    let logs = logs.lock().unwrap().clone();
+    assert!(!logs.contains(SECRET), "{logs}");
+    Ok(())
+}
