@@ -61,12 +61,19 @@ pub(crate) struct Config {
     pub(crate) fencing: bool,
     pub(crate) restart_quarantine: Option<Duration>,
     pub(crate) wake_ups: bool,
+    /// The interop key layout (interop.rs): lock keys from a template, not the prefix.
+    pub(crate) interop: Option<crate::interop::KeyLayout>,
+    /// The fencing counter's key, when not `<prefix>fence`.
+    pub(crate) fence_key: Option<String>,
 }
 
 impl Config {
     /// The key a resource's lock lives under.
     pub(crate) fn lock_key(&self, resource: &str) -> String {
-        format!("{}lock:{}", self.key_prefix, resource)
+        match &self.interop {
+            Some(layout) => layout.lock_key(resource),
+            None => format!("{}lock:{}", self.key_prefix, resource),
+        }
     }
 
     /// A primitive's key: `<prefix><space>:<name>`. Every space is a distinct word and none is
@@ -83,13 +90,16 @@ impl Config {
 
     /// The fencing counter of this key namespace (one per prefix, on every master).
     pub(crate) fn fence_key(&self) -> String {
-        format!("{}fence", self.key_prefix)
+        match &self.fence_key {
+            Some(key) => key.clone(),
+            None => format!("{}fence", self.key_prefix),
+        }
     }
 
     /// Where each master records which server process its fencing counter was sealed for
     /// (fencing.rs).
     pub(crate) fn fence_seal_key(&self) -> String {
-        format!("{}fence:seal", self.key_prefix)
+        format!("{}:seal", self.fence_key())
     }
 
     /// The fencing keys a master's connection reads at connect, when fencing is on.
@@ -214,6 +224,8 @@ impl Default for Builder {
                 fencing: DEFAULT_FENCING,
                 restart_quarantine: None,
                 wake_ups: DEFAULT_WAKE_UPS,
+                interop: None,
+                fence_key: None,
             },
             #[cfg(feature = "sim")]
             network: None,
@@ -337,6 +349,28 @@ impl Builder {
         self
     }
 
+    /// The interop key layout: the lock key of a resource is `template` with `{resource}`
+    /// replaced by the resource name (`"{resource}"`: the name itself, the layout of redsync,
+    /// node-redlock, aioredlock and RedLock.net; `"redlock:{resource}"`: pottery's), and its
+    /// value a random owner token, so that their locks and ours on the same resource exclude
+    /// each other. Default: off (`<prefix>lock:<resource>`).
+    ///
+    /// Only [`Redlock::acquire`] and the multi-resource lock use this layout; the other
+    /// primitives fail with [`Error::InteropUnsupported`](crate::Error::InteropUnsupported).
+    /// A resource whose key would be the fencing counter's is refused. See the README's
+    /// "Interop with other Redlock clients".
+    pub fn interop_keys(mut self, template: impl Into<String>) -> Self {
+        self.config.interop = Some(crate::interop::KeyLayout::new(&template.into()));
+        self
+    }
+
+    /// The key of the fencing counter (its seal is `<key>:seal`). Default `<prefix>fence`.
+    /// Every client that shares lock keys must use the same one, or tokens do not order them.
+    pub fn fence_key(mut self, key: impl Into<String>) -> Self {
+        self.config.fence_key = Some(key.into());
+        self
+    }
+
     /// Whether a waiting [`Redlock::acquire`] is woken when the lock is released. Default
     /// [`DEFAULT_WAKE_UPS`] (on).
     ///
@@ -393,6 +427,12 @@ impl Builder {
             && q.is_zero()
         {
             return bad("restart quarantine must be positive");
+        }
+        if c.fence_key.as_deref() == Some("") {
+            return bad("fencing key must not be empty");
+        }
+        if let Some(layout) = &c.interop {
+            layout.validate()?;
         }
         Ok(())
     }

@@ -271,6 +271,15 @@ pub enum Error {
         /// What the node did instead of replying (timed out, or its connection broke).
         reply: MasterReply,
     },
+    /// A lock primitive was used on a client built with the interop key layout
+    /// ([`Builder::interop_keys`](crate::Builder::interop_keys)), which only the basic and
+    /// multi-resource locks support: the others keep state no other Redlock client knows, so
+    /// they would not exclude its locks.
+    #[error("the {primitive} does not support the interop key layout")]
+    InteropUnsupported {
+        /// Which primitive: "reentrant lock", "fair lock", "read-write lock", "semaphore".
+        primitive: &'static str,
+    },
     /// A typed cache value could not be encoded, or the stored bytes could not be decoded as
     /// the requested type.
     #[error("cache value of key {key:?} could not be encoded or decoded")]
@@ -327,6 +336,7 @@ impl Error {
                 | Self::EmptyResource
                 | Self::InvalidArgument(_)
                 | Self::InvalidTtl { .. }
+                | Self::InteropUnsupported { .. }
         )
     }
 

@@ -184,6 +184,8 @@
 //! - `fencing`: sealing masters' fencing counters, the token write-back, and why tokens
 //!   strictly increase.
 //! - `guard`: [`LockGuard`] (extend, release, drop).
+//! - `interop`: the interop key layout ([`Builder::interop_keys`]): lock keys named as other
+//!   Redlock clients name them, so their locks and ours exclude each other.
 //! - `lease`: the auto-extending lease of [`Redlock::with_lock`] and its [`LockContext`].
 //! - `held`: what a hold is on the masters (keys and extend / release / rollback scripts), what
 //!   one acquire round sends, [`LockGuard::with_watchdog`], leaving a wait queue.
@@ -209,6 +211,7 @@ mod error;
 mod fencing;
 mod guard;
 mod held;
+mod interop;
 mod lease;
 mod link;
 mod lock;
@@ -238,6 +241,7 @@ pub use config::{
 };
 pub use error::{Error, MasterReply, Replies, Result};
 pub use guard::LockGuard;
+pub use interop::RESOURCE_PLACEHOLDER;
 pub use lease::LockContext;
 pub use lock::Redlock;
 pub use primitives::fair::FairLock;

@@ -154,6 +154,7 @@ impl Redlock {
         wait: Duration,
     ) -> Result<LockGuard> {
         check_resource(resource)?;
+        self.inner.config.check_lock_key(resource)?;
         self.inner.config.check_ttl(ttl)?;
         self.acquire_loop(resource, ttl, wait, Wake::OnRelease, || {
             self.lock_attempt(resource, ttl)
@@ -327,6 +328,7 @@ impl Redlock {
     /// when so many masters fail that no quorum is possible.
     pub async fn try_acquire(&self, resource: &str, ttl: Duration) -> Result<Option<LockGuard>> {
         check_resource(resource)?;
+        self.inner.config.check_lock_key(resource)?;
         self.inner.config.check_ttl(ttl)?;
         self.try_once(resource, || self.lock_attempt(resource, ttl))
             .await
