@@ -65,6 +65,8 @@ pub(crate) struct Config {
     pub(crate) interop: Option<crate::interop::KeyLayout>,
     /// The fencing counter's key, when not `<prefix>fence`.
     pub(crate) fence_key: Option<String>,
+    /// Fail the build when a master's `maxmemory-policy` evicts keys (selfcheck.rs).
+    pub(crate) refuse_evicting: bool,
 }
 
 impl Config {
@@ -226,6 +228,7 @@ impl Default for Builder {
                 wake_ups: DEFAULT_WAKE_UPS,
                 interop: None,
                 fence_key: None,
+                refuse_evicting: false,
             },
             #[cfg(feature = "sim")]
             network: None,
@@ -243,6 +246,16 @@ impl Builder {
         self.network = Some(network);
         self.config.wake_ups = false;
         self
+    }
+
+    /// Whether `build` runs the masters self-check: not over the simulator's network, whose
+    /// runs must stay the same message for message (selfcheck.rs).
+    pub(crate) fn runs_self_check(&self) -> bool {
+        #[cfg(feature = "sim")]
+        if self.network.is_some() {
+            return false;
+        }
+        true
     }
 
     /// The masters' connection settings.
@@ -371,6 +384,16 @@ impl Builder {
         self
     }
 
+    /// Fail [`build`](Self::build) with [`Error::EvictingMaster`](crate::Error::EvictingMaster)
+    /// when a master's `maxmemory-policy` is anything but `noeviction` (such a master can drop
+    /// a lock key before it expires). Default: off, the build only logs a warning. A master
+    /// that cannot be asked at build, or whose policy neither `CONFIG GET` nor `INFO` tells,
+    /// is not refused (it is warned about); see [`Redlock::masters_report`].
+    pub fn refuse_evicting_masters(mut self, on: bool) -> Self {
+        self.config.refuse_evicting = on;
+        self
+    }
+
     /// Whether a waiting [`Redlock::acquire`] is woken when the lock is released. Default
     /// [`DEFAULT_WAKE_UPS`] (on).
     ///
@@ -396,7 +419,12 @@ impl Builder {
     /// # Errors
     /// [`Error::NoMasters`], [`Error::InvalidUrl`], [`Error::InvalidConfig`],
     /// [`Error::DuplicateMaster`], or [`Error::QuorumUnreachable`] when fewer than a quorum of
-    /// masters answer within the connect timeout.
+    /// masters answer within the connect timeout; [`Error::EvictingMaster`] with
+    /// [`refuse_evicting_masters`](Self::refuse_evicting_masters).
+    ///
+    /// Once connected, it reads every master's settings ([`Redlock::masters_report`]) and
+    /// logs a `tracing` warning for an evicting `maxmemory-policy`, and for a master without
+    /// an append-only file while the restart quarantine is off.
     pub async fn build(self) -> Result<Redlock> {
         self.validate()?;
         Redlock::connect(self).await

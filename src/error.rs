@@ -271,6 +271,19 @@ pub enum Error {
         /// What the node did instead of replying (timed out, or its connection broke).
         reply: MasterReply,
     },
+    /// A master's `maxmemory-policy` evicts keys and the builder was told to refuse such
+    /// masters ([`Builder::refuse_evicting_masters`](crate::Builder::refuse_evicting_masters)).
+    #[error(
+        "master {index} ({addr}) evicts keys (maxmemory-policy {policy}); locks need noeviction"
+    )]
+    EvictingMaster {
+        /// Position of the master in the builder's list.
+        index: usize,
+        /// Its URL, password redacted.
+        addr: String,
+        /// The policy it reported.
+        policy: String,
+    },
     /// A lock primitive was used on a client built with the interop key layout
     /// ([`Builder::interop_keys`](crate::Builder::interop_keys)), which only the basic and
     /// multi-resource locks support: the others keep state no other Redlock client knows, so
@@ -337,6 +350,7 @@ impl Error {
                 | Self::InvalidArgument(_)
                 | Self::InvalidTtl { .. }
                 | Self::InteropUnsupported { .. }
+                | Self::EvictingMaster { .. }
         )
     }
 

@@ -191,6 +191,8 @@
 //!   one acquire round sends, [`LockGuard::with_watchdog`], leaving a wait queue.
 //! - `primitives/`: `multi`, `reentrant`, `fair`, `rwlock`, `semaphore`, each an acquire
 //!   script plus a hold description over the shared round.
+//! - `selfcheck`: [`Redlock::masters_report`], what each master's eviction policy,
+//!   persistence, version and `run_id` are; warnings (or a refusal) at build.
 //! - `ring`: [`HashRing`], ketama consistent hashing byte-compatible with libmemcached.
 //! - `cache`: [`Cache`], a distributed cache over the ring: per-node batched pipelines, nodes
 //!   that fail turn into misses, stampede-free [`Cache::get_or_compute`], compare-and-set.
@@ -224,6 +226,7 @@ mod random;
 mod ring;
 mod round;
 mod scripts;
+mod selfcheck;
 #[cfg(feature = "sim")]
 #[doc(hidden)]
 pub mod sim;
@@ -249,6 +252,7 @@ pub use primitives::reentrant::ReentrantLock;
 pub use primitives::rwlock::RwLock;
 pub use primitives::semaphore::Semaphore;
 pub use ring::{HashRing, RingNode};
+pub use selfcheck::{MasterReport, MasterSettings, MastersReport, NO_EVICTION};
 
 // Compiles the README's example as a doctest, so the README cannot drift from the API.
 #[cfg(doctest)]

@@ -73,6 +73,7 @@ impl Redlock {
 
     pub(crate) async fn connect(builder: Builder) -> Result<Self> {
         let (masters, replies) = connect_all(&builder.masters, &builder.master_settings()).await?;
+        let self_check = builder.runs_self_check();
         let config = builder.config;
         let n = masters.len();
         let reachable = replies.granted();
@@ -99,6 +100,9 @@ impl Redlock {
             )
         });
         let redlock = Self::from_masters(masters, config, wakeups);
+        if self_check {
+            redlock.check_masters().await?;
+        }
         if redlock.inner.config.fencing {
             // Seal what can be sealed now, so the first acquire does not pay for it; what
             // cannot (too few masters answer) waits for a later round.
