@@ -171,6 +171,8 @@
 //! - `error`: [`Error`], with each master's [`MasterReply`] kept by index.
 //! - `link`: the seam to the wire: one connection to one master and how it is opened
 //!   (redis-rs; or, with the hidden `sim` feature, the deterministic simulator's network).
+//! - [`metrics`]: the metric names (through the `metrics` facade, feature `metrics`) and the
+//!   few places that record them.
 //! - `master`: one master over its link: reconnect, per-call timeout, `run_id`, seal state.
 //! - `masters`: the master set and quorum: the one way every round asks the masters.
 //! - `random`: every random number drawn (owner tokens, jitter), seedable by the simulator.
@@ -219,6 +221,7 @@ mod link;
 mod lock;
 mod master;
 mod masters;
+pub mod metrics;
 mod notify;
 mod primitives;
 mod quorum;

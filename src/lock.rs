@@ -219,7 +219,7 @@ impl Redlock {
             .filter(|w| w.has_waiters(resource))
             .map(|w| w.join(resource));
         let mut last_replies = Replies::default();
-        async {
+        let result = async {
             loop {
                 if let Some(w) = waiter.as_mut()
                     && !w
@@ -320,7 +320,9 @@ impl Redlock {
             }
         }
         .instrument(span)
-        .await
+        .await;
+        crate::metrics::acquire_finished(&result, attempts, started.elapsed());
+        result
     }
 
     /// Tries one round (plus one immediate retry if that round found connections broken and
