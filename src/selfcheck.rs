@@ -164,7 +164,8 @@ impl fmt::Display for MastersReport {
 impl Redlock {
     /// Reads from every master what its lock safety depends on: eviction policy, persistence,
     /// version and `run_id`. One pipelined exchange per master, concurrently, each bounded by
-    /// the connect timeout; a master that cannot be asked is reported with the reason.
+    /// the connect timeout; a master that cannot be asked (not connected right now, timed out)
+    /// is reported with the reason.
     ///
     /// [`Builder::build`](crate::Builder::build) runs it once and logs a warning for every
     /// problem found (see [`Builder::refuse_evicting_masters`](crate::Builder::refuse_evicting_masters)).
@@ -209,6 +210,17 @@ impl Redlock {
 }
 
 async fn read_master(master: Arc<Master>, timeout: std::time::Duration) -> MasterReport {
+    let (index, addr) = (master.index, master.addr.clone());
+    // Not waiting for a reconnect: at build, that would add a connect timeout for every
+    // master that is down, to a build that already tolerates it.
+    if !master.is_connected() {
+        let settings = Err(MasterReply::Unavailable("not connected".into()));
+        return MasterReport {
+            index,
+            addr,
+            settings,
+        };
+    }
     let mut pipe = redis::pipe();
     for section in ["server", "memory", "persistence"] {
         pipe.cmd("INFO").arg(section);
@@ -221,8 +233,8 @@ async fn read_master(master: Arc<Master>, timeout: std::time::Duration) -> Maste
         .await
         .map(|values| parse_settings(&values));
     MasterReport {
-        index: master.index,
-        addr: master.addr.clone(),
+        index,
+        addr,
         settings,
     }
 }

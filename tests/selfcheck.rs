@@ -213,3 +213,36 @@ async fn without_config_permission_info_is_the_fallback() -> anyhow::Result<()> 
     );
     Ok(())
 }
+
+/// A master that is down at build is reported as not checked (a warning), and does not stop a
+/// build that refuses evicting masters: its policy is unknown, not evicting.
+#[tokio::test]
+async fn a_master_down_at_build_is_reported_not_checked() -> anyhow::Result<()> {
+    let cluster = Cluster::start(3)?;
+    cluster.kill(2)?;
+    let (logs, capture) = support::capture_logs();
+    let redlock = support::builder(&cluster)
+        .refuse_evicting_masters(true)
+        .build()
+        .await?;
+    let text = logs.lock().unwrap().clone();
+    drop(capture);
+    let report = redlock.masters_report().await;
+    assert!(report.masters[2].settings.is_err(), "{report}");
+    assert!(report.masters[0].settings.is_ok(), "{report}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("master=2") && l.contains("not checked")),
+        "{text}"
+    );
+    assert!(
+        report
+            .to_string()
+            .lines()
+            .nth(3)
+            .unwrap()
+            .contains("not checked"),
+        "{report}"
+    );
+    Ok(())
+}
