@@ -246,3 +246,91 @@ async fn a_master_down_at_build_is_reported_not_checked() -> anyhow::Result<()> 
     );
     Ok(())
 }
+
+/// A `redis-server` of our own, started with the settings as arguments (what testcluster does
+/// not pass through), killed when dropped.
+struct OwnServer {
+    child: std::process::Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl OwnServer {
+    fn start(args: &[&str]) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let dir = std::env::temp_dir().join(format!("selfcheck-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(&dir)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .spawn()?;
+        let server = Self { child, port, dir };
+        for _ in 0..250 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(server);
+            }
+            std::thread::sleep(Duration::from_millis(40));
+        }
+        anyhow::bail!("redis-server on port {port} did not come up")
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `CONFIG` renamed (as managed Redis does) on a master started with an evicting policy and
+/// without AOF: the report still finds both through `INFO`, and the refusal still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renamed_config_falls_back_to_info() -> anyhow::Result<()> {
+    let server = OwnServer::start(&[
+        "--rename-command",
+        "CONFIG",
+        "cfg-hidden",
+        "--appendonly",
+        "no",
+        "--maxmemory-policy",
+        "allkeys-lfu",
+    ])?;
+    let builder = || {
+        redquorum::Redlock::builder()
+            .masters([server.url()])
+            .master_timeout(support::TEST_MASTER_TIMEOUT)
+    };
+    let report = builder().build().await?.masters_report().await;
+    let s = settings(&report, 0);
+    assert!(!s.config_readable, "{report}");
+    assert_eq!(s.maxmemory_policy.as_deref(), Some("allkeys-lfu"));
+    assert_eq!(s.aof_enabled, Some(false));
+    assert_eq!(s.appendfsync, None);
+    let err = builder()
+        .refuse_evicting_masters(true)
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::EvictingMaster { index: 0, .. }),
+        "{err}"
+    );
+    Ok(())
+}
