@@ -61,12 +61,21 @@ pub(crate) struct Config {
     pub(crate) fencing: bool,
     pub(crate) restart_quarantine: Option<Duration>,
     pub(crate) wake_ups: bool,
+    /// The interop key layout (interop.rs): lock keys from a template, not the prefix.
+    pub(crate) interop: Option<crate::interop::KeyLayout>,
+    /// The fencing counter's key, when not `<prefix>fence`.
+    pub(crate) fence_key: Option<String>,
+    /// Fail the build when a master's `maxmemory-policy` evicts keys (selfcheck.rs).
+    pub(crate) refuse_evicting: bool,
 }
 
 impl Config {
     /// The key a resource's lock lives under.
     pub(crate) fn lock_key(&self, resource: &str) -> String {
-        format!("{}lock:{}", self.key_prefix, resource)
+        match &self.interop {
+            Some(layout) => layout.lock_key(resource),
+            None => format!("{}lock:{}", self.key_prefix, resource),
+        }
     }
 
     /// A primitive's key: `<prefix><space>:<name>`. Every space is a distinct word and none is
@@ -83,13 +92,16 @@ impl Config {
 
     /// The fencing counter of this key namespace (one per prefix, on every master).
     pub(crate) fn fence_key(&self) -> String {
-        format!("{}fence", self.key_prefix)
+        match &self.fence_key {
+            Some(key) => key.clone(),
+            None => format!("{}fence", self.key_prefix),
+        }
     }
 
     /// Where each master records which server process its fencing counter was sealed for
     /// (fencing.rs).
     pub(crate) fn fence_seal_key(&self) -> String {
-        format!("{}fence:seal", self.key_prefix)
+        format!("{}:seal", self.fence_key())
     }
 
     /// The fencing keys a master's connection reads at connect, when fencing is on.
@@ -217,6 +229,9 @@ impl Default for Builder {
                 fencing: DEFAULT_FENCING,
                 restart_quarantine: None,
                 wake_ups: DEFAULT_WAKE_UPS,
+                interop: None,
+                fence_key: None,
+                refuse_evicting: false,
             },
             access: Default::default(),
             #[cfg(feature = "sim")]
@@ -235,6 +250,16 @@ impl Builder {
         self.network = Some(network);
         self.config.wake_ups = false;
         self
+    }
+
+    /// Whether `build` runs the masters self-check: not over the simulator's network, whose
+    /// runs must stay the same message for message (selfcheck.rs).
+    pub(crate) fn runs_self_check(&self) -> bool {
+        #[cfg(feature = "sim")]
+        if self.network.is_some() {
+            return false;
+        }
+        true
     }
 
     /// The masters' connection settings.
@@ -343,6 +368,38 @@ impl Builder {
         self
     }
 
+    /// The interop key layout: the lock key of a resource is `template` with `{resource}`
+    /// replaced by the resource name (`"{resource}"`: the name itself, the layout of redsync,
+    /// node-redlock, aioredlock and RedLock.net; `"redlock:{resource}"`: pottery's), and its
+    /// value a random owner token, so that their locks and ours on the same resource exclude
+    /// each other. Default: off (`<prefix>lock:<resource>`).
+    ///
+    /// Only [`Redlock::acquire`] and the multi-resource lock use this layout; the other
+    /// primitives fail with [`Error::InteropUnsupported`](crate::Error::InteropUnsupported).
+    /// A resource whose key would be the fencing counter's is refused. See the README's
+    /// "Interop with other Redlock clients".
+    pub fn interop_keys(mut self, template: impl Into<String>) -> Self {
+        self.config.interop = Some(crate::interop::KeyLayout::new(&template.into()));
+        self
+    }
+
+    /// The key of the fencing counter (its seal is `<key>:seal`). Default `<prefix>fence`.
+    /// Every client that shares lock keys must use the same one, or tokens do not order them.
+    pub fn fence_key(mut self, key: impl Into<String>) -> Self {
+        self.config.fence_key = Some(key.into());
+        self
+    }
+
+    /// Fail [`build`](Self::build) with [`Error::EvictingMaster`](crate::Error::EvictingMaster)
+    /// when a master's `maxmemory-policy` is anything but `noeviction` (such a master can drop
+    /// a lock key before it expires). Default: off, the build only logs a warning. A master
+    /// that cannot be asked at build, or whose policy neither `CONFIG GET` nor `INFO` tells,
+    /// is not refused (it is warned about); see [`Redlock::masters_report`].
+    pub fn refuse_evicting_masters(mut self, on: bool) -> Self {
+        self.config.refuse_evicting = on;
+        self
+    }
+
     /// Whether a waiting [`Redlock::acquire`] is woken when the lock is released. Default
     /// [`DEFAULT_WAKE_UPS`] (on).
     ///
@@ -368,7 +425,12 @@ impl Builder {
     /// # Errors
     /// [`Error::NoMasters`], [`Error::InvalidUrl`], [`Error::InvalidConfig`],
     /// [`Error::DuplicateMaster`], or [`Error::QuorumUnreachable`] when fewer than a quorum of
-    /// masters answer within the connect timeout.
+    /// masters answer within the connect timeout; [`Error::EvictingMaster`] with
+    /// [`refuse_evicting_masters`](Self::refuse_evicting_masters).
+    ///
+    /// Once connected, it reads every master's settings ([`Redlock::masters_report`]) and
+    /// logs a `tracing` warning for an evicting `maxmemory-policy`, and for a master without
+    /// an append-only file while the restart quarantine is off.
     pub async fn build(self) -> Result<Redlock> {
         self.validate()?;
         Redlock::connect(self).await
@@ -399,6 +461,12 @@ impl Builder {
             && q.is_zero()
         {
             return bad("restart quarantine must be positive");
+        }
+        if c.fence_key.as_deref() == Some("") {
+            return bad("fencing key must not be empty");
+        }
+        if let Some(layout) = &c.interop {
+            layout.validate()?;
         }
         Ok(())
     }

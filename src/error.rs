@@ -306,6 +306,28 @@ pub enum Error {
         /// What the node did instead of replying (timed out, or its connection broke).
         reply: MasterReply,
     },
+    /// A master's `maxmemory-policy` evicts keys and the builder was told to refuse such
+    /// masters ([`Builder::refuse_evicting_masters`](crate::Builder::refuse_evicting_masters)).
+    #[error(
+        "master {index} ({addr}) evicts keys (maxmemory-policy {policy}); locks need noeviction"
+    )]
+    EvictingMaster {
+        /// Position of the master in the builder's list.
+        index: usize,
+        /// Its URL, password redacted.
+        addr: String,
+        /// The policy it reported.
+        policy: String,
+    },
+    /// A lock primitive was used on a client built with the interop key layout
+    /// ([`Builder::interop_keys`](crate::Builder::interop_keys)), which only the basic and
+    /// multi-resource locks support: the others keep state no other Redlock client knows, so
+    /// they would not exclude its locks.
+    #[error("the {primitive} does not support the interop key layout")]
+    InteropUnsupported {
+        /// Which primitive: "reentrant lock", "fair lock", "read-write lock", "semaphore".
+        primitive: &'static str,
+    },
     /// A typed cache value could not be encoded, or the stored bytes could not be decoded as
     /// the requested type.
     #[error("cache value of key {key:?} could not be encoded or decoded")]
@@ -364,6 +386,8 @@ impl Error {
                 | Self::InvalidTtl { .. }
                 | Self::Tls { .. }
                 | Self::Denied { .. }
+                | Self::InteropUnsupported { .. }
+                | Self::EvictingMaster { .. }
         )
     }
 

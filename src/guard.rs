@@ -151,15 +151,21 @@ impl LockGuard {
                     self.valid_until = until;
                     Ok(())
                 }
-                None => Err(Error::Timeout {
-                    resource: self.resource.clone(),
-                    attempts: 1,
-                    waited: t0.elapsed(),
-                    replies,
-                }),
+                None => {
+                    let late = Error::Timeout {
+                        resource: self.resource.clone(),
+                        attempts: 1,
+                        waited: t0.elapsed(),
+                        replies,
+                    };
+                    crate::metrics::extend_failed(&late);
+                    Err(late)
+                }
             };
         }
-        Err(self.quorum_failure(replies))
+        let failure = self.quorum_failure(replies);
+        crate::metrics::extend_failed(&failure);
+        Err(failure)
     }
 
     /// Releases the lock on every master (compare-and-delete: only this owner's keys).
@@ -214,13 +220,15 @@ impl LockGuard {
         let replies = replies_of(&round.answers);
         span.record("votes", replies.granted());
         span.record("elapsed_us", t0.elapsed().as_micros() as u64);
-        match round.decision {
+        let result = match round.decision {
             Decision::Won => Ok(true),
             _ => match self.quorum_failure(replies) {
                 Error::NotHeld { .. } => Ok(false),
                 other => Err(other),
             },
-        }
+        };
+        crate::metrics::released(&result);
+        result
     }
 
     /// Rejects a TTL that this guard's client would refuse for an acquire or an extend.

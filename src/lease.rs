@@ -122,6 +122,7 @@ async fn watchdog(
                 resource = guard.resource(),
                 "lock validity ran out before it could be extended"
             );
+            crate::metrics::lock_lost();
             lost.cancel();
             return guard;
         }
@@ -132,6 +133,7 @@ async fn watchdog(
             }
             Err(e @ Error::NotHeld { .. }) => {
                 tracing::warn!(resource = guard.resource(), error = %e, "lock lost");
+                crate::metrics::lock_lost();
                 lost.cancel();
                 return guard;
             }

@@ -175,6 +175,8 @@
 //!   provider chosen explicitly.
 //! - `link`: the seam to the wire: one connection to one master and how it is opened
 //!   (redis-rs; or, with the hidden `sim` feature, the deterministic simulator's network).
+//! - [`metrics`]: the metric names (through the `metrics` facade, feature `metrics`) and the
+//!   few places that record them.
 //! - `master`: one master over its link: reconnect, per-call timeout, `run_id`, seal state.
 //! - `masters`: the master set and quorum: the one way every round asks the masters.
 //! - `random`: every random number drawn (owner tokens, jitter), seedable by the simulator.
@@ -188,11 +190,15 @@
 //! - `fencing`: sealing masters' fencing counters, the token write-back, and why tokens
 //!   strictly increase.
 //! - `guard`: [`LockGuard`] (extend, release, drop).
+//! - `interop`: the interop key layout ([`Builder::interop_keys`]): lock keys named as other
+//!   Redlock clients name them, so their locks and ours exclude each other.
 //! - `lease`: the auto-extending lease of [`Redlock::with_lock`] and its [`LockContext`].
 //! - `held`: what a hold is on the masters (keys and extend / release / rollback scripts), what
 //!   one acquire round sends, [`LockGuard::with_watchdog`], leaving a wait queue.
 //! - `primitives/`: `multi`, `reentrant`, `fair`, `rwlock`, `semaphore`, each an acquire
 //!   script plus a hold description over the shared round.
+//! - `selfcheck`: [`Redlock::masters_report`], what each master's eviction policy,
+//!   persistence, version and `run_id` are; warnings (or a refusal) at build.
 //! - `ring`: [`HashRing`], ketama consistent hashing byte-compatible with libmemcached.
 //! - `cache`: [`Cache`], a distributed cache over the ring: per-node batched pipelines, nodes
 //!   that fail turn into misses, stampede-free [`Cache::get_or_compute`], compare-and-set.
@@ -214,11 +220,13 @@ mod error;
 mod fencing;
 mod guard;
 mod held;
+mod interop;
 mod lease;
 mod link;
 mod lock;
 mod master;
 mod masters;
+pub mod metrics;
 mod notify;
 mod primitives;
 mod quorum;
@@ -226,6 +234,7 @@ mod random;
 mod ring;
 mod round;
 mod scripts;
+mod selfcheck;
 #[cfg(feature = "sim")]
 #[doc(hidden)]
 pub mod sim;
@@ -245,6 +254,7 @@ pub use config::{
 };
 pub use error::{Error, MasterReply, Replies, Result};
 pub use guard::LockGuard;
+pub use interop::RESOURCE_PLACEHOLDER;
 pub use lease::LockContext;
 pub use lock::Redlock;
 pub use primitives::fair::FairLock;
@@ -252,6 +262,7 @@ pub use primitives::reentrant::ReentrantLock;
 pub use primitives::rwlock::RwLock;
 pub use primitives::semaphore::Semaphore;
 pub use ring::{HashRing, RingNode};
+pub use selfcheck::{MasterReport, MasterSettings, MastersReport, NO_EVICTION};
 #[cfg(feature = "tls")]
 pub use tls::TlsOptions;
 

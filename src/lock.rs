@@ -73,6 +73,7 @@ impl Redlock {
 
     pub(crate) async fn connect(builder: Builder) -> Result<Self> {
         let (masters, replies) = connect_all(&builder.masters, &builder.master_settings()).await?;
+        let self_check = builder.runs_self_check();
         let config = builder.config;
         let n = masters.len();
         let reachable = replies.granted();
@@ -100,6 +101,9 @@ impl Redlock {
             )
         });
         let redlock = Self::from_masters(masters, config, wakeups);
+        if self_check {
+            redlock.check_masters().await?;
+        }
         if redlock.inner.config.fencing {
             // Seal what can be sealed now, so the first acquire does not pay for it; what
             // cannot (too few masters answer) waits for a later round.
@@ -155,6 +159,7 @@ impl Redlock {
         wait: Duration,
     ) -> Result<LockGuard> {
         check_resource(resource)?;
+        self.inner.config.check_lock_key(resource)?;
         self.inner.config.check_ttl(ttl)?;
         self.acquire_loop(resource, ttl, wait, Wake::OnRelease, || {
             self.lock_attempt(resource, ttl)
@@ -215,7 +220,7 @@ impl Redlock {
             .filter(|w| w.has_waiters(resource))
             .map(|w| w.join(resource));
         let mut last_replies = Replies::default();
-        async {
+        let result = async {
             loop {
                 if let Some(w) = waiter.as_mut()
                     && !w
@@ -316,7 +321,9 @@ impl Redlock {
             }
         }
         .instrument(span)
-        .await
+        .await;
+        crate::metrics::acquire_finished(&result, attempts, started.elapsed());
+        result
     }
 
     /// Tries one round (plus one immediate retry if that round found connections broken and
@@ -328,6 +335,7 @@ impl Redlock {
     /// when so many masters fail that no quorum is possible.
     pub async fn try_acquire(&self, resource: &str, ttl: Duration) -> Result<Option<LockGuard>> {
         check_resource(resource)?;
+        self.inner.config.check_lock_key(resource)?;
         self.inner.config.check_ttl(ttl)?;
         self.try_once(resource, || self.lock_attempt(resource, ttl))
             .await

@@ -242,7 +242,7 @@ impl Waiter {
     /// Waits for a release message, or `fallback`, whichever comes first.
     pub(crate) async fn wait(&self, fallback: Duration) {
         tokio::select! {
-            _ = self.queue.released.notified() => {}
+            _ = self.queue.released.notified() => crate::metrics::woken(),
             _ = tokio::time::sleep(fallback) => {}
         }
     }

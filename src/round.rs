@@ -35,6 +35,18 @@ pub(crate) enum RoundOutcome {
     Unavailable(Replies),
 }
 
+impl RoundOutcome {
+    /// The outcome's name in metrics (metrics.rs).
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Acquired { .. } => "acquired",
+            Self::Contended(_) => "contended",
+            Self::Expired(_) => "expired",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
 /// What the acquire script answered on one master.
 type AcquireAnswer = std::result::Result<Option<Grant>, MasterReply>;
 
@@ -106,6 +118,7 @@ impl Redlock {
         let t0 = Instant::now();
         let round = self.send(&attempt.call).await;
         let replies = replies_of(&round.answers);
+        crate::metrics::master_replies(&replies);
         let outcome = match round.decision {
             Decision::Won => self.granted(attempt, &round, replies, t0).await,
             _ => {
@@ -115,6 +128,7 @@ impl Redlock {
             }
         };
         undo_on_drop.disarm();
+        crate::metrics::round_decided(outcome.label());
         outcome
     }
 

@@ -181,6 +181,7 @@ impl Cache {
                 match self.inner.flights.join(&data_key) {
                     Join::Follower(rx) => match flight::wait(rx, deadline).await {
                         Waited::Value(value) => {
+                            crate::metrics::cache_stampede_avoided("shared");
                             tracing::Span::current().record("outcome", "shared");
                             return Ok(value);
                         }
@@ -230,6 +231,7 @@ impl Cache {
         loop {
             if read && let Some(value) = self.get_quiet(key).await {
                 tracing::Span::current().record("outcome", "filled elsewhere");
+                crate::metrics::cache_stampede_avoided("filled_elsewhere");
                 return Ok(value);
             }
             read = true;
@@ -245,6 +247,7 @@ impl Cache {
                     if let Some(value) = self.get_quiet(key).await {
                         let _ = guard.release().await;
                         tracing::Span::current().record("outcome", "filled elsewhere");
+                        crate::metrics::cache_stampede_avoided("filled_elsewhere");
                         return Ok(value);
                     }
                     tracing::Span::current().record("outcome", "computed");
@@ -320,7 +323,7 @@ impl Cache {
             Ok(CasOutcome::Conflict { .. }) => {
                 tracing::debug!(key, "key written while computing; fill not cached");
             }
-            Ok(_) => {}
+            Ok(_) => crate::metrics::cache_filled(),
             Err(e) => tracing::debug!(key, error = %e, "fill not confirmed"),
         }
     }

@@ -134,10 +134,12 @@ pub(crate) struct Counters {
 impl Counters {
     pub(crate) fn hits(&self, n: u64) {
         self.hits.fetch_add(n, Ordering::Relaxed);
+        crate::metrics::cache_reads(n, 0);
     }
 
     pub(crate) fn misses(&self, n: u64) {
         self.misses.fetch_add(n, Ordering::Relaxed);
+        crate::metrics::cache_reads(0, n);
     }
 
     pub(crate) fn write_drops(&self, n: u64) {

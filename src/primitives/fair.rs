@@ -152,6 +152,7 @@ impl FairLock {
 
     fn check(&self, ttl: Duration) -> Result<()> {
         check_resource(&self.resource)?;
+        self.redlock.config().refuse_interop("fair lock")?;
         let config = self.redlock.config();
         config.check_ttl(ttl)?;
         config.check_waiter_timeout(self.waiter_timeout)

@@ -52,6 +52,9 @@ impl Redlock {
         S: AsRef<str>,
     {
         let names = sorted_names(resources)?;
+        names
+            .iter()
+            .try_for_each(|n| self.config().check_lock_key(n))?;
         self.config().check_ttl(ttl)?;
         self.acquire_loop(&names.join(", "), ttl, wait, Wake::Poll, || {
             self.multi_attempt(&names, ttl)
@@ -74,6 +77,9 @@ impl Redlock {
         S: AsRef<str>,
     {
         let names = sorted_names(resources)?;
+        names
+            .iter()
+            .try_for_each(|n| self.config().check_lock_key(n))?;
         self.config().check_ttl(ttl)?;
         self.try_once(&names.join(", "), || self.multi_attempt(&names, ttl))
             .await

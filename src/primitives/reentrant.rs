@@ -104,6 +104,7 @@ impl ReentrantLock {
 
     fn check(&self, resource: &str, ttl: Duration) -> Result<()> {
         check_resource(resource)?;
+        self.redlock.config().refuse_interop("reentrant lock")?;
         if self.owner.is_empty() {
             return Err(Error::InvalidArgument("reentrant owner id is empty".into()));
         }

@@ -193,6 +193,7 @@ impl RwLock {
 
     fn check(&self, ttl: Duration) -> Result<()> {
         check_resource(&self.resource)?;
+        self.redlock.config().refuse_interop("read-write lock")?;
         self.redlock.config().check_ttl(ttl)
     }
 

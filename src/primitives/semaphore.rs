@@ -122,6 +122,7 @@ impl Semaphore {
     /// quorum of masters answered.
     pub async fn available(&self) -> Result<u32> {
         check_resource(&self.resource)?;
+        self.redlock.config().refuse_interop("semaphore")?;
         self.check_permits()?;
         let inner = &self.redlock.inner;
         let key = self.redlock.config().key("semaphore", &self.resource);
@@ -181,6 +182,7 @@ impl Semaphore {
 
     fn check(&self, ttl: Duration) -> Result<()> {
         check_resource(&self.resource)?;
+        self.redlock.config().refuse_interop("semaphore")?;
         self.check_permits()?;
         self.redlock.config().check_ttl(ttl)
     }
