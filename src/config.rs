@@ -61,6 +61,8 @@ pub(crate) struct Config {
     pub(crate) fencing: bool,
     pub(crate) restart_quarantine: Option<Duration>,
     pub(crate) wake_ups: bool,
+    /// Who holds a lock, for inspection (`owner_id.rs`): stored in the basic lock's value.
+    pub(crate) owner_id: String,
 }
 
 impl Config {
@@ -214,6 +216,7 @@ impl Default for Builder {
                 fencing: DEFAULT_FENCING,
                 restart_quarantine: None,
                 wake_ups: DEFAULT_WAKE_UPS,
+                owner_id: crate::owner_id::default_owner_id(),
             },
             #[cfg(feature = "sim")]
             network: None,
@@ -353,6 +356,15 @@ impl Builder {
         self
     }
 
+    /// A human-readable name of this holder (default: `hostname/pid`), stored next to the owner
+    /// token in the basic lock's value so that [`Redlock::inspect`] can show who holds a
+    /// lock. At most [`MAX_OWNER_ID_LEN`](crate::MAX_OWNER_ID_LEN) bytes, no control
+    /// characters; it is not secret and not checked for uniqueness.
+    pub fn owner_id(mut self, id: impl Into<String>) -> Self {
+        self.config.owner_id = id.into();
+        self
+    }
+
     /// Validates the settings, connects to every master concurrently, checks that no two URLs
     /// are the same server, and returns the client.
     ///
@@ -394,7 +406,7 @@ impl Builder {
         {
             return bad("restart quarantine must be positive");
         }
-        Ok(())
+        crate::owner_id::check(&c.owner_id)
     }
 }
 

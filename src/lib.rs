@@ -187,6 +187,10 @@
 //! - `lease`: the auto-extending lease of [`Redlock::with_lock`] and its [`LockContext`].
 //! - `held`: what a hold is on the masters (keys and extend / release / rollback scripts), what
 //!   one acquire round sends, [`LockGuard::with_watchdog`], leaving a wait queue.
+//! - `owner_id`: the holder's human-readable id stored next to the owner token.
+//! - `inspect`: [`Redlock::inspect`], who holds a lock per master and over the quorum
+//!   (advisory).
+//! - `handoff`: [`LockGuard::export`] to a [`LockHandle`] and [`Redlock::resume`].
 //! - `primitives/`: `multi`, `reentrant`, `fair`, `rwlock`, `semaphore`, each an acquire
 //!   script plus a hold description over the shared round.
 //! - `ring`: [`HashRing`], ketama consistent hashing byte-compatible with libmemcached.
@@ -208,13 +212,16 @@ mod drop_guard;
 mod error;
 mod fencing;
 mod guard;
+mod handoff;
 mod held;
+mod inspect;
 mod lease;
 mod link;
 mod lock;
 mod master;
 mod masters;
 mod notify;
+mod owner_id;
 mod primitives;
 mod quorum;
 mod random;
@@ -238,8 +245,11 @@ pub use config::{
 };
 pub use error::{Error, MasterReply, Replies, Result};
 pub use guard::LockGuard;
+pub use handoff::LockHandle;
+pub use inspect::{Holder, Inspection, MasterView, QuorumView};
 pub use lease::LockContext;
 pub use lock::Redlock;
+pub use owner_id::MAX_OWNER_ID_LEN;
 pub use primitives::fair::FairLock;
 pub use primitives::reentrant::ReentrantLock;
 pub use primitives::rwlock::RwLock;
