@@ -169,7 +169,13 @@ async fn supervise(
                         job.signal(libc::SIGTERM);
                     }
                     // Jeopardy: validity is left; retry until the TERM time.
-                    _ => next_extend = Instant::now() + schedule.retry_every,
+                    failed => {
+                        if let Ok(Err(e)) = failed {
+                            eprintln!("redquorum: lock {:?} in jeopardy, extension failed: {e}",
+                                args.name);
+                        }
+                        next_extend = Instant::now() + schedule.retry_every;
+                    }
                 }
             }
             _ = sleep_until(term_at), if stopping.is_none() => {

@@ -235,6 +235,32 @@ fn exit_codes() -> anyhow::Result<()> {
         deleted.elapsed()
     );
 
+    // Lost again, with a command that obeys SIGTERM but left a child behind that ignores it:
+    // that child must not outlive redquorum (it would keep working without the lock).
+    let pidfile = dir.join("straggler");
+    let mut victim = redquorum(&cluster, "lock")
+        .args(["victim", "--ttl", "1500ms", "--", "sh", "-c"])
+        .arg(r#"(trap "" TERM; exec sleep 60) & echo $$ > "$1"; wait"#)
+        .args(["v"])
+        .arg(&pidfile)
+        .spawn()?;
+    let pgid: i32 = wait_for_file(&pidfile, Duration::from_secs(30))
+        .trim()
+        .parse()?;
+    for i in 0..cluster.len() {
+        let mut c = redis::Client::open(cluster.direct_url(i))?.get_connection()?;
+        let _: () = redis::cmd("DEL")
+            .arg("redquorum:lock:victim")
+            .query(&mut c)?;
+    }
+    let status = wait_for(&mut victim, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(124), "{}", stderr_of(&mut victim));
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        !group_alive(pgid),
+        "a child of the command outlived the lock"
+    );
+
     // Bad arguments are redquorum's own failure.
     assert_eq!(
         run(&["codes", "--ttl", "1 day", "--", "true"])?.0,
