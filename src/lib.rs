@@ -166,6 +166,18 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Inspection and hand-off
+//! [`Redlock::inspect`] reports who holds a basic lock (its [owner id](Builder::owner_id)) and
+//! for how long on each master, and the quorum's view (held / free / unknown). It is
+//! **advisory**: a snapshot over masters read at slightly different moments, stale as soon as
+//! it is returned; never a reason to skip an acquire.
+//!
+//! [`LockGuard::export`] turns a held basic lock into a [`LockHandle`] (serialisable with the
+//! `serde` feature) without releasing it; [`Redlock::resume`] in another task or process takes
+//! it over with an extend round, keeping the fencing token. The resumed validity is measured
+//! from that round on the resumer's clock; a handle whose lock expired or was released fails
+//! with [`Error::NotHeld`] and cannot take a lock someone else holds now.
+//!
 //! ## Layout
 //! - `config`: [`Builder`], the `DEFAULT_*` constants, input validation.
 //! - `error`: [`Error`], with each master's [`MasterReply`] kept by index.
