@@ -67,6 +67,8 @@ pub(crate) struct Config {
     pub(crate) fence_key: Option<String>,
     /// Fail the build when a master's `maxmemory-policy` evicts keys (selfcheck.rs).
     pub(crate) refuse_evicting: bool,
+    /// Who holds a lock, for inspection (`owner_id.rs`): stored in the basic lock's value.
+    pub(crate) owner_id: String,
 }
 
 impl Config {
@@ -232,6 +234,7 @@ impl Default for Builder {
                 interop: None,
                 fence_key: None,
                 refuse_evicting: false,
+                owner_id: crate::owner_id::default_owner_id(),
             },
             access: Default::default(),
             #[cfg(feature = "sim")]
@@ -416,6 +419,15 @@ impl Builder {
         self
     }
 
+    /// A human-readable name of this holder (default: `hostname/pid`), stored next to the owner
+    /// token in the basic lock's value so that [`Redlock::inspect`] can show who holds a
+    /// lock. At most [`MAX_OWNER_ID_LEN`](crate::MAX_OWNER_ID_LEN) bytes, no control
+    /// characters; it is not secret and not checked for uniqueness.
+    pub fn owner_id(mut self, id: impl Into<String>) -> Self {
+        self.config.owner_id = id.into();
+        self
+    }
+
     /// Validates the settings, connects to every master concurrently, checks that no two URLs
     /// are the same server, and returns the client.
     ///
@@ -468,7 +480,7 @@ impl Builder {
         if let Some(layout) = &c.interop {
             layout.validate()?;
         }
-        Ok(())
+        crate::owner_id::check(&c.owner_id)
     }
 }
 

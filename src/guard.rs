@@ -96,6 +96,17 @@ impl LockGuard {
         &self.token
     }
 
+    /// What a hand-off needs (`handoff.rs`): the kind of hold and the owner token.
+    pub(crate) fn kind_and_token(&self) -> (&'static str, &str) {
+        (self.held.kind, &self.token)
+    }
+
+    /// Forgets the hold without releasing it: its new owner is a hand-off handle, or nobody
+    /// (a resume that failed must not delete keys another resume may still extend).
+    pub(crate) fn disarm(&mut self) {
+        self.released = true;
+    }
+
     /// The fencing token of this acquisition, if fencing is on: strictly larger than the token
     /// of any earlier acquisition in the same key namespace. Send it with every write to the
     /// protected resource, which must reject a token lower than one it has seen.

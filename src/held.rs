@@ -120,7 +120,16 @@ pub(crate) struct Attempt {
 impl Attempt {
     /// An attempt with a fresh random owner token: `call(token)` builds the acquire call.
     pub(crate) fn new(ttl: Duration, held: HeldBy, call: impl FnOnce(&str) -> ScriptCall) -> Self {
-        let token = new_token();
+        Self::with_token(new_token(), ttl, held, call)
+    }
+
+    /// An attempt whose owner token is `token` (the basic lock's carries its owner id).
+    pub(crate) fn with_token(
+        token: String,
+        ttl: Duration,
+        held: HeldBy,
+        call: impl FnOnce(&str) -> ScriptCall,
+    ) -> Self {
         let call = Arc::new(call(&token));
         Self {
             token,

@@ -166,6 +166,18 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Inspection and hand-off
+//! [`Redlock::inspect`] reports who holds a basic lock (its [owner id](Builder::owner_id)) and
+//! for how long on each master, and the quorum's view (held / free / unknown). It is
+//! **advisory**: a snapshot over masters read at slightly different moments, stale as soon as
+//! it is returned; never a reason to skip an acquire.
+//!
+//! [`LockGuard::export`] turns a held basic lock into a [`LockHandle`] (serialisable with the
+//! `serde` feature) without releasing it; [`Redlock::resume`] in another task or process takes
+//! it over with an extend round, keeping the fencing token. The resumed validity is measured
+//! from that round on the resumer's clock; a handle whose lock expired or was released fails
+//! with [`Error::NotHeld`] and cannot take a lock someone else holds now.
+//!
 //! ## Layout
 //! - `config`: [`Builder`], the `DEFAULT_*` constants, input validation.
 //! - `error`: [`Error`], with each master's [`MasterReply`] kept by index.
@@ -195,6 +207,10 @@
 //! - `lease`: the auto-extending lease of [`Redlock::with_lock`] and its [`LockContext`].
 //! - `held`: what a hold is on the masters (keys and extend / release / rollback scripts), what
 //!   one acquire round sends, [`LockGuard::with_watchdog`], leaving a wait queue.
+//! - `owner_id`: the holder's human-readable id stored next to the owner token.
+//! - `inspect`: [`Redlock::inspect`], who holds a lock per master and over the quorum
+//!   (advisory).
+//! - `handoff`: [`LockGuard::export`] to a [`LockHandle`] and [`Redlock::resume`].
 //! - `primitives/`: `multi`, `reentrant`, `fair`, `rwlock`, `semaphore`, each an acquire
 //!   script plus a hold description over the shared round.
 //! - `selfcheck`: [`Redlock::masters_report`], what each master's eviction policy,
@@ -219,7 +235,9 @@ mod endpoint;
 mod error;
 mod fencing;
 mod guard;
+mod handoff;
 mod held;
+mod inspect;
 mod interop;
 mod lease;
 mod link;
@@ -228,6 +246,7 @@ mod master;
 mod masters;
 pub mod metrics;
 mod notify;
+mod owner_id;
 mod primitives;
 mod quorum;
 mod random;
@@ -254,9 +273,12 @@ pub use config::{
 };
 pub use error::{Error, MasterReply, Replies, Result};
 pub use guard::LockGuard;
+pub use handoff::LockHandle;
+pub use inspect::{Holder, Inspection, MasterView, QuorumView};
 pub use interop::RESOURCE_PLACEHOLDER;
 pub use lease::LockContext;
 pub use lock::Redlock;
+pub use owner_id::MAX_OWNER_ID_LEN;
 pub use primitives::fair::FairLock;
 pub use primitives::reentrant::ReentrantLock;
 pub use primitives::rwlock::RwLock;

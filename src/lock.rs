@@ -171,7 +171,9 @@ impl Redlock {
     fn lock_attempt(&self, resource: &str, ttl: Duration) -> Attempt {
         let config = &self.inner.config;
         let key = config.lock_key(resource);
-        Attempt::new(ttl, HeldBy::lock(key.clone()), |token| {
+        // The stored value names its holder for inspection (owner_id.rs).
+        let token = crate::owner_id::compose(&crate::held::new_token(), &config.owner_id);
+        Attempt::with_token(token, ttl, HeldBy::lock(key.clone()), |token| {
             ScriptCall::new(
                 &ACQUIRE,
                 vec![key, config.fence_key()],

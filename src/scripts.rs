@@ -149,6 +149,12 @@ script!(
     "semaphore_held"
 );
 
+script!(
+    /// Inspection: a basic lock's value and PTTL, read together.
+    INSPECT,
+    "inspect"
+);
+
 /// The cache's versioned read and compare-and-set (see `cache::versioned`).
 pub(crate) static CACHE_VERSIONED: LazyLock<LuaScript> = LazyLock::new(|| {
     LuaScript::new(
@@ -185,6 +191,7 @@ pub(crate) fn all() -> Vec<&'static LuaScript> {
         &SEMAPHORE_EXTEND,
         &SEMAPHORE_RELEASE,
         &SEMAPHORE_HELD,
+        &INSPECT,
     ]
 }
 

@@ -26,6 +26,7 @@
 mod cache;
 pub mod commands;
 pub mod data;
+pub mod handoff;
 pub mod history;
 pub mod keyspace;
 pub mod lua;

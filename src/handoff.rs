@@ -1,0 +1,141 @@
+//! Ownership hand-off: a held basic lock exported as a [`LockHandle`] (serialisable with the
+//! `serde` feature) and resumed by [`Redlock::resume`] in another task or process.
+//!
+//! Across processes no `Instant` can be shared and wall clocks may disagree, so the handle does
+//! not carry a deadline to trust. Resuming runs an extend round with the handle's owner token:
+//! the new guard's validity is measured from that round's own start on the resumer's monotonic
+//! clock, exactly as for any extend, and the round only succeeds while a quorum of masters still
+//! holds the exporter's keys (it never re-creates an expired key). So exclusion holds across
+//! the hand-off: until the keys expire nobody else can take the lock, and after they expired
+//! the resume fails with [`Error::NotHeld`].
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::check_resource;
+use crate::error::{Error, Result};
+use crate::guard::LockGuard;
+use crate::held::HeldBy;
+use crate::lock::Redlock;
+
+/// A held basic lock, detached from its guard so that another task or process can
+/// [resume](Redlock::resume) it. Created by [`LockGuard::export`].
+///
+/// It carries the owner token: whoever has the handle can extend and release the lock. Keep it
+/// as secret as the lock's masters' passwords (`Debug` leaves the token out).
+#[derive(Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct LockHandle {
+    resource: String,
+    owner_token: String,
+    fencing_token: Option<u64>,
+    /// Validity left when exported, for information only: the resumer cannot know how long
+    /// the handle took to reach it.
+    remaining_at_export_ms: u64,
+}
+
+impl std::fmt::Debug for LockHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockHandle")
+            .field("resource", &self.resource)
+            .field("fencing_token", &self.fencing_token)
+            .field("remaining_at_export_ms", &self.remaining_at_export_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LockHandle {
+    /// The resource the lock is for.
+    pub fn resource(&self) -> &str {
+        &self.resource
+    }
+
+    /// The fencing token of the acquisition; a resumed guard keeps it.
+    pub fn fencing_token(&self) -> Option<u64> {
+        self.fencing_token
+    }
+
+    /// The validity the exporter had left when it exported (not a deadline for the resumer:
+    /// the time in transit is unknown to both sides).
+    pub fn remaining_at_export(&self) -> Duration {
+        Duration::from_millis(self.remaining_at_export_ms)
+    }
+}
+
+impl LockGuard {
+    /// Detaches this hold from the guard without releasing it, for [`Redlock::resume`] in
+    /// another task or process. Consumes the guard, so the hold has one owner at a time.
+    ///
+    /// Only basic locks ([`Redlock::acquire`], [`Redlock::try_acquire`]) can be exported;
+    /// any other guard is given back unchanged as the error, still holding its lock.
+    ///
+    /// The keys keep their TTL on the masters: resume before it runs out (and before
+    /// [`remaining`](Self::remaining) reaches zero, to stay within validity).
+    ///
+    /// ```compile_fail
+    /// # async fn f(guard: redquorum::LockGuard) {
+    /// let handle = guard.export().unwrap();
+    /// guard.release().await; // the guard was consumed by `export`
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// The guard itself, boxed, when it is not a basic lock.
+    pub fn export(mut self) -> std::result::Result<LockHandle, Box<LockGuard>> {
+        let (kind, token) = self.kind_and_token();
+        if kind != "lock" {
+            return Err(Box::new(self));
+        }
+        let handle = LockHandle {
+            resource: self.resource().to_owned(),
+            owner_token: token.to_owned(),
+            fencing_token: self.fencing_token(),
+            remaining_at_export_ms: self.remaining().as_millis() as u64,
+        };
+        self.disarm();
+        Ok(handle)
+    }
+}
+
+impl Redlock {
+    /// Takes over an exported lock: extends it to `ttl` with the handle's owner token and
+    /// returns a guard that extends and releases it like the original, with the same fencing
+    /// token. The validity is measured from this call's round, on this process's clock.
+    ///
+    /// Use a client with the same key prefix as the exporter's.
+    ///
+    /// # Errors
+    /// [`Error::EmptyResource`] / [`Error::InvalidArgument`] for a malformed handle;
+    /// [`Error::InvalidTtl`]; [`Error::NotHeld`] when the lock expired or was released (no
+    /// quorum of masters holds the handle's keys any more): the hold is gone;
+    /// [`Error::Unavailable`] / [`Error::Timeout`] when the round failed for want of masters
+    /// or time: the hold may still be there and resuming again may succeed.
+    pub async fn resume(&self, handle: LockHandle, ttl: Duration) -> Result<LockGuard> {
+        check_resource(&handle.resource)?;
+        if handle.owner_token.is_empty() {
+            return Err(Error::InvalidArgument(
+                "lock handle without owner token".into(),
+            ));
+        }
+        let key = self.config().lock_key(&handle.resource);
+        // Not valid until the extend round says so.
+        let mut guard = LockGuard::new(
+            self.clone(),
+            &handle.resource,
+            HeldBy::lock(key),
+            handle.owner_token,
+            Instant::now(),
+            handle.fencing_token,
+        );
+        match guard.extend(ttl).await {
+            Ok(()) => Ok(guard),
+            Err(e) => {
+                // Dropping must not release: another resume of the same handle may still
+                // succeed (Unavailable), and a hold that is gone has nothing to release.
+                guard.disarm();
+                Err(e)
+            }
+        }
+    }
+}

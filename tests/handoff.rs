@@ -1,0 +1,96 @@
+//! Hand-off against five real masters: a lock exported by one client and resumed by another
+//! (separate connections, as another process would have) keeps its fencing token, can be
+//! extended and released, keeps excluding others meanwhile, and cannot be resumed once gone.
+
+mod support;
+
+use std::time::Duration;
+
+use redquorum::{Error, QuorumView};
+use support::{builder, client};
+use testcluster::Cluster;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_lock_extends_releases_and_keeps_its_token() -> anyhow::Result<()> {
+    let cluster = Cluster::start(5)?;
+    let exporter = client(&cluster).await;
+    let importer = builder(&cluster).owner_id("importer").build().await?;
+    let rival = client(&cluster).await;
+    let ttl = Duration::from_secs(5);
+
+    let guard = exporter.acquire("batch", ttl).await?;
+    let token = guard.fencing_token();
+    let handle = guard.export().expect("a basic lock exports");
+    // Through JSON, as it would travel between processes.
+    let wire = serde_json::to_string(&handle)?;
+    drop(exporter); // the exporting client is gone: dropping it must not release the lock
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // Exclusion during the hand-off: the lock is not free while the handle is in transit.
+    assert!(rival.try_acquire("batch", ttl).await?.is_none());
+
+    let handle: redquorum::LockHandle = serde_json::from_str(&wire)?;
+    assert_eq!(handle.resource(), "batch");
+    assert!(handle.remaining_at_export() > Duration::from_secs(4));
+    let mut resumed = importer.resume(handle.clone(), ttl).await?;
+    assert_eq!(resumed.fencing_token(), token);
+    assert!(resumed.remaining() > Duration::from_secs(4));
+    // Still excluded after the resume, and the extend works.
+    assert!(rival.try_acquire("batch", ttl).await?.is_none());
+    resumed.extend(Duration::from_secs(8)).await?;
+    assert!(resumed.remaining() > Duration::from_secs(7));
+    assert!(resumed.release().await?);
+    // Released: the handle no longer resumes (typed error), and the rival gets the lock.
+    let again = importer.resume(handle, ttl).await;
+    assert!(matches!(again, Err(Error::NotHeld { .. })), "{again:?}");
+    let next = rival.acquire("batch", ttl).await?;
+    assert!(next.fencing_token() > token);
+    next.release().await?;
+    Ok(())
+}
+
+/// Adversarial: the handle arrives after the lock expired and a rival took it. Resuming must
+/// fail with NotHeld and must not disturb the rival's hold (no delete, no re-create).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_handle_cannot_steal_or_break_the_next_holder() -> anyhow::Result<()> {
+    let cluster = Cluster::start(5)?;
+    let exporter = client(&cluster).await;
+    let importer = client(&cluster).await;
+    let rival = builder(&cluster).owner_id("rival").build().await?;
+    let ttl = Duration::from_millis(1000);
+
+    let handle = exporter
+        .acquire("slow", ttl)
+        .await?
+        .export()
+        .expect("a basic lock exports");
+    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    let theirs = rival.acquire("slow", Duration::from_secs(5)).await?;
+    let resumed = importer.resume(handle, Duration::from_secs(5)).await;
+    assert!(matches!(resumed, Err(Error::NotHeld { .. })), "{resumed:?}");
+    drop(resumed);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let seen = importer.inspect("slow").await?;
+    assert!(
+        matches!(&seen.quorum, QuorumView::Held { owner_id: Some(id), .. } if id == "rival"),
+        "{seen:?}"
+    );
+    assert!(theirs.is_valid());
+    assert!(theirs.release().await?);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_basic_locks_export_and_the_rest_stay_held() -> anyhow::Result<()> {
+    let cluster = Cluster::start(3)?;
+    let redlock = client(&cluster).await;
+    let ttl = Duration::from_secs(5);
+    let permit = redlock.semaphore("pool", 1).acquire(ttl).await?;
+    let back = permit
+        .export()
+        .expect_err("a semaphore permit does not export");
+    assert!(back.is_valid());
+    assert_eq!(redlock.semaphore("pool", 1).available().await?, 0);
+    assert!(back.release().await?);
+    Ok(())
+}
