@@ -61,6 +61,8 @@ pub(crate) struct Config {
     pub(crate) fencing: bool,
     pub(crate) restart_quarantine: Option<Duration>,
     pub(crate) wake_ups: bool,
+    /// Extension cap of every watchdog (lease.rs); `None`: extend for as long as asked.
+    pub(crate) max_lease: Option<Duration>,
 }
 
 impl Config {
@@ -214,6 +216,7 @@ impl Default for Builder {
                 fencing: DEFAULT_FENCING,
                 restart_quarantine: None,
                 wake_ups: DEFAULT_WAKE_UPS,
+                max_lease: None,
             },
             #[cfg(feature = "sim")]
             network: None,
@@ -353,6 +356,18 @@ impl Builder {
         self
     }
 
+    /// Caps how long any automatic extension ([`Redlock::with_lock`],
+    /// [`LockGuard::with_watchdog`](crate::LockGuard::with_watchdog), elections) keeps a lock,
+    /// counted from when the extension started: once one more extension would carry the
+    /// validity past the cap, the watchdog stops extending, signals
+    /// [`LeaseState::Capped`](crate::LeaseState::Capped), and the lease is lost at its
+    /// validity deadline. A runaway holder cannot keep a lock forever. Default: no cap. Per
+    /// lock: [`LockOptions::max_lease`](crate::LockOptions::max_lease).
+    pub fn max_lease(mut self, cap: Duration) -> Self {
+        self.config.max_lease = Some(cap);
+        self
+    }
+
     /// Validates the settings, connects to every master concurrently, checks that no two URLs
     /// are the same server, and returns the client.
     ///
@@ -388,6 +403,9 @@ impl Builder {
         }
         if c.retry_delay.saturating_add(c.retry_jitter) > Duration::from_secs(60) {
             return bad("retry delay plus jitter must be at most 60 s");
+        }
+        if c.max_lease.is_some_and(|cap| cap.is_zero()) {
+            return bad("max lease must be positive");
         }
         if let Some(q) = c.restart_quarantine
             && q.is_zero()

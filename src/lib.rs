@@ -205,6 +205,7 @@
 mod cache;
 mod config;
 mod drop_guard;
+mod election;
 mod error;
 mod fencing;
 mod guard;
@@ -215,6 +216,7 @@ mod lock;
 mod master;
 mod masters;
 mod notify;
+mod options;
 mod primitives;
 mod quorum;
 mod random;
@@ -236,10 +238,14 @@ pub use config::{
     DEFAULT_RETRY_JITTER, DEFAULT_WAITER_TIMEOUT, DEFAULT_WAKE_UPS, DRIFT_FIXED, MAX_TTL,
     MIN_TTL_PER_TIMEOUT,
 };
+pub use election::{
+    DEFAULT_ELECTION_TTL, DEFAULT_OBSERVE_INTERVAL, Election, Leader, Leadership, MAX_VALUE_LEN,
+};
 pub use error::{Error, MasterReply, Replies, Result};
 pub use guard::LockGuard;
-pub use lease::LockContext;
+pub use lease::{LeaseState, LockContext};
 pub use lock::Redlock;
+pub use options::LockOptions;
 pub use primitives::fair::FairLock;
 pub use primitives::reentrant::ReentrantLock;
 pub use primitives::rwlock::RwLock;
