@@ -184,14 +184,29 @@
 //! - `fencing`: sealing masters' fencing counters, the token write-back, and why tokens
 //!   strictly increase.
 //! - `guard`: [`LockGuard`] (extend, release, drop).
-//! - `lease`: the auto-extending lease of [`Redlock::with_lock`] and its [`LockContext`].
+//! - `lease`: the auto-extending lease of [`Redlock::with_lock`], its [`LockContext`] and
+//!   [`LeaseState`] signals (jeopardy; lost no later than the validity deadline, also while a
+//!   renewal hangs; the extension cap).
 //! - `held`: what a hold is on the masters (keys and extend / release / rollback scripts), what
 //!   one acquire round sends, [`LockGuard::with_watchdog`], leaving a wait queue.
 //! - `primitives/`: `multi`, `reentrant`, `fair`, `rwlock`, `semaphore`, each an acquire
 //!   script plus a hold description over the shared round.
+//! - `options`: [`LockOptions`]: per-lock wait, lock-delay (the key outlives the TTL by the
+//!   delay as a tombstone; a release deletes it) and extension cap.
+//! - `election/`: [`Election`] (campaign, [`Election::leader`], [`Election::observe`]) and
+//!   [`Leadership`]: a lock on a hash (owner, value, term, lease end) whose term is the fencing
+//!   token, kept by the lease watchdog.
 //! - `ring`: [`HashRing`], ketama consistent hashing byte-compatible with libmemcached.
 //! - `cache`: [`Cache`], a distributed cache over the ring: per-node batched pipelines, nodes
 //!   that fail turn into misses, stampede-free [`Cache::get_or_compute`], compare-and-set.
+//!
+//! ## Election, lease signals, lock-delay
+//! [`Redlock::election`] elects one leader at a time among candidates
+//! ([`Election::campaign`] → [`Leadership`] with a strictly increasing [`Leadership::term`]);
+//! [`Election::leader`] and [`Election::observe`] are advisory reads. Every watchdog reports a
+//! [`LeaseState`] (held, jeopardy, capped, lost) and may be capped ([`Builder::max_lease`]).
+//! [`LockOptions::lock_delay`] keeps an abandoned lock unavailable for a delay after its TTL.
+//! The README's sections of the same names give the guarantees and non-guarantees.
 //!
 //! ## Cancellation
 //! Dropping an `acquire` future part-way rolls its round back in the background. Dropping a
