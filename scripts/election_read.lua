@@ -1,6 +1,6 @@
 -- Read the leader of an election on one master (read only).
 -- KEYS[1] = election key.
--- Returns {owner, value, term, remaining ms} while a holder's lease lasts here (by this
+-- Returns {owner, value, term} while a holder's lease lasts here (by this
 -- master's TIME), or an empty array when nobody holds it (absent, or only a lock-delay
 -- tombstone remains).
 local owner = redis.call('HGET', KEYS[1], 'owner')
@@ -9,9 +9,8 @@ if not owner then
 end
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local left = tonumber(redis.call('HGET', KEYS[1], 'until')) - now_ms
-if left <= 0 then
+if tonumber(redis.call('HGET', KEYS[1], 'until')) <= now_ms then
   return {}
 end
 return {owner, redis.call('HGET', KEYS[1], 'value'),
-  tonumber(redis.call('HGET', KEYS[1], 'term')), left}
+  tonumber(redis.call('HGET', KEYS[1], 'term'))}

@@ -303,7 +303,7 @@ fn parse_read(value: Value) -> Option<Held> {
         _ => None,
     };
     match items.as_slice() {
-        [owner, value, Value::Int(term), Value::Int(_left)] => Some(Held {
+        [owner, value, Value::Int(term)] => Some(Held {
             owner: text(owner)?,
             value: text(value)?,
             term: u64::try_from(*term).ok()?,
@@ -359,7 +359,6 @@ mod tests {
             Value::BulkString(b"tok".to_vec()),
             Value::BulkString(b"host:1".to_vec()),
             Value::Int(12),
-            Value::Int(900),
         ]);
         assert_eq!(
             parse_read(ok),
