@@ -83,6 +83,16 @@ impl LockGuard {
         self.valid_until
     }
 
+    /// The owner token, for primitives that follow up a won round (the election's term).
+    pub(crate) fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The client's default extension cap for watchdogs ([`Builder::max_lease`](crate::Builder::max_lease)).
+    pub(crate) fn default_max_lease(&self) -> Option<Duration> {
+        self.redlock.config().max_lease
+    }
+
     /// Whether the validity has not run out yet.
     pub fn is_valid(&self) -> bool {
         Instant::now() < self.valid_until

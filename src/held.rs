@@ -207,6 +207,28 @@ impl LockGuard {
         F: FnOnce(LockContext) -> Fut,
         Fut: Future<Output = T>,
     {
+        let cap = self.default_max_lease();
+        self.with_watchdog_capped(ttl, cap, work).await
+    }
+
+    /// [`with_watchdog`](Self::with_watchdog) with this lock's own extension cap (`None`: no
+    /// cap) instead of [`Builder::max_lease`](crate::Builder::max_lease): the watchdog never
+    /// extends the validity past `max_lease` from now; when it would have to, it signals
+    /// [`LeaseState::Capped`](crate::LeaseState::Capped) and the lock is lost at its validity
+    /// deadline.
+    ///
+    /// # Errors
+    /// As [`with_watchdog`](Self::with_watchdog).
+    pub async fn with_watchdog_capped<T, F, Fut>(
+        self,
+        ttl: Duration,
+        max_lease: Option<Duration>,
+        work: F,
+    ) -> Result<T>
+    where
+        F: FnOnce(LockContext) -> Fut,
+        Fut: Future<Output = T>,
+    {
         if let Err(invalid) = self.check_ttl(ttl) {
             // Every extend would be refused and, taken for a transient failure, retried until
             // the lock ran out: `LockLost` instead of the caller's mistake. The guard is ours
@@ -215,7 +237,7 @@ impl LockGuard {
             return Err(invalid);
         }
         let resource = self.resource().to_owned();
-        let (lease, context) = Lease::start(self, ttl);
+        let (lease, context) = Lease::start_capped(self, ttl, max_lease);
         let output = work(context).await;
         let (guard, lost) = lease.stop().await;
         if let Some(guard) = guard {

@@ -1,6 +1,6 @@
 //! The lease behind [`Redlock::with_lock`](crate::Redlock::with_lock) and
 //! [`LockGuard::with_watchdog`]: a background task that keeps extending a guard, and the
-//! [`LockContext`] through which the work learns that the lock was lost.
+//! [`LockContext`] through which the work learns how the lease stands ([`LeaseState`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,13 +12,34 @@ use tokio_util::sync::CancellationToken;
 use crate::error::Error;
 use crate::guard::LockGuard;
 
+/// How an automatically extended lease stands, as its watchdog sees it.
+///
+/// The state only moves forward, except from [`Jeopardy`](Self::Jeopardy) back to
+/// [`Held`](Self::Held) when a renewal succeeds again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LeaseState {
+    /// The last renewal (or the acquire) succeeded and the validity has not run out.
+    Held,
+    /// A renewal failed (masters slow, paused or down) but validity remains: the lease is
+    /// still valid and renewals are retried until the validity deadline. Time to prepare for
+    /// losing it (stop starting new work, flush what can be flushed).
+    Jeopardy,
+    /// The extension cap ([`Builder::max_lease`](crate::Builder::max_lease)) was reached: the
+    /// watchdog no longer extends, and the lease will be [`Lost`](Self::Lost) at its validity
+    /// deadline.
+    Capped,
+    /// The lease is no longer valid: its validity deadline passed before a renewal succeeded
+    /// (also while a renewal still hangs), or a quorum said the lock is no longer ours.
+    Lost,
+}
+
 /// What the closure of [`Redlock::with_lock`](crate::Redlock::with_lock) gets: the lock's
-/// fencing token and a way to learn that the lock was lost.
+/// fencing token and the lease's signals ([`LeaseState`]).
 #[derive(Clone, Debug)]
 pub struct LockContext {
     resource: Arc<str>,
     fencing_token: Option<u64>,
-    lost: CancellationToken,
+    state: watch::Receiver<LeaseState>,
     valid_until: watch::Receiver<Instant>,
 }
 
@@ -33,15 +54,32 @@ impl LockContext {
         self.fencing_token
     }
 
-    /// Whether the lock was lost (it could not be extended before its validity ran out).
-    pub fn is_lost(&self) -> bool {
-        self.lost.is_cancelled()
+    /// The lease's state now.
+    pub fn state(&self) -> LeaseState {
+        *self.state.borrow()
     }
 
-    /// Completes when the lock is lost; never completes while it is held. Use it in a
+    /// A receiver of every state change, for code that wants to follow the lease itself.
+    pub fn states(&self) -> watch::Receiver<LeaseState> {
+        self.state.clone()
+    }
+
+    /// Whether the lock was lost (it could not be extended before its validity ran out).
+    pub fn is_lost(&self) -> bool {
+        self.state() == LeaseState::Lost
+    }
+
+    /// Completes when the lock is lost; never completes while it is held. Completes no later
+    /// than the local validity deadline, even while a renewal hangs. Use it in a
     /// `tokio::select!` to stop work that must not continue without the lock.
     pub async fn lost(&self) {
-        self.lost.cancelled().await;
+        wait_for(self.state.clone(), |s| s == LeaseState::Lost).await;
+    }
+
+    /// Completes as soon as the lease is not [`Held`](LeaseState::Held): a renewal failed
+    /// ([`Jeopardy`](LeaseState::Jeopardy)), the extension cap was reached, or it is lost.
+    pub async fn jeopardy(&self) {
+        wait_for(self.state.clone(), |s| s != LeaseState::Held).await;
     }
 
     /// Validity left as of the last successful extension.
@@ -50,31 +88,58 @@ impl LockContext {
             .borrow()
             .saturating_duration_since(Instant::now())
     }
+
+    /// The local validity deadline as of the last successful extension.
+    pub fn valid_until(&self) -> Instant {
+        *self.valid_until.borrow()
+    }
+}
+
+/// Waits until `state` satisfies `done`; if the watchdog is gone without saying so (it
+/// panicked), the lease cannot be trusted: treated as done.
+async fn wait_for(mut state: watch::Receiver<LeaseState>, done: impl Fn(LeaseState) -> bool) {
+    let _ = state.wait_for(|s| done(*s)).await;
 }
 
 /// A guard handed to a background task that keeps extending it.
 pub(crate) struct Lease {
     stop: CancellationToken,
-    lost: CancellationToken,
+    state: watch::Receiver<LeaseState>,
     task: Option<tokio::task::JoinHandle<LockGuard>>,
 }
 
 impl Lease {
+    /// Starts extending with the client's default extension cap.
     pub(crate) fn start(guard: LockGuard, ttl: Duration) -> (Self, LockContext) {
+        let cap = guard.default_max_lease();
+        Self::start_capped(guard, ttl, cap)
+    }
+
+    /// Starts extending `guard` to `ttl` every third of `ttl`, never past `max_lease` from now.
+    pub(crate) fn start_capped(
+        guard: LockGuard,
+        ttl: Duration,
+        max_lease: Option<Duration>,
+    ) -> (Self, LockContext) {
         let stop = CancellationToken::new();
-        let lost = CancellationToken::new();
+        let (state_tx, state_rx) = watch::channel(LeaseState::Held);
         let (valid_tx, valid_rx) = watch::channel(guard.valid_until());
         let context = LockContext {
             resource: guard.resource().into(),
             fencing_token: guard.fencing_token(),
-            lost: lost.clone(),
+            state: state_rx.clone(),
             valid_until: valid_rx,
         };
-        let task = tokio::spawn(watchdog(guard, ttl, stop.clone(), lost.clone(), valid_tx));
+        let cap_end = max_lease.map(|cap| crate::config::deadline_after(Instant::now(), cap));
+        let signals = Signals {
+            state: state_tx,
+            valid_until: valid_tx,
+        };
+        let task = tokio::spawn(watchdog(guard, ttl, cap_end, stop.clone(), signals));
         (
             Self {
                 stop,
-                lost,
+                state: state_rx,
                 task: Some(task),
             },
             context,
@@ -88,7 +153,8 @@ impl Lease {
             Some(task) => task.await.ok(),
             None => None,
         };
-        (guard, self.lost.is_cancelled())
+        let lost = *self.state.borrow() == LeaseState::Lost;
+        (guard, lost)
     }
 }
 
@@ -100,47 +166,105 @@ impl Drop for Lease {
     }
 }
 
-/// Extends the lock every third of its TTL; signals `lost` when the validity runs out before an
-/// extension succeeds, or as soon as a quorum says the lock is no longer ours.
+/// The watchdog's side of the signals.
+struct Signals {
+    state: watch::Sender<LeaseState>,
+    valid_until: watch::Sender<Instant>,
+}
+
+impl Signals {
+    fn set(&self, state: LeaseState) {
+        self.state.send_if_modified(|s| {
+            let changed = *s != state && *s != LeaseState::Lost;
+            if changed {
+                *s = state;
+            }
+            changed
+        });
+    }
+}
+
+/// How one renewal attempt ended.
+enum Renewal {
+    Extended,
+    /// Masters failed or were slow; retry while validity lasts.
+    Failed,
+    /// A quorum said the lock is no longer ours.
+    NotHeld,
+    /// The validity deadline passed while the renewal was still in flight.
+    OutOfTime,
+}
+
+/// Extends the lock every third of its TTL until stopped. Signals `Jeopardy` when a renewal
+/// fails, `Capped` when the next extension would pass `cap_end`, and `Lost` at the validity
+/// deadline (a hanging renewal is raced against it, so it cannot delay the signal) or as soon as
+/// a quorum says the lock is no longer ours.
 async fn watchdog(
     mut guard: LockGuard,
     ttl: Duration,
+    cap_end: Option<Instant>,
     stop: CancellationToken,
-    lost: CancellationToken,
-    valid_tx: watch::Sender<Instant>,
+    signals: Signals,
 ) -> LockGuard {
     let mut next = Instant::now() + ttl / 3;
+    let mut capped = false;
     loop {
         // Never sleep past the validity: loss must be signalled on time.
-        let wake = next.min(guard.valid_until());
+        let wake = if capped {
+            guard.valid_until()
+        } else {
+            next.min(guard.valid_until())
+        };
         tokio::select! {
             _ = stop.cancelled() => return guard,
             _ = tokio::time::sleep_until(wake) => {}
         }
         if !guard.is_valid() {
-            tracing::warn!(
-                resource = guard.resource(),
-                "lock validity ran out before it could be extended"
-            );
+            tracing::warn!(resource = guard.resource(), "lock validity ran out");
             crate::metrics::lock_lost();
-            lost.cancel();
+            signals.set(LeaseState::Lost);
             return guard;
         }
-        match guard.extend(ttl).await {
-            Ok(()) => {
-                let _ = valid_tx.send(guard.valid_until());
+        if capped {
+            continue;
+        }
+        if cap_end.is_some_and(|end| Instant::now() + ttl > end) {
+            // One more extension would carry the lease past the cap.
+            tracing::info!(resource = guard.resource(), "extension cap reached");
+            signals.set(LeaseState::Capped);
+            capped = true;
+            continue;
+        }
+        let deadline = guard.valid_until();
+        let renewal = tokio::select! {
+            _ = stop.cancelled() => return guard,
+            _ = tokio::time::sleep_until(deadline) => Renewal::OutOfTime,
+            r = guard.extend(ttl) => match r {
+                Ok(()) => Renewal::Extended,
+                Err(e @ Error::NotHeld { .. }) => {
+                    tracing::warn!(resource = guard.resource(), error = %e, "lock lost");
+                    Renewal::NotHeld
+                }
+                Err(e) => {
+                    tracing::debug!(resource = guard.resource(), error = %e, "extend failed");
+                    Renewal::Failed
+                }
+            },
+        };
+        match renewal {
+            Renewal::Extended => {
+                let _ = signals.valid_until.send(guard.valid_until());
+                signals.set(LeaseState::Held);
                 next = Instant::now() + ttl / 3;
             }
-            Err(e @ Error::NotHeld { .. }) => {
-                tracing::warn!(resource = guard.resource(), error = %e, "lock lost");
-                crate::metrics::lock_lost();
-                lost.cancel();
-                return guard;
-            }
-            Err(e) => {
-                // Transient (masters slow or down): retry soon, while validity lasts.
-                tracing::debug!(resource = guard.resource(), error = %e, "extend failed, retrying");
+            Renewal::Failed => {
+                signals.set(LeaseState::Jeopardy);
                 next = Instant::now() + (ttl / 20).max(Duration::from_millis(10));
+            }
+            Renewal::NotHeld | Renewal::OutOfTime => {
+                crate::metrics::lock_lost();
+                signals.set(LeaseState::Lost);
+                return guard;
             }
         }
     }

@@ -204,7 +204,9 @@
 //! - `guard`: [`LockGuard`] (extend, release, drop).
 //! - `interop`: the interop key layout ([`Builder::interop_keys`]): lock keys named as other
 //!   Redlock clients name them, so their locks and ours exclude each other.
-//! - `lease`: the auto-extending lease of [`Redlock::with_lock`] and its [`LockContext`].
+//! - `lease`: the auto-extending lease of [`Redlock::with_lock`], its [`LockContext`] and
+//!   [`LeaseState`] signals (jeopardy; lost no later than the validity deadline, also while a
+//!   renewal hangs; the extension cap).
 //! - `held`: what a hold is on the masters (keys and extend / release / rollback scripts), what
 //!   one acquire round sends, [`LockGuard::with_watchdog`], leaving a wait queue.
 //! - `owner_id`: the holder's human-readable id stored next to the owner token.
@@ -215,9 +217,22 @@
 //!   script plus a hold description over the shared round.
 //! - `selfcheck`: [`Redlock::masters_report`], what each master's eviction policy,
 //!   persistence, version and `run_id` are; warnings (or a refusal) at build.
+//! - `options`: [`LockOptions`]: per-lock wait, lock-delay (the key outlives the TTL by the
+//!   delay as a tombstone; a release deletes it) and extension cap.
+//! - `election/`: [`Election`] (campaign, [`Election::leader`], [`Election::observe`]) and
+//!   [`Leadership`]: a lock on a hash (owner, value, term, lease end) whose term is the fencing
+//!   token, kept by the lease watchdog.
 //! - `ring`: [`HashRing`], ketama consistent hashing byte-compatible with libmemcached.
 //! - `cache`: [`Cache`], a distributed cache over the ring: per-node batched pipelines, nodes
 //!   that fail turn into misses, stampede-free [`Cache::get_or_compute`], compare-and-set.
+//!
+//! ## Election, lease signals, lock-delay
+//! [`Redlock::election`] elects one leader at a time among candidates
+//! ([`Election::campaign`] → [`Leadership`] with a strictly increasing [`Leadership::term`]);
+//! [`Election::leader`] and [`Election::observe`] are advisory reads. Every watchdog reports a
+//! [`LeaseState`] (held, jeopardy, capped, lost) and may be capped ([`Builder::max_lease`]).
+//! [`LockOptions::lock_delay`] keeps an abandoned lock unavailable for a delay after its TTL.
+//! The README's sections of the same names give the guarantees and non-guarantees.
 //!
 //! ## Cancellation
 //! Dropping an `acquire` future part-way rolls its round back in the background. Dropping a
@@ -231,6 +246,7 @@
 mod cache;
 mod config;
 mod drop_guard;
+mod election;
 mod endpoint;
 mod error;
 mod fencing;
@@ -246,6 +262,7 @@ mod master;
 mod masters;
 pub mod metrics;
 mod notify;
+mod options;
 mod owner_id;
 mod primitives;
 mod quorum;
@@ -271,13 +288,17 @@ pub use config::{
     DEFAULT_RETRY_JITTER, DEFAULT_WAITER_TIMEOUT, DEFAULT_WAKE_UPS, DRIFT_FIXED, MAX_TTL,
     MIN_TTL_PER_TIMEOUT,
 };
+pub use election::{
+    DEFAULT_ELECTION_TTL, DEFAULT_OBSERVE_INTERVAL, Election, Leader, Leadership, MAX_VALUE_LEN,
+};
 pub use error::{Error, MasterReply, Replies, Result};
 pub use guard::LockGuard;
 pub use handoff::LockHandle;
 pub use inspect::{Holder, Inspection, MasterView, QuorumView};
 pub use interop::RESOURCE_PLACEHOLDER;
-pub use lease::LockContext;
+pub use lease::{LeaseState, LockContext};
 pub use lock::Redlock;
+pub use options::LockOptions;
 pub use owner_id::MAX_OWNER_ID_LEN;
 pub use primitives::fair::FairLock;
 pub use primitives::reentrant::ReentrantLock;

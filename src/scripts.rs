@@ -154,6 +154,41 @@ script!(
     INSPECT,
     "inspect"
 );
+script!(
+    /// Lock-delay: compare-and-PEXPIRE to ttl + delay.
+    LOCK_DELAY_EXTEND,
+    "lock_delay_extend"
+);
+script!(
+    /// Lock-delay: compare-and-delete (a release frees the lock at once) and announce.
+    LOCK_DELAY_RELEASE,
+    "lock_delay_release"
+);
+script!(
+    /// Election: take the leadership hash (owner, value, term, until) with the next token.
+    ELECTION_ACQUIRE,
+    "election_acquire"
+);
+script!(
+    /// Election: extend the leadership (until and key expiry).
+    ELECTION_EXTEND,
+    "election_extend"
+);
+script!(
+    /// Election: resign (compare-and-delete) and announce.
+    ELECTION_RELEASE,
+    "election_release"
+);
+script!(
+    /// Election: record the won round's fencing token as the term.
+    ELECTION_TERM,
+    "election_term"
+);
+script!(
+    /// Election: the leader on one master, by its own clock (read only).
+    ELECTION_READ,
+    "election_read"
+);
 
 /// The cache's versioned read and compare-and-set (see `cache::versioned`).
 pub(crate) static CACHE_VERSIONED: LazyLock<LuaScript> = LazyLock::new(|| {
@@ -192,6 +227,13 @@ pub(crate) fn all() -> Vec<&'static LuaScript> {
         &SEMAPHORE_RELEASE,
         &SEMAPHORE_HELD,
         &INSPECT,
+        &LOCK_DELAY_EXTEND,
+        &LOCK_DELAY_RELEASE,
+        &ELECTION_ACQUIRE,
+        &ELECTION_EXTEND,
+        &ELECTION_RELEASE,
+        &ELECTION_TERM,
+        &ELECTION_READ,
     ]
 }
 

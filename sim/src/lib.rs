@@ -25,6 +25,7 @@
 
 mod cache;
 pub mod commands;
+mod coordination;
 pub mod data;
 pub mod handoff;
 pub mod history;

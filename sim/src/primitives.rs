@@ -282,7 +282,7 @@ fn check_not_held(world: &World, probe: &Probe, who: &str, what: &str) {
 pub(crate) async fn op(world: &World, client: &Redlock, who: &str, rng: &mut StdRng, prefix: &str) {
     let quiet = prefix == "quiet";
     let pick = |rng: &mut StdRng| format!("{prefix}{}", rng.random_range(0..world.plan.resources));
-    let prim = match rng.random_range(0..8) {
+    let prim = match rng.random_range(0..10) {
         0 => Prim::Multi(vec![pick(rng), pick(rng)]),
         1 => Prim::Reentrant {
             // Two owner ids shared by every task and client: the same owner meets itself.
@@ -300,7 +300,15 @@ pub(crate) async fn op(world: &World, client: &Redlock, who: &str, rng: &mut Std
             let resource = pick(rng);
             return with_lock(world, client, who, rng, resource, quiet).await;
         }
-        _ => return available(world, client, who, pick(rng)).await,
+        7 => return available(world, client, who, pick(rng)).await,
+        8 => {
+            let name = pick(rng);
+            return crate::coordination::election(world, client, who, rng, name).await;
+        }
+        _ => {
+            let resource = pick(rng);
+            return crate::coordination::lock_delay(world, client, who, rng, resource, quiet).await;
+        }
     };
     let ttl = world.plan.ttl;
     let started = Instant::now();

@@ -297,7 +297,8 @@ async fn client(world: &World) -> redquorum::Result<Redlock> {
         // a wait as long as the others', not the 10 s default.
         .acquire_wait(Duration::from_millis(400));
     if plan.quarantine {
-        builder = builder.restart_quarantine(plan.ttl);
+        // Covers the longest lock-delay tombstone too (coordination.rs: up to 1.5 ttl).
+        builder = builder.restart_quarantine(plan.ttl.mul_f64(2.5));
     }
     builder.build().await
 }

@@ -221,6 +221,147 @@ fn ints(items: &[i64]) -> Value {
 
 // ---- fixed scenarios -------------------------------------------------------------------------
 
+fn scenario_lock_delay(h: &mut Harness) {
+    h.context = "scenario: lock-delay (tombstone past the ttl, release frees at once)".into();
+    h.flush();
+    // Acquired with PX ttl + delay by the plain acquire script.
+    assert_eq!(
+        h.script("acquire", &["lk", "fc"], &["o1", "30000", "0"]),
+        int(0)
+    );
+    assert_eq!(
+        h.script("lock_delay_extend", &["lk"], &["o2", "1000", "500"]),
+        int(0)
+    );
+    assert_eq!(
+        h.script("lock_delay_extend", &["lk"], &["o1", "1000", "500"]),
+        int(1)
+    );
+    assert_eq!(
+        h.script("lock_delay_release", &["lk"], &["o2", "500", "chan", "r1"]),
+        int(0)
+    );
+    assert_eq!(
+        h.script("lock_delay_release", &["lk"], &["o1", "500", "chan", "r2"]),
+        int(1)
+    );
+    assert_eq!(
+        h.sim.take_published(),
+        vec![(b"chan".to_vec(), b"r2".to_vec())]
+    );
+    assert_eq!(
+        h.script("lock_delay_release", &["lk"], &["o1", "500"]),
+        int(0)
+    );
+    // Expired (ttl 1 + delay 2 ms): not extendable, free again.
+    assert_eq!(
+        h.script("acquire", &["lk", "fc"], &["o1", "3", "0"]),
+        int(0)
+    );
+    h.past_tiny();
+    assert_eq!(
+        h.script("lock_delay_extend", &["lk"], &["o1", "1000", "500"]),
+        int(0),
+        "never re-created"
+    );
+}
+
+fn scenario_election(h: &mut Harness) {
+    h.context = "scenario: election (leadership hash, term, read, tombstone)".into();
+    h.flush();
+    assert_eq!(h.script("fence_raise", &["fc"], &["5"]), int(5));
+    assert_eq!(
+        h.script(
+            "election_acquire",
+            &["el", "fc"],
+            &["o1", "30000", "1", "host-a", "0"]
+        ),
+        int(6)
+    );
+    assert_eq!(
+        h.script(
+            "election_acquire",
+            &["el", "fc"],
+            &["o2", "30000", "1", "host-b", "0"]
+        ),
+        int(-1)
+    );
+    let read = h.script("election_read", &["el"], &[]);
+    let Value::Array(items) = read else {
+        panic!("election_read: {read:?}")
+    };
+    assert_eq!(items[..3], [bulk("o1"), bulk("host-a"), int(6)]);
+    assert_eq!(h.script("election_term", &["el"], &["o2", "9"]), int(0));
+    assert_eq!(h.script("election_term", &["el"], &["o1", "9"]), int(1));
+    assert_eq!(
+        h.script("election_term", &["el"], &["o1", "7"]),
+        int(1),
+        "only raises"
+    );
+    assert_eq!(
+        h.script("election_extend", &["el"], &["o2", "30000", "0"]),
+        int(0)
+    );
+    assert_eq!(
+        h.script("election_extend", &["el"], &["o1", "30000", "100"]),
+        int(1)
+    );
+    assert_eq!(
+        h.script("election_release", &["el"], &["o2", "0", "chan", "r1"]),
+        int(0)
+    );
+    assert_eq!(
+        h.script("election_release", &["el"], &["o1", "0", "chan", "r2"]),
+        int(1)
+    );
+    assert_eq!(
+        h.sim.take_published(),
+        vec![(b"chan".to_vec(), b"r2".to_vec())]
+    );
+    assert_eq!(h.script("election_read", &["el"], &[]), ints(&[]));
+    // Counter missing: refused untouched.
+    assert_eq!(
+        h.script(
+            "election_acquire",
+            &["el", "nofc"],
+            &["o1", "30000", "1", "v", "0"]
+        ),
+        int(-2)
+    );
+    // A 2 ms lease with a 30 s delay: the lease ends, the tombstone stays and refuses.
+    assert_eq!(
+        h.script(
+            "election_acquire",
+            &["el", "fc"],
+            &["o1", "2", "1", "v", "30000"]
+        ),
+        int(7)
+    );
+    h.past_tiny();
+    assert_eq!(h.script("election_read", &["el"], &[]), ints(&[]));
+    assert_eq!(
+        h.script(
+            "election_acquire",
+            &["el", "fc"],
+            &["o2", "30000", "1", "v", "0"]
+        ),
+        int(-1),
+        "tombstone"
+    );
+    assert_eq!(
+        h.script("election_release", &["el"], &["o1", "30000"]),
+        int(1)
+    );
+    assert_eq!(
+        h.script(
+            "election_acquire",
+            &["el", "fc"],
+            &["o2", "30000", "0", "v", "0"]
+        ),
+        int(0)
+    );
+}
+
 fn scenario_lock(h: &mut Harness) {
     h.context = "scenario: lock (acquire, extend, release)".into();
     h.flush();
@@ -952,7 +1093,7 @@ fn scenario_client_commands(h: &mut Harness) {
 
 const OWNERS: &[&str] = &["o1", "o2", "o3"];
 const ALL_KEYS: &[&str] = &[
-    "lk:a", "lk:b", "fc", "seal", "q", "qd", "wk", "rd", "ww", "sem", "re", "cd", "cv", "cn",
+    "lk:a", "lk:b", "fc", "seal", "q", "qd", "wk", "rd", "ww", "sem", "re", "cd", "cv", "cn", "el",
 ];
 
 struct Gen {
@@ -1017,6 +1158,37 @@ impl Gen {
                     (vec![lock], vec![owner])
                 }
             }
+            "lock_delay_extend" => (vec![lock], vec![owner, self.ttl(), self.ttl()]),
+            "lock_delay_release" => {
+                if self.rng.random_bool(0.5) {
+                    (
+                        vec![lock],
+                        vec![owner, self.ttl(), "chan".into(), "id".into()],
+                    )
+                } else {
+                    (vec![lock], vec![owner, self.ttl()])
+                }
+            }
+            "election_acquire" => (
+                vec![self.key("el").into(), fc],
+                vec![
+                    owner,
+                    self.ttl(),
+                    self.flag(),
+                    self.pick(&["va", "vb"]).into(),
+                    self.pick(&["0", "3", "30000"]).into(),
+                ],
+            ),
+            "election_extend" => (
+                vec![self.key("el").into()],
+                vec![owner, self.ttl(), self.pick(&["0", "3", "30000"]).into()],
+            ),
+            "election_release" => (
+                vec![self.key("el").into()],
+                vec![owner, "0".into(), "chan".into(), "id".into()],
+            ),
+            "election_term" => (vec![self.key("el").into()], vec![owner, self.num(12)]),
+            "election_read" => (vec![self.key("el").into()], vec![]),
             "fence_raise" => (vec![fc], vec![self.num(12)]),
             "fence_seal" => (
                 vec![fc, self.key("seal").to_owned()],
@@ -1203,6 +1375,8 @@ fn scripts_behave_the_same_on_the_model_and_on_redis() {
     scenario_fair(&mut h);
     scenario_semaphore(&mut h);
     scenario_cache(&mut h);
+    scenario_lock_delay(&mut h);
+    scenario_election(&mut h);
     scenario_client_commands(&mut h);
     let missing: Vec<&String> = h
         .scripts

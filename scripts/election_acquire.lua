@@ -1,0 +1,26 @@
+-- Campaign in an election on one master: take the leadership key if nobody holds it (and no
+-- lock-delay tombstone remains), with the next fencing token as the term.
+-- KEYS[1] = election key (a hash), KEYS[2] = fencing counter of the namespace
+-- ARGV[1] = owner token, ARGV[2] = ttl in ms, ARGV[3] = "1" (fencing on: elections require it),
+-- ARGV[4] = the candidate's value, ARGV[5] = lock-delay in ms (0 for none)
+-- The hash holds owner, value, term (this master's counter; raised to the round's fencing token
+-- by election_term) and until (this master's TIME in ms plus ttl: when the holder's lease ends
+-- here). The key lives ttl + delay: past `until` it is a tombstone that refuses candidates.
+-- Returns -1 when the key exists, -2 (touching nothing) when the counter is missing (the master
+-- must be re-sealed), else the new counter value.
+if ARGV[3] == '1' and redis.call('EXISTS', KEYS[2]) == 0 then
+  return -2
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return -1
+end
+local term = 0
+if ARGV[3] == '1' then
+  term = redis.call('INCR', KEYS[2])
+end
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'value', ARGV[4], 'term', term,
+  'until', now_ms + tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) + tonumber(ARGV[5]))
+return term

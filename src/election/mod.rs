@@ -1,0 +1,373 @@
+//! Leader election over the quorum: [`Election`] (campaign, read the leader, observe changes)
+//! and [`Leadership`], the handle of the candidate that leads.
+//!
+//! A leadership is a lock (one round over every master, decided at a quorum, validity from
+//! the TTL minus the round and drift, rollback of failed rounds) on its own key, a hash per
+//! master holding the owner token, the leader's value, its term and the end of its lease by
+//! that master's clock. The term is the round's fencing token, so terms strictly increase
+//! across leaders exactly as lock tokens do (fencing.rs); after the round it is written to the
+//! leadership hashes of a quorum, so that [`Election::leader`] reads it back. The leadership is
+//! kept by the lease watchdog (lease.rs), with its signals.
+
+mod leadership;
+mod observe;
+
+use std::time::Duration;
+
+use redis::Value;
+use tokio::time::Instant;
+
+use crate::config::deadline_after;
+use crate::error::{Error, MasterReply, Replies, Result};
+use crate::guard::LockGuard;
+use crate::held::{Attempt, HeldBy};
+use crate::lock::{Redlock, Wake};
+use crate::options::{check_lock_delay, millis};
+use crate::scripts::{
+    ELECTION_ACQUIRE, ELECTION_EXTEND, ELECTION_READ, ELECTION_RELEASE, ELECTION_TERM, ScriptCall,
+};
+
+pub use leadership::Leadership;
+
+/// Leadership TTL unless [`Election::ttl`] says otherwise.
+pub const DEFAULT_ELECTION_TTL: Duration = Duration::from_secs(10);
+
+/// How often [`Election::observe`] reads the leader unless [`Election::observe_interval`] says
+/// otherwise.
+pub const DEFAULT_OBSERVE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Longest value a candidate may publish (it is stored on every master and read by every
+/// observer).
+pub const MAX_VALUE_LEN: usize = 64 * 1024;
+
+/// One election, by name. Created by [`Redlock::election`]; cheap to clone. The settings
+/// (`ttl`, `lock_delay`, `max_lease`, `observe_interval`) are builder-style.
+#[derive(Clone, Debug)]
+pub struct Election {
+    redlock: Redlock,
+    name: String,
+    ttl: Duration,
+    lock_delay: Duration,
+    max_lease: Option<Duration>,
+    observe_interval: Duration,
+}
+
+/// The leader as a quorum of masters reports it (see [`Election::leader`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leader {
+    /// The value the leader campaigned with.
+    pub value: String,
+    /// Its term: the fencing token of its leadership.
+    pub term: u64,
+}
+
+impl Redlock {
+    /// The election `name` (any non-empty string), with the default TTL
+    /// ([`DEFAULT_ELECTION_TTL`]), no lock-delay, and the client's extension cap. Elections
+    /// need fencing on (the term is the fencing token).
+    pub fn election(&self, name: impl Into<String>) -> Election {
+        Election {
+            redlock: self.clone(),
+            name: name.into(),
+            ttl: DEFAULT_ELECTION_TTL,
+            lock_delay: Duration::ZERO,
+            max_lease: self.config().max_lease,
+            observe_interval: DEFAULT_OBSERVE_INTERVAL,
+        }
+    }
+}
+
+impl Election {
+    /// The leadership TTL: a leader that vanishes without resigning is replaced within about
+    /// one TTL (plus the lock-delay).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Lock-delay: after a leader's lease ran out without a resignation, nobody is elected for
+    /// `delay` more (see [`LockOptions::lock_delay`](crate::LockOptions::lock_delay)). A
+    /// resignation hands over at once. Default: zero (off).
+    pub fn lock_delay(mut self, delay: Duration) -> Self {
+        self.lock_delay = delay;
+        self
+    }
+
+    /// Extension cap of a leadership: it is not extended past `cap` from when it was won
+    /// (see [`Builder::max_lease`](crate::Builder::max_lease)).
+    pub fn max_lease(mut self, cap: Duration) -> Self {
+        self.max_lease = Some(cap);
+        self
+    }
+
+    /// How often [`observe`](Self::observe) reads the leader.
+    pub fn observe_interval(mut self, interval: Duration) -> Self {
+        self.observe_interval = interval;
+        self
+    }
+
+    /// The election's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Campaigns with `value` (what others read as the leader's value: an address, a host
+    /// name) until this candidate leads, and returns its leadership, kept alive in the
+    /// background until it is resigned, dropped, lost or capped.
+    ///
+    /// Waits without a deadline: drop the future to stop campaigning (safe at any point: a
+    /// round in flight is rolled back in the background), or use
+    /// [`campaign_with_wait`](Self::campaign_with_wait). A resignation wakes waiting candidates
+    /// of this client at once (release messages); otherwise they retry at the client's retry
+    /// delay.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty name, a value over [`MAX_VALUE_LEN`] bytes, fencing
+    /// off, a zero cap or a lock-delay over [`MAX_TTL`](crate::MAX_TTL); [`Error::InvalidTtl`];
+    /// [`Error::Unavailable`] when masters fail hard (connections refused) so no quorum is
+    /// possible.
+    pub async fn campaign(&self, value: impl Into<String>) -> Result<Leadership> {
+        self.campaign_with_wait(value, Duration::MAX).await
+    }
+
+    /// [`campaign`](Self::campaign), giving up after `wait`.
+    ///
+    /// # Errors
+    /// As [`campaign`](Self::campaign), and [`Error::Contended`] (another leader held on),
+    /// [`Error::Timeout`] or [`Error::Unavailable`] when `wait` ran out.
+    pub async fn campaign_with_wait(
+        &self,
+        value: impl Into<String>,
+        wait: Duration,
+    ) -> Result<Leadership> {
+        let value = value.into();
+        self.check(&value)?;
+        let deadline = deadline_after(Instant::now(), wait);
+        let resource = self.resource();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let guard = self
+                .redlock
+                .acquire_loop(&resource, self.ttl, left, Wake::OnRelease, || {
+                    self.attempt(&value)
+                })
+                .await?;
+            let term = guard.fencing_token().unwrap_or(0);
+            if self.record_term(&guard, term).await {
+                return Ok(Leadership::start(self, guard, value, term));
+            }
+            // Won, but readers could not be told the term: give it back and try again, so that
+            // `leader()` never shows an older term for a leader that returned.
+            tracing::debug!(election = %self.name, "term not recorded on a quorum; campaigning again");
+            let _ = guard.release().await;
+            if Instant::now() >= deadline {
+                return Err(self.redlock.inner.masters.unavailable(Replies::default()));
+            }
+        }
+    }
+
+    /// The current leader as a quorum of masters reports it, each by its own clock: `Some` when
+    /// a quorum of masters hold the same leader's live lease, `None` when none does (no leader,
+    /// a hand-over in progress, or masters that disagree). The term is the largest a master
+    /// holding that leader reports (the leader's fencing token once its campaign returned).
+    ///
+    /// **Advisory**: a snapshot that may be stale when it arrives. Never use it to decide that
+    /// *you* lead (only a [`Leadership`] says that); use it to find the leader.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when fewer than a quorum of masters answered: the leader is then
+    /// unknown.
+    pub async fn leader(&self) -> Result<Option<Leader>> {
+        let inner = &self.redlock.inner;
+        let call = ScriptCall::new(&ELECTION_READ, vec![self.key()], Vec::new());
+        let answers = inner.masters.ask_each(|m| m.run(&call)).await;
+        let replies = Replies(
+            answers
+                .iter()
+                .map(|a| match a {
+                    Ok(_) => MasterReply::Granted,
+                    Err(e) => e.clone(),
+                })
+                .collect(),
+        );
+        let reads: Vec<Option<Held>> = answers
+            .into_iter()
+            .filter_map(|a| a.ok())
+            .map(parse_read)
+            .collect();
+        if reads.len() < inner.masters.quorum() {
+            return Err(inner.masters.unavailable(replies));
+        }
+        Ok(quorum_leader(&reads, inner.masters.quorum()))
+    }
+
+    fn check(&self, value: &str) -> Result<()> {
+        if self.name.is_empty() {
+            return Err(Error::InvalidArgument("election name is empty".into()));
+        }
+        if value.len() > MAX_VALUE_LEN {
+            return Err(Error::InvalidArgument(format!(
+                "candidate value is {} bytes, at most {MAX_VALUE_LEN}",
+                value.len()
+            )));
+        }
+        if !self.redlock.config().fencing {
+            return Err(Error::InvalidArgument(
+                "elections need fencing on (the term is the fencing token)".into(),
+            ));
+        }
+        if self.max_lease.is_some_and(|cap| cap.is_zero()) {
+            return Err(Error::InvalidArgument("max lease must be positive".into()));
+        }
+        if self.observe_interval.is_zero() {
+            return Err(Error::InvalidArgument(
+                "observe interval must be positive".into(),
+            ));
+        }
+        self.redlock.config().check_ttl(self.ttl)?;
+        check_lock_delay(self.ttl, self.lock_delay)
+    }
+
+    /// The name guards, errors, traces and release messages use.
+    fn resource(&self) -> String {
+        format!("election:{}", self.name)
+    }
+
+    fn key(&self) -> String {
+        self.redlock.config().key("election", &self.name)
+    }
+
+    fn attempt(&self, value: &str) -> Attempt {
+        let config = self.redlock.config();
+        let key = self.key();
+        let delay = millis(self.lock_delay);
+        let held = HeldBy {
+            kind: "election",
+            keys: vec![key.clone()],
+            extend: &ELECTION_EXTEND,
+            release: &ELECTION_RELEASE,
+            rollback: &ELECTION_RELEASE,
+            extra_args: vec![delay.clone()],
+            choice_arg: false,
+            announce: true,
+        };
+        Attempt::new(self.ttl, held, |token| {
+            ScriptCall::new(
+                &ELECTION_ACQUIRE,
+                vec![key, config.fence_key()],
+                vec![
+                    token.to_owned(),
+                    millis(self.ttl),
+                    config.fencing_arg(),
+                    value.to_owned(),
+                    delay,
+                ],
+            )
+        })
+    }
+
+    /// Writes the term into the leadership hashes; whether a quorum recorded it.
+    async fn record_term(&self, guard: &LockGuard, term: u64) -> bool {
+        let inner = &self.redlock.inner;
+        let call = std::sync::Arc::new(ScriptCall::new(
+            &ELECTION_TERM,
+            vec![self.key()],
+            vec![guard.token().to_owned(), term.to_string()],
+        ));
+        let round = inner
+            .masters
+            .vote(
+                inner.masters.quorum(),
+                |master| master.run_owned(&call),
+                |answer| matches!(answer, Ok(Value::Int(1))),
+            )
+            .await;
+        round.decision == crate::quorum::Decision::Won
+    }
+}
+
+/// One master's view: who holds the leadership there, with what, in which term.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Held {
+    owner: String,
+    value: String,
+    term: u64,
+}
+
+fn parse_read(value: Value) -> Option<Held> {
+    let Value::Array(items) = value else {
+        return None;
+    };
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        _ => None,
+    };
+    match items.as_slice() {
+        [owner, value, Value::Int(term)] => Some(Held {
+            owner: text(owner)?,
+            value: text(value)?,
+            term: u64::try_from(*term).ok()?,
+        }),
+        _ => None,
+    }
+}
+
+/// The leader held on at least `quorum` of the masters' views, if any.
+fn quorum_leader(reads: &[Option<Held>], quorum: usize) -> Option<Leader> {
+    let held: Vec<&Held> = reads.iter().flatten().collect();
+    let owner = held
+        .iter()
+        .map(|h| &h.owner)
+        .find(|o| held.iter().filter(|h| &h.owner == *o).count() >= quorum)?;
+    let mine: Vec<&&Held> = held.iter().filter(|h| &h.owner == owner).collect();
+    Some(Leader {
+        value: mine[0].value.clone(),
+        term: mine.iter().map(|h| h.term).max().unwrap_or(0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(owner: &str, term: u64) -> Option<Held> {
+        Some(Held {
+            owner: owner.into(),
+            value: format!("v-{owner}"),
+            term,
+        })
+    }
+
+    #[test]
+    fn a_leader_needs_a_quorum_of_views() {
+        let agree = [held("a", 7), held("a", 9), None, held("a", 8), None];
+        assert_eq!(
+            quorum_leader(&agree, 3),
+            Some(Leader {
+                value: "v-a".into(),
+                term: 9
+            })
+        );
+        let split = [held("a", 7), held("a", 7), held("b", 8), held("b", 8), None];
+        assert_eq!(quorum_leader(&split, 3), None);
+        assert_eq!(quorum_leader(&[None, None, None], 2), None);
+    }
+
+    #[test]
+    fn reads_parse_or_count_as_no_leader() {
+        let ok = Value::Array(vec![
+            Value::BulkString(b"tok".to_vec()),
+            Value::BulkString(b"host:1".to_vec()),
+            Value::Int(12),
+        ]);
+        assert_eq!(
+            parse_read(ok),
+            held("tok", 12).map(|h| Held {
+                value: "host:1".into(),
+                ..h
+            })
+        );
+        assert_eq!(parse_read(Value::Array(vec![])), None);
+        assert_eq!(parse_read(Value::Int(3)), None);
+    }
+}
