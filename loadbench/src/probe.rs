@@ -18,6 +18,9 @@ pub struct Cost {
     pub server_cpu: Duration,
     /// Commands the five masters processed (the probe's own 10 `INFO`s per slot included).
     pub commands: u64,
+    /// Slots whose `INFO` could not be read (after retries): the totals above are then
+    /// incomplete, and no figure per operation is given.
+    pub unreadable: u32,
 }
 
 /// [`Cost`] divided by a number of operations.
@@ -31,7 +34,7 @@ pub struct PerOp {
 impl Cost {
     pub fn per(&self, ops: u64) -> Option<PerOp> {
         let n = ops as f64;
-        (ops > 0).then(|| PerOp {
+        (ops > 0 && self.unreadable == 0).then(|| PerOp {
             client_us: self.client_cpu.as_secs_f64() * 1e6 / n,
             server_us: self.server_cpu.as_secs_f64() * 1e6 / n,
             commands: self.commands as f64 / n,
@@ -43,6 +46,7 @@ impl Cost {
             client_cpu: self.client_cpu.saturating_sub(earlier.client_cpu),
             server_cpu: self.server_cpu.saturating_sub(earlier.server_cpu),
             commands: self.commands.saturating_sub(earlier.commands),
+            unreadable: 0,
         }
     }
 }
@@ -52,6 +56,7 @@ impl AddAssign for Cost {
         self.client_cpu += o.client_cpu;
         self.server_cpu += o.server_cpu;
         self.commands += o.commands;
+        self.unreadable += o.unreadable;
     }
 }
 
@@ -75,35 +80,55 @@ impl Probe {
         let before = self.sample().await;
         let out = work.await;
         let after = self.sample().await;
-        (out, after.since(&before))
+        let cost = match (before, after) {
+            (Some(b), Some(a)) => a.since(&b),
+            _ => {
+                eprintln!("probe: a master's INFO was unreadable; this slot's costs are left out");
+                Cost {
+                    unreadable: 1,
+                    ..Cost::default()
+                }
+            }
+        };
+        (out, cost)
     }
 
-    /// Totals so far: this process's CPU, the masters' CPU and commands.
-    async fn sample(&self) -> Cost {
-        let mut server = 0.0;
-        let mut commands = 0;
+    /// Totals so far: this process's CPU, the masters' CPU and commands; `None` when a
+    /// master's `INFO` failed three times (a loaded machine can time a reply out).
+    async fn sample(&self) -> Option<Cost> {
+        let mut total = Cost {
+            client_cpu: client_cpu(),
+            ..Cost::default()
+        };
         for m in &self.masters {
-            let mut m = m.clone();
-            let info: String = redis::cmd("INFO")
-                .query_async(&mut m)
-                .await
-                .unwrap_or_default();
+            let (cpu, commands) = Self::info(m).await?;
+            total.server_cpu += cpu;
+            total.commands += commands;
+        }
+        Some(total)
+    }
+
+    /// One master's CPU and commands processed, in at most three tries.
+    async fn info(m: &redis::aio::MultiplexedConnection) -> Option<(Duration, u64)> {
+        for _ in 0..3 {
+            let info: String = match redis::cmd("INFO").query_async(&mut m.clone()).await {
+                Ok(info) => info,
+                Err(_) => continue,
+            };
+            let (mut cpu, mut commands) = (None::<f64>, None);
             for line in info.lines() {
                 if let Some(v) = line
                     .strip_prefix("used_cpu_sys:")
                     .or_else(|| line.strip_prefix("used_cpu_user:"))
                 {
-                    server += v.trim().parse::<f64>().unwrap_or(0.0);
+                    *cpu.get_or_insert(0.0) += v.trim().parse::<f64>().ok()?;
                 } else if let Some(v) = line.strip_prefix("total_commands_processed:") {
-                    commands += v.trim().parse::<u64>().unwrap_or(0);
+                    commands = Some(v.trim().parse::<u64>().ok()?);
                 }
             }
+            return Some((Duration::from_secs_f64(cpu?), commands?));
         }
-        Cost {
-            client_cpu: client_cpu(),
-            server_cpu: Duration::from_secs_f64(server),
-            commands,
-        }
+        None
     }
 }
 

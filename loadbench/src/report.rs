@@ -134,7 +134,8 @@ impl Report {
              W5 (ceiling) = the W1 and W2 rows of column `{CEILING}` (redquorum's own scripts \
              sent raw to all 5 masters).\n\
              Cost rows: client CPU = this process (W3b: both worker processes); masters' CPU \
-             and commands = INFO deltas over the slots."
+             and commands = INFO deltas over the slots (`-` if a master's INFO could not be \
+             read around one of the slots)."
         );
         let _ = writeln!(
             s,
@@ -175,7 +176,7 @@ impl Report {
             .filter(|c| self.w7.values().any(|level| level.contains_key(c)))
             .collect();
         let title = format!(
-            "W7: lock + unlock pairs/s against tasks (5 local masters, {} x {:.1} s slots)",
+            "W7: lock + unlock pairs/s against tasks, higher is better (5 local masters, {} x {:.1} s slots)",
             self.args.rounds, self.args.w7_secs
         );
         crate::chart::draw(&self.w7, &labels, path, font, &title)
