@@ -142,6 +142,11 @@ impl Report {
             w4.get(c).map(|s| s.lat.len() as f64)
         });
         r.costs("W4", "pair", |c| w4.get(c)?.per_pair());
+        // The paused master is not measured (it cannot answer INFO).
+        let n = r.out.len();
+        for row in &mut r.out[n - 2..] {
+            row.metric = row.metric.replace("masters", "running masters");
+        }
     }
 
     fn w6_rows(&self, r: &mut Rows) {
