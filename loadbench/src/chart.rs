@@ -7,7 +7,8 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow};
-use plotters::coord::ranged1d::SegmentValue;
+use plotters::coord::ranged1d::{SegmentValue, SegmentedCoord};
+use plotters::coord::types::{RangedCoordf64, RangedCoordi32};
 use plotters::prelude::*;
 
 use crate::w7::Sweep;
@@ -16,14 +17,16 @@ use crate::workloads::Throughput;
 /// The font family name the chart asks for (registered from `--font`).
 const FAMILY: &str = "sans-serif";
 
-/// A colour per subject, in column order (black, blue, orange, green, ...).
-const COLORS: [RGBColor; 5] = [
-    RGBColor(0, 0, 0),
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-];
+/// A fixed colour per subject, so that charts of different runs read alike.
+fn color_of(label: &str) -> RGBColor {
+    match label {
+        crate::OURS => RGBColor(0, 0, 0),
+        crate::RSLOCK => RGBColor(31, 119, 180),
+        crate::FLOOR => RGBColor(255, 127, 14),
+        crate::CEILING => RGBColor(44, 160, 44),
+        _ => RGBColor(214, 39, 40),
+    }
+}
 
 fn register_font(font: &Path) -> Result<()> {
     let bytes = std::fs::read(font).with_context(|| {
@@ -38,14 +41,22 @@ fn register_font(font: &Path) -> Result<()> {
         .map_err(|_| anyhow!("{} is not a usable TTF font", font.display()))
 }
 
+/// The chart's coordinates: one segment per level of concurrency, pairs/s upwards.
+type Chart<'a, 'b> = ChartContext<
+    'a,
+    BitMapBackend<'b>,
+    Cartesian2d<SegmentedCoord<RangedCoordi32>, RangedCoordf64>,
+>;
+
 /// Draws `sweep` for `labels` (in legend order) into `path`.
 pub fn draw(sweep: &Sweep, labels: &[&str], path: &Path, font: &Path, title: &str) -> Result<()> {
     register_font(font)?;
     let levels: Vec<usize> = sweep.keys().copied().collect();
-    let rate = |level: usize, label: &str| sweep.get(&level)?.get(label).and_then(Throughput::rate);
-    let top = levels
+    let lines: Vec<(&str, Vec<(i32, f64)>)> =
+        labels.iter().map(|l| (*l, points(sweep, l))).collect();
+    let top = lines
         .iter()
-        .flat_map(|&l| labels.iter().filter_map(move |s| rate(l, s)))
+        .flat_map(|(_, p)| p.iter().map(|(_, y)| *y))
         .fold(0.0, f64::max);
     if levels.is_empty() || top <= 0.0 {
         anyhow::bail!("W7 has no figures to draw");
@@ -61,6 +72,33 @@ pub fn draw(sweep: &Sweep, labels: &[&str], path: &Path, font: &Path, title: &st
             (0..levels.len() as i32 - 1).into_segmented(),
             0.0..top * 1.15,
         )?;
+    axes(&mut chart, &levels)?;
+    for (label, points) in lines {
+        line(&mut chart, label, points, color_of(label))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .label_font((FAMILY, 16))
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()
+        .with_context(|| format!("writing the chart to {}", path.display()))?;
+    Ok(())
+}
+
+/// (index of the level, pairs/s) for every level `label` has a figure at.
+fn points(sweep: &Sweep, label: &str) -> Vec<(i32, f64)> {
+    sweep
+        .values()
+        .enumerate()
+        .filter_map(|(i, level)| Some((i as i32, level.get(label).and_then(Throughput::rate)?)))
+        .collect()
+}
+
+/// Grid, tick labels (the task counts) and axis descriptions.
+fn axes(chart: &mut Chart, levels: &[usize]) -> Result<()> {
     chart
         .configure_mesh()
         .disable_x_mesh()
@@ -78,33 +116,19 @@ pub fn draw(sweep: &Sweep, labels: &[&str], path: &Path, font: &Path, title: &st
         .label_style((FAMILY, 16))
         .axis_desc_style((FAMILY, 18))
         .draw()?;
-    for (n, label) in labels.iter().enumerate() {
-        let color = COLORS[n % COLORS.len()];
-        let points: Vec<(SegmentValue<i32>, f64)> = levels
-            .iter()
-            .enumerate()
-            .filter_map(|(i, &l)| Some((SegmentValue::CenterOf(i as i32), rate(l, label)?)))
-            .collect();
-        chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(3)))?
-            .label(*label)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3))
-            });
-        chart.draw_series(
-            points
-                .into_iter()
-                .map(|p| Circle::new(p, 5, color.filled())),
-        )?;
-    }
+    Ok(())
+}
+
+/// One subject: a line through its points, a dot on each, and its legend entry.
+fn line(chart: &mut Chart, label: &str, points: Vec<(i32, f64)>, color: RGBColor) -> Result<()> {
+    let at: Vec<(SegmentValue<i32>, f64)> = points
+        .into_iter()
+        .map(|(i, y)| (SegmentValue::CenterOf(i), y))
+        .collect();
     chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .label_font((FAMILY, 16))
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()?;
-    root.present()
-        .with_context(|| format!("writing the chart to {}", path.display()))?;
+        .draw_series(LineSeries::new(at.clone(), color.stroke_width(3)))?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3)));
+    chart.draw_series(at.into_iter().map(|p| Circle::new(p, 5, color.filled())))?;
     Ok(())
 }

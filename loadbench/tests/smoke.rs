@@ -28,9 +28,11 @@ fn short_run_produces_every_new_figure_and_the_chart() {
     let dir = scratch();
     let (json, png) = (dir.join("run.json"), dir.join("w7.png"));
     let out = Command::new(env!("CARGO_BIN_EXE_loadbench"))
+        // W1 ends after 200 pairs (the count, not the 2 s slot, ends it), so that a few
+        // commands still in flight at a slot's edge move the per-pair count by < 0.1.
         .args([
             "--secs",
-            "0.5",
+            "2",
             "--rounds",
             "1",
             "--w7-secs",
@@ -63,9 +65,10 @@ fn short_run_produces_every_new_figure_and_the_chart() {
         let cpu = cell(&report, "W1", "masters' CPU us/pair", col).unwrap();
         assert!(cpu > 0.0, "{col}: masters' CPU per pair {cpu}");
     }
-    let floor_cmds = cell(&report, "W1", "commands on masters/pair", "floor").unwrap();
+    let floor_cmds = cell(&report, "W1", "commands on masters/pair", "floor")
+        .expect("no W1 command count for the floor (a master's INFO unreadable?)");
     assert!(
-        (19.9..20.5).contains(&floor_cmds),
+        (19.8..20.5).contains(&floor_cmds),
         "floor commands/pair {floor_cmds}"
     );
 
