@@ -11,6 +11,8 @@ deps() {
     command -v redis-server >/dev/null || missing+=(redis-server)
     # testcluster compiles a small C clock shim (clock-jump faults) with cc.
     command -v cc >/dev/null || missing+=(gcc)
+    # loadbench draws its W7 chart with this font (its smoke test runs in `test`).
+    [[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || missing+=(fonts-dejavu-core)
     if ((${#missing[@]})); then
         local sudo=""
         [[ $(id -u) == 0 ]] || sudo="sudo"

@@ -14,6 +14,7 @@ use redis::Value;
 use redis::aio::MultiplexedConnection;
 use tokio::time::Instant;
 
+use crate::probe::{Cost, Probe};
 use crate::workloads::{Lat, PerSubject, order};
 
 /// Keys in the key space (all pre-filled).
@@ -128,6 +129,8 @@ pub struct CacheRun {
     /// Operations that failed (a set dropped, a read error); not counted in the latencies.
     pub errors: u64,
     pub elapsed: Duration,
+    /// CPU and commands during the slots.
+    pub cost: Cost,
 }
 
 impl CacheRun {
@@ -151,6 +154,7 @@ impl CacheRun {
         self.misses += o.misses;
         self.errors += o.errors;
         self.elapsed += o.elapsed;
+        self.cost += o.cost;
     }
 }
 
@@ -220,6 +224,7 @@ pub async fn w6(
     rounds: usize,
     slot: Duration,
     tasks: usize,
+    probe: &Probe,
 ) -> Result<PerSubject<CacheRun>> {
     // Warm both paths (connections, scripts, allocator) outside the measured slots.
     for (_, s) in subjects {
@@ -229,7 +234,9 @@ pub async fn w6(
     for r in 0..rounds {
         for i in order(subjects.len(), r) {
             let (label, s) = &subjects[i];
-            let one = mix(s, tasks, slot).await?;
+            let (one, cost) = probe.measure(mix(s, tasks, slot)).await;
+            let mut one = one?;
+            one.cost = cost;
             out.entry(label).or_default().add(one);
         }
     }

@@ -1,16 +1,19 @@
 //! Load driver for redquorum: starts five local masters with `testcluster` and measures, side
 //! by side in one run, redquorum, rslock (with `--features rslock`) and the raw-command ceiling.
 //!
-//! How to run (from the workspace root; about a minute):
+//! How to run (from the workspace root; about two minutes):
 //!
 //! ```text
-//! cargo run --release -p loadbench --features rslock -- --json target/loadbench.json
+//! cargo run --release -p loadbench --features rslock -- \
+//!     --json target/loadbench.json --chart target/w7.png
 //! ```
 //!
 //! Workloads (each subject runs in short slots, alternating order between rounds, so that the
 //! noise of a shared machine hits all of them alike; compare the ratios, not the raw figures):
 //! - W1: one task, lock + unlock on distinct keys: p50, p99.
 //! - W2: 64 tasks, lock + unlock on distinct keys: pairs per second.
+//! - W3b: two client processes x 8 tasks contending for one key (this binary started again as
+//!   a worker): acquisitions per second, fairness between the processes and between tasks.
 //! - W3: 16 tasks contending for one key: acquisitions per second, hand-off latency (from the
 //!   holder starting its release to the next holder's acquire returning), per-task min / max.
 //!   Column `rq-no-wake` is redquorum with release wake-ups off (`wake_ups(false)`: polling).
@@ -18,14 +21,23 @@
 //!   timeouts, so its run is cut at a deadline and reports what it managed.
 //! - W5: the ceiling: the same scripts sent raw to all masters in parallel over the same kind of
 //!   connection (one multiplexed connection per master), no lock logic: W1 and W2 shapes.
+//! - W7: W2's loop at 1, 4, 16, 64 and 256 tasks, drawn as a PNG chart with `--chart`.
+//! - Column `floor`: the fewest commands any Redlock client must send (`SET NX PX` to every
+//!   master, a compare-and-delete script to release; each step returns at a majority).
+//! - Every workload reports the masters' CPU and commands per operation (`INFO` deltas).
 //! - W6: cache get/set throughput over the ring at 64 tasks (80% get / 20% set of 64-byte
 //!   values over 10,000 pre-filled keys): ops/s, p50/p99 per op, hit ratio. Column `ceiling`
 //!   sends plain GET / SET to the node the ring picks, over one multiplexed connection each.
 
 mod alloc;
 mod cache;
+mod chart;
+mod floor;
+mod probe;
 mod report;
 mod subjects;
+mod w3b;
+mod w7;
 mod workloads;
 
 use std::path::PathBuf;
@@ -35,8 +47,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 
+use probe::Probe;
 use report::Report;
-use subjects::{Raw, Subject};
+use subjects::Subject;
 
 /// Command line.
 #[derive(Parser, Debug, Clone)]
@@ -73,6 +86,30 @@ pub struct Args {
     /// Measure only these subjects (for profiling), e.g. `--subjects redquorum`. Default: all.
     #[arg(long, value_delimiter = ',')]
     subjects: Vec<String>,
+    /// Draw W7 (pairs/s against tasks) as a PNG here.
+    #[arg(long)]
+    chart: Option<PathBuf>,
+    /// TTF font for the chart's text.
+    #[arg(
+        long,
+        default_value = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+    )]
+    font: PathBuf,
+    /// W7's task counts.
+    #[arg(long, value_delimiter = ',', default_values_t = w7::LEVELS)]
+    levels: Vec<usize>,
+    /// Length of one W7 slot, in seconds (W7 has levels x subjects x rounds slots).
+    #[arg(long, default_value_t = 1.0)]
+    w7_secs: f64,
+    /// Internal: run as a W3b worker process measuring this subject.
+    #[arg(long, hide = true)]
+    worker: Option<String>,
+    #[arg(long, hide = true, value_delimiter = ',')]
+    worker_urls: Vec<String>,
+    #[arg(long, hide = true, default_value = "")]
+    worker_key: String,
+    #[arg(long, hide = true, default_value_t = w3b::TASKS_PER_PROCESS)]
+    worker_tasks: usize,
 }
 
 impl Args {
@@ -133,8 +170,13 @@ async fn set_persistence(urls: &[String], p: Persistence) -> Result<()> {
 static ALLOCATOR: alloc::Counting = alloc::Counting;
 
 const MASTERS: usize = 5;
-/// Column of redquorum with release wake-ups off.
+/// Column names.
+pub const OURS: &str = "redquorum";
+/// Redquorum with release wake-ups off.
 pub const NO_WAKE: &str = "rq-no-wake";
+pub const RSLOCK: &str = "rslock";
+pub const FLOOR: &str = "floor";
+pub const CEILING: &str = "ceiling";
 pub const TTL: Duration = Duration::from_secs(10);
 
 /// A subject with the name it has in the table.
@@ -146,12 +188,22 @@ pub struct Named {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(label) = &args.worker {
+        return run_worker(label, &args);
+    }
+    if args.secs <= 0.0 || args.w7_secs <= 0.0 || args.rounds == 0 {
+        anyhow::bail!("--secs, --w7-secs and --rounds must be positive");
+    }
+    if args.levels.is_empty() || args.levels.contains(&0) {
+        anyhow::bail!("--levels must be task counts of at least 1");
+    }
     // Start the masters before the runtime: testcluster is synchronous.
     let cluster = testcluster::Cluster::start(MASTERS).context("starting 5 masters")?;
     let urls = cluster.urls();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let started = std::time::Instant::now();
     let report = runtime.block_on(run(&args, &cluster, &urls));
     let report = match report {
         Ok(r) => r,
@@ -161,64 +213,66 @@ fn main() -> Result<()> {
         }
     };
     println!("{}", report.table());
+    println!("run took {:.0} s", started.elapsed().as_secs_f64());
     if let Some(path) = &args.json {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).ok();
-        }
+        create_parent(path);
         std::fs::write(path, serde_json::to_string_pretty(&report.json())?)
             .with_context(|| format!("writing {}", path.display()))?;
         println!("JSON written to {}", path.display());
     }
+    if let Some(path) = &args.chart {
+        create_parent(path);
+        report.chart(path, &args.font)?;
+        println!("W7 chart written to {}", path.display());
+    }
     Ok(())
+}
+
+fn create_parent(path: &std::path::Path) {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).ok();
+    }
+}
+
+/// W3b's second (and first) client process: see `w3b.rs`.
+fn run_worker(label: &str, args: &Args) -> Result<()> {
+    let w = w3b::WorkerArgs {
+        label: label.to_owned(),
+        urls: args.worker_urls.clone(),
+        key: args.worker_key.clone(),
+        tasks: args.worker_tasks,
+    };
+    if w.urls.is_empty() || w.key.is_empty() || w.tasks == 0 {
+        anyhow::bail!("--worker needs --worker-urls, --worker-key and --worker-tasks >= 1");
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(w3b::worker(&w, args))
 }
 
 async fn run(args: &Args, cluster: &testcluster::Cluster, urls: &[String]) -> Result<Report> {
     set_persistence(urls, args.persistence).await?;
-    let ours = redquorum::Redlock::builder()
-        .masters(urls.iter().cloned())
-        .build()
-        .await?;
-    // The same library with release wake-ups off: waiters poll with the jittered delay only.
-    let polling = redquorum::Redlock::builder()
-        .masters(urls.iter().cloned())
-        .wake_ups(false)
-        .build()
-        .await?;
-    let mut locks = vec![
-        Named {
-            label: "redquorum",
-            subject: Subject::Ours(ours),
-        },
-        Named {
-            label: NO_WAKE,
-            subject: Subject::Ours(polling),
-        },
-    ];
-    #[cfg(feature = "rslock")]
-    {
-        let mut m = rslock::LockManager::new(urls.to_vec());
-        m.set_retry(3, Duration::from_millis(args.rslock_retry_ms));
-        locks.push(Named {
-            label: "rslock",
-            subject: Subject::Rslock(m),
-        });
+    let mut locks = Vec::new();
+    for label in [OURS, NO_WAKE, RSLOCK] {
+        if args.measures(label) && (label != RSLOCK || cfg!(feature = "rslock")) {
+            locks.push(subjects::build(label, urls, args).await?);
+        }
     }
-    let raw = Named {
-        label: "ceiling",
-        subject: Subject::Raw(Arc::new(Raw::connect(urls).await?)),
-    };
-    locks.retain(|n| args.measures(n.label));
     let mut report = Report::new(args, locks.iter().map(|n| n.label).collect());
-
     // Wake-ups only change how contended acquires wait: the no-wake variant runs in W3 only.
     let uncontended: Vec<Named> = locks
         .iter()
         .filter(|n| n.label != NO_WAKE)
         .cloned()
         .collect();
-    let mut all = uncontended.clone();
-    if args.measures(raw.label) {
-        all.push(raw);
+    let mut floor = uncontended.clone();
+    if args.measures(FLOOR) {
+        floor.push(subjects::build(FLOOR, urls, args).await?);
+    }
+    let mut all = floor.clone();
+    if args.measures(CEILING) {
+        all.push(subjects::build(CEILING, urls, args).await?);
     }
     for s in all
         .iter()
@@ -227,46 +281,63 @@ async fn run(args: &Args, cluster: &testcluster::Cluster, urls: &[String]) -> Re
         workloads::warm_up(s).await?;
     }
     let slot = Duration::from_secs_f64(args.secs);
+    let probe = Probe::connect(urls).await?;
     if args.wants("w1") {
-        report.w1 = workloads::w1(&all, args.rounds, slot, args.max_ops).await?;
+        report.w1 = workloads::w1(&all, args.rounds, slot, args.max_ops, &probe).await?;
     }
     if args.wants("w2") {
-        report.w2 = {
-            let probe = workloads::Probe::connect(urls).await?;
-            workloads::w2(&all, args.rounds, slot, 64, &probe).await?
-        };
+        report.w2 = workloads::w2(&all, args.rounds, slot, 64, &probe).await?;
     }
     if args.wants("w3") {
-        let probe = workloads::Probe::connect(urls).await?;
         report.w3 = workloads::w3(&locks, args.rounds, slot, 16, &probe).await?;
     }
+    if args.wants("w3b") {
+        let labels: Vec<&'static str> = locks.iter().map(|n| n.label).collect();
+        report.w3b = w3b::w3b(&labels, urls, args, &probe).await?;
+    }
     if args.wants("w4") {
+        // A paused master cannot answer INFO: W4's costs are those of the four running ones.
+        let running = Probe::connect(&urls[..MASTERS - 1]).await?;
         cluster.pause(MASTERS - 1)?;
         let w4 = workloads::w4(
-            &uncontended,
+            &floor,
             slot * args.rounds as u32,
             Duration::from_secs_f64(args.rslock_w4_secs),
             args.max_ops,
+            &running,
         )
         .await;
         cluster.resume(MASTERS - 1)?;
         report.w4 = w4?;
     }
     if args.wants("w6") {
-        let cache = redquorum::Cache::builder()
-            .nodes(urls.iter().cloned())
-            .build()
-            .await?;
-        cache::prefill(&cache).await?;
-        let raw = cache::RawCache::connect(&cache, urls).await?;
-        let mut subjects = Vec::new();
-        if args.measures("redquorum") {
-            subjects.push(("redquorum", cache::CacheSubject::Ours(cache)));
-        }
-        if args.measures("ceiling") {
-            subjects.push(("ceiling", cache::CacheSubject::Raw(Arc::new(raw))));
-        }
-        report.w6 = cache::w6(&subjects, args.rounds, slot, 64).await?;
+        report.w6 = run_w6(args, urls, slot, &probe).await?;
+    }
+    if args.wants("w7") {
+        let w7_slot = Duration::from_secs_f64(args.w7_secs);
+        report.w7 = w7::w7(&floor, &args.levels, args.rounds, w7_slot, &probe).await?;
     }
     Ok(report)
+}
+
+async fn run_w6(
+    args: &Args,
+    urls: &[String],
+    slot: Duration,
+    probe: &Probe,
+) -> Result<workloads::PerSubject<cache::CacheRun>> {
+    let cache = redquorum::Cache::builder()
+        .nodes(urls.iter().cloned())
+        .build()
+        .await?;
+    cache::prefill(&cache).await?;
+    let raw = cache::RawCache::connect(&cache, urls).await?;
+    let mut subjects = Vec::new();
+    if args.measures(OURS) {
+        subjects.push((OURS, cache::CacheSubject::Ours(cache)));
+    }
+    if args.measures(CEILING) {
+        subjects.push((CEILING, cache::CacheSubject::Raw(Arc::new(raw))));
+    }
+    cache::w6(&subjects, args.rounds, slot, 64, probe).await
 }

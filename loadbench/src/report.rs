@@ -1,13 +1,20 @@
-//! The table and the JSON: the same rows, ratios against rslock and against the ceiling, and
-//! the targets of the issue with whether this run met them.
+//! The table, the JSON and the chart: the same rows, ratios of redquorum against rslock, the
+//! floor and the ceiling, and the targets of issue 11 with whether this run met them.
+
+mod rows;
+mod targets;
 
 use std::fmt::Write;
+use std::path::Path;
 
+use anyhow::Result;
 use serde_json::{Value, json};
 
-use crate::Args;
 use crate::cache::CacheRun;
+use crate::w3b::Shared;
+use crate::w7::Sweep;
 use crate::workloads::{Contention, PerSubject, Serial, Throughput};
+use crate::{Args, CEILING, FLOOR, OURS, RSLOCK};
 
 pub struct Report {
     args: Args,
@@ -16,45 +23,27 @@ pub struct Report {
     pub w1: PerSubject<Serial>,
     pub w2: PerSubject<Throughput>,
     pub w3: PerSubject<Contention>,
+    pub w3b: PerSubject<Shared>,
     pub w4: PerSubject<Serial>,
     pub w6: PerSubject<CacheRun>,
+    pub w7: Sweep,
 }
 
-/// One metric row: a value per column (locks..., ceiling).
-struct Row {
-    workload: &'static str,
-    metric: &'static str,
-    values: Vec<Option<f64>>,
-}
-
-struct Target {
-    name: &'static str,
-    goal: &'static str,
-    measured: Option<f64>,
-    /// `measured <= bound` when true, `>=` when false.
-    at_most: bool,
-    bound: f64,
-}
-
-impl Target {
-    fn met(&self) -> Option<bool> {
-        let m = self.measured?;
-        Some(if self.at_most {
-            m <= self.bound
-        } else {
-            m >= self.bound
-        })
-    }
-}
-
-const OURS: &str = "redquorum";
-const RSLOCK: &str = "rslock";
-const CEILING: &str = "ceiling";
+/// The columns every row's redquorum value is divided by.
+const RATIOS: [&str; 3] = [RSLOCK, FLOOR, CEILING];
 
 fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => Some(a / b),
         _ => None,
+    }
+}
+
+fn fmt(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v >= 100.0 => format!("{v:.0}"),
+        Some(v) => format!("{v:.2}"),
+        None => "-".into(),
     }
 }
 
@@ -66,8 +55,10 @@ impl Report {
             w1: Default::default(),
             w2: Default::default(),
             w3: Default::default(),
+            w3b: Default::default(),
             w4: Default::default(),
             w6: Default::default(),
+            w7: Default::default(),
         }
     }
 
@@ -76,262 +67,75 @@ impl Report {
         if !c.contains(&RSLOCK) {
             c.push(RSLOCK);
         }
-        c.push(CEILING);
+        c.extend([FLOOR, CEILING]);
         c
     }
 
-    fn rows(&self) -> Vec<Row> {
+    /// redquorum's value over each of [`RATIOS`]' columns, in `row`.
+    fn ratios(&self, values: &[Option<f64>]) -> Vec<Option<f64>> {
         let cols = self.columns();
-        let by = |f: &dyn Fn(&str) -> Option<f64>| cols.iter().map(|c| f(c)).collect();
-        let pct = |m: &PerSubject<Serial>, c: &str, p: f64| m.get(c).and_then(|s| s.lat.pct(p));
-        vec![
-            Row {
-                workload: "W1",
-                metric: "1 task lock+unlock p50 (us)",
-                values: by(&|c| pct(&self.w1, c, 50.0)),
-            },
-            Row {
-                workload: "W1",
-                metric: "1 task lock+unlock p99 (us)",
-                values: by(&|c| pct(&self.w1, c, 99.0)),
-            },
-            Row {
-                workload: "W1",
-                metric: "allocations/pair",
-                values: by(&|c| self.w1.get(c).and_then(Serial::allocations_per_pair)),
-            },
-            Row {
-                workload: "W2",
-                metric: "64 tasks pairs/s",
-                values: by(&|c| self.w2.get(c).and_then(Throughput::rate)),
-            },
-            Row {
-                workload: "W2",
-                metric: "64 tasks pair p50 (us)",
-                values: by(&|c| self.w2.get(c).and_then(|t| t.lat.pct(50.0))),
-            },
-            Row {
-                workload: "W2",
-                metric: "client CPU us/pair",
-                values: by(&|c| self.w2.get(c).and_then(Throughput::client_us_per_pair)),
-            },
-            Row {
-                workload: "W2",
-                metric: "masters' CPU us/pair",
-                values: by(&|c| self.w2.get(c).and_then(Throughput::server_us_per_pair)),
-            },
-            Row {
-                workload: "W2",
-                metric: "commands on masters/pair",
-                values: by(&|c| self.w2.get(c).and_then(Throughput::commands_per_pair)),
-            },
-            Row {
-                workload: "W2",
-                metric: "64 tasks errors",
-                values: by(&|c| self.w2.get(c).map(|t| t.errors as f64)),
-            },
-            Row {
-                workload: "W3",
-                metric: "16 tasks 1 key acq/s",
-                values: by(&|c| self.w3.get(c).and_then(Contention::rate)),
-            },
-            Row {
-                workload: "W3",
-                metric: "hand-off p50 (us)",
-                values: by(&|c| self.w3.get(c).and_then(|t| t.handoff.pct(50.0))),
-            },
-            Row {
-                workload: "W3",
-                metric: "hand-off p99 (us)",
-                values: by(&|c| self.w3.get(c).and_then(|t| t.handoff.pct(99.0))),
-            },
-            Row {
-                workload: "W3",
-                metric: "per task min",
-                values: by(&|c| {
-                    self.w3
-                        .get(c)
-                        .and_then(|t| t.per_task.iter().min().map(|&v| v as f64))
-                }),
-            },
-            Row {
-                workload: "W3",
-                metric: "per task max",
-                values: by(&|c| {
-                    self.w3
-                        .get(c)
-                        .and_then(|t| t.per_task.iter().max().map(|&v| v as f64))
-                }),
-            },
-            Row {
-                workload: "W3",
-                metric: "fairness min/max (1 = even)",
-                values: by(&|c| {
-                    let t = self.w3.get(c)?;
-                    let (min, max) = (t.per_task.iter().min()?, t.per_task.iter().max()?);
-                    (*max > 0).then(|| *min as f64 / *max as f64)
-                }),
-            },
-            Row {
-                workload: "W3",
-                metric: "client CPU us/acq",
-                values: by(&|c| self.w3.get(c).and_then(Contention::costs).map(|c| c.0)),
-            },
-            Row {
-                workload: "W3",
-                metric: "masters' CPU us/acq",
-                values: by(&|c| self.w3.get(c).and_then(Contention::costs).map(|c| c.1)),
-            },
-            Row {
-                workload: "W3",
-                metric: "commands on masters/acq",
-                values: by(&|c| self.w3.get(c).and_then(Contention::costs).map(|c| c.2)),
-            },
-            Row {
-                workload: "W3",
-                metric: "errors",
-                values: by(&|c| self.w3.get(c).map(|t| t.errors as f64)),
-            },
-            Row {
-                workload: "W4",
-                metric: "1 paused: p50 (us)",
-                values: by(&|c| pct(&self.w4, c, 50.0)),
-            },
-            Row {
-                workload: "W4",
-                metric: "1 paused: p99 (us)",
-                values: by(&|c| pct(&self.w4, c, 99.0)),
-            },
-            Row {
-                workload: "W4",
-                metric: "1 paused: pairs done",
-                values: by(&|c| self.w4.get(c).map(|s| s.lat.len() as f64)),
-            },
-            Row {
-                workload: "W6",
-                metric: "cache 64 tasks ops/s",
-                values: by(&|c| self.w6.get(c).and_then(CacheRun::rate)),
-            },
-            Row {
-                workload: "W6",
-                metric: "get p50 (us)",
-                values: by(&|c| self.w6.get(c).and_then(|r| r.gets.pct(50.0))),
-            },
-            Row {
-                workload: "W6",
-                metric: "get p99 (us)",
-                values: by(&|c| self.w6.get(c).and_then(|r| r.gets.pct(99.0))),
-            },
-            Row {
-                workload: "W6",
-                metric: "set p50 (us)",
-                values: by(&|c| self.w6.get(c).and_then(|r| r.sets.pct(50.0))),
-            },
-            Row {
-                workload: "W6",
-                metric: "set p99 (us)",
-                values: by(&|c| self.w6.get(c).and_then(|r| r.sets.pct(99.0))),
-            },
-            Row {
-                workload: "W6",
-                metric: "hit ratio",
-                values: by(&|c| self.w6.get(c).and_then(CacheRun::hit_ratio)),
-            },
-            Row {
-                workload: "W6",
-                metric: "errors (dropped/failed ops)",
-                values: by(&|c| self.w6.get(c).map(|r| r.errors as f64)),
-            },
-        ]
-    }
-
-    fn targets(&self) -> Vec<Target> {
-        let p50 = |m: &PerSubject<Serial>, c: &str| m.get(c).and_then(|s| s.lat.pct(50.0));
-        let w2 = |c: &str| self.w2.get(c).and_then(Throughput::rate);
-        let w3 = |c: &str| self.w3.get(c).and_then(Contention::rate);
-        vec![
-            Target {
-                name: "W1 p50 vs rslock",
-                goal: "<= 0.5x",
-                measured: ratio(p50(&self.w1, OURS), p50(&self.w1, RSLOCK)),
-                at_most: true,
-                bound: 0.5,
-            },
-            Target {
-                name: "W2 pairs/s vs rslock",
-                goal: ">= 3x",
-                measured: ratio(w2(OURS), w2(RSLOCK)),
-                at_most: false,
-                bound: 3.0,
-            },
-            Target {
-                name: "W3 acq/s vs rslock",
-                goal: ">= 2x",
-                measured: ratio(w3(OURS), w3(RSLOCK)),
-                at_most: false,
-                bound: 2.0,
-            },
-            Target {
-                name: "W3 hand-off p50 (us)",
-                goal: "< 1000 us",
-                measured: self.w3.get(OURS).and_then(|t| t.handoff.pct(50.0)),
-                at_most: true,
-                bound: 999.999,
-            },
-            Target {
-                name: "W4 p50 vs own W1 p50",
-                goal: "<= 1.5x",
-                measured: ratio(p50(&self.w4, OURS), p50(&self.w1, OURS)),
-                at_most: true,
-                bound: 1.5,
-            },
-            Target {
-                name: "W2 vs ceiling (W5)",
-                goal: ">= 0.6x",
-                measured: ratio(w2(OURS), w2(CEILING)),
-                at_most: false,
-                bound: 0.6,
-            },
-        ]
+        let at = |name: &str| cols.iter().position(|c| *c == name).and_then(|i| values[i]);
+        RATIOS.iter().map(|c| ratio(at(OURS), at(c))).collect()
     }
 
     pub fn table(&self) -> String {
-        let cols = self.columns();
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "loadbench: 5 masters ({}), {} rounds x {:.1} s slots, ttl 10 s; ratios are {OURS} / other",
+            "loadbench: 5 masters ({}), {} rounds x {:.1} s slots (W7 {:.1} s), ttl 10 s; \
+             ratios are {OURS} / other",
             self.args.persistence.name(),
             self.args.rounds,
-            self.args.secs
+            self.args.secs,
+            self.args.w7_secs,
         );
-        let _ = write!(s, "{:<4} {:<28}", "", "metric");
-        for c in &cols {
-            let _ = write!(s, " {c:>15}");
+        let _ = write!(s, "{:<4} {:<34}", "", "metric");
+        for c in self.columns() {
+            let _ = write!(s, " {c:>11}");
         }
-        let _ = writeln!(s, " {:>10} {:>10}", "x rslock", "x ceiling");
-        let fmt = |v: Option<f64>| match v {
-            Some(v) if v >= 100.0 => format!("{v:.0}"),
-            Some(v) => format!("{v:.2}"),
-            None => "-".into(),
-        };
+        for c in RATIOS {
+            let _ = write!(s, " {:>9}", format!("x {c}"));
+        }
+        s.push('\n');
         for row in self.rows() {
-            let _ = write!(s, "{:<4} {:<28}", row.workload, row.metric);
+            let _ = write!(s, "{:<4} {:<34}", row.workload, row.metric);
             for v in &row.values {
-                let _ = write!(s, " {:>15}", fmt(*v));
+                let _ = write!(s, " {:>11}", fmt(*v));
             }
-            let ours = row.values[0];
-            let col = |name: &str| cols.iter().position(|c| *c == name).map(|i| row.values[i]);
+            for v in self.ratios(&row.values) {
+                let _ = write!(s, " {:>9}", fmt(v));
+            }
+            s.push('\n');
+        }
+        self.notes(&mut s);
+        let _ = writeln!(s, "\ntargets (issue 11):");
+        for t in self.targets() {
+            let met = match t.met() {
+                Some(true) => "met",
+                Some(false) => "NOT met",
+                None => "n/a",
+            };
             let _ = writeln!(
                 s,
-                " {:>10} {:>10}",
-                fmt(ratio(ours, col(RSLOCK).flatten())),
-                fmt(ratio(ours, col(CEILING).flatten()))
+                "  {:<32} {:<9} measured {:>8}  {met}",
+                t.name,
+                t.goal_text(),
+                fmt(t.measured)
             );
         }
+        s
+    }
+
+    fn notes(&self, s: &mut String) {
         let _ = writeln!(
             s,
-            "\nW5 (ceiling) = the W1 and W2 rows of column `{CEILING}`."
+            "\nfloor = SET NX PX to every master + compare-and-delete script, each step \
+             returning at a majority (no fencing, no PUBLISH, no timeouts).\n\
+             W5 (ceiling) = the W1 and W2 rows of column `{CEILING}` (redquorum's own scripts \
+             sent raw to all 5 masters).\n\
+             Cost rows: client CPU = this process (W3b: both worker processes); masters' CPU \
+             and commands = INFO deltas over the slots (`-` if a master's INFO could not be \
+             read around one of the slots)."
         );
         let _ = writeln!(
             s,
@@ -362,22 +166,20 @@ impl Report {
                 "rslock: not built (run with --features rslock to measure it)"
             );
         }
-        let _ = writeln!(s, "\ntargets:");
-        for t in self.targets() {
-            let met = match t.met() {
-                Some(true) => "met",
-                Some(false) => "NOT met",
-                None => "n/a",
-            };
-            let _ = writeln!(
-                s,
-                "  {:<24} {:<10} measured {:>10}  {met}",
-                t.name,
-                t.goal,
-                fmt(t.measured)
-            );
-        }
-        s
+    }
+
+    /// Draws W7 into `path` (PNG).
+    pub fn chart(&self, path: &Path, font: &Path) -> Result<()> {
+        let labels: Vec<&str> = self
+            .columns()
+            .into_iter()
+            .filter(|c| self.w7.values().any(|level| level.contains_key(c)))
+            .collect();
+        let title = format!(
+            "W7: lock + unlock pairs/s against tasks, higher is better (5 local masters, {} x {:.1} s slots)",
+            self.args.rounds, self.args.w7_secs
+        );
+        crate::chart::draw(&self.w7, &labels, path, font, &title)
     }
 
     pub fn json(&self) -> Value {
@@ -391,18 +193,16 @@ impl Report {
                     .zip(&r.values)
                     .map(|(c, v)| (c.to_string(), json!(v)))
                     .collect();
-                let ours = r.values[0];
-                let at = |name: &str| {
-                    cols.iter()
-                        .position(|c| *c == name)
-                        .and_then(|i| r.values[i])
-                };
+                let ratios: serde_json::Map<String, Value> = RATIOS
+                    .iter()
+                    .zip(self.ratios(&r.values))
+                    .map(|(c, v)| (format!("vs_{c}"), json!(v)))
+                    .collect();
                 json!({
                     "workload": r.workload,
                     "metric": r.metric,
                     "values": values,
-                    "ratio_vs_rslock": ratio(ours, at(RSLOCK)),
-                    "ratio_vs_ceiling": ratio(ours, at(CEILING)),
+                    "ratios": ratios,
                 })
             })
             .collect();
@@ -411,7 +211,7 @@ impl Report {
             .into_iter()
             .map(|t| {
                 json!({
-                    "name": t.name, "goal": t.goal, "measured": t.measured, "met": t.met()
+                    "name": t.name, "goal": t.goal_text(), "measured": t.measured, "met": t.met()
                 })
             })
             .collect();
@@ -420,11 +220,16 @@ impl Report {
             "persistence": self.args.persistence.name(),
             "rounds": self.args.rounds,
             "slot_secs": self.args.secs,
+            "w7_slot_secs": self.args.w7_secs,
+            "w7_levels": self.w7.keys().collect::<Vec<_>>(),
             "ttl_ms": crate::TTL.as_millis() as u64,
             "rslock_retry_ms": self.args.rslock_retry_ms,
             "rslock_w4_cut": self.w4.get(RSLOCK).map(|s| s.cut_at_deadline),
             "w3_per_task": self.w3.iter().map(|(k, v)| (k.to_string(), json!(v.per_task)))
                 .collect::<serde_json::Map<_, _>>(),
+            "w3b": self.w3b.iter().map(|(k, v)| {
+                (k.to_string(), json!({"per_process": v.per_process, "per_task": v.all.per_task}))
+            }).collect::<serde_json::Map<_, _>>(),
             "w2_errors": self.w2.iter().map(|(k, v)| {
                 (k.to_string(), json!({"count": v.errors, "first": v.first_error}))
             }).collect::<serde_json::Map<_, _>>(),

@@ -1,5 +1,5 @@
-//! The things measured: redquorum, rslock, and the raw-command ceiling, behind one enum so
-//! that every workload drives them through the same loop.
+//! The things measured: redquorum, rslock, the floor and the raw-command ceiling, behind one
+//! enum so that every workload drives them through the same loop.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,9 +9,15 @@ use futures::future::join_all;
 use redis::aio::MultiplexedConnection;
 use redis::{Cmd, Value};
 
+use crate::floor::Floor;
+use crate::{Args, CEILING, FLOOR, NO_WAKE, Named, OURS, RSLOCK};
+
 /// The lock scripts redquorum sends, byte for byte (the ceiling sends the same commands).
 const ACQUIRE_LUA: &str = include_str!("../../scripts/acquire.lua");
 const RELEASE_LUA: &str = include_str!("../../scripts/release.lua");
+
+/// The ceiling's fencing counter (redquorum's key layout, under another prefix).
+const RAW_FENCE_KEY: &str = "raw:fence";
 
 /// One library (or the ceiling) under test.
 #[derive(Clone)]
@@ -20,6 +26,7 @@ pub enum Subject {
     #[cfg(feature = "rslock")]
     Rslock(rslock::LockManager),
     Raw(Arc<Raw>),
+    Floor(Arc<Floor>),
 }
 
 /// A lock held by one of the subjects.
@@ -28,6 +35,10 @@ pub enum Held {
     #[cfg(feature = "rslock")]
     Rslock(rslock::Lock),
     Raw {
+        key: String,
+        token: String,
+    },
+    Floor {
         key: String,
         token: String,
     },
@@ -51,6 +62,10 @@ impl Subject {
                 Err(e) => bail!("rslock: {e}"),
             },
             Subject::Raw(raw) => raw.acquire(key, ttl).await.map(Some),
+            Subject::Floor(f) => {
+                let (key, token) = f.acquire(key, ttl).await?;
+                Ok(Some(Held::Floor { key, token }))
+            }
         }
     }
 
@@ -62,6 +77,7 @@ impl Subject {
             #[cfg(feature = "rslock")]
             (Subject::Rslock(m), Held::Rslock(l)) => m.unlock(&l).await,
             (Subject::Raw(raw), Held::Raw { key, token }) => raw.release(&key, &token).await?,
+            (Subject::Floor(f), Held::Floor { key, token }) => f.release(&key, &token).await?,
             _ => bail!("held lock of another subject"),
         }
         Ok(())
@@ -100,6 +116,14 @@ impl Raw {
                     .query_async(&mut conn)
                     .await?;
             }
+            // The acquire script refuses (-2, "unsealed") while the fencing counter is missing;
+            // redquorum creates its own on connect, the ceiling must create its own too.
+            let _: Value = redis::cmd("SET")
+                .arg(RAW_FENCE_KEY)
+                .arg(0)
+                .arg("NX")
+                .query_async(&mut conn)
+                .await?;
             conns.push(conn);
         }
         Ok(Self {
@@ -107,7 +131,7 @@ impl Raw {
             acquire_sha: redis::Script::new(ACQUIRE_LUA).get_hash().to_owned(),
             release_sha: redis::Script::new(RELEASE_LUA).get_hash().to_owned(),
             // Same key layout as redquorum's defaults, under another prefix.
-            fence_key: "raw:fence".into(),
+            fence_key: RAW_FENCE_KEY.into(),
             prefix: "raw:lock:".into(),
         })
     }
@@ -160,4 +184,34 @@ impl Raw {
         self.all(&cmd).await.context("raw release")?;
         Ok(())
     }
+}
+
+/// Connects the subject called `label` to the masters at `urls` (the worker processes of W3b
+/// build theirs with this too, so that both sides measure the same thing).
+pub async fn build(label: &str, urls: &[String], args: &Args) -> Result<Named> {
+    let subject = match label {
+        OURS | NO_WAKE => Subject::Ours(
+            redquorum::Redlock::builder()
+                .masters(urls.iter().cloned())
+                // Without wake-ups, waiters poll with the jittered retry delay only.
+                .wake_ups(label == OURS)
+                .build()
+                .await?,
+        ),
+        #[cfg(feature = "rslock")]
+        RSLOCK => {
+            let mut m = rslock::LockManager::new(urls.to_vec());
+            m.set_retry(3, Duration::from_millis(args.rslock_retry_ms));
+            Subject::Rslock(m)
+        }
+        FLOOR => Subject::Floor(Arc::new(Floor::connect(urls).await?)),
+        CEILING => Subject::Raw(Arc::new(Raw::connect(urls).await?)),
+        other => bail!("unknown or not built subject {other:?}"),
+    };
+    let label = [OURS, NO_WAKE, RSLOCK, FLOOR, CEILING]
+        .into_iter()
+        .find(|l| *l == label)
+        .expect("matched above");
+    let _ = args;
+    Ok(Named { label, subject })
 }

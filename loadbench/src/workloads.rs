@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Result;
 use tokio::time::Instant;
 
+use crate::probe::{Cost, PerOp, Probe};
 use crate::{Named, TTL};
 
 /// Latency samples, in microseconds.
@@ -49,68 +50,15 @@ pub struct Serial {
     /// Allocations by the whole process during the slots (drivers and timers included).
     pub allocations: u64,
     pub errors: u64,
-}
-
-/// CPU time used so far by this process and by the masters, to turn a throughput into a cost
-/// per pair (on a shared 2-core machine the CPU, not the wall clock, is what is scarce).
-pub struct Probe {
-    masters: Vec<redis::aio::MultiplexedConnection>,
-}
-
-impl Probe {
-    pub async fn connect(urls: &[String]) -> Result<Self> {
-        let mut masters = Vec::new();
-        for url in urls {
-            let client = redis::Client::open(url.as_str())?;
-            masters.push(client.get_multiplexed_async_connection().await?);
-        }
-        Ok(Self { masters })
-    }
-
-    /// (client CPU, masters' CPU, commands the masters processed) so far.
-    async fn sample(&self) -> (Duration, Duration, u64) {
-        let mut server = 0.0;
-        let mut commands = 0;
-        for m in &self.masters {
-            let mut m = m.clone();
-            let info: String = redis::cmd("INFO")
-                .query_async(&mut m)
-                .await
-                .unwrap_or_default();
-            for line in info.lines() {
-                if let Some(v) = line
-                    .strip_prefix("used_cpu_sys:")
-                    .or_else(|| line.strip_prefix("used_cpu_user:"))
-                {
-                    server += v.trim().parse::<f64>().unwrap_or(0.0);
-                } else if let Some(v) = line.strip_prefix("total_commands_processed:") {
-                    commands += v.trim().parse::<u64>().unwrap_or(0);
-                }
-            }
-        }
-        (client_cpu(), Duration::from_secs_f64(server), commands)
-    }
-}
-
-/// utime + stime of this process, from /proc (10 ms resolution; slots are long enough).
-fn client_cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+    /// CPU and commands during the slots.
+    pub cost: Cost,
 }
 
 /// W2 / W5 shape: many tasks, pairs per second.
 #[derive(Clone, Debug, Default)]
 pub struct Throughput {
-    /// CPU used by this process during the slots.
-    pub client_cpu: Duration,
-    /// CPU used by the five masters during the slots.
-    pub server_cpu: Duration,
-    /// Commands the five masters processed during the slots (all subjects' probes included).
-    pub commands: u64,
+    /// CPU and commands during the slots.
+    pub cost: Cost,
     pub pairs: u64,
     /// Pairs that failed (e.g. a per-master timeout under overload); not counted in `pairs`.
     pub errors: u64,
@@ -125,6 +73,11 @@ impl Serial {
         let n = self.lat.len() as u64 + self.errors;
         (n > 0).then(|| self.allocations as f64 / n as f64)
     }
+
+    /// Cost per pair attempted (a pair that failed still sent its commands).
+    pub fn per_pair(&self) -> Option<PerOp> {
+        self.cost.per(self.lat.len() as u64 + self.errors)
+    }
 }
 
 impl Throughput {
@@ -132,16 +85,20 @@ impl Throughput {
         (self.elapsed > Duration::ZERO).then(|| self.pairs as f64 / self.elapsed.as_secs_f64())
     }
 
-    pub fn client_us_per_pair(&self) -> Option<f64> {
-        (self.pairs > 0).then(|| self.client_cpu.as_secs_f64() * 1e6 / self.pairs as f64)
+    /// Cost per pair done.
+    pub fn per_pair(&self) -> Option<PerOp> {
+        self.cost.per(self.pairs)
     }
 
-    pub fn commands_per_pair(&self) -> Option<f64> {
-        (self.pairs > 0).then(|| self.commands as f64 / self.pairs as f64)
-    }
-
-    pub fn server_us_per_pair(&self) -> Option<f64> {
-        (self.pairs > 0).then(|| self.server_cpu.as_secs_f64() * 1e6 / self.pairs as f64)
+    fn add(&mut self, one: Throughput) {
+        self.cost += one.cost;
+        self.pairs += one.pairs;
+        self.errors += one.errors;
+        self.elapsed += one.elapsed;
+        self.lat.extend(one.lat);
+        if self.first_error.is_none() {
+            self.first_error = one.first_error;
+        }
     }
 }
 
@@ -155,28 +112,46 @@ pub struct Contention {
     pub per_task: Vec<u64>,
     /// Acquire rounds that failed with an error rather than "contended".
     pub errors: u64,
-    pub client_cpu: Duration,
-    pub server_cpu: Duration,
-    pub commands: u64,
+    pub cost: Cost,
 }
 
 impl Contention {
-    /// (client CPU us, masters' CPU us, commands) per acquisition.
-    pub fn costs(&self) -> Option<(f64, f64, f64)> {
-        let n = self.acquisitions as f64;
-        (self.acquisitions > 0).then(|| {
-            (
-                self.client_cpu.as_secs_f64() * 1e6 / n,
-                self.server_cpu.as_secs_f64() * 1e6 / n,
-                self.commands as f64 / n,
-            )
-        })
+    /// Cost per acquisition.
+    pub fn per_acquisition(&self) -> Option<PerOp> {
+        self.cost.per(self.acquisitions)
+    }
+
+    /// Slowest task's count over the busiest one's (1 = even).
+    pub fn task_fairness(&self) -> Option<f64> {
+        fairness(&self.per_task)
+    }
+
+    /// Adds one slot's figures; `per_task` entries are summed position by position.
+    pub fn add(&mut self, one: Contention) {
+        self.cost += one.cost;
+        self.acquisitions += one.acquisitions;
+        self.errors += one.errors;
+        self.elapsed += one.elapsed;
+        self.handoff.extend(one.handoff);
+        if self.per_task.is_empty() {
+            self.per_task = one.per_task;
+        } else {
+            for (a, b) in self.per_task.iter_mut().zip(one.per_task) {
+                *a += b;
+            }
+        }
     }
 
     pub fn rate(&self) -> Option<f64> {
         (self.elapsed > Duration::ZERO)
             .then(|| self.acquisitions as f64 / self.elapsed.as_secs_f64())
     }
+}
+
+/// min / max of `counts` (1 = even; 0 when someone got nothing).
+pub fn fairness(counts: &[u64]) -> Option<f64> {
+    let (min, max) = (counts.iter().min()?, counts.iter().max()?);
+    (*max > 0).then(|| *min as f64 / *max as f64)
 }
 
 /// Subject order for round `r`: reversed every other round.
@@ -189,7 +164,7 @@ pub fn order(n: usize, r: usize) -> Vec<usize> {
 }
 
 /// Key names unique across the whole run.
-fn key(label: &str, workload: &str, a: usize, b: u64) -> String {
+pub fn key(label: &str, workload: &str, a: usize, b: u64) -> String {
     static RUN: AtomicU64 = AtomicU64::new(0);
     let n = RUN.fetch_add(1, Ordering::Relaxed);
     format!("{workload}:{label}:{a}:{b}:{n}")
@@ -231,13 +206,15 @@ pub async fn w1(
     rounds: usize,
     slot: Duration,
     max_ops: usize,
+    probe: &Probe,
 ) -> Result<PerSubject<Serial>> {
     let mut out: PerSubject<Serial> = BTreeMap::new();
     for r in 0..rounds {
         for i in order(all.len(), r) {
             let s = &all[i];
-            let one = serial(s, "w1", slot, max_ops).await;
+            let (one, cost) = probe.measure(serial(s, "w1", slot, max_ops)).await;
             let acc = out.entry(s.label).or_default();
+            acc.cost += cost;
             acc.lat.extend(one.lat);
             acc.elapsed += one.elapsed;
             acc.errors += one.errors;
@@ -248,7 +225,7 @@ pub async fn w1(
 }
 
 /// `tasks` tasks each running pairs on its own keys for `slot`.
-async fn parallel(s: &Named, tasks: usize, slot: Duration) -> Result<Throughput> {
+pub async fn parallel(s: &Named, tasks: usize, slot: Duration) -> Result<Throughput> {
     let start = Instant::now();
     let deadline = start + slot;
     let handles: Vec<_> = (0..tasks)
@@ -289,10 +266,7 @@ async fn parallel(s: &Named, tasks: usize, slot: Duration) -> Result<Throughput>
     Ok(out)
 }
 
-fn acc_commands(out: &mut PerSubject<Throughput>, label: &'static str, n: u64) {
-    out.entry(label).or_default().commands += n;
-}
-
+/// W2 (and W7 per level): `rounds` slots of `tasks` parallel tasks per subject.
 pub async fn w2(
     all: &[Named],
     rounds: usize,
@@ -304,29 +278,25 @@ pub async fn w2(
     for r in 0..rounds {
         for i in order(all.len(), r) {
             let s = &all[i];
-            let (c0, s0, n0) = probe.sample().await;
-            let one = parallel(s, tasks, slot).await?;
-            let (c1, s1, n1) = probe.sample().await;
-            acc_commands(&mut out, s.label, n1.saturating_sub(n0));
-            let acc = out.entry(s.label).or_default();
-            acc.client_cpu += c1.saturating_sub(c0);
-            acc.server_cpu += s1.saturating_sub(s0);
-            acc.pairs += one.pairs;
-            acc.errors += one.errors;
-            acc.elapsed += one.elapsed;
-            acc.lat.extend(one.lat);
-            if acc.first_error.is_none() {
-                acc.first_error = one.first_error;
-            }
+            let (one, cost) = probe.measure(parallel(s, tasks, slot)).await;
+            let mut one = one?;
+            one.cost = cost;
+            out.entry(s.label).or_default().add(one);
         }
     }
     Ok(out)
 }
 
-/// `tasks` tasks contending for one resource for `slot`. Only acquisitions that returned
-/// before the deadline count, and the rate is over the slot.
-async fn contend(s: &Named, round: usize, tasks: usize, slot: Duration) -> Result<Contention> {
-    let resource = Arc::new(key(s.label, "w3", round, 0));
+/// `tasks` tasks contending for `resource` for `slot`. Only acquisitions that returned
+/// before the deadline count, and the rate is over the slot. W3b's worker processes run this
+/// too, on one resource shared between them.
+pub async fn contend(
+    s: &Named,
+    resource: String,
+    tasks: usize,
+    slot: Duration,
+) -> Result<Contention> {
+    let resource = Arc::new(resource);
     let start = Instant::now();
     let deadline = start + slot;
     // Which task last held the lock and when it started releasing. A hand-off is the next
@@ -397,24 +367,11 @@ pub async fn w3(
     for r in 0..rounds {
         for i in order(locks.len(), r) {
             let s = &locks[i];
-            let (c0, s0, n0) = probe.sample().await;
-            let one = contend(s, r, tasks, slot).await?;
-            let (c1, s1, n1) = probe.sample().await;
-            let acc = out.entry(s.label).or_default();
-            acc.client_cpu += c1.saturating_sub(c0);
-            acc.server_cpu += s1.saturating_sub(s0);
-            acc.commands += n1.saturating_sub(n0);
-            acc.acquisitions += one.acquisitions;
-            acc.errors += one.errors;
-            acc.elapsed += one.elapsed;
-            acc.handoff.extend(one.handoff);
-            if acc.per_task.is_empty() {
-                acc.per_task = one.per_task;
-            } else {
-                for (a, b) in acc.per_task.iter_mut().zip(one.per_task) {
-                    *a += b;
-                }
-            }
+            let resource = key(s.label, "w3", r, 0);
+            let (one, cost) = probe.measure(contend(s, resource, tasks, slot)).await;
+            let mut one = one?;
+            one.cost = cost;
+            out.entry(s.label).or_default().add(one);
         }
     }
     Ok(out)
@@ -427,37 +384,46 @@ pub async fn w4(
     slot: Duration,
     stall_deadline: Duration,
     max_ops: usize,
+    probe: &Probe,
 ) -> Result<PerSubject<Serial>> {
     let mut out: PerSubject<Serial> = BTreeMap::new();
     for s in locks {
-        let one = if s.label.starts_with("redquorum") {
-            serial(s, "w4", slot, max_ops).await
-        } else {
-            // Cut from outside: one call may stall far longer than the deadline.
-            let start = Instant::now();
-            let lat = Arc::new(Mutex::new(Lat::default()));
-            let run = {
-                let (s, lat) = (s.clone(), lat.clone());
-                async move {
-                    for i in 0..max_ops as u64 {
-                        let t = Instant::now();
-                        if s.subject.pair(&key(s.label, "w4", 0, i), TTL).await.is_ok() {
-                            lat.lock().unwrap().push(t.elapsed());
-                        }
-                    }
-                }
-            };
-            let cut = tokio::time::timeout(stall_deadline, run).await.is_err();
-            let lat = lat.lock().unwrap().clone();
-            Serial {
-                lat,
-                elapsed: start.elapsed(),
-                cut_at_deadline: cut,
-                errors: 0,
-                allocations: 0,
-            }
-        };
+        let (mut one, cost) = probe
+            .measure(w4_one(s, slot, stall_deadline, max_ops))
+            .await;
+        one.cost = cost;
         out.insert(s.label, one);
     }
     Ok(out)
+}
+
+async fn w4_one(s: &Named, slot: Duration, stall_deadline: Duration, max_ops: usize) -> Serial {
+    if s.label != crate::RSLOCK {
+        serial(s, "w4", slot, max_ops).await
+    } else {
+        // Cut from outside: one call may stall far longer than the deadline.
+        let start = Instant::now();
+        let lat = Arc::new(Mutex::new(Lat::default()));
+        let run = {
+            let (s, lat) = (s.clone(), lat.clone());
+            async move {
+                for i in 0..max_ops as u64 {
+                    let t = Instant::now();
+                    if s.subject.pair(&key(s.label, "w4", 0, i), TTL).await.is_ok() {
+                        lat.lock().unwrap().push(t.elapsed());
+                    }
+                }
+            }
+        };
+        let cut = tokio::time::timeout(stall_deadline, run).await.is_err();
+        let lat = lat.lock().unwrap().clone();
+        Serial {
+            lat,
+            elapsed: start.elapsed(),
+            cut_at_deadline: cut,
+            errors: 0,
+            allocations: 0,
+            cost: Cost::default(),
+        }
+    }
 }

@@ -1,0 +1,101 @@
+//! A short run of the whole binary against five real masters: the floor, W3b's worker
+//! processes, W7 and its chart, and the cost rows must all produce figures, and the floor must
+//! send exactly the minimal commands (20 per pair on five masters). Slots are tiny: this checks
+//! the plumbing and the command accounting, not the speed.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn scratch() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("loadbench-smoke-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The value of `column` in the row `workload` / `metric`.
+fn cell(report: &Value, workload: &str, metric: &str, column: &str) -> Option<f64> {
+    report["rows"]
+        .as_array()?
+        .iter()
+        .find(|r| r["workload"] == workload && r["metric"] == metric)?["values"][column]
+        .as_f64()
+}
+
+#[test]
+fn short_run_produces_every_new_figure_and_the_chart() {
+    let dir = scratch();
+    let (json, png) = (dir.join("run.json"), dir.join("w7.png"));
+    let out = Command::new(env!("CARGO_BIN_EXE_loadbench"))
+        // W1 ends after 200 pairs (the count, not the 2 s slot, ends it), so that a few
+        // commands still in flight at a slot's edge move the per-pair count by < 0.1.
+        .args([
+            "--secs",
+            "2",
+            "--rounds",
+            "1",
+            "--w7-secs",
+            "0.2",
+            "--max-ops",
+            "200",
+        ])
+        .args(["--levels", "1,4", "--only", "w1,w3b,w7"])
+        .arg("--json")
+        .arg(&json)
+        .arg("--chart")
+        .arg(&png)
+        .output()
+        .expect("running loadbench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "loadbench failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+
+    // W1: the floor column is there, and sends the minimal commands: SET NX PX on 5 masters,
+    // then EVALSHA on 5 masters running GET + DEL each (the probe's 10 INFOs add 0.05/pair).
+    for col in ["redquorum", "floor"] {
+        assert!(
+            cell(&report, "W1", "1 task lock+unlock p50 (us)", col).is_some(),
+            "{col}"
+        );
+        let cpu = cell(&report, "W1", "masters' CPU us/pair", col).unwrap();
+        assert!(cpu > 0.0, "{col}: masters' CPU per pair {cpu}");
+    }
+    let floor_cmds = cell(&report, "W1", "commands on masters/pair", "floor")
+        .expect("no W1 command count for the floor (a master's INFO unreadable?)");
+    assert!(
+        (19.8..20.5).contains(&floor_cmds),
+        "floor commands/pair {floor_cmds}"
+    );
+
+    // W3b: two worker processes of 8 tasks each reported, and the lock was taken.
+    let w3b = &report["w3b"]["redquorum"];
+    assert_eq!(w3b["per_process"].as_array().unwrap().len(), 2, "{w3b}");
+    assert_eq!(w3b["per_task"].as_array().unwrap().len(), 16, "{w3b}");
+    let acq = cell(&report, "W3b", "2 procs x 8 tasks acq/s", "redquorum").unwrap();
+    assert!(acq > 0.0);
+    assert!(cell(&report, "W3b", "masters' CPU us/acq", "redquorum").unwrap() > 0.0);
+
+    // W7: every level, every uncontended subject; the chart is a 960x600 PNG.
+    for level in [1, 4] {
+        for col in ["redquorum", "floor"] {
+            let metric = format!("{level} tasks pairs/s");
+            assert!(
+                cell(&report, "W7", &metric, col).unwrap() > 0.0,
+                "{metric} {col}"
+            );
+        }
+    }
+    let png = std::fs::read(&png).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let (w, h) = (&png[16..20], &png[20..24]);
+    assert_eq!(
+        (w, h),
+        (&960u32.to_be_bytes()[..], &600u32.to_be_bytes()[..])
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
