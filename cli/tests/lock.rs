@@ -293,7 +293,23 @@ fn signals_reach_the_command_and_its_status_is_reported() -> anyhow::Result<()> 
         assert_eq!(shown.status.code(), Some(0), "{text}");
         assert!(text.contains("held by signal-test on"), "{text}");
 
-        // SAFETY: kill(2) on a process this test started.
+        // A second invocation waiting for the lock is interrupted: it exits at once with
+        // 128 + the signal, without running its command.
+        let mut waiter = redquorum(&cluster, "lock")
+            .args(["sig", "--wait", "60s", "--", "sh", "-c", "exit 9"])
+            .spawn()?;
+        std::thread::sleep(Duration::from_millis(500));
+        // SAFETY: kill(2) on processes this test started.
+        unsafe { libc::kill(waiter.id() as i32, signal) };
+        let status = wait_for(&mut waiter, Duration::from_secs(5));
+        assert_eq!(
+            status.code(),
+            Some(128 + signal),
+            "{}",
+            stderr_of(&mut waiter)
+        );
+
+        // SAFETY: as above.
         unsafe { libc::kill(child.id() as i32, signal) };
         let status = wait_for(&mut child, Duration::from_secs(30));
         assert_eq!(status.code(), Some(code), "{}", stderr_of(&mut child));
