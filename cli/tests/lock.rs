@@ -11,8 +11,8 @@ use support::{group_alive, redquorum, scratch, stderr_of, unix_ms, wait_for, wai
 use testcluster::Cluster;
 
 /// A child that logs its start and end (wall clock, ns) with its fencing token, around a
-/// short critical section.
-const LOGGING_CHILD: &str = r#"echo "S $(date +%s%N) ${REDQUORUM_FENCING_TOKEN:-none}" >> "$1"; sleep 0.15; echo "E $(date +%s%N) ${REDQUORUM_FENCING_TOKEN:-none}" >> "$1""#;
+/// critical section of `$2` seconds (log file: `$1`).
+const LOGGING_CHILD: &str = r#"echo "S $(date +%s%N) ${REDQUORUM_FENCING_TOKEN:-none}" >> "$1"; sleep "$2"; echo "E $(date +%s%N) ${REDQUORUM_FENCING_TOKEN:-none}" >> "$1""#;
 
 /// The critical sections in a log of LOGGING_CHILD lines, as (start, end, token), by start.
 fn sections(log: &str) -> Vec<(u128, u128, String)> {
@@ -47,7 +47,8 @@ fn concurrent_invocations_never_overlap() -> anyhow::Result<()> {
         let mut cmd = redquorum(&cluster, "lock");
         cmd.args(["shared", "--ttl", "2s", "--wait", "60s", "--"])
             .args(["sh", "-c", LOGGING_CHILD, "child"])
-            .arg(&log);
+            .arg(&log)
+            .arg("0.15");
         children.push(cmd.spawn()?);
     }
     for child in &mut children {
@@ -66,9 +67,11 @@ fn concurrent_invocations_never_overlap() -> anyhow::Result<()> {
     let mut children = Vec::new();
     for i in 0..4 {
         let mut cmd = redquorum(&cluster, "lock");
+        // Long sections, so that staggered process starts on a loaded machine still overlap.
         cmd.args([&format!("own-{i}"), "--ttl", "2s", "--"])
             .args(["sh", "-c", LOGGING_CHILD, "child"])
-            .arg(&log);
+            .arg(&log)
+            .arg("1.5");
         children.push(cmd.spawn()?);
     }
     for child in &mut children {
