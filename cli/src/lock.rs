@@ -87,14 +87,26 @@ pub async fn run(args: LockArgs) -> u8 {
         Ok(r) => r,
         Err(e) => return fail(&format!("cannot reach the masters: {e}")),
     };
-    let guard = match acquire(&redlock, &args).await {
-        Ok(guard) => guard,
-        Err(code) => return code,
-    };
-    // Catch before starting the command, so that no signal falls between the two.
-    let signals = match Forwarded::catch() {
+    // Caught from here on: while waiting (so that an interrupted wait rolls its round back)
+    // and with no gap before the command starts.
+    let mut signals = match Forwarded::catch() {
         Ok(s) => s,
         Err(e) => return fail(&format!("cannot catch signals: {e}")),
+    };
+    let acquired = tokio::select! {
+        got = acquire(&redlock, &args) => Ok(got),
+        signal = signals.next() => Err(signal),
+    };
+    let guard = match acquired {
+        Ok(Ok(guard)) => guard,
+        Ok(Err(code)) => return code,
+        Err(signal) => {
+            // The dropped acquire rolls a round in flight back in the background: let those
+            // calls leave before exiting, or its keys would block others for a whole TTL.
+            tokio::time::sleep(args.connection.master_timeout() * 2).await;
+            eprintln!("redquorum: interrupted while waiting for {:?}", args.name);
+            return 128u8.saturating_add(signal as u8);
+        }
     };
     let mut env = vec![("REDQUORUM_LOCK", args.name.clone())];
     if let Some(token) = guard.fencing_token() {

@@ -11,8 +11,8 @@ use support::{group_alive, redquorum, scratch, stderr_of, unix_ms, wait_for, wai
 use testcluster::Cluster;
 
 /// A child that logs its start and end (wall clock, ns) with its fencing token, around a
-/// short critical section.
-const LOGGING_CHILD: &str = r#"echo "S $(date +%s%N) ${REDQUORUM_FENCING_TOKEN:-none}" >> "$1"; sleep 0.15; echo "E $(date +%s%N) ${REDQUORUM_FENCING_TOKEN:-none}" >> "$1""#;
+/// critical section of `$2` seconds (log file: `$1`).
+const LOGGING_CHILD: &str = r#"echo "S $(date +%s%N) ${REDQUORUM_FENCING_TOKEN:-none}" >> "$1"; sleep "$2"; echo "E $(date +%s%N) ${REDQUORUM_FENCING_TOKEN:-none}" >> "$1""#;
 
 /// The critical sections in a log of LOGGING_CHILD lines, as (start, end, token), by start.
 fn sections(log: &str) -> Vec<(u128, u128, String)> {
@@ -47,7 +47,8 @@ fn concurrent_invocations_never_overlap() -> anyhow::Result<()> {
         let mut cmd = redquorum(&cluster, "lock");
         cmd.args(["shared", "--ttl", "2s", "--wait", "60s", "--"])
             .args(["sh", "-c", LOGGING_CHILD, "child"])
-            .arg(&log);
+            .arg(&log)
+            .arg("0.15");
         children.push(cmd.spawn()?);
     }
     for child in &mut children {
@@ -66,9 +67,11 @@ fn concurrent_invocations_never_overlap() -> anyhow::Result<()> {
     let mut children = Vec::new();
     for i in 0..4 {
         let mut cmd = redquorum(&cluster, "lock");
+        // Long sections, so that staggered process starts on a loaded machine still overlap.
         cmd.args([&format!("own-{i}"), "--ttl", "2s", "--"])
             .args(["sh", "-c", LOGGING_CHILD, "child"])
-            .arg(&log);
+            .arg(&log)
+            .arg("1.5");
         children.push(cmd.spawn()?);
     }
     for child in &mut children {
@@ -228,9 +231,10 @@ fn exit_codes() -> anyhow::Result<()> {
     let err = stderr_of(&mut victim);
     assert_eq!(status.code(), Some(124), "{err}");
     assert!(err.contains("was lost"), "{err}");
-    // One extension interval (ttl/3) plus a round, not the TTL.
+    // One extension interval (ttl/3), a round and the stop: inside the TTL (1.5 s), with room
+    // for a loaded machine.
     assert!(
-        deleted.elapsed() < Duration::from_millis(1200),
+        deleted.elapsed() < Duration::from_millis(1500),
         "{:?}",
         deleted.elapsed()
     );
@@ -293,7 +297,23 @@ fn signals_reach_the_command_and_its_status_is_reported() -> anyhow::Result<()> 
         assert_eq!(shown.status.code(), Some(0), "{text}");
         assert!(text.contains("held by signal-test on"), "{text}");
 
-        // SAFETY: kill(2) on a process this test started.
+        // A second invocation waiting for the lock is interrupted: it exits at once with
+        // 128 + the signal, without running its command.
+        let mut waiter = redquorum(&cluster, "lock")
+            .args(["sig", "--wait", "60s", "--", "sh", "-c", "exit 9"])
+            .spawn()?;
+        std::thread::sleep(Duration::from_millis(500));
+        // SAFETY: kill(2) on processes this test started.
+        unsafe { libc::kill(waiter.id() as i32, signal) };
+        let status = wait_for(&mut waiter, Duration::from_secs(5));
+        assert_eq!(
+            status.code(),
+            Some(128 + signal),
+            "{}",
+            stderr_of(&mut waiter)
+        );
+
+        // SAFETY: as above.
         unsafe { libc::kill(child.id() as i32, signal) };
         let status = wait_for(&mut child, Duration::from_secs(30));
         assert_eq!(status.code(), Some(code), "{}", stderr_of(&mut child));
