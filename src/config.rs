@@ -283,7 +283,8 @@ impl Builder {
         }
     }
 
-    /// The independent Redis masters (`redis://[user:password@]host:port[/db]` URLs). Their
+    /// The independent Redis masters (`redis://[user:password@]host:port[/db]` URLs;
+    /// `rediss://` for TLS with the `tls` feature; `redis+unix:///path` for a Unix socket). Their
     /// order defines the master indices used in errors. Typically 5; any N >= 1 works, and the
     /// quorum is `N / 2 + 1`. No default: at least one is required.
     pub fn masters<I, S>(mut self, urls: I) -> Self
@@ -452,7 +453,9 @@ impl Builder {
     /// # Errors
     /// [`Error::NoMasters`], [`Error::InvalidUrl`], [`Error::InvalidConfig`],
     /// [`Error::DuplicateMaster`], or [`Error::QuorumUnreachable`] when fewer than a quorum of
-    /// masters answer within the connect timeout; [`Error::EvictingMaster`] with
+    /// masters answer within the connect timeout; [`Error::Tls`] or [`Error::Denied`] when a
+    /// master's certificate does not verify or it denies the credentials or a permission the
+    /// client needs, whatever the others answered; [`Error::EvictingMaster`] with
     /// [`refuse_evicting_masters`](Self::refuse_evicting_masters).
     ///
     /// Once connected, it reads every master's settings ([`Redlock::masters_report`]) and

@@ -185,15 +185,10 @@ impl Endpoint {
     }
 }
 
-/// A client error as a master's reply, the configuration refusals recognised.
+/// A client error as a master's reply: the same classification as every other call (a
+/// `LOADING` server at connect is busy, not down), the configuration refusals included.
 fn reply_for(e: &RedisError) -> MasterReply {
-    refusal(e).unwrap_or_else(|| {
-        if e.is_timeout() {
-            MasterReply::TimedOut
-        } else {
-            MasterReply::Unavailable(e.to_string())
-        }
-    })
+    crate::master::classify(e).0
 }
 
 /// The refusals that no retry can cure: a TLS failure ([`MasterReply::Tls`]), or the master

@@ -183,7 +183,7 @@
 //! - `error`: [`Error`], with each master's [`MasterReply`] kept by index.
 //! - `endpoint`: how one master is reached: its URL with the builder's credentials, over TCP,
 //!   a Unix socket or TLS; the connect-time permission probe; refusals that fail the build.
-//! - `tls` (feature `tls`, default on): [`TlsOptions`] and the rustls stream, with the crypto
+//! - `tls` (feature `tls`, default on): `TlsOptions` and the rustls stream, with the crypto
 //!   provider chosen explicitly.
 //! - `link`: the seam to the wire: one connection to one master and how it is opened
 //!   (redis-rs; or, with the hidden `sim` feature, the deterministic simulator's network).

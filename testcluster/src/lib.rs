@@ -11,7 +11,11 @@
 //! What it guarantees: every server and helper thread it started is gone when the
 //! [`Cluster`] is dropped, even if the test panicked, and servers die with the test process
 //! if that is killed. A fault a backend cannot inject returns [`Error::Unsupported`]; it is
-//! never silently skipped. What it does not do: replication, Redis Cluster mode, TLS, AUTH.
+//! never silently skipped. What it does not do: replication, Redis Cluster mode, AUTH (tests
+//! create ACL users themselves). TLS ([`ClusterBuilder::tls`]) and Unix sockets
+//! ([`ClusterBuilder::unix_socket`]) are extra listeners next to the plain port, which the
+//! harness keeps for its own probes; clusters re-attached from a [`State`] (the CLI) have
+//! neither.
 //!
 //! # Layout
 //! - [`checker`]: a mutual-exclusion checker and a fenced store model for lock tests.
@@ -28,6 +32,8 @@
 //! - `proxy`: [`FaultProxy`], the TCP proxy behind cut-off, latency and lost replies.
 //! - `ports`: free loopback ports that stay reserved across restarts.
 //! - `state`: [`State`], the text form the CLI keeps between invocations.
+//! - `tls`: [`TestPki`] (a CA, server and client certificates made with `rcgen` per cluster)
+//!   and the `redis-server` TLS arguments.
 //! - [`resp`]: a tiny blocking RESP client for readiness checks and raw assertions.
 //! - `error`: the typed [`Error`].
 //!
