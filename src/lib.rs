@@ -221,6 +221,7 @@ mod random;
 mod ring;
 mod round;
 mod scripts;
+mod sharded;
 #[cfg(feature = "sim")]
 #[doc(hidden)]
 pub mod sim;
@@ -245,6 +246,10 @@ pub use primitives::reentrant::ReentrantLock;
 pub use primitives::rwlock::RwLock;
 pub use primitives::semaphore::Semaphore;
 pub use ring::{HashRing, RingNode};
+pub use sharded::{
+    ChangeReport, DEFAULT_SHARD_MAX_TTL, ShardedBuilder, ShardedContext, ShardedGuard,
+    ShardedRedlock,
+};
 
 // Compiles the README's example as a doctest, so the README cannot drift from the API.
 #[cfg(doctest)]
