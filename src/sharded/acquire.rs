@@ -122,7 +122,7 @@ impl ShardedRedlock {
     /// # Errors
     /// The errors of [`acquire`](Self::acquire), and [`Error::LockLost`] when the lock could
     /// not be extended before its validity ran out (for instance after a group change, see the
-    /// module docs, "Extensions"); the output of `work` is then dropped.
+    /// [crate docs](crate#sharding)); the output of `work` is then dropped.
     pub async fn with_lock<T, F, Fut>(&self, resource: &str, ttl: Duration, work: F) -> Result<T>
     where
         F: FnOnce(ShardedContext) -> Fut,

@@ -35,7 +35,7 @@ impl ShardedRedlock {
     /// working throughout, resources that move pay one extra group while it lasts. A change
     /// interrupted earlier (a joint topology stored, no final one) is finished first.
     ///
-    /// Run changes from one client at a time (module docs, "Not guaranteed"). On an error the
+    /// Run changes from one client at a time ([crate docs](crate#sharding)). On an error the
     /// stored topology may be the joint one: call again to finish.
     ///
     /// # Errors

@@ -108,7 +108,7 @@ impl ShardedGuard {
     }
 
     /// Extends every hold to `ttl` from now (concurrently). Refused after a topology change
-    /// the hold's placement does not cover (module docs, "Extensions").
+    /// the hold's placement does not cover ([crate docs](crate#sharding)).
     ///
     /// # Errors
     /// [`Error::InvalidTtl`] above the max TTL; the first failing hold's error

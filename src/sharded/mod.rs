@@ -107,8 +107,9 @@ pub use lease::ShardedContext;
 
 use topology::{GroupSpec, Topology};
 
-/// Locks sharded over several independent Redlock groups by the ketama ring; see the
-/// [module docs](self) for placement, group changes and the proofs.
+/// Locks sharded over several independent Redlock groups by the ketama ring: placement, group
+/// changes, guarantees and non-guarantees are in the [crate docs](crate#sharding); the proofs
+/// are in `src/sharded/mod.rs`.
 #[derive(Clone)]
 pub struct ShardedRedlock {
     shared: Arc<Shared>,
@@ -198,7 +199,7 @@ impl ShardedRedlock {
 
     /// The owner group's [`Redlock`], for the primitives (reentrant, fair, read-write,
     /// semaphore). They run with that group's guarantees but **do not** check the topology
-    /// epoch: they are not protected across a group change (module docs, "Not guaranteed").
+    /// epoch: they are not protected across a group change ([crate docs](crate#sharding)).
     pub fn group_for(&self, resource: &str) -> Redlock {
         let view = self.view();
         view.group(view.topology.owner(resource)).clone()
