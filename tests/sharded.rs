@@ -304,3 +304,50 @@ async fn extensions_do_not_carry_a_hold_across_a_change() {
         .unwrap();
     assert!(lock.is_some(), "free after the change");
 }
+
+/// Adversary: a multi-resource lock whose later group is held by someone else. The earlier
+/// group's hold must be given back (no key left there), and the lock is taken as a unit once
+/// the other holder is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_resource_lock_across_groups_rolls_back_as_a_unit() {
+    let (a, b) = (start(3), start(3));
+    let max_ttl = Duration::from_secs(5);
+    let groups = [("a", 1, &a), ("b", 1, &b)];
+    let (one, two) = (
+        sharded(&groups, max_ttl).await,
+        sharded(&groups, max_ttl).await,
+    );
+    let name_on = |group: &str| {
+        (0..1000)
+            .map(|i| format!("acct{i}"))
+            .find(|r| one.owner(r) == group)
+            .unwrap()
+    };
+    let (on_a, on_b) = (name_on("a"), name_on("b"));
+    let ttl = Duration::from_secs(2);
+    let blocker = two.acquire(&on_b, ttl).await.unwrap();
+    let err = one
+        .acquire_many_with_wait([&on_a, &on_b], ttl, Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(err.is_contended(), "{err}");
+    for i in 0..a.len() {
+        let key = support::lock_key(&on_a);
+        let left = support::values_everywhere(&a, &key).await;
+        assert!(
+            left.iter().all(Option::is_none),
+            "master {i} kept {key}: {left:?}"
+        );
+    }
+    assert!(
+        two.try_acquire(&on_a, ttl).await.unwrap().is_some(),
+        "a is free"
+    );
+    blocker.release().await.unwrap();
+    let both = one
+        .acquire_many_with_wait([&on_b, &on_a], ttl, Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert_eq!(both.groups(), vec!["a", "b"], "taken in group order");
+    assert!(both.fencing_token_of(&on_a).is_some() && both.fencing_token_of(&on_b).is_some());
+}
