@@ -232,7 +232,13 @@ impl ShardedRedlock {
         };
         let stored = store::read_newest(&view.all()).await;
         let topology = match stored {
-            Some((epoch, spec)) => Topology::decode(epoch, &spec)?,
+            Some((epoch, spec)) => {
+                let stored = Topology::decode(epoch, &spec)?;
+                if stored.groups != view.topology.groups || stored.max_ttl != builder.max_ttl {
+                    tracing::warn!(epoch, "the masters store another topology; routing by it");
+                }
+                stored
+            }
             None => {
                 let first =
                     Topology::new(1, view.topology.max_ttl, view.topology.groups.clone(), None)?;
