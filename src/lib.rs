@@ -190,7 +190,8 @@
 //!
 //! *Not*: TTLs and extensions above the stored max TTL are refused, and a hold granted before a
 //! change cannot be extended once the next change is stored (`with_lock` reports it lost; the
-//! hold must be re-acquired); changes must come from one administrator at a time; a majority
+//! hold must be re-acquired); changes must come from one administrator at a time (two concurrent changes can
+//! split the groups between two specs of one epoch, which nothing detects); a majority
 //! of a group losing its data loses the stored epoch with the keys; the other primitives,
 //! reached through [`ShardedRedlock::group_for`], run on the owner group but are not protected
 //! across a change; with unequal weights libmemcached's formula re-scales every group's points

@@ -349,3 +349,46 @@ async fn multi_resource_lock_across_groups_rolls_back_as_a_unit() {
     assert_eq!(both.groups(), vec!["a", "b"], "taken in group order");
     assert!(both.fencing_token_of(&on_a).is_some() && both.fencing_token_of(&on_b).is_some());
 }
+
+/// Adversary: a change interrupted after its joint topology reached some groups only (a
+/// majority of an old group paused). The call fails; the next one must store the joint
+/// topology on every group before waiting, and the change then completes. An old-view client
+/// is refused afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_change_is_resumed_by_the_next_call() {
+    let (a, b, c) = (start(3), start(3), start(3));
+    let max_ttl = Duration::from_secs(1);
+    let old = [("a", 1, &a), ("c", 1, &c)];
+    let (admin, stale) = (sharded(&old, max_ttl).await, sharded(&old, max_ttl).await);
+    let target = || {
+        [
+            ("a", 1, support::builder(&a)),
+            ("b", 1, support::builder(&b)),
+        ]
+    };
+    c.pause(0).unwrap();
+    c.pause(1).unwrap();
+    let err = admin.change_groups(target()).await.unwrap_err();
+    assert!(err.is_unavailable(), "{err}");
+    assert_eq!(
+        admin.epoch(),
+        1,
+        "not routed by a topology that is not stored"
+    );
+    c.resume(0).unwrap();
+    c.resume(1).unwrap();
+    let report = admin.change_groups(target()).await.unwrap();
+    println!("resumed: {report:?}");
+    assert_eq!(admin.groups(), vec![("a".into(), 1), ("b".into(), 1)]);
+    let moved = (0..1000)
+        .map(|i| format!("r{i}"))
+        .find(|r| admin.owner(r) == "b")
+        .unwrap();
+    let held = admin.acquire(&moved, Duration::from_secs(1)).await.unwrap();
+    let got = stale
+        .try_acquire(&moved, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(got.is_none(), "an old view granted a held lock: {got:?}");
+    held.release().await.unwrap();
+}

@@ -53,6 +53,12 @@ impl ShardedRedlock {
             .collect();
         self.reload().await?;
         if self.view().topology.is_joint() {
+            // An interrupted change: its joint topology may have reached only some masters, so
+            // old-view grants may still be happening. Store it on a quorum of every group
+            // first (the same spec under the same epoch is accepted again); the wait counts
+            // from there.
+            let view = self.view();
+            store_everywhere(&view, &view.topology).await?;
             self.finish_change(Instant::now()).await?;
         }
         self.remember_builders(&groups);

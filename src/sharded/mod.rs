@@ -31,6 +31,11 @@
 //! 2. wait `max_ttl + drift(max_ttl)` from the moment step 1 completed;
 //! 3. store the **final** topology `F(e+2)` (groups `G'` only) the same way.
 //!
+//! A change interrupted after step 1 started (an error, a crash) is resumed by the next
+//! `change_groups`: it stores the joint topology again on a quorum of every group (it may have
+//! reached only some masters, so old-view grants may still have been possible) and only then
+//! starts the wait.
+//!
 //! Resources whose ring owner does not change keep their group throughout; the ones that move
 //! are exactly those whose owner differs between the two rings (`HashRing`'s own math, checked
 //! by `tests/sharded.rs` over many resources).
@@ -72,9 +77,10 @@
 //! changes); past either the acquire or change fails with a typed error rather than wrap.
 //!
 //! # Not guaranteed
-//! - **One administrator at a time.** Two concurrent [`change_groups`] calls can both fail
-//!   (each writes a quorum of some groups only; the loser gets [`Error::StaleTopology`]), but
-//!   specs are not merged; run changes from one place.
+//! - **One administrator at a time.** A master refuses a second spec under an epoch it has
+//!   (`TOPOLOGYCONFLICT`), but two concurrent [`change_groups`] calls can split the groups
+//!   between their two joint specs of the same epoch; clients may then route by either, and
+//!   the proof above (one placement per epoch) no longer applies. Run changes from one place.
 //! - **Data loss on a majority of a group** loses that group's stored epoch as well as its
 //!   keys (as for any Redlock): use AOF or the restart quarantine.
 //! - **Primitives other than the basic and multi-resource lock** are reached through
