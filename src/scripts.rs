@@ -177,6 +177,11 @@ script!(
     TOPOLOGY_WRITE,
     "topology_write"
 );
+script!(
+    /// Sharded lock: read the stored topology spec.
+    TOPOLOGY_READ,
+    "topology_read"
+);
 
 /// Every script, for loading them on each new connection.
 pub(crate) fn all() -> Vec<&'static LuaScript> {
@@ -210,6 +215,7 @@ pub(crate) fn all() -> Vec<&'static LuaScript> {
         &SHARDED_EXTEND,
         &SHARDED_RELEASE,
         &TOPOLOGY_WRITE,
+        &TOPOLOGY_READ,
     ]
 }
 

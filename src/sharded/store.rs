@@ -12,7 +12,7 @@ use redis::Value;
 use crate::error::{Error, MasterReply, Replies, Result};
 use crate::lock::Redlock;
 use crate::quorum::Decision;
-use crate::scripts::{ScriptCall, TOPOLOGY_WRITE};
+use crate::scripts::{ScriptCall, TOPOLOGY_READ, TOPOLOGY_WRITE};
 
 use super::topology::Topology;
 
@@ -24,14 +24,14 @@ pub(crate) fn topology_key(group: &Redlock) -> String {
 /// The newest spec any master of `groups` stores, as `(spec_epoch, spec)`; `None` when none
 /// stores one. Every master is asked once, each call bounded by the per-master timeout.
 pub(crate) async fn read_newest(groups: &[&Redlock]) -> Option<(u64, String)> {
+    // A script rather than HMGET: one code path for real masters and the simulator's.
     let reads = groups.iter().map(|group| async move {
-        let mut cmd = redis::cmd("HMGET");
-        cmd.arg(topology_key(group)).arg("spec_epoch").arg("spec");
-        let cmd = &cmd;
+        let call = ScriptCall::new(&TOPOLOGY_READ, vec![topology_key(group)], Vec::new());
+        let call = &call;
         group
             .inner
             .masters
-            .ask_each(|master| async move { master.query(cmd).await })
+            .ask_each(|master| async move { master.run(call).await })
             .await
     });
     let answers = futures::future::join_all(reads).await;
