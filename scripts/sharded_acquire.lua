@@ -6,7 +6,8 @@
 -- Refuses with the error STALETOPOLOGY, touching nothing, when this master stores a newer
 -- epoch: a client with an old view must not grant what the new view forbids. Otherwise raises
 -- the stored epoch to ARGV[4] (so that older views are refused here from now on), then acts
--- as multi_acquire.lua: -2 unsealed counter, -1 any key held, else the new counter value.
+-- as multi_acquire.lua. Returns -2 when fencing is on and the counter is missing (unsealed),
+-- -1 when any key is held, else the new counter value (0 when fencing is off).
 local stored = tonumber(redis.call('HGET', KEYS[2], 'epoch') or '0')
 local given = tonumber(ARGV[4])
 if stored > given then
