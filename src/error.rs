@@ -338,6 +338,16 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A sharded lock's masters store a newer topology than this client could load and act
+    /// on (see [`ShardedRedlock`](crate::ShardedRedlock)), or a topology change lost a race
+    /// with another one. Nothing was granted.
+    #[error("stale topology: {reason}")]
+    StaleTopology {
+        /// The client's topology epoch.
+        epoch: u64,
+        /// What the masters or the change said.
+        reason: String,
+    },
 }
 
 impl Error {

@@ -178,6 +178,37 @@
 //! from that round on the resumer's clock; a handle whose lock expired or was released fails
 //! with [`Error::NotHeld`] and cannot take a lock someone else holds now.
 //!
+//! ## Sharding
+//! When one group of masters no longer keeps up with the lock traffic (or tenants' locks should
+//! be isolated), [`ShardedRedlock`] places each resource on one of several independent groups
+//! (each a normal Redlock configuration with its own quorum) by the ketama ring over the group
+//! names, weighted. Capacity grows with the groups; each lock keeps its group's quorum, fencing
+//! and fault behaviour. A multi-resource lock takes its groups one by one in name order (no
+//! deadlock) and gives back what it took if a later group fails.
+//!
+//! The topology (groups, weights, masters, max TTL, epoch) is stored on the masters of every
+//! group, and every sharded acquire and extend script checks the client's epoch against the
+//! stored one: a client with an old view is refused (it then reloads and retries).
+//! [`ShardedRedlock::change_groups`] stores a *joint* topology (a resource whose ring owner
+//! changes must be won on its old and its new group), waits one max TTL (plus drift) so that
+//! every lock granted before has expired, then stores the final topology.
+//!
+//! *Guarantees* (proofs in `src/sharded/mod.rs`): no two holders of a resource within validity,
+//! also during and after group changes and with clients that have not heard of a change (they
+//! are refused on a quorum of every group); fencing tokens ([`ShardedGuard::fencing_token`])
+//! strictly increase per resource across groups and changes: `(epoch << 48) | counter` of the
+//! resource's owner group, with a typed error rather than a wrap past `2^48` grants per group
+//! or `2^16` epochs. A change moves exactly the resources whose ring owner changes.
+//!
+//! *Not*: TTLs and extensions above the stored max TTL are refused, and a hold granted before a
+//! change cannot be extended once the next change is stored (`with_lock` reports it lost; the
+//! hold must be re-acquired); changes must come from one administrator at a time (two concurrent changes can
+//! split the groups between two specs of one epoch, which nothing detects); a majority
+//! of a group losing its data loses the stored epoch with the keys; the other primitives,
+//! reached through [`ShardedRedlock::group_for`], run on the owner group but are not protected
+//! across a change; with unequal weights libmemcached's formula re-scales every group's points
+//! on a change, so some resources also move between groups that stay (counted in the tests).
+//!
 //! ## Layout
 //! - `config`: [`Builder`], the `DEFAULT_*` constants, input validation.
 //! - `error`: [`Error`], with each master's [`MasterReply`] kept by index.
@@ -223,6 +254,9 @@
 //!   [`Leadership`]: a lock on a hash (owner, value, term, lease end) whose term is the fencing
 //!   token, kept by the lease watchdog.
 //! - `ring`: [`HashRing`], ketama consistent hashing byte-compatible with libmemcached.
+//! - `sharded/`: [`ShardedRedlock`]: `topology` (groups, rings, placement, stored form),
+//!   `store` (the topology on the masters), `acquire` (routing, group order, rollback, reload),
+//!   `guard`, `lease` (`with_lock`), `change` (joint phase), `token` (sharded fencing tokens).
 //! - `cache`: [`Cache`], a distributed cache over the ring: per-node batched pipelines, nodes
 //!   that fail turn into misses, stampede-free [`Cache::get_or_compute`], compare-and-set.
 //!
@@ -271,6 +305,7 @@ mod ring;
 mod round;
 mod scripts;
 mod selfcheck;
+mod sharded;
 #[cfg(feature = "sim")]
 #[doc(hidden)]
 pub mod sim;
@@ -306,6 +341,10 @@ pub use primitives::rwlock::RwLock;
 pub use primitives::semaphore::Semaphore;
 pub use ring::{HashRing, RingNode};
 pub use selfcheck::{MasterReport, MasterSettings, MastersReport, NO_EVICTION};
+pub use sharded::{
+    ChangeReport, DEFAULT_SHARD_MAX_TTL, ShardedBuilder, ShardedContext, ShardedGuard,
+    ShardedRedlock,
+};
 #[cfg(feature = "tls")]
 pub use tls::TlsOptions;
 

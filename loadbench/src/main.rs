@@ -28,6 +28,7 @@
 //! - W6: cache get/set throughput over the ring at 64 tasks (80% get / 20% set of 64-byte
 //!   values over 10,000 pre-filled keys): ops/s, p50/p99 per op, hit ratio. Column `ceiling`
 //!   sends plain GET / SET to the node the ring picks, over one multiplexed connection each.
+//! - W8 (opt-in, `--only w8`, its own 3 groups of 3 masters): sharded locks; see `w8.rs`.
 
 mod alloc;
 mod cache;
@@ -38,6 +39,7 @@ mod report;
 mod subjects;
 mod w3b;
 mod w7;
+mod w8;
 mod workloads;
 
 use std::path::PathBuf;
@@ -144,7 +146,7 @@ impl Persistence {
 }
 
 /// Applies `--persistence` to every master.
-async fn set_persistence(urls: &[String], p: Persistence) -> Result<()> {
+pub(crate) async fn set_persistence(urls: &[String], p: Persistence) -> Result<()> {
     let settings: &[(&str, &str)] = match p {
         Persistence::Memory => &[("appendonly", "no")],
         Persistence::Everysec => &[("appendfsync", "everysec")],
@@ -309,6 +311,10 @@ async fn run(args: &Args, cluster: &testcluster::Cluster, urls: &[String]) -> Re
         .await;
         cluster.resume(MASTERS - 1)?;
         report.w4 = w4?;
+    }
+    // W8 starts its own masters: only when asked for by name.
+    if args.only.iter().any(|w| w.eq_ignore_ascii_case("w8")) {
+        w8::run(args).await?;
     }
     if args.wants("w6") {
         report.w6 = run_w6(args, urls, slot, &probe).await?;

@@ -36,6 +36,7 @@ pub mod net;
 pub mod numbers;
 mod primitives;
 pub mod run;
+pub mod sharded;
 pub mod shrink;
 pub mod trace;
 pub mod value;

@@ -567,6 +567,70 @@ fn scenario_multi(h: &mut Harness) {
     );
 }
 
+fn scenario_sharded(h: &mut Harness) {
+    h.context = "scenario: sharded lock and topology".into();
+    h.flush();
+    let spec = "v1\nmax_ttl_ms 1000\ngroup a 1 redis://x:1\n";
+    // No topology yet: read nils, acquire at epoch 1 raises the stored epoch.
+    h.script("topology_read", &["t"], &[]);
+    assert_eq!(
+        h.script(
+            "sharded_acquire",
+            &["fc", "t", "s1"],
+            &["o1", "30000", "0", "1"]
+        ),
+        int(0)
+    );
+    assert_eq!(
+        h.script(
+            "sharded_acquire",
+            &["fc", "t", "s1", "s2"],
+            &["o2", "30000", "0", "1"]
+        ),
+        int(-1),
+        "held"
+    );
+    assert_eq!(h.script("topology_write", &["t"], &["2", spec]), int(1));
+    assert_eq!(
+        h.script("topology_write", &["t"], &["2", spec]),
+        int(1),
+        "same spec again"
+    );
+    h.script("topology_write", &["t"], &["2", "v1\nother\n"]); // TOPOLOGYCONFLICT
+    h.script("topology_write", &["t"], &["1", spec]); // STALETOPOLOGY
+    h.script("topology_read", &["t"], &[]);
+    // A client at epoch 1 is refused now; extends of an epoch-1 hold too.
+    h.script(
+        "sharded_acquire",
+        &["fc", "t", "s3"],
+        &["o3", "30000", "0", "1"],
+    );
+    h.script("sharded_extend", &["t", "s1"], &["o1", "30000", "1"]);
+    assert_eq!(
+        h.script("sharded_extend", &["t", "s1"], &["o1", "30000", "2"]),
+        int(1)
+    );
+    assert_eq!(
+        h.script(
+            "sharded_acquire",
+            &["fc", "t", "s3"],
+            &["o3", "30000", "0", "3"]
+        ),
+        int(0),
+        "a newer epoch raises the stored one"
+    );
+    h.script(
+        "sharded_acquire",
+        &["fc", "t", "s4"],
+        &["o4", "30000", "0", "2"],
+    );
+    assert_eq!(
+        h.script("sharded_release", &["t", "s1", "s3"], &["o1", "2"]),
+        int(1)
+    );
+    assert_eq!(h.script("sharded_release", &["t", "s1"], &["o1"]), int(0));
+}
+
 fn scenario_reentrant(h: &mut Harness) {
     h.context = "scenario: reentrant lock".into();
     h.flush();
@@ -1201,6 +1265,29 @@ impl Gen {
             }
             "multi_extend" => (self.locks(), vec![owner, self.ttl()]),
             "multi_release" => (self.locks(), vec![owner]),
+            "sharded_acquire" => {
+                let mut keys = vec![fc, self.key("tp").into()];
+                keys.extend(self.locks());
+                let epoch = self.pick(&["1", "2", "3"]).into();
+                (keys, vec![owner, self.ttl(), self.flag(), epoch])
+            }
+            "sharded_extend" => {
+                let mut keys = vec![self.key("tp").into()];
+                keys.extend(self.locks());
+                let limit = self.pick(&["1", "2", "3"]).into();
+                (keys, vec![owner, self.ttl(), limit])
+            }
+            "sharded_release" => {
+                let mut keys = vec![self.key("tp").into()];
+                keys.extend(self.locks());
+                (keys, vec![owner])
+            }
+            "topology_write" => {
+                let epoch = self.pick(&["1", "2", "3"]).into();
+                let spec = self.pick(&["v1\nspec a\n", "v1\nspec b\n"]).into();
+                (vec![self.key("tp").into()], vec![epoch, spec])
+            }
+            "topology_read" => (vec![self.key("tp").into()], Vec::new()),
             "reentrant_acquire" => {
                 let hold = self.pick(&["h1", "h2", "h3"]).into();
                 (
@@ -1370,6 +1457,7 @@ fn scripts_behave_the_same_on_the_model_and_on_redis() {
     scenario_lock(&mut h);
     scenario_fencing(&mut h);
     scenario_multi(&mut h);
+    scenario_sharded(&mut h);
     scenario_reentrant(&mut h);
     scenario_rw(&mut h);
     scenario_fair(&mut h);

@@ -1,0 +1,312 @@
+//! The sharded acquire calls: route every resource to its groups, win them one group at a
+//! time in name order, give back what was taken when a later group fails, and reload the
+//! topology when a master says the client's is stale.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::check_resource;
+use crate::error::{Error, Result};
+use crate::guard::LockGuard;
+use crate::held::{Attempt, HeldBy};
+use crate::lock::{Redlock, Wake};
+use crate::scripts::{SHARDED_ACQUIRE, SHARDED_EXTEND, SHARDED_RELEASE, ScriptCall};
+
+use super::guard::{Part, ShardedGuard};
+use super::lease::ShardedContext;
+use super::store::{is_stale, topology_key};
+use super::{ShardedRedlock, View};
+
+/// Reloads (after a stale-topology refusal) before an acquire gives up: a change takes two
+/// epochs, so two reloads normally suffice; one spare for a change racing the retry.
+const MAX_RELOADS: u32 = 3;
+
+/// Whether a round may wait (retrying within a deadline) or is a single try.
+#[derive(Clone, Copy)]
+enum Patience {
+    Until(Instant),
+    Once,
+}
+
+impl ShardedRedlock {
+    /// Acquires `resource` for `ttl` on its group (both groups while it moves), retrying until
+    /// granted or the acquire wait of the group runs out.
+    ///
+    /// # Errors
+    /// As [`Redlock::acquire`], plus [`Error::InvalidTtl`] for a TTL above the max TTL and
+    /// [`Error::StaleTopology`] when masters keep refusing this client's topology after it
+    /// reloaded.
+    pub async fn acquire(&self, resource: &str, ttl: Duration) -> Result<ShardedGuard> {
+        self.acquire_many([resource], ttl).await
+    }
+
+    /// [`acquire`](Self::acquire) with an explicit wait.
+    ///
+    /// # Errors
+    /// As [`acquire`](Self::acquire).
+    pub async fn acquire_with_wait(
+        &self,
+        resource: &str,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<ShardedGuard> {
+        self.acquire_many_with_wait([resource], ttl, wait).await
+    }
+
+    /// One try for `resource`: `Ok(None)` when it is held (on any of its groups).
+    ///
+    /// # Errors
+    /// As [`acquire`](Self::acquire), without the contention errors.
+    pub async fn try_acquire(&self, resource: &str, ttl: Duration) -> Result<Option<ShardedGuard>> {
+        self.try_acquire_many([resource], ttl).await
+    }
+
+    /// Acquires every resource of `resources` as one lock: grouped by owner group, the groups
+    /// taken one by one in name order (deadlock-free), each as one multi-resource round; a
+    /// failure in a later group releases the earlier groups' holds.
+    ///
+    /// # Errors
+    /// [`Error::EmptyResource`] for no or empty names; otherwise as [`acquire`](Self::acquire).
+    pub async fn acquire_many<I, S>(&self, resources: I, ttl: Duration) -> Result<ShardedGuard>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let wait = self.wait_setting();
+        self.acquire_many_with_wait(resources, ttl, wait).await
+    }
+
+    /// [`acquire_many`](Self::acquire_many) with an explicit wait (for all groups together).
+    ///
+    /// # Errors
+    /// As [`acquire_many`](Self::acquire_many).
+    pub async fn acquire_many_with_wait<I, S>(
+        &self,
+        resources: I,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<ShardedGuard>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let names = sorted_names(resources)?;
+        let deadline = crate::config::deadline_after(Instant::now(), wait);
+        let guard = self.routed(&names, ttl, Patience::Until(deadline)).await?;
+        Ok(guard.expect("a waiting acquire returns a guard or an error"))
+    }
+
+    /// One try for all of `resources`: `Ok(None)` when any is held.
+    ///
+    /// # Errors
+    /// As [`acquire_many`](Self::acquire_many), without the contention errors.
+    pub async fn try_acquire_many<I, S>(
+        &self,
+        resources: I,
+        ttl: Duration,
+    ) -> Result<Option<ShardedGuard>>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let names = sorted_names(resources)?;
+        self.routed(&names, ttl, Patience::Once).await
+    }
+
+    /// Runs `work` while holding `resource`, extending the lock every third of `ttl`, and
+    /// releases it after (see [`ShardedContext`]).
+    ///
+    /// # Errors
+    /// The errors of [`acquire`](Self::acquire), and [`Error::LockLost`] when the lock could
+    /// not be extended before its validity ran out (for instance after a group change, see the
+    /// [crate docs](crate#sharding)); the output of `work` is then dropped.
+    pub async fn with_lock<T, F, Fut>(&self, resource: &str, ttl: Duration, work: F) -> Result<T>
+    where
+        F: FnOnce(ShardedContext) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let guard = self.acquire(resource, ttl).await?;
+        super::lease::run_extended(guard, ttl, work).await
+    }
+
+    /// The acquire wait of the groups (the longest, if they differ).
+    fn wait_setting(&self) -> Duration {
+        let view = self.view();
+        let waits = view.groups.values().map(|g| g.config().acquire_wait);
+        waits.max().unwrap_or(crate::config::DEFAULT_ACQUIRE_WAIT)
+    }
+
+    /// Acquires `names` by the current view; on a stale-topology refusal, reloads and tries
+    /// again (at most [`MAX_RELOADS`] times).
+    async fn routed(
+        &self,
+        names: &[String],
+        ttl: Duration,
+        patience: Patience,
+    ) -> Result<Option<ShardedGuard>> {
+        let mut reloads = 0;
+        loop {
+            let view = self.view();
+            check_ttl(&view, ttl)?;
+            match acquire_in(&view, names, ttl, patience).await {
+                Err(e) if is_stale(&e) && reloads < MAX_RELOADS => {
+                    reloads += 1;
+                    let before = view.topology.epoch;
+                    let after = self.reload().await?;
+                    tracing::debug!(before, after, "acquire refused for a stale topology");
+                }
+                Err(e) if is_stale(&e) => {
+                    return Err(Error::StaleTopology {
+                        epoch: view.topology.epoch,
+                        reason: format!("still refused after {reloads} reloads: {e}"),
+                    });
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+fn check_ttl(view: &View, ttl: Duration) -> Result<()> {
+    if ttl > view.topology.max_ttl {
+        return Err(Error::InvalidTtl {
+            ttl,
+            reason: format!(
+                "a sharded lock's ttl must be at most the topology's max ttl {:?}",
+                view.topology.max_ttl
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The groups and names of an acquire, in acquire order (group name order).
+fn plan<'a>(view: &'a View, names: &[String]) -> BTreeMap<&'a str, Vec<String>> {
+    let mut plan: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for name in names {
+        for group in view.topology.placement(name) {
+            plan.entry(group).or_default().push(name.clone());
+        }
+    }
+    plan
+}
+
+/// One acquire by `view`: group by group; what was taken is released if a later group fails.
+async fn acquire_in(
+    view: &View,
+    names: &[String],
+    ttl: Duration,
+    patience: Patience,
+) -> Result<Option<ShardedGuard>> {
+    let mut parts: Vec<Part> = Vec::new();
+    for (group, group_names) in plan(view, names) {
+        let redlock = view.group(group);
+        let outcome = acquire_group(view, redlock, &group_names, ttl, patience).await;
+        match outcome {
+            Ok(Some(guard)) => parts.push(Part {
+                group: group.to_owned(),
+                names: group_names,
+                guard,
+            }),
+            Ok(None) => {
+                release_parts(parts).await;
+                return Ok(None);
+            }
+            Err(e) => {
+                release_parts(parts).await;
+                return Err(e);
+            }
+        }
+    }
+    ShardedGuard::new(&view.topology, names, parts).map(Some)
+}
+
+/// One group's hold of `names` (sorted), by the group's own retry policy.
+async fn acquire_group(
+    view: &View,
+    redlock: &Redlock,
+    names: &[String],
+    ttl: Duration,
+    patience: Patience,
+) -> Result<Option<LockGuard>> {
+    redlock.config().check_ttl(ttl)?;
+    let label = names.join(", ");
+    let next = || sharded_attempt(view, redlock, names, ttl);
+    match patience {
+        Patience::Once => redlock.try_once(&label, next).await,
+        Patience::Until(deadline) => {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            redlock
+                .acquire_loop(&label, ttl, wait, Wake::Poll, next)
+                .await
+                .map(Some)
+        }
+    }
+}
+
+/// The round: `sharded_acquire.lua` with the view's epoch; the hold extends with the epoch
+/// limit of the view (`Topology::extendable_until`).
+fn sharded_attempt(view: &View, redlock: &Redlock, names: &[String], ttl: Duration) -> Attempt {
+    let config = redlock.config();
+    let topology = topology_key(redlock);
+    let mut keys = vec![topology.clone()];
+    keys.extend(names.iter().map(|n| config.lock_key(n)));
+    let held = HeldBy {
+        kind: "sharded",
+        keys: keys.clone(),
+        extend: &SHARDED_EXTEND,
+        release: &SHARDED_RELEASE,
+        rollback: &SHARDED_RELEASE,
+        extra_args: vec![view.topology.extendable_until().to_string()],
+        choice_arg: false,
+        announce: false,
+    };
+    let epoch = view.topology.epoch.to_string();
+    Attempt::new(ttl, held, |token| {
+        let mut all = vec![config.fence_key()];
+        all.extend(keys);
+        ScriptCall::new(
+            &SHARDED_ACQUIRE,
+            all,
+            vec![
+                token.to_owned(),
+                (ttl.as_millis() as u64).to_string(),
+                config.fencing_arg(),
+                epoch,
+            ],
+        )
+    })
+}
+
+/// Gives back holds taken before a later group failed (concurrently; each bounded by its
+/// group's per-master timeout). Failures are only logged: the keys expire with their TTL.
+pub(crate) async fn release_parts(parts: Vec<Part>) {
+    let releases = parts.into_iter().map(|p| async move {
+        if let Err(e) = p.guard.release().await {
+            tracing::warn!(group = %p.group, error = %e, "rollback of a sharded hold failed");
+        }
+    });
+    futures::future::join_all(releases).await;
+}
+
+/// Checked, sorted (bytewise), deduplicated names.
+fn sorted_names<I, S>(resources: I) -> Result<Vec<String>>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let mut names = Vec::new();
+    for r in resources {
+        check_resource(r.as_ref())?;
+        names.push(r.as_ref().to_owned());
+    }
+    if names.is_empty() {
+        return Err(Error::EmptyResource);
+    }
+    names.sort_unstable();
+    names.dedup();
+    Ok(names)
+}

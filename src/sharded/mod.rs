@@ -1,0 +1,369 @@
+//! [`ShardedRedlock`]: locks over several independent quorum groups, each resource placed on
+//! one group by the ketama ring over the group names (weighted), with group changes that
+//! never allow two holders.
+//!
+//! # Placement
+//! Resource `r` lives on `owner(r)`, the ring's node for `r` among the current groups. Each
+//! group is a normal [`Redlock`] (its own masters, quorum, fencing counter, seals, restart
+//! quarantine): what a lock guarantees within a group is unchanged. A lock on several
+//! resources groups them by group and acquires the groups one by one in name order, each as
+//! one multi-resource round (all or none per master); a failure in a later group releases the
+//! holds already taken, so the lock is taken or given back as a unit. Every client takes the
+//! groups in the same order and holds only groups before the one it waits for, so no cycle of
+//! waiters (deadlock) can form; waits are bounded by the acquire wait anyway.
+//!
+//! # The topology on the masters
+//! Each topology has an **epoch**. It is stored (`store.rs`) on every master of every group as
+//! a hash with the spec (groups, weights, masters, max TTL, previous groups) and the newest
+//! epoch the master has seen. Every sharded acquire and extend runs in one script per master
+//! (`scripts/sharded_acquire.lua`) that first compares the client's epoch `c` with the
+//! master's `s`: `s > c` refuses with `STALETOPOLOGY`, touching nothing; `s < c` raises `s` to
+//! `c`; then the multi-resource acquire. A refused client reloads the newest stored spec and
+//! retries (a bounded number of times, within its wait). A client that never reloads is
+//! refused on a quorum of every group once a newer epoch is stored there: it cannot grant
+//! anything.
+//!
+//! # A group change (joint phase)
+//! [`ShardedRedlock::change_groups`] from the final topology `F(e)` (epoch `e`) to groups `G'`:
+//! 1. store the **joint** topology `J(e+1)` (groups `G'`, previous groups `G`) on a quorum of
+//!    every group of `G ∪ G'`. Under `J`, an acquire of `r` must win on `owner_G(r)` *and*
+//!    `owner_G'(r)` (one group when they are equal: only resources whose owner changes pay);
+//! 2. wait `max_ttl + drift(max_ttl)` from the moment step 1 completed;
+//! 3. store the **final** topology `F(e+2)` (groups `G'` only) the same way.
+//!
+//! A change interrupted after step 1 started (an error, a crash) is resumed by the next
+//! `change_groups`: it stores the joint topology again on a quorum of every group (it may have
+//! reached only some masters, so old-view grants may still have been possible) and only then
+//! starts the wait.
+//!
+//! Resources whose ring owner does not change keep their group throughout; the ones that move
+//! are exactly those whose owner differs between the two rings (`HashRing`'s own math, checked
+//! by `tests/sharded.rs` over many resources).
+//!
+//! **No two holders.** Take two holds `H1`, `H2` of one resource, granted under epochs
+//! `a <= b`, overlapping in time.
+//! - `b <= a + 1`: the placements of adjacent epochs share a group (`F(e)` and `J(e+1)` share
+//!   `owner_G(r)`; `J(e+1)` and `F(e+2)` share `owner_G'(r)`), and both holds hold the same
+//!   key on a quorum of that group: the ordinary Redlock argument excludes the overlap.
+//! - `b >= a + 2`: then an epoch `a+1` joint topology `J` sits between them. Epoch `b` only
+//!   exists once `J`'s final successor was written, that is after the wait of step 2, which
+//!   started once `J` was on a quorum of every group (time `T`). `H1` needed a quorum of its
+//!   group with stored epoch `<= a`, which meets `J`'s quorum on a master that granted `H1`
+//!   before it stored `J`: `H1`'s round started before `T`, so its validity ended before
+//!   `T + max_ttl - drift`. Its extensions do not help it (next section). So `H1` ended before
+//!   `H2` could start.
+//!
+//! # Extensions
+//! A hold granted under a final epoch `f` extends only while the masters store `<= f`; one
+//! granted under a joint epoch `j` while they store `<= j + 1` (its placement, old and new
+//! owner, covers the final owner). The extend script refuses otherwise, on a quorum, so no
+//! extension pushes a hold past the wait of the next change. The price: a topology change
+//! ends the extension of final-epoch holds (`with_lock` reports the lock lost at the end of
+//! its validity); a lock that must outlive a change must be re-acquired.
+//!
+//! # Fencing tokens: strictly increasing per resource
+//! A sharded token is `(epoch << 48) | counter`, where `counter` is the fencing token of the
+//! resource's owner group in that epoch (the group's own namespace counter, strictly
+//! increasing per group, `fencing.rs`). During a joint phase the token comes from the new
+//! owner. Claim: if `H2` is granted after `H1` was granted, for the same resource, `H2`'s token
+//! is larger. Proof: `H1` (epoch `a`) raised the stored epoch to `>= a` on a quorum of each of
+//! its groups before it was granted. If `H2`'s epoch `b` were `< a`: for `b = a - 1` the two
+//! placements share a group (previous section) whose quorum stores `>= a`, so `H2`'s acquire
+//! there is refused; for `b <= a - 2`, epoch `a` exists only after `a - 1` was stored on a
+//! quorum of every group, refusing `H2` as well. So `b >= a`. If `b > a`, the high bits are
+//! larger. If `b == a`, both tokens come from the same group's counter (the owner in that
+//! epoch), which strictly increases. The bound: counters below `2^48` (a group granting
+//! 100,000 locks per second reaches it after 89 years) and epochs below `2^16` (32,767
+//! changes); past either the acquire or change fails with a typed error rather than wrap.
+//!
+//! # Not guaranteed
+//! - **One administrator at a time.** A master refuses a second spec under an epoch it has
+//!   (`TOPOLOGYCONFLICT`), but two concurrent [`change_groups`] calls can split the groups
+//!   between their two joint specs of the same epoch; clients may then route by either, and
+//!   the proof above (one placement per epoch) no longer applies. Run changes from one place.
+//! - **Data loss on a majority of a group** loses that group's stored epoch as well as its
+//!   keys (as for any Redlock): use AOF or the restart quarantine.
+//! - **Primitives other than the basic and multi-resource lock** are reached through
+//!   [`ShardedRedlock::group_for`]: they run on the resource's current owner group with that
+//!   group's guarantees, but they do not check the topology epoch and are **not** protected
+//!   across a group change.
+//!
+//! [`change_groups`]: ShardedRedlock::change_groups
+
+mod acquire;
+mod builder;
+mod change;
+mod guard;
+mod lease;
+mod store;
+mod token;
+mod topology;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::lock::Redlock;
+
+pub use builder::{DEFAULT_SHARD_MAX_TTL, ShardedBuilder};
+pub use change::ChangeReport;
+pub use guard::ShardedGuard;
+pub use lease::ShardedContext;
+
+use topology::{GroupSpec, Topology};
+
+/// Locks sharded over several independent Redlock groups by the ketama ring: placement, group
+/// changes, guarantees and non-guarantees are in the [crate docs](crate#sharding); the proofs
+/// are in `src/sharded/mod.rs`.
+#[derive(Clone)]
+pub struct ShardedRedlock {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    view: std::sync::RwLock<Arc<View>>,
+    /// The builders given (at build and to changes) and the template for other groups.
+    builders: std::sync::Mutex<ShardedBuilder>,
+    /// One reload at a time: concurrent acquires refused for the same change reload once.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+/// A topology and a connected client for each of its groups (current and previous).
+pub(crate) struct View {
+    pub(crate) topology: Topology,
+    pub(crate) groups: BTreeMap<String, Redlock>,
+}
+
+impl View {
+    pub(crate) fn group(&self, name: &str) -> &Redlock {
+        &self.groups[name]
+    }
+
+    pub(crate) fn all(&self) -> Vec<&Redlock> {
+        self.groups.values().collect()
+    }
+}
+
+impl std::fmt::Debug for ShardedRedlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let view = self.view();
+        f.debug_struct("ShardedRedlock")
+            .field("epoch", &view.topology.epoch)
+            .field("groups", &view.groups.keys().collect::<Vec<_>>())
+            .field("joint", &view.topology.is_joint())
+            .finish()
+    }
+}
+
+impl ShardedRedlock {
+    /// A builder with no groups and the default max TTL.
+    pub fn builder() -> ShardedBuilder {
+        ShardedBuilder::default()
+    }
+
+    /// The topology epoch this client routes by.
+    pub fn epoch(&self) -> u64 {
+        self.view().topology.epoch
+    }
+
+    /// Whether this client's topology is the joint phase of a group change.
+    pub fn is_joint(&self) -> bool {
+        self.view().topology.is_joint()
+    }
+
+    /// The current groups' names and weights.
+    pub fn groups(&self) -> Vec<(String, u32)> {
+        let view = self.view();
+        view.topology
+            .groups
+            .iter()
+            .map(|g| (g.name.clone(), g.weight))
+            .collect()
+    }
+
+    /// The longest TTL this client grants (stored with the topology).
+    pub fn max_ttl(&self) -> Duration {
+        self.view().topology.max_ttl
+    }
+
+    /// The group that owns `resource` now (its fencing counter gives the resource's tokens).
+    pub fn owner(&self, resource: &str) -> String {
+        self.view().topology.owner(resource).to_owned()
+    }
+
+    /// The groups an acquire of `resource` must win now, in acquire order: the owner, plus
+    /// during a change's joint phase the previous owner when it differs.
+    pub fn placement(&self, resource: &str) -> Vec<String> {
+        let view = self.view();
+        view.topology
+            .placement(resource)
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The owner group's [`Redlock`], for the primitives (reentrant, fair, read-write,
+    /// semaphore). They run with that group's guarantees but **do not** check the topology
+    /// epoch: they are not protected across a group change ([crate docs](crate#sharding)).
+    pub fn group_for(&self, resource: &str) -> Redlock {
+        let view = self.view();
+        view.group(view.topology.owner(resource)).clone()
+    }
+
+    pub(crate) fn view(&self) -> Arc<View> {
+        self.shared
+            .view
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_view(&self, view: View) {
+        tracing::info!(
+            epoch = view.topology.epoch,
+            joint = view.topology.is_joint(),
+            "topology adopted"
+        );
+        *self.shared.view.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(view);
+    }
+
+    /// Builds the client: connect the given groups, load or store the topology.
+    async fn connect(builder: ShardedBuilder) -> Result<Self> {
+        let given = Topology::new(0, builder.max_ttl, builder.specs(), None)?;
+        let groups = connect_groups(&builder, &given, &BTreeMap::new()).await?;
+        let mut view = View {
+            topology: given,
+            groups,
+        };
+        let stored = store::read_newest(&view.all()).await;
+        let topology = match stored {
+            Some((epoch, spec)) => {
+                let stored = Topology::decode(epoch, &spec)?;
+                if stored.groups != view.topology.groups || stored.max_ttl != builder.max_ttl {
+                    tracing::warn!(epoch, "the masters store another topology; routing by it");
+                }
+                stored
+            }
+            None => {
+                let first =
+                    Topology::new(1, view.topology.max_ttl, view.topology.groups.clone(), None)?;
+                match store::write_quorums(&view.all(), &first).await {
+                    Ok(()) => first,
+                    // Another client stored one first: use it.
+                    Err(Error::StaleTopology { .. }) => {
+                        let (epoch, spec) =
+                            store::read_newest(&view.all()).await.ok_or_else(|| {
+                                Error::StaleTopology {
+                                    epoch: 1,
+                                    reason: "first topology conflicted and none is readable".into(),
+                                }
+                            })?;
+                        Topology::decode(epoch, &spec)?
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        view.groups = connect_groups(&builder, &topology, &view.groups).await?;
+        view.topology = topology;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                view: std::sync::RwLock::new(Arc::new(view)),
+                builders: std::sync::Mutex::new(builder),
+                reloading: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// Loads the newest topology stored on the masters of every group this client knows, and
+    /// routes by it if it is newer than this client's. Returns the epoch routed by after.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a stored spec that does not parse; a new group's build
+    /// error.
+    pub async fn reload(&self) -> Result<u64> {
+        let _one = self.shared.reloading.lock().await;
+        let view = self.view();
+        let Some((epoch, spec)) = store::read_newest(&view.all()).await else {
+            return Ok(view.topology.epoch);
+        };
+        if epoch <= view.topology.epoch {
+            return Ok(view.topology.epoch);
+        }
+        self.adopt(Topology::decode(epoch, &spec)?).await?;
+        Ok(epoch)
+    }
+
+    /// Routes by `topology` from now on, connecting the groups it names that are new.
+    pub(crate) async fn adopt(&self, topology: Topology) -> Result<()> {
+        let view = self.connect_view(topology).await?;
+        self.set_view(view);
+        Ok(())
+    }
+
+    /// A view of `topology`, with the groups this client does not know yet connected.
+    pub(crate) async fn connect_view(&self, topology: Topology) -> Result<View> {
+        let builder = self.builders();
+        let current = self.view();
+        let groups = connect_groups(&builder, &topology, &current.groups).await?;
+        Ok(View { topology, groups })
+    }
+
+    pub(crate) fn builders(&self) -> ShardedBuilder {
+        self.shared
+            .builders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn remember_builders(&self, groups: &[(String, u32, crate::Builder)]) {
+        let mut builders = self
+            .shared
+            .builders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for g in groups {
+            builders.groups.retain(|(name, _, _)| *name != g.0);
+            builders.groups.push(g.clone());
+        }
+    }
+}
+
+/// A client for every group of `topology`: reused from `known` when the masters are the same,
+/// else built (concurrently).
+async fn connect_groups(
+    builder: &ShardedBuilder,
+    topology: &Topology,
+    known: &BTreeMap<String, Redlock>,
+) -> Result<BTreeMap<String, Redlock>> {
+    let builds = topology.all_groups().into_iter().map(|spec: &GroupSpec| {
+        let reuse = known
+            .get(&spec.name)
+            .filter(|r| same_masters(r, spec))
+            .cloned();
+        let build = builder.builder_for(spec);
+        let name = spec.name.clone();
+        async move {
+            let redlock = match reuse {
+                Some(r) => r,
+                None => build.build().await?,
+            };
+            Ok::<_, Error>((name, redlock))
+        }
+    });
+    futures::future::try_join_all(builds)
+        .await
+        .map(|v| v.into_iter().collect())
+}
+
+fn same_masters(redlock: &Redlock, spec: &GroupSpec) -> bool {
+    redlock.inner.masters.len() == spec.masters.len()
+        && redlock
+            .inner
+            .masters
+            .iter()
+            .zip(&spec.masters)
+            .all(|(m, url)| m.addr == crate::error::redact_url(url))
+}

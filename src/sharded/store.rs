@@ -1,0 +1,125 @@
+//! The topology on the masters themselves: a hash `<prefix>topology:state` on every master of
+//! every group, with `spec_epoch` and `spec` (the encoded [`Topology`]) and `epoch` (the
+//! newest epoch this master has seen, checked by every sharded acquire and extend script).
+//!
+//! A change is stored on a quorum of every group, old and new, before anyone routes by it
+//! (`change.rs`); a client reloads by reading every master it knows and taking the newest spec.
+
+use std::sync::Arc;
+
+use redis::Value;
+
+use crate::error::{Error, MasterReply, Replies, Result};
+use crate::lock::Redlock;
+use crate::quorum::Decision;
+use crate::scripts::{ScriptCall, TOPOLOGY_READ, TOPOLOGY_WRITE};
+
+use super::topology::Topology;
+
+/// Where a group's masters keep the topology.
+pub(crate) fn topology_key(group: &Redlock) -> String {
+    group.config().key("topology", "state")
+}
+
+/// The newest spec any master of `groups` stores, as `(spec_epoch, spec)`; `None` when none
+/// stores one. Every master is asked once, each call bounded by the per-master timeout.
+pub(crate) async fn read_newest(groups: &[&Redlock]) -> Option<(u64, String)> {
+    // A script rather than HMGET: one code path for real masters and the simulator's.
+    let reads = groups.iter().map(|group| async move {
+        let call = ScriptCall::new(&TOPOLOGY_READ, vec![topology_key(group)], Vec::new());
+        let call = &call;
+        group
+            .inner
+            .masters
+            .ask_each(|master| async move { master.run(call).await })
+            .await
+    });
+    let answers = futures::future::join_all(reads).await;
+    answers
+        .into_iter()
+        .flatten()
+        .filter_map(|answer| parse_spec(answer.ok()?))
+        .max_by_key(|(epoch, _)| *epoch)
+}
+
+fn parse_spec(value: Value) -> Option<(u64, String)> {
+    let Value::Array(fields) = value else {
+        return None;
+    };
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        _ => None,
+    };
+    let epoch = text(fields.first()?)?.parse().ok()?;
+    Some((epoch, text(fields.get(1)?)?))
+}
+
+/// Stores `topology` on a quorum of every group of `groups`, concurrently. Masters that did
+/// not answer in time may get it later or never; a quorum is what the proofs need.
+///
+/// # Errors
+/// [`Error::StaleTopology`] when a master stores a newer or a conflicting spec (another
+/// change); [`Error::Unavailable`] when a group has no quorum of answering masters.
+pub(crate) async fn write_quorums(groups: &[&Redlock], topology: &Topology) -> Result<()> {
+    let spec = topology.encode();
+    let writes = groups
+        .iter()
+        .map(|group| write_quorum(group, topology.epoch, &spec));
+    for result in futures::future::join_all(writes).await {
+        result?;
+    }
+    Ok(())
+}
+
+async fn write_quorum(group: &Redlock, epoch: u64, spec: &str) -> Result<()> {
+    let call = Arc::new(ScriptCall::new(
+        &TOPOLOGY_WRITE,
+        vec![topology_key(group)],
+        vec![epoch.to_string(), spec.to_owned()],
+    ));
+    let masters = &group.inner.masters;
+    let round = masters
+        .vote(
+            masters.quorum(),
+            |master| master.run_owned(&call),
+            |answer| matches!(answer, Ok(Value::Int(1))),
+        )
+        .await;
+    if round.decision == Decision::Won {
+        return Ok(());
+    }
+    let replies = Replies(
+        round
+            .answers
+            .into_iter()
+            .map(|a| match a {
+                Some(Ok(Value::Int(1))) => MasterReply::Granted,
+                Some(Ok(_)) => MasterReply::Refused,
+                Some(Err(reply)) => reply,
+                None => MasterReply::NoAnswer,
+            })
+            .collect(),
+    );
+    match stale_reason(&replies) {
+        Some(reason) => Err(Error::StaleTopology { epoch, reason }),
+        None => Err(masters.unavailable(replies)),
+    }
+}
+
+/// What a master said when it refused for a newer or conflicting topology, if one did.
+pub(crate) fn stale_reason(replies: &Replies) -> Option<String> {
+    replies.as_slice().iter().find_map(|r| match r {
+        MasterReply::ServerError(e)
+            if e.contains("STALETOPOLOGY") || e.contains("TOPOLOGYCONFLICT") =>
+        {
+            Some(e.clone())
+        }
+        _ => None,
+    })
+}
+
+/// Whether `error` came from a master refusing for a newer topology: reload and retry.
+pub(crate) fn is_stale(error: &Error) -> bool {
+    matches!(error, Error::StaleTopology { .. })
+        || error.replies().is_some_and(|r| stale_reason(r).is_some())
+}
