@@ -40,6 +40,13 @@ pub(crate) fn channel(prefix: &str, resource: &str) -> String {
     format!("{prefix}released:{resource}")
 }
 
+/// The key a refused waiter sets (acquire.lua) so that the release of `resource` publishes
+/// (release.lua): a release nobody waits for sends no `PUBLISH`. Its own key space
+/// (`lock-waiting`), so it never collides with a lock key.
+pub(crate) fn waiter_marker(prefix: &str, resource: &str) -> String {
+    format!("{prefix}lock-waiting:{resource}")
+}
+
 /// The wake-up machinery of one client: the local queues and a subscriber per master.
 pub(crate) struct Wakeups {
     shared: Arc<Shared>,

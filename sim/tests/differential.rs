@@ -228,14 +228,31 @@ fn scenario_lock(h: &mut Harness) {
     assert_eq!(h.script("extend", &["lk"], &["o2", "60000"]), int(0));
     assert_eq!(h.script("extend", &["lk"], &["o1", "60000"]), int(1));
     assert_eq!(h.script("release", &["lk"], &["o2"]), int(0));
+    // Nobody marked itself waiting: the release deletes and publishes nothing.
     assert_eq!(
-        h.script("release", &["lk"], &["o1", "chan", "rel-1"]),
+        h.script("release", &["lk", "lw"], &["o1", "chan", "rel-0"]),
+        int(1)
+    );
+    assert_eq!(h.sim.take_published(), vec![]);
+    assert_eq!(
+        h.script("acquire", &["lk", "fc"], &["o1", "30000", "0"]),
+        int(0)
+    );
+    // A refused waiter marks itself (KEYS[3]); the release deletes the marker and publishes.
+    assert_eq!(
+        h.script("acquire", &["lk", "fc", "lw"], &["o2", "30000", "0"]),
+        int(-1)
+    );
+    assert_eq!(h.command(&["EXISTS", "lw"]), int(1));
+    assert_eq!(
+        h.script("release", &["lk", "lw"], &["o1", "chan", "rel-1"]),
         int(1)
     );
     assert_eq!(
         h.sim.take_published(),
         vec![(b"chan".to_vec(), b"rel-1".to_vec())]
     );
+    assert_eq!(h.command(&["EXISTS", "lw"]), int(0));
     assert_eq!(h.script("release", &["lk"], &["o1"]), int(0));
     // Expiry: a lease of 2 ms, then the key is free for anyone and not extendable.
     assert_eq!(
