@@ -999,11 +999,19 @@ impl Gen {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         let fc = self.key("fc").to_owned();
         match name {
-            "acquire" => (vec![lock, fc], vec![owner, self.ttl(), self.flag()]),
+            "acquire" => {
+                // A caller that will wait marks itself on refusal (KEYS[3]).
+                let mut keys = vec![lock, fc];
+                if self.rng.random_bool(0.5) {
+                    keys.push(self.key("lw").to_owned());
+                }
+                (keys, vec![owner, self.ttl(), self.flag()])
+            }
             "extend" => (vec![lock], vec![owner, self.ttl()]),
             "release" => {
                 if self.rng.random_bool(0.5) {
-                    (vec![lock], vec![owner, "chan".into(), "id".into()])
+                    let marker = self.key("lw").to_owned();
+                    (vec![lock, marker], vec![owner, "chan".into(), "id".into()])
                 } else {
                     (vec![lock], vec![owner])
                 }
