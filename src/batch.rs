@@ -234,6 +234,13 @@ impl Entry {
         }
     }
 
+    /// The entry as `EVAL` of its script's source (after `NOSCRIPT`).
+    fn eval(&self) -> Cmd {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(self.script.source).arg(self.keys).arg(&self.parts);
+        cmd
+    }
+
     /// The entry as a call of its own script.
     fn single(&self) -> Cmd {
         let mut cmd = Cmd::with_capacity(3 + self.parts.len(), 0);
@@ -275,41 +282,78 @@ async fn send_batch(batch: Vec<Entry>, timeout: std::time::Duration) {
     let latest = batch.iter().map(|e| e.deadline).max().expect("a batch");
     let deadline = latest.max(Instant::now() + timeout);
     let mut conn = (*batch[0].conn).clone();
-    if let [entry] = batch.as_slice() {
-        let reply = tokio::time::timeout_at(deadline, conn.send(&entry.single())).await;
-        if let Ok(reply) = reply {
-            let entry = batch.into_iter().next().expect("one entry");
-            let _ = entry.reply.send(reply);
-        }
-        return;
-    }
-    let cmd = batch_command(&batch);
+    let cmd = match batch.as_slice() {
+        [entry] => entry.single(),
+        _ => batch_command(&batch),
+    };
     let Ok(reply) = tokio::time::timeout_at(deadline, conn.send(&cmd)).await else {
         return;
     };
-    let n = batch.len();
-    match reply {
-        Ok(Value::Array(items)) if items.len() == n => {
-            for (entry, item) in batch.into_iter().zip(items) {
-                let _ = entry.reply.send(entry_reply(item));
-            }
-        }
-        Ok(Value::ServerError(e)) => {
-            for entry in batch {
-                let _ = entry.reply.send(Ok(Value::ServerError(e.clone())));
-            }
-        }
-        Ok(other) => {
-            for entry in batch {
-                let _ = entry.reply.send(Err(unexpected(&other)));
-            }
-        }
-        Err(e) => {
-            for entry in batch {
-                let _ = entry.reply.send(Err(e.clone()));
-            }
-        }
+    let replies = match batch.len() {
+        1 => vec![reply],
+        n => split(reply, n),
+    };
+    let replies = eval_where_flushed(&conn, &batch, replies, deadline).await;
+    for (entry, reply) in batch.into_iter().zip(replies) {
+        let _ = entry.reply.send(reply);
     }
+}
+
+/// Every entry's reply from the reply to the whole batch.
+fn split(reply: RedisResult<Value>, n: usize) -> Vec<RedisResult<Value>> {
+    match reply {
+        Ok(Value::Array(items)) if items.len() == n => items.into_iter().map(entry_reply).collect(),
+        // NOSCRIPT, BUSY, LOADING, OOM...: the batch did not run; every entry gets the reply.
+        Ok(error @ Value::ServerError(_)) => (0..n).map(|_| Ok(error.clone())).collect(),
+        Ok(other) => (0..n).map(|_| Err(unexpected(&other))).collect(),
+        Err(e) => (0..n).map(|_| Err(e.clone())).collect(),
+    }
+}
+
+/// After `NOSCRIPT` (the master restarted or its script cache was flushed): the
+/// [`Delivery::Always`] entries run at once as `EVAL` with their script's source, sent from
+/// here so that a release or rollback whose caller stopped waiting is not lost, and they get
+/// that answer instead; the batch script is loaded again behind them. [`Delivery::InTime`]
+/// entries keep their `NOSCRIPT`: an acquire votes no and is never re-sent.
+async fn eval_where_flushed(
+    conn: &Conn,
+    batch: &[Entry],
+    mut replies: Vec<RedisResult<Value>>,
+    deadline: Instant,
+) -> Vec<RedisResult<Value>> {
+    if !replies.iter().any(is_noscript) {
+        return replies;
+    }
+    let flushed: Vec<usize> = (0..batch.len())
+        .filter(|&i| batch[i].delivery == Delivery::Always && is_noscript(&replies[i]))
+        .collect();
+    let evals: Vec<Cmd> = flushed.iter().map(|&i| batch[i].eval()).collect();
+    let mut load = redis::cmd("SCRIPT");
+    load.arg("LOAD").arg(BATCH.source);
+    // Polled in order: the EVALs leave in queue order, the reload after them.
+    let sends = futures::future::join_all(evals.iter().map(|cmd| {
+        let mut conn = conn.clone();
+        async move { conn.send(cmd).await }
+    }));
+    let reload = {
+        let mut conn = conn.clone();
+        async move { conn.send(&load).await }
+    };
+    let answers = tokio::time::timeout_at(deadline, futures::future::join(sends, reload)).await;
+    let mut answers = match answers {
+        Ok((answers, _)) => answers.into_iter().map(Some).collect(),
+        Err(_) => vec![None; flushed.len()],
+    };
+    for (slot, &i) in flushed.iter().enumerate() {
+        replies[i] = answers[slot]
+            .take()
+            .unwrap_or_else(|| Err(gave_up("the EVAL after NOSCRIPT timed out")));
+    }
+    replies
+}
+
+fn is_noscript(reply: &RedisResult<Value>) -> bool {
+    matches!(reply, Ok(Value::ServerError(e)) if e.code() == "NOSCRIPT")
 }
 
 /// `EVALSHA <batch> <all keys> <n> (<sha> <keys> <args> <args...>)*`.
@@ -358,4 +402,39 @@ fn unexpected(value: &Value) -> redis::RedisError {
 
 fn gave_up(why: &'static str) -> redis::RedisError {
     redis::RedisError::from((redis::ErrorKind::Client, "batch", why.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_batch_script_carries_every_script_by_its_sha() {
+        for script in scripts::all() {
+            assert!(
+                BATCH
+                    .source
+                    .contains(&format!("S['{}'] = function(KEYS, ARGV)\n", script.sha1)),
+                "{} missing",
+                script.name
+            );
+            assert!(BATCH.source.contains(script.source), "{}", script.name);
+        }
+        assert_eq!(BATCH.sha1.len(), 40);
+    }
+
+    #[test]
+    fn entry_replies_unwrap_to_what_a_single_call_answers() {
+        let int = Value::Int(7);
+        assert_eq!(entry_reply(Value::Array(vec![int.clone()])).unwrap(), int);
+        // An empty wrapper is a nil reply (Lua drops nil from tables).
+        assert_eq!(entry_reply(Value::Array(vec![])).unwrap(), Value::Nil);
+        let error = redis::parse_redis_value(b"-WRONGTYPE wrong kind\r\n").unwrap();
+        assert_eq!(entry_reply(error.clone()).unwrap(), error);
+        assert!(
+            entry_reply(Value::Int(1)).is_err(),
+            "unwrapped: not a batch entry"
+        );
+        assert!(entry_reply(Value::Array(vec![int.clone(), int])).is_err());
+    }
 }
