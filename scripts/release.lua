@@ -1,13 +1,20 @@
--- Delete the lock only if this owner still holds it (compare-and-delete), and announce it.
+-- Delete the lock only if this owner still holds it (compare-and-delete), and announce it if
+-- someone waits.
 -- KEYS[1] = lock key; ARGV[1] = owner token.
--- ARGV[2], ARGV[3] (optional, both or neither) = channel to PUBLISH the release on and its
--- payload (a release id): waiters subscribed to it try again at once. Rollbacks of failed rounds
--- leave them out; so do primitives that pass one extra argument of their own (fair, write).
+-- KEYS[2], ARGV[2], ARGV[3] (optional, all or none) = the resource's waiter marker (set by
+-- refused acquires of waiters, acquire.lua), the channel to PUBLISH the release on and its
+-- payload (a release id): when the marker is there, it is deleted with the lock and waiters
+-- subscribed to the channel try again at once; when it is not, nobody waits and nothing is
+-- published. Rollbacks of failed rounds leave them out; so do primitives that pass one extra
+-- argument of their own (fair, write).
 -- Returns 1 if deleted, 0 otherwise.
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  if ARGV[2] and ARGV[3] then
-    redis.call('PUBLISH', ARGV[2], ARGV[3])
+  if KEYS[2] and ARGV[2] and ARGV[3] then
+    if redis.call('DEL', KEYS[1], KEYS[2]) == 2 then
+      redis.call('PUBLISH', ARGV[2], ARGV[3])
+    end
+  else
+    redis.call('DEL', KEYS[1])
   end
   return 1
 end

@@ -214,10 +214,12 @@ impl LockGuard {
         let config = self.redlock.config();
         let release_id = crate::random::u64() | 1;
         let channel = crate::notify::channel(&config.key_prefix, &self.resource);
-        let call = Arc::new(
-            self.held
-                .release_call_announced(&self.token, &channel, release_id),
-        );
+        let marker = crate::notify::waiter_marker(&config.key_prefix, &self.resource);
+        let call = Arc::new(self.held.release_call_announced(
+            &self.token,
+            (&channel, &marker),
+            release_id,
+        ));
         let released = votes(inner.masters.len(), inner.masters.quorum(), |answer| {
             matches!(answer, Ok(Value::Int(1)))
         });

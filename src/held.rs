@@ -78,11 +78,12 @@ impl HeldBy {
         self.call(self.release, token)
     }
 
-    /// The release call, announcing the release on `channel` where this kind of hold does.
+    /// The release call, announcing the release on `channel` where this kind of hold does,
+    /// if the waiter marker `marker` is set (someone waits; release.lua).
     pub(crate) fn release_call_announced(
         &self,
         token: &str,
-        channel: &str,
+        (channel, marker): (&str, &str),
         release_id: u64,
     ) -> ScriptCall {
         if !self.announce {
@@ -92,7 +93,9 @@ impl HeldBy {
         args.extend(self.extra_args.iter().cloned());
         args.push(channel.to_owned());
         args.push(release_id.to_string());
-        ScriptCall::new(self.release, self.keys.clone(), args)
+        let mut keys = self.keys.clone();
+        keys.push(marker.to_owned());
+        ScriptCall::new(self.release, keys, args)
     }
 
     pub(crate) fn rollback_call(&self, token: &str) -> ScriptCall {

@@ -221,6 +221,8 @@
 //! - [`metrics`]: the metric names (through the `metrics` facade, feature `metrics`) and the
 //!   few places that record them.
 //! - `master`: one master over its link: reconnect, per-call timeout, `run_id`, seal state.
+//! - `batch`: batched rounds (group commit): script calls ready for a master while another is
+//!   in flight leave together as one batch script call, each entry with its own reply.
 //! - `masters`: the master set and quorum: the one way every round asks the masters.
 //! - `random`: every random number drawn (owner tokens, jitter), seedable by the simulator.
 //! - `scripts`: the Lua scripts (in `scripts/*.lua`), `EVALSHA` with `NOSCRIPT` recovery (a
@@ -277,6 +279,7 @@
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms, unreachable_pub)]
 
+mod batch;
 mod cache;
 mod config;
 mod drop_guard;

@@ -161,22 +161,30 @@ impl Redlock {
         check_resource(resource)?;
         self.inner.config.check_lock_key(resource)?;
         self.inner.config.check_ttl(ttl)?;
+        // A caller that will wait for a release message marks itself on refusal, so that the
+        // release publishes (notify.rs); one that will not wait leaves no marker.
+        let waits = self.inner.wakeups.is_some() && !wait.is_zero();
         self.acquire_loop(resource, ttl, wait, Wake::OnRelease, || {
-            self.lock_attempt(resource, ttl)
+            self.lock_attempt(resource, ttl, waits)
         })
         .await
     }
 
-    /// The basic lock's round: `SET NX PX` on one key.
-    fn lock_attempt(&self, resource: &str, ttl: Duration) -> Attempt {
+    /// The basic lock's round: `SET NX PX` on one key; with `waits`, a refusal also sets the
+    /// resource's waiter marker (acquire.lua).
+    fn lock_attempt(&self, resource: &str, ttl: Duration, waits: bool) -> Attempt {
         let config = &self.inner.config;
         let key = config.lock_key(resource);
+        let mut keys = vec![key.clone(), config.fence_key()];
+        if waits {
+            keys.push(crate::notify::waiter_marker(&config.key_prefix, resource));
+        }
         // The stored value names its holder for inspection (owner_id.rs).
         let token = crate::owner_id::compose(&crate::held::new_token(), &config.owner_id);
-        Attempt::with_token(token, ttl, HeldBy::lock(key.clone()), |token| {
+        Attempt::with_token(token, ttl, HeldBy::lock(key), |token| {
             ScriptCall::new(
                 &ACQUIRE,
-                vec![key, config.fence_key()],
+                keys,
                 vec![
                     token.to_owned(),
                     (ttl.as_millis() as u64).to_string(),
@@ -339,7 +347,7 @@ impl Redlock {
         check_resource(resource)?;
         self.inner.config.check_lock_key(resource)?;
         self.inner.config.check_ttl(ttl)?;
-        self.try_once(resource, || self.lock_attempt(resource, ttl))
+        self.try_once(resource, || self.lock_attempt(resource, ttl, false))
             .await
     }
 

@@ -17,6 +17,7 @@ use redis::{Cmd, RedisError, ServerErrorKind, Value};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::batch::{Batcher, Delivery};
 use crate::config::FenceKeys;
 use crate::error::{Error, MasterReply, Replies, redact_url};
 use crate::link::{Conn, Connector};
@@ -108,6 +109,8 @@ pub(crate) struct Master {
     connect_timeout: Duration,
     /// The delayed-restart window, only to word the restart log message.
     quarantine: Option<Duration>,
+    /// Script calls ready while another is in flight go out together (batch.rs).
+    batcher: Arc<Batcher>,
 }
 
 impl Master {
@@ -140,6 +143,7 @@ impl Master {
             timeout,
             connect_timeout,
             quarantine,
+            batcher: Arc::new(Batcher::new(timeout)),
         })
     }
 
@@ -335,15 +339,20 @@ impl Master {
 
     /// Runs one command, bounded by the per-master timeout.
     pub(crate) async fn query(self: &Arc<Self>, cmd: &Cmd) -> Result<Value, MasterReply> {
-        self.exchange(|mut conn| async move { conn.send(cmd).await?.extract_error() })
+        self.exchange(|conn| async move { (*conn).clone().send(cmd).await?.extract_error() })
             .await
     }
 
     /// Runs a script by SHA, falling back to `EVAL` on `NOSCRIPT`; the whole exchange is bounded
     /// by one per-master timeout.
     pub(crate) async fn run(self: &Arc<Self>, call: &ScriptCall) -> Result<Value, MasterReply> {
-        self.exchange(|mut conn| async move { self.eval_script(&mut conn, call).await })
-            .await
+        // The entry's deadline is a backstop: when the exchange times out it drops this future,
+        // and a call still queued in the batcher is then never sent.
+        self.exchange(|conn| async move {
+            let deadline = Instant::now() + self.timeout;
+            self.eval_script(&conn, call, deadline).await
+        })
+        .await
     }
 
     /// [`run`](Self::run) as a future that owns what it needs: the call a round makes to each
@@ -377,11 +386,12 @@ impl Master {
         if let Some(why) = excluded(self) {
             return Err(why);
         }
-        let mut conn = (*shared).clone();
-        let evalsha = conn
-            .send(call.evalsha())
+        let deadline = Instant::now() + self.timeout;
+        let evalsha = self
+            .batcher
+            .send(&shared, call, (deadline, Delivery::InTime))
             .map(|r| r.and_then(Value::extract_error));
-        let answer = tokio::time::timeout(self.timeout, evalsha).await;
+        let answer = tokio::time::timeout_at(deadline, evalsha).await;
         match answer {
             Ok(Ok(value)) => Ok(value),
             Err(_) => Err(MasterReply::TimedOut),
@@ -390,7 +400,7 @@ impl Master {
                 // answer is back, and so possibly after this round's rollback or the lock's
                 // release, leaving a key behind. This master votes no; the scripts are loaded
                 // again (SCRIPT LOAD creates no key) for the next round.
-                self.reload_scripts(conn).await;
+                self.reload_scripts((*shared).clone()).await;
                 Err(MasterReply::NoScript)
             }
             Ok(Err(e)) => {
@@ -425,17 +435,23 @@ impl Master {
     /// `EVALSHA`, and on `NOSCRIPT` the same call as `EVAL` once that answer is back. Only for
     /// calls that are harmless when they arrive late: the fallback is sent after the answer,
     /// so commands queued meanwhile (a release, say) reach the master before it.
-    async fn eval_script(&self, conn: &mut Conn, call: &ScriptCall) -> redis::RedisResult<Value> {
+    async fn eval_script(
+        &self,
+        conn: &Arc<Conn>,
+        call: &ScriptCall,
+        deadline: Instant,
+    ) -> redis::RedisResult<Value> {
         // Error replies arrive as `Ok(Value::ServerError)`; make them errors to branch on.
-        let first = conn
-            .send(call.evalsha())
+        let first = self
+            .batcher
+            .send(conn, call, (deadline, Delivery::Always))
             .await
             .and_then(Value::extract_error);
         match first {
             Err(e) if e.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript) => {
                 // Boxed: the rare second exchange would otherwise double the size of every
                 // call's future, which is moved and copied on each round.
-                Box::pin(self.eval_fallback(conn, call)).await
+                Box::pin(self.eval_fallback(&mut (**conn).clone(), call)).await
             }
             other => other,
         }
@@ -476,7 +492,7 @@ impl Master {
     /// [`run_once`](Self::run_once).
     async fn exchange<'a, F, Fut>(self: &'a Arc<Self>, send: F) -> Result<Value, MasterReply>
     where
-        F: Fn(Conn) -> Fut,
+        F: Fn(Arc<Conn>) -> Fut,
         Fut: Future<Output = redis::RedisResult<Value>> + 'a,
     {
         self.exchange_within(self.timeout, true, send).await
@@ -492,7 +508,7 @@ impl Master {
         send: F,
     ) -> Result<T, MasterReply>
     where
-        F: Fn(Conn) -> Fut,
+        F: Fn(Arc<Conn>) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>> + 'a,
     {
         let deadline = Instant::now() + timeout;
@@ -501,7 +517,7 @@ impl Master {
             let shared = tokio::time::timeout_at(deadline, self.connection(deadline))
                 .await
                 .map_err(|_| MasterReply::TimedOut)??;
-            match tokio::time::timeout_at(deadline, send((*shared).clone())).await {
+            match tokio::time::timeout_at(deadline, send(shared.clone())).await {
                 Ok(Ok(value)) => return Ok(value),
                 Err(_) => return Err(MasterReply::TimedOut),
                 Ok(Err(e)) => {
@@ -674,7 +690,7 @@ impl Master {
         pipe: &redis::Pipeline,
         timeout: Duration,
     ) -> Result<Vec<Value>, MasterReply> {
-        self.exchange_within(timeout, true, |conn| send_pipeline(conn, pipe))
+        self.exchange_within(timeout, true, |conn| send_pipeline((*conn).clone(), pipe))
             .await
     }
 
@@ -692,7 +708,7 @@ impl Master {
         let sent = AtomicBool::new(false);
         self.exchange_within(timeout, false, |conn| {
             sent.store(true, Ordering::Relaxed);
-            send_pipeline(conn, pipe)
+            send_pipeline((*conn).clone(), pipe)
         })
         .await
         .map_err(|reply| (reply, sent.load(Ordering::Relaxed)))

@@ -2,7 +2,12 @@
 //! again at once instead of sleeping out their retry delay.
 //!
 //! - The release script `PUBLISH`es on the resource's channel ([`channel`]) on every master it
-//!   deletes the key on. A `PUBLISH` nobody listens to costs the master one dictionary look-up.
+//!   deletes the key on, if someone waits there: an acquire that will wait sets the resource's
+//!   waiter marker ([`waiter_marker`]) in the same script run that refuses it, the release
+//!   deletes the marker with the key (one `DEL` of both) and publishes only if it was there. A
+//!   release nobody waits for sends no `PUBLISH`. A waiter refused just before a release is
+//!   marked before it (one script run each, on one master); a marker that expired (it lives
+//!   for the waiter's TTL and is set again on each refused round) costs at most a retry delay.
 //! - Each client keeps one pub/sub connection per master, driven by a background task, and
 //!   subscribes to a resource's channel only while one of its own tasks waits for that resource.
 //! - The waiters of one resource inside this process form a FIFO queue (a fair async mutex, the
@@ -38,6 +43,13 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 /// The channel a release of `resource` is announced on.
 pub(crate) fn channel(prefix: &str, resource: &str) -> String {
     format!("{prefix}released:{resource}")
+}
+
+/// The key a refused waiter sets (acquire.lua) so that the release of `resource` publishes
+/// (release.lua): a release nobody waits for sends no `PUBLISH`. Its own key space
+/// (`lock-waiting`), so it never collides with a lock key.
+pub(crate) fn waiter_marker(prefix: &str, resource: &str) -> String {
+    format!("{prefix}lock-waiting:{resource}")
 }
 
 /// The wake-up machinery of one client: the local queues and a subscriber per master.

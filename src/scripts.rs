@@ -23,6 +23,11 @@ impl LuaScript {
         let sha1 = redis::Script::new(source).get_hash().to_owned();
         Self { name, source, sha1 }
     }
+
+    /// A script built at run time (the batch script, batch.rs), kept for the whole process.
+    pub(crate) fn generated(name: &'static str, source: String) -> Self {
+        Self::new(name, Box::leak(source.into_boxed_str()))
+    }
 }
 
 /// `SET NX PX` plus the fencing counter increment.
@@ -268,10 +273,11 @@ pub(crate) fn all() -> Vec<&'static LuaScript> {
     ]
 }
 
-/// `SCRIPT LOAD` of every script, as one pipeline: at connect, and after a `NOSCRIPT`.
+/// `SCRIPT LOAD` of every script and of the batch script that carries them all (batch.rs),
+/// as one pipeline: at connect, and after a `NOSCRIPT`.
 pub(crate) fn load_all() -> redis::Pipeline {
     let mut load = redis::pipe();
-    for script in all() {
+    for script in all().into_iter().chain([&*crate::batch::BATCH]) {
         load.cmd("SCRIPT").arg("LOAD").arg(script.source);
     }
     load
@@ -280,13 +286,38 @@ pub(crate) fn load_all() -> redis::Pipeline {
 /// One script call, built once per round and shared by the calls to every master.
 pub(crate) struct ScriptCall {
     script: &'static LuaScript,
+    keys: usize,
     evalsha: Cmd,
 }
 
 impl ScriptCall {
     pub(crate) fn new(script: &'static LuaScript, keys: Vec<String>, args: Vec<String>) -> Self {
         let evalsha = Self::command("EVALSHA", &script.sha1, &keys, &args);
-        Self { script, evalsha }
+        Self {
+            script,
+            keys: keys.len(),
+            evalsha,
+        }
+    }
+
+    pub(crate) fn script(&self) -> &'static LuaScript {
+        self.script
+    }
+
+    pub(crate) fn key_count(&self) -> usize {
+        self.keys
+    }
+
+    /// The keys, then the arguments, as sent (for a batch entry, batch.rs).
+    pub(crate) fn keys_and_args(&self) -> Vec<Vec<u8>> {
+        self.evalsha
+            .args_iter()
+            .skip(3)
+            .filter_map(|arg| match arg {
+                redis::Arg::Simple(bytes) => Some(bytes.to_vec()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Sized up front: growing a command argument by argument reallocates its buffers several

@@ -100,3 +100,120 @@ async fn local_waiters_are_served_in_arrival_order() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// How many PUBLISH commands each master has run since its stats were reset (scripts' calls
+/// included: `INFO commandstats` counts every command a script runs).
+async fn publishes(cluster: &Cluster) -> Vec<u64> {
+    let mut out = Vec::new();
+    for i in 0..cluster.len() {
+        let mut c = support::direct(cluster, i).await;
+        let stats: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let calls = stats
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_publish:calls="))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().unwrap());
+        out.push(calls);
+    }
+    out
+}
+
+async fn reset_stats(cluster: &Cluster) {
+    for i in 0..cluster.len() {
+        let mut c = support::direct(cluster, i).await;
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_release_nobody_waits_for_publishes_nothing() -> anyhow::Result<()> {
+    let cluster = Cluster::start(5)?;
+    let client = support::client(&cluster).await;
+    // Refused attempts that will not wait (try_acquire, a zero wait) must not mark either.
+    let held = client.acquire("quiet", TTL).await?;
+    assert!(client.try_acquire("quiet", TTL).await?.is_none());
+    assert!(
+        client
+            .acquire_with_wait("quiet", TTL, Duration::ZERO)
+            .await
+            .is_err()
+    );
+    reset_stats(&cluster).await;
+    assert!(held.release().await?);
+    for i in 0..20 {
+        let guard = client.acquire(&format!("quiet-{}", i % 3), TTL).await?;
+        assert!(guard.release().await?);
+    }
+    assert_eq!(publishes(&cluster).await, vec![0; 5], "a release published");
+    // The same client, once someone waits, does publish (and the waiter is woken by it).
+    let guard = client.acquire("quiet", TTL).await?;
+    let waiter = support::builder(&cluster)
+        .retry_delay(SLOW_RETRY)
+        .retry_jitter(Duration::ZERO)
+        .build()
+        .await?;
+    let waiting = tokio::spawn(async move { waiter.acquire("quiet", TTL).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let released_at = Instant::now();
+    assert!(guard.release().await?);
+    waiting.await??.release().await?;
+    assert!(released_at.elapsed() < Duration::from_secs(1));
+    let published: u64 = publishes(&cluster).await.iter().sum();
+    assert!(published >= 1, "nobody was told of the release");
+    Ok(())
+}
+
+/// The worst moment for a waiter in another client: its refused round (which marks it waiting)
+/// lands on a master just before the release runs there. The release must still publish (the
+/// mark is made atomically with the refusal), or the waiter sleeps out its whole retry delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_waiter_that_marks_itself_just_before_the_release_is_woken() -> anyhow::Result<()> {
+    let cluster = Cluster::start(5)?;
+    let holder = support::client(&cluster).await;
+    let mut direct = support::direct(&cluster, 0).await;
+    for round in 0..8 {
+        let resource = format!("edge-{round}");
+        let marker = format!("{}lock-waiting:{resource}", redquorum::DEFAULT_KEY_PREFIX);
+        let waiter = support::builder(&cluster)
+            .retry_delay(SLOW_RETRY)
+            .retry_jitter(Duration::ZERO)
+            .build()
+            .await?;
+        let guard = holder.acquire(&resource, TTL).await?;
+        let waiting = tokio::spawn(async move { waiter.acquire(&resource, TTL).await });
+        // Release as soon as the waiter's first refusal shows on master 0: the release then
+        // races its subscription and its immediate second round.
+        let seen = Instant::now();
+        loop {
+            let exists: bool = redis::cmd("EXISTS")
+                .arg(&marker)
+                .query_async(&mut direct)
+                .await?;
+            if exists {
+                break;
+            }
+            assert!(
+                seen.elapsed() < Duration::from_secs(5),
+                "no marker appeared"
+            );
+        }
+        let released_at = Instant::now();
+        assert!(guard.release().await?);
+        let got = waiting.await??;
+        let handoff = released_at.elapsed();
+        assert!(
+            handoff < SLOW_RETRY / 2,
+            "round {round}: the waiter took {handoff:?}: it was not woken"
+        );
+        got.release().await?;
+    }
+    Ok(())
+}

@@ -394,14 +394,31 @@ fn scenario_lock(h: &mut Harness) {
     assert_eq!(h.script("extend", &["lk"], &["o2", "60000"]), int(0));
     assert_eq!(h.script("extend", &["lk"], &["o1", "60000"]), int(1));
     assert_eq!(h.script("release", &["lk"], &["o2"]), int(0));
+    // Nobody marked itself waiting: the release deletes and publishes nothing.
     assert_eq!(
-        h.script("release", &["lk"], &["o1", "chan", "rel-1"]),
+        h.script("release", &["lk", "lw"], &["o1", "chan", "rel-0"]),
+        int(1)
+    );
+    assert_eq!(h.sim.take_published(), vec![]);
+    assert_eq!(
+        h.script("acquire", &["lk", "fc"], &["o1", "30000", "0"]),
+        int(0)
+    );
+    // A refused waiter marks itself (KEYS[3]); the release deletes the marker and publishes.
+    assert_eq!(
+        h.script("acquire", &["lk", "fc", "lw"], &["o2", "30000", "0"]),
+        int(-1)
+    );
+    assert_eq!(h.command(&["EXISTS", "lw"]), int(1));
+    assert_eq!(
+        h.script("release", &["lk", "lw"], &["o1", "chan", "rel-1"]),
         int(1)
     );
     assert_eq!(
         h.sim.take_published(),
         vec![(b"chan".to_vec(), b"rel-1".to_vec())]
     );
+    assert_eq!(h.command(&["EXISTS", "lw"]), int(0));
     assert_eq!(h.script("release", &["lk"], &["o1"]), int(0));
     // Expiry: a lease of 2 ms, then the key is free for anyone and not extendable.
     assert_eq!(
@@ -1212,12 +1229,20 @@ impl Gen {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         let fc = self.key("fc").to_owned();
         match name {
-            "acquire" => (vec![lock, fc], vec![owner, self.ttl(), self.flag()]),
+            "acquire" => {
+                // A caller that will wait marks itself on refusal (KEYS[3]).
+                let mut keys = vec![lock, fc];
+                if self.rng.random_bool(0.5) {
+                    keys.push(self.key("lw").to_owned());
+                }
+                (keys, vec![owner, self.ttl(), self.flag()])
+            }
             "extend" => (vec![lock], vec![owner, self.ttl()]),
             "inspect" => (vec![lock], vec![]),
             "release" => {
                 if self.rng.random_bool(0.5) {
-                    (vec![lock], vec![owner, "chan".into(), "id".into()])
+                    let marker = self.key("lw").to_owned();
+                    (vec![lock, marker], vec![owner, "chan".into(), "id".into()])
                 } else {
                     (vec![lock], vec![owner])
                 }
