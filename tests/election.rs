@@ -348,3 +348,65 @@ async fn lock_delay_holds_the_election_after_a_crash_only() {
     assert!(resigned_at.elapsed() < Duration::from_millis(500));
     again.resign().await.unwrap();
 }
+
+/// Bad input gets typed errors, before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_typed_errors() {
+    let cluster = Cluster::start(3).expect("cluster");
+    let redlock = client(&cluster).await;
+    let invalid =
+        |r: redquorum::Result<Leadership>| matches!(r, Err(redquorum::Error::InvalidArgument(_)));
+    assert!(invalid(redlock.election("").campaign("v").await));
+    let huge = "x".repeat(redquorum::MAX_VALUE_LEN + 1);
+    assert!(invalid(redlock.election("e").campaign(huge).await));
+    let forever = Duration::from_secs(3 * 24 * 60 * 60);
+    assert!(invalid(
+        redlock
+            .election("e")
+            .lock_delay(forever)
+            .campaign("v")
+            .await
+    ));
+    assert!(invalid(
+        redlock
+            .election("e")
+            .max_lease(Duration::ZERO)
+            .campaign("v")
+            .await
+    ));
+    assert!(matches!(
+        redlock
+            .election("e")
+            .ttl(Duration::ZERO)
+            .campaign("v")
+            .await,
+        Err(redquorum::Error::InvalidTtl { .. })
+    ));
+    let unfenced = builder(&cluster).fencing(false).build().await.unwrap();
+    assert!(invalid(unfenced.election("e").campaign("v").await));
+    let options = redquorum::LockOptions::new(Duration::from_secs(5)).lock_delay(forever);
+    assert!(matches!(
+        redlock.acquire_with_options("r", &options).await,
+        Err(redquorum::Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        builder(&cluster).max_lease(Duration::ZERO).build().await,
+        Err(redquorum::Error::InvalidConfig(_))
+    ));
+    // Nothing was left on the masters by the refused calls.
+    assert_eq!(election_keys(&cluster).await, 0);
+}
+
+async fn election_keys(cluster: &Cluster) -> usize {
+    let mut n = 0;
+    for i in 0..cluster.len() {
+        let mut c = support::direct(cluster, i).await;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("*election*")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        n += keys.len();
+    }
+    n
+}
