@@ -410,3 +410,31 @@ async fn election_keys(cluster: &Cluster) -> usize {
     }
     n
 }
+
+/// A resignation is seen by observers through its release message, long before their (here
+/// deliberately slow) read interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observe_is_woken_by_a_resignation() {
+    let cluster = Cluster::start(5).expect("cluster");
+    let redlock = client(&cluster).await;
+    let election = redlock
+        .election("announced")
+        .ttl(Duration::from_secs(10))
+        .observe_interval(Duration::from_secs(5));
+    let leadership = election.campaign("a").await.unwrap();
+    let mut changes = Box::pin(election.observe());
+    let first = changes.next().await.unwrap().expect("a leader");
+    assert_eq!(first.term, leadership.term());
+    // Let the listeners subscribe (they start with the stream's first read).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let resigned_at = Instant::now();
+    leadership.resign().await.unwrap();
+    let change = tokio::time::timeout(Duration::from_secs(2), changes.next())
+        .await
+        .expect("the resignation was not seen before the 5 s interval");
+    assert_eq!(change.unwrap(), None);
+    println!(
+        "observer saw the resignation after {:?}",
+        resigned_at.elapsed()
+    );
+}

@@ -9,6 +9,7 @@
 //! leadership hashes of a quorum, so that [`Election::leader`] reads it back. The leadership is
 //! kept by the lease watchdog (lease.rs), with its signals.
 
+mod announcements;
 mod leadership;
 mod observe;
 
