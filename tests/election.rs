@@ -438,3 +438,66 @@ async fn observe_is_woken_by_a_resignation() {
         resigned_at.elapsed()
     );
 }
+
+/// A leader whose majority of masters stops answering hears jeopardy while still valid, then
+/// lost no later than its validity deadline (renewals hang a whole per-master timeout); a
+/// capped leadership ends by the cap although it never resigns, and another candidate takes
+/// over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leadership_signals_jeopardy_lost_and_cap() {
+    let cluster = Cluster::start(5).expect("cluster");
+    let ttl = Duration::from_secs(2);
+    let redlock = builder(&cluster)
+        .master_timeout(ttl / 10)
+        .build()
+        .await
+        .unwrap();
+    let leadership = redlock
+        .election("signals")
+        .ttl(ttl)
+        .campaign("a")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    for i in 0..3 {
+        cluster.pause(i).unwrap();
+    }
+    leadership.jeopardy().await;
+    assert!(
+        leadership.is_valid(),
+        "jeopardy came after the validity ended"
+    );
+    let deadline = Instant::now() + leadership.remaining();
+    leadership.lost().await;
+    let late = Instant::now().saturating_duration_since(deadline);
+    assert!(
+        late < Duration::from_millis(60),
+        "lost {late:?} after the deadline"
+    );
+    assert!(!leadership.is_valid());
+    drop(leadership);
+    for i in 0..3 {
+        cluster.resume(i).unwrap();
+    }
+
+    let cap = Duration::from_millis(2500);
+    let runaway = client(&cluster)
+        .await
+        .election("capped")
+        .ttl(Duration::from_secs(1))
+        .max_lease(cap);
+    let started = Instant::now();
+    let leadership = runaway.campaign("runaway").await.unwrap();
+    leadership.lost().await;
+    assert!(started.elapsed() <= cap + Duration::from_millis(100));
+    let next = client(&cluster)
+        .await
+        .election("capped")
+        .ttl(Duration::from_secs(1));
+    let successor = next.campaign("next").await.unwrap();
+    assert!(successor.term() > leadership.term());
+    assert!(
+        started.elapsed() < cap + Duration::from_secs(1) + Duration::from_millis(300),
+        "the capped leader was not replaced within one ttl of its cap"
+    );
+}
