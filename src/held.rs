@@ -193,8 +193,11 @@ impl LockGuard {
     /// any guard (multi-resource, reentrant, fair, read, write, semaphore permit).
     ///
     /// `work` gets a [`LockContext`] whose [`lost`](LockContext::lost) future completes if the
-    /// lock could not be extended before its validity ran out. The closure is not cancelled on
-    /// loss; select on `lost()` to stop early.
+    /// lock could not be extended before its validity ran out (no later than the deadline, even
+    /// while a renewal hangs), or when the client's extension cap
+    /// ([`Builder::max_lease`](crate::Builder::max_lease)) ended it; its
+    /// [`state`](LockContext::state) and [`jeopardy`](LockContext::jeopardy) say earlier that a
+    /// renewal failed. The closure is not cancelled on loss; select on `lost()` to stop early.
     ///
     /// # Errors
     /// [`Error::InvalidTtl`] for a `ttl` that [`extend`](Self::extend) would refuse: then

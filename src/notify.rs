@@ -55,6 +55,8 @@ pub(crate) fn waiter_marker(prefix: &str, resource: &str) -> String {
 /// The wake-up machinery of one client: the local queues and a subscriber per master.
 pub(crate) struct Wakeups {
     shared: Arc<Shared>,
+    /// The masters' URLs, for listeners of their own (election observers).
+    urls: Vec<String>,
     prefix: String,
     /// Bound on waiting for the masters to confirm a subscription.
     timeout: Duration,
@@ -129,10 +131,16 @@ impl Wakeups {
         }
         Self {
             shared,
+            urls: urls.to_vec(),
             prefix: prefix.to_owned(),
             timeout,
             stop,
         }
+    }
+
+    /// The masters' URLs (with credentials: never log them).
+    pub(crate) fn urls(&self) -> &[String] {
+        &self.urls
     }
 
     /// Whether local tasks already wait for `resource` (a newcomer then queues behind them).

@@ -348,3 +348,156 @@ async fn lock_delay_holds_the_election_after_a_crash_only() {
     assert!(resigned_at.elapsed() < Duration::from_millis(500));
     again.resign().await.unwrap();
 }
+
+/// Bad input gets typed errors, before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_typed_errors() {
+    let cluster = Cluster::start(3).expect("cluster");
+    let redlock = client(&cluster).await;
+    let invalid =
+        |r: redquorum::Result<Leadership>| matches!(r, Err(redquorum::Error::InvalidArgument(_)));
+    assert!(invalid(redlock.election("").campaign("v").await));
+    let huge = "x".repeat(redquorum::MAX_VALUE_LEN + 1);
+    assert!(invalid(redlock.election("e").campaign(huge).await));
+    let forever = Duration::from_secs(3 * 24 * 60 * 60);
+    assert!(invalid(
+        redlock
+            .election("e")
+            .lock_delay(forever)
+            .campaign("v")
+            .await
+    ));
+    assert!(invalid(
+        redlock
+            .election("e")
+            .max_lease(Duration::ZERO)
+            .campaign("v")
+            .await
+    ));
+    assert!(matches!(
+        redlock
+            .election("e")
+            .ttl(Duration::ZERO)
+            .campaign("v")
+            .await,
+        Err(redquorum::Error::InvalidTtl { .. })
+    ));
+    let unfenced = builder(&cluster).fencing(false).build().await.unwrap();
+    assert!(invalid(unfenced.election("e").campaign("v").await));
+    let options = redquorum::LockOptions::new(Duration::from_secs(5)).lock_delay(forever);
+    assert!(matches!(
+        redlock.acquire_with_options("r", &options).await,
+        Err(redquorum::Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        builder(&cluster).max_lease(Duration::ZERO).build().await,
+        Err(redquorum::Error::InvalidConfig(_))
+    ));
+    // Nothing was left on the masters by the refused calls.
+    assert_eq!(election_keys(&cluster).await, 0);
+}
+
+async fn election_keys(cluster: &Cluster) -> usize {
+    let mut n = 0;
+    for i in 0..cluster.len() {
+        let mut c = support::direct(cluster, i).await;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("*election*")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        n += keys.len();
+    }
+    n
+}
+
+/// A resignation is seen by observers through its release message, long before their (here
+/// deliberately slow) read interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observe_is_woken_by_a_resignation() {
+    let cluster = Cluster::start(5).expect("cluster");
+    let redlock = client(&cluster).await;
+    let election = redlock
+        .election("announced")
+        .ttl(Duration::from_secs(10))
+        .observe_interval(Duration::from_secs(5));
+    let leadership = election.campaign("a").await.unwrap();
+    let mut changes = Box::pin(election.observe());
+    let first = changes.next().await.unwrap().expect("a leader");
+    assert_eq!(first.term, leadership.term());
+    // Let the listeners subscribe (they start with the stream's first read).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let resigned_at = Instant::now();
+    leadership.resign().await.unwrap();
+    let change = tokio::time::timeout(Duration::from_secs(2), changes.next())
+        .await
+        .expect("the resignation was not seen before the 5 s interval");
+    assert_eq!(change.unwrap(), None);
+    println!(
+        "observer saw the resignation after {:?}",
+        resigned_at.elapsed()
+    );
+}
+
+/// A leader whose majority of masters stops answering hears jeopardy while still valid, then
+/// lost no later than its validity deadline (renewals hang a whole per-master timeout); a
+/// capped leadership ends by the cap although it never resigns, and another candidate takes
+/// over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leadership_signals_jeopardy_lost_and_cap() {
+    let cluster = Cluster::start(5).expect("cluster");
+    let ttl = Duration::from_secs(2);
+    let redlock = builder(&cluster)
+        .master_timeout(ttl / 10)
+        .build()
+        .await
+        .unwrap();
+    let leadership = redlock
+        .election("signals")
+        .ttl(ttl)
+        .campaign("a")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    for i in 0..3 {
+        cluster.pause(i).unwrap();
+    }
+    leadership.jeopardy().await;
+    assert!(
+        leadership.is_valid(),
+        "jeopardy came after the validity ended"
+    );
+    let deadline = Instant::now() + leadership.remaining();
+    leadership.lost().await;
+    let late = Instant::now().saturating_duration_since(deadline);
+    assert!(
+        late < Duration::from_millis(60),
+        "lost {late:?} after the deadline"
+    );
+    assert!(!leadership.is_valid());
+    drop(leadership);
+    for i in 0..3 {
+        cluster.resume(i).unwrap();
+    }
+
+    let cap = Duration::from_millis(2500);
+    let runaway = client(&cluster)
+        .await
+        .election("capped")
+        .ttl(Duration::from_secs(1))
+        .max_lease(cap);
+    let started = Instant::now();
+    let leadership = runaway.campaign("runaway").await.unwrap();
+    leadership.lost().await;
+    assert!(started.elapsed() <= cap + Duration::from_millis(100));
+    let next = client(&cluster)
+        .await
+        .election("capped")
+        .ttl(Duration::from_secs(1));
+    let successor = next.campaign("next").await.unwrap();
+    assert!(successor.term() > leadership.term());
+    assert!(
+        started.elapsed() < cap + Duration::from_secs(1) + Duration::from_millis(300),
+        "the capped leader was not replaced within one ttl of its cap"
+    );
+}

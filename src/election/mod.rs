@@ -9,6 +9,7 @@
 //! leadership hashes of a quorum, so that [`Election::leader`] reads it back. The leadership is
 //! kept by the lease watchdog (lease.rs), with its signals.
 
+mod announcements;
 mod leadership;
 mod observe;
 
@@ -153,15 +154,16 @@ impl Election {
                 })
                 .await?;
             let term = guard.fencing_token().unwrap_or(0);
-            if self.record_term(&guard, term).await {
-                return Ok(Leadership::start(self, guard, value, term));
-            }
+            let replies = match self.record_term(&guard, term).await {
+                Ok(()) => return Ok(Leadership::start(self, guard, value, term)),
+                Err(replies) => replies,
+            };
             // Won, but readers could not be told the term: give it back and try again, so that
             // `leader()` never shows an older term for a leader that returned.
             tracing::debug!(election = %self.name, "term not recorded on a quorum; campaigning again");
             let _ = guard.release().await;
             if Instant::now() >= deadline {
-                return Err(self.redlock.inner.masters.unavailable(Replies::default()));
+                return Err(self.redlock.inner.masters.unavailable(replies));
             }
         }
     }
@@ -266,8 +268,9 @@ impl Election {
         })
     }
 
-    /// Writes the term into the leadership hashes; whether a quorum recorded it.
-    async fn record_term(&self, guard: &LockGuard, term: u64) -> bool {
+    /// Writes the term into the leadership hashes: `Ok` when a quorum recorded it, else what
+    /// each master answered.
+    async fn record_term(&self, guard: &LockGuard, term: u64) -> std::result::Result<(), Replies> {
         let inner = &self.redlock.inner;
         let call = std::sync::Arc::new(ScriptCall::new(
             &ELECTION_TERM,
@@ -282,7 +285,21 @@ impl Election {
                 |answer| matches!(answer, Ok(Value::Int(1))),
             )
             .await;
-        round.decision == crate::quorum::Decision::Won
+        if round.decision == crate::quorum::Decision::Won {
+            return Ok(());
+        }
+        Err(Replies(
+            round
+                .answers
+                .iter()
+                .map(|a| match a {
+                    None => MasterReply::NoAnswer,
+                    Some(Ok(Value::Int(1))) => MasterReply::Granted,
+                    Some(Ok(_)) => MasterReply::Refused,
+                    Some(Err(reply)) => reply.clone(),
+                })
+                .collect(),
+        ))
     }
 }
 
