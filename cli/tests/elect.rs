@@ -24,7 +24,7 @@ fn median(mut values: Vec<u128>) -> u128 {
 
 #[test]
 fn candidates_lead_one_at_a_time_and_hand_over_on_resign() -> anyhow::Result<()> {
-    const CANDIDATES: usize = 6;
+    const CANDIDATES: usize = 11;
     let cluster = Cluster::start(5)?;
     let dir = scratch("elect-handover");
     let log = dir.join("log");
@@ -219,8 +219,20 @@ fn exit_codes_signals_and_a_deleted_leadership() -> anyhow::Result<()> {
     let (code, err, took) = run(&["codes", "--wait", "700ms", "--", "true"])?;
     assert_eq!(code, Some(75), "{err}");
     assert!(took >= Duration::from_millis(700), "{took:?}");
-    // SIGTERM to redquorum reaches the command, whose status is reported.
+    // A candidate interrupted while campaigning exits 128 + the signal without running CMD.
+    let ran = dir.join("waiter-ran");
+    let mut waiter = redquorum(&cluster, "elect")
+        .args(["codes", "--", "sh", "-c", r#"echo x > "$1""#, "w"])
+        .arg(&ran)
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(500));
     // SAFETY: kill(2) on a process this test started.
+    unsafe { libc::kill(waiter.id() as i32, libc::SIGINT) };
+    let status = wait_for(&mut waiter, Duration::from_secs(5));
+    assert_eq!(status.code(), Some(130), "{}", stderr_of(&mut waiter));
+    assert!(!ran.exists(), "an interrupted candidate ran its command");
+    // SIGTERM to redquorum reaches the command, whose status is reported.
+    // SAFETY: as above.
     unsafe { libc::kill(leader.id() as i32, libc::SIGTERM) };
     let status = wait_for(&mut leader, Duration::from_secs(30));
     assert_eq!(status.code(), Some(42), "{}", stderr_of(&mut leader));
