@@ -93,6 +93,11 @@ impl LockContext {
     pub fn valid_until(&self) -> Instant {
         *self.valid_until.borrow()
     }
+
+    /// The validity deadline, notified at every successful extension.
+    pub(crate) fn deadlines(&self) -> watch::Receiver<Instant> {
+        self.valid_until.clone()
+    }
 }
 
 /// Waits until `state` satisfies `done`; if the watchdog is gone without saying so (it

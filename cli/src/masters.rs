@@ -31,6 +31,19 @@ impl Connection {
         self.master_timeout
     }
 
+    /// The owner id given, else the library's default rule (`hostname/pid`).
+    pub fn owner_id(&self) -> String {
+        self.owner_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .unwrap_or_else(|| "unknown-host".to_owned());
+            format!("{host}/{}", std::process::id())
+        })
+    }
+
     pub async fn connect(&self) -> redquorum::Result<Redlock> {
         let mut builder = Redlock::builder()
             .masters(self.masters.iter().map(|m| m.trim().to_owned()))

@@ -7,34 +7,15 @@ mod support;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use support::{group_alive, redquorum, scratch, stderr_of, unix_ms, wait_for, wait_for_file};
+use support::{
+    group_alive, overlaps, redquorum, scratch, sections, stderr_of, unix_ms, wait_for,
+    wait_for_file,
+};
 use testcluster::Cluster;
 
 /// A child that logs its start and end (wall clock, ns) with its fencing token, around a
 /// critical section of `$2` seconds (log file: `$1`).
 const LOGGING_CHILD: &str = r#"echo "S $(date +%s%N) ${REDQUORUM_FENCING_TOKEN:-none}" >> "$1"; sleep "$2"; echo "E $(date +%s%N) ${REDQUORUM_FENCING_TOKEN:-none}" >> "$1""#;
-
-/// The critical sections in a log of LOGGING_CHILD lines, as (start, end, token), by start.
-fn sections(log: &str) -> Vec<(u128, u128, String)> {
-    let mut starts = std::collections::HashMap::new();
-    let mut out = Vec::new();
-    for line in log.lines() {
-        let parts: Vec<&str> = line.split(' ').collect();
-        let (kind, at, token) = (parts[0], parts[1].parse::<u128>().unwrap(), parts[2]);
-        match kind {
-            "S" => {
-                starts.insert(token.to_owned(), at);
-            }
-            _ => out.push((starts[token], at, token.to_owned())),
-        }
-    }
-    out.sort();
-    out
-}
-
-fn overlaps(sections: &[(u128, u128, String)]) -> usize {
-    sections.windows(2).filter(|w| w[1].0 < w[0].1).count()
-}
 
 #[test]
 fn concurrent_invocations_never_overlap() -> anyhow::Result<()> {

@@ -93,6 +93,14 @@ impl Leadership {
         self.state() != LeaseState::Lost && Instant::now() < self.context.valid_until()
     }
 
+    /// The local validity deadline (what [`lost`](Self::lost) fires at unless a quorum says
+    /// earlier that it is gone), as a `watch` receiver that changes with every successful
+    /// extension: for code that must act before the deadline (the state alone does not change
+    /// while renewals keep succeeding).
+    pub fn deadlines(&self) -> watch::Receiver<Instant> {
+        self.context.deadlines()
+    }
+
     /// Validity left as of the last successful extension.
     pub fn remaining(&self) -> Duration {
         self.context.remaining()

@@ -96,3 +96,26 @@ pub fn group_alive(pgid: i32) -> bool {
         fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string()
     })
 }
+
+/// The critical sections in a log of lines `S|E <unix ns> <token>` (children logging their
+/// start and end), as (start, end, token), by start.
+pub fn sections(log: &str) -> Vec<(u128, u128, String)> {
+    let mut starts = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for line in log.lines() {
+        let parts: Vec<&str> = line.split(' ').collect();
+        let (kind, at, token) = (parts[0], parts[1].parse::<u128>().unwrap(), parts[2]);
+        match kind {
+            "S" => {
+                starts.insert(token.to_owned(), at);
+            }
+            _ => out.push((starts[token], at, token.to_owned())),
+        }
+    }
+    out.sort();
+    out
+}
+
+pub fn overlaps(sections: &[(u128, u128, String)]) -> usize {
+    sections.windows(2).filter(|w| w[1].0 < w[0].1).count()
+}
