@@ -3,9 +3,12 @@
 -- KEYS[1] = election key (a hash), KEYS[2] = fencing counter of the namespace
 -- ARGV[1] = owner token, ARGV[2] = ttl in ms, ARGV[3] = "1" (fencing on: elections require it),
 -- ARGV[4] = the candidate's value, ARGV[5] = lock-delay in ms (0 for none)
--- The hash holds owner, value, term (this master's counter; raised to the round's fencing token
--- by election_term) and until (this master's TIME in ms plus ttl: when the holder's lease ends
--- here). The key lives ttl + delay: past `until` it is a tombstone that refuses candidates.
+-- The hash holds owner, value, term (0 here: "not recorded yet"; election_term writes the
+-- round's fencing token once the round is won. Not this master's own counter: a master that
+-- answered after the round was decided may hold a larger one, and readers take the largest
+-- term they see, seed 986) and until (this master's TIME in ms plus ttl: when the holder's
+-- lease ends here). The key lives ttl + delay: past `until` it is a tombstone that refuses
+-- candidates.
 -- Returns -1 when the key exists, -2 (touching nothing) when the counter is missing (the master
 -- must be re-sealed), else the new counter value.
 if ARGV[3] == '1' and redis.call('EXISTS', KEYS[2]) == 0 then
@@ -20,7 +23,7 @@ if ARGV[3] == '1' then
 end
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'value', ARGV[4], 'term', term,
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'value', ARGV[4], 'term', 0,
   'until', now_ms + tonumber(ARGV[2]))
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) + tonumber(ARGV[5]))
 return term

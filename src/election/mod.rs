@@ -170,8 +170,9 @@ impl Election {
 
     /// The current leader as a quorum of masters reports it, each by its own clock: `Some` when
     /// a quorum of masters hold the same leader's live lease, `None` when none does (no leader,
-    /// a hand-over in progress, or masters that disagree). The term is the largest a master
-    /// holding that leader reports (the leader's fencing token once its campaign returned).
+    /// a hand-over in progress, a winner whose term is not recorded yet, or masters that
+    /// disagree). The term is the leader's fencing token, recorded on a quorum before its
+    /// campaign returns.
     ///
     /// **Advisory**: a snapshot that may be stale when it arrives. Never use it to decide that
     /// *you* lead (only a [`Leadership`] says that); use it to find the leader.
@@ -337,9 +338,13 @@ fn quorum_leader(reads: &[Option<Held>], quorum: usize) -> Option<Leader> {
         .map(|h| &h.owner)
         .find(|o| held.iter().filter(|h| &h.owner == *o).count() >= quorum)?;
     let mine: Vec<&&Held> = held.iter().filter(|h| &h.owner == owner).collect();
-    Some(Leader {
+    // Only the winner's own term is ever recorded under its owner token (the acquire script
+    // writes 0), so every non-zero term seen here is the same; 0 everywhere means the winner
+    // has not recorded it yet: its campaign has not returned, there is no leader to name.
+    let term = mine.iter().map(|h| h.term).max().unwrap_or(0);
+    (term > 0).then(|| Leader {
         value: mine[0].value.clone(),
-        term: mine.iter().map(|h| h.term).max().unwrap_or(0),
+        term,
     })
 }
 
@@ -357,7 +362,7 @@ mod tests {
 
     #[test]
     fn a_leader_needs_a_quorum_of_views() {
-        let agree = [held("a", 7), held("a", 9), None, held("a", 8), None];
+        let agree = [held("a", 0), held("a", 9), None, held("a", 9), None];
         assert_eq!(
             quorum_leader(&agree, 3),
             Some(Leader {
@@ -368,6 +373,9 @@ mod tests {
         let split = [held("a", 7), held("a", 7), held("b", 8), held("b", 8), None];
         assert_eq!(quorum_leader(&split, 3), None);
         assert_eq!(quorum_leader(&[None, None, None], 2), None);
+        // Held on a quorum but its term not recorded yet: the campaign has not returned.
+        let unrecorded = [held("a", 0), held("a", 0), held("a", 0), None, None];
+        assert_eq!(quorum_leader(&unrecorded, 3), None);
     }
 
     #[test]
