@@ -120,7 +120,15 @@ impl Args {
     }
 
     fn measures(&self, label: &str) -> bool {
-        self.subjects.is_empty() || self.subjects.iter().any(|s| s == label)
+        if OPT_IN.contains(&label) {
+            return self.names(label);
+        }
+        self.subjects.is_empty() || self.names(label)
+    }
+
+    /// `label` is named in `--subjects`.
+    fn names(&self, label: &str) -> bool {
+        self.subjects.iter().any(|s| s == label)
     }
 }
 
@@ -176,6 +184,12 @@ const MASTERS: usize = 5;
 pub const OURS: &str = "redquorum";
 /// Redquorum with release wake-ups off.
 pub const NO_WAKE: &str = "rq-no-wake";
+/// Redquorum with batching off (`batching(false)`): opt-in, with `--subjects`.
+pub const UNBATCHED: &str = "rq-unbatched";
+/// Redquorum with fencing tokens off (`fencing(false)`): opt-in, with `--subjects`.
+pub const NO_FENCE: &str = "rq-no-fence";
+/// Variants measured only when named in `--subjects` (for profiling), in W1, W2 and W7.
+pub const OPT_IN: [&str; 2] = [UNBATCHED, NO_FENCE];
 pub const RSLOCK: &str = "rslock";
 pub const FLOOR: &str = "floor";
 pub const CEILING: &str = "ceiling";
@@ -256,18 +270,21 @@ fn run_worker(label: &str, args: &Args) -> Result<()> {
 async fn run(args: &Args, cluster: &testcluster::Cluster, urls: &[String]) -> Result<Report> {
     set_persistence(urls, args.persistence).await?;
     let mut locks = Vec::new();
-    for label in [OURS, NO_WAKE, RSLOCK] {
+    for label in [OURS, UNBATCHED, NO_FENCE, NO_WAKE, RSLOCK] {
         if args.measures(label) && (label != RSLOCK || cfg!(feature = "rslock")) {
             locks.push(subjects::build(label, urls, args).await?);
         }
     }
     let mut report = Report::new(args, locks.iter().map(|n| n.label).collect());
-    // Wake-ups only change how contended acquires wait: the no-wake variant runs in W3 only.
+    // Wake-ups only change how contended acquires wait: the no-wake variant runs in W3 only,
+    // unless named in `--subjects` (to profile what its pub/sub connections cost).
     let uncontended: Vec<Named> = locks
         .iter()
-        .filter(|n| n.label != NO_WAKE)
+        .filter(|n| n.label != NO_WAKE || args.names(NO_WAKE))
         .cloned()
         .collect();
+    // The opt-in variants are for W1, W2 and W7 only.
+    locks.retain(|n| !OPT_IN.contains(&n.label));
     let mut floor = uncontended.clone();
     if args.measures(FLOOR) {
         floor.push(subjects::build(FLOOR, urls, args).await?);
@@ -276,10 +293,11 @@ async fn run(args: &Args, cluster: &testcluster::Cluster, urls: &[String]) -> Re
     if args.measures(CEILING) {
         all.push(subjects::build(CEILING, urls, args).await?);
     }
-    for s in all
-        .iter()
-        .chain(locks.iter().filter(|n| n.label == NO_WAKE))
-    {
+    for s in all.iter().chain(
+        locks
+            .iter()
+            .filter(|n| n.label == NO_WAKE && !args.names(NO_WAKE)),
+    ) {
         workloads::warm_up(s).await?;
     }
     let slot = Duration::from_secs_f64(args.secs);
