@@ -29,12 +29,15 @@
 //!   values over 10,000 pre-filled keys): ops/s, p50/p99 per op, hit ratio. Column `ceiling`
 //!   sends plain GET / SET to the node the ring picks, over one multiplexed connection each.
 //! - W8 (opt-in, `--only w8`, its own 3 groups of 3 masters): sharded locks; see `w8.rs`.
+//! - Profile (opt-in, `--only profile`, `--perf` for master 0's system calls): W2's loop for a
+//!   fixed number of pairs, with commands by name, socket reads and syscalls; see `profile.rs`.
 
 mod alloc;
 mod cache;
 mod chart;
 mod floor;
 mod probe;
+mod profile;
 mod report;
 mod subjects;
 mod w3b;
@@ -103,6 +106,13 @@ pub struct Args {
     /// Length of one W7 slot, in seconds (W7 has levels x subjects x rounds slots).
     #[arg(long, default_value_t = 1.0)]
     w7_secs: f64,
+    /// Pairs per subject and round in the profile (`--only profile`).
+    #[arg(long, default_value_t = 20_000)]
+    profile_pairs: u64,
+    /// In the profile, count master 0's system calls with `perf stat` (needs `perf` and
+    /// permission to trace the server process).
+    #[arg(long)]
+    perf: bool,
     /// Internal: run as a W3b worker process measuring this subject.
     #[arg(long, hide = true)]
     worker: Option<String>,
@@ -329,6 +339,13 @@ async fn run(args: &Args, cluster: &testcluster::Cluster, urls: &[String]) -> Re
         .await;
         cluster.resume(MASTERS - 1)?;
         report.w4 = w4?;
+    }
+    // The profile is for investigations: only when asked for by name.
+    if args.only.iter().any(|w| w.eq_ignore_ascii_case("profile")) {
+        let profiles =
+            profile::profile(&floor, urls, args.rounds, args.profile_pairs, args.perf).await?;
+        let order: Vec<&'static str> = floor.iter().map(|n| n.label).collect();
+        println!("{}", profile::table(&profiles, &order));
     }
     // W8 starts its own masters: only when asked for by name.
     if args.only.iter().any(|w| w.eq_ignore_ascii_case("w8")) {
