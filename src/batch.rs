@@ -82,6 +82,8 @@ pub(crate) struct Batcher {
     state: Mutex<State>,
     /// The master's per-call timeout: how long a batch is waited for at most.
     timeout: std::time::Duration,
+    /// Off (`Builder::batching(false)`): every call goes out at once as its own `EVALSHA`.
+    enabled: bool,
 }
 
 #[derive(Default)]
@@ -116,10 +118,11 @@ struct Entry {
 }
 
 impl Batcher {
-    pub(crate) fn new(timeout: std::time::Duration) -> Self {
+    pub(crate) fn new(timeout: std::time::Duration, enabled: bool) -> Self {
         Self {
             state: Mutex::default(),
             timeout,
+            enabled,
         }
     }
     /// Sends `call` on `conn` at once if nothing is in flight, else with the next batch. The
@@ -133,6 +136,11 @@ impl Batcher {
         call: &ScriptCall,
         (deadline, delivery): (Instant, Delivery),
     ) -> RedisResult<Value> {
+        if !self.enabled {
+            // Written to the connection now, like every call before batching existed; the
+            // connection keeps the order of calls to this master.
+            return (**conn).clone().send(call.evalsha()).await;
+        }
         let queued = {
             let mut state = self.state.lock().expect("batcher poisoned");
             if state.in_flight {

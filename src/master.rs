@@ -37,6 +37,8 @@ pub(crate) struct Settings {
     pub(crate) access: crate::endpoint::Access,
     /// The key the permission probe reads at connect (endpoint.rs); `None`: no probe.
     pub(crate) probe_key: Option<String>,
+    /// Group commit of script calls (batch.rs); off: one `EVALSHA` per call.
+    pub(crate) batching: bool,
     /// A simulated network instead of redis-rs (`sim` feature).
     #[cfg(feature = "sim")]
     pub(crate) network: Option<Arc<dyn crate::sim::Network>>,
@@ -143,7 +145,7 @@ impl Master {
             timeout,
             connect_timeout,
             quarantine,
-            batcher: Arc::new(Batcher::new(timeout)),
+            batcher: Arc::new(Batcher::new(timeout, settings.batching)),
         })
     }
 

@@ -6,8 +6,10 @@
 //!   waiter marker ([`waiter_marker`]) in the same script run that refuses it, the release
 //!   deletes the marker with the key (one `DEL` of both) and publishes only if it was there. A
 //!   release nobody waits for sends no `PUBLISH`. A waiter refused just before a release is
-//!   marked before it (one script run each, on one master); a marker that expired (it lives
-//!   for the waiter's TTL and is set again on each refused round) costs at most a retry delay.
+//!   marked before it (one script run each, on one master). The marker lives for the longer
+//!   of the waiter's TTL and the lock's remaining PTTL, and is set again on each refused
+//!   round; one that expired anyway (the holder extended its lock past it) costs at most a
+//!   retry delay.
 //! - Each client keeps one pub/sub connection per master, driven by a background task, and
 //!   subscribes to a resource's channel only while one of its own tasks waits for that resource.
 //! - The waiters of one resource inside this process form a FIFO queue (a fair async mutex, the

@@ -217,3 +217,41 @@ async fn a_waiter_that_marks_itself_just_before_the_release_is_woken() -> anyhow
     }
     Ok(())
 }
+
+/// The waiter marker must outlive the HOLDER's lock: a waiter with a short TTL waits on a holder
+/// with a long one, past the waiter's TTL, with a retry delay so long that only a wake-up can
+/// explain a quick hand-off. A marker set for the waiter's TTL only would be gone by the
+/// release, which would then publish nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_short_ttl_waiter_on_a_long_held_lock_is_woken() -> anyhow::Result<()> {
+    const SHORT_TTL: Duration = Duration::from_secs(1);
+    const LONG_RETRY: Duration = Duration::from_secs(10);
+    let cluster = Cluster::start(5)?;
+    let holder = support::client(&cluster).await;
+    let waiter = support::builder(&cluster)
+        .retry_delay(LONG_RETRY)
+        .retry_jitter(Duration::ZERO)
+        .build()
+        .await?;
+    let guard = holder.acquire("long-held", TTL).await?;
+    let waiting = tokio::spawn(async move {
+        let got = waiter
+            .acquire_with_wait("long-held", SHORT_TTL, Duration::from_secs(25))
+            .await;
+        (got, Instant::now())
+    });
+    // Twice the waiter's TTL: a marker that lived for SHORT_TTL has expired by now.
+    tokio::time::sleep(SHORT_TTL * 2 + Duration::from_millis(500)).await;
+    let released_at = Instant::now();
+    assert!(guard.release().await?, "release must succeed");
+    let (got, acquired_at) = waiting.await?;
+    let got = got.unwrap_or_else(|e| panic!("waiter failed: {e}\n{}", cluster.logs()));
+    let handoff = acquired_at - released_at;
+    assert!(
+        handoff < Duration::from_secs(3),
+        "the waiter took {handoff:?} after the release: it was not woken (retry delay \
+         {LONG_RETRY:?}, its marker expired with its own {SHORT_TTL:?} ttl)"
+    );
+    got.release().await?;
+    Ok(())
+}

@@ -29,12 +29,15 @@
 //!   values over 10,000 pre-filled keys): ops/s, p50/p99 per op, hit ratio. Column `ceiling`
 //!   sends plain GET / SET to the node the ring picks, over one multiplexed connection each.
 //! - W8 (opt-in, `--only w8`, its own 3 groups of 3 masters): sharded locks; see `w8.rs`.
+//! - Profile (opt-in, `--only profile`, `--perf` for master 0's system calls): W2's loop for a
+//!   fixed number of pairs, with commands by name, socket reads and syscalls; see `profile.rs`.
 
 mod alloc;
 mod cache;
 mod chart;
 mod floor;
 mod probe;
+mod profile;
 mod report;
 mod subjects;
 mod w3b;
@@ -103,6 +106,13 @@ pub struct Args {
     /// Length of one W7 slot, in seconds (W7 has levels x subjects x rounds slots).
     #[arg(long, default_value_t = 1.0)]
     w7_secs: f64,
+    /// Pairs per subject and round in the profile (`--only profile`).
+    #[arg(long, default_value_t = 20_000)]
+    profile_pairs: u64,
+    /// In the profile, count master 0's system calls with `perf stat` (needs `perf` and
+    /// permission to trace the server process).
+    #[arg(long)]
+    perf: bool,
     /// Internal: run as a W3b worker process measuring this subject.
     #[arg(long, hide = true)]
     worker: Option<String>,
@@ -120,7 +130,15 @@ impl Args {
     }
 
     fn measures(&self, label: &str) -> bool {
-        self.subjects.is_empty() || self.subjects.iter().any(|s| s == label)
+        if OPT_IN.contains(&label) {
+            return self.names(label);
+        }
+        self.subjects.is_empty() || self.names(label)
+    }
+
+    /// `label` is named in `--subjects`.
+    fn names(&self, label: &str) -> bool {
+        self.subjects.iter().any(|s| s == label)
     }
 }
 
@@ -176,6 +194,12 @@ const MASTERS: usize = 5;
 pub const OURS: &str = "redquorum";
 /// Redquorum with release wake-ups off.
 pub const NO_WAKE: &str = "rq-no-wake";
+/// Redquorum with batching off (`batching(false)`): opt-in, with `--subjects`.
+pub const UNBATCHED: &str = "rq-unbatched";
+/// Redquorum with fencing tokens off (`fencing(false)`): opt-in, with `--subjects`.
+pub const NO_FENCE: &str = "rq-no-fence";
+/// Variants measured only when named in `--subjects` (for profiling), in W1, W2 and W7.
+pub const OPT_IN: [&str; 2] = [UNBATCHED, NO_FENCE];
 pub const RSLOCK: &str = "rslock";
 pub const FLOOR: &str = "floor";
 pub const CEILING: &str = "ceiling";
@@ -256,18 +280,21 @@ fn run_worker(label: &str, args: &Args) -> Result<()> {
 async fn run(args: &Args, cluster: &testcluster::Cluster, urls: &[String]) -> Result<Report> {
     set_persistence(urls, args.persistence).await?;
     let mut locks = Vec::new();
-    for label in [OURS, NO_WAKE, RSLOCK] {
+    for label in [OURS, UNBATCHED, NO_FENCE, NO_WAKE, RSLOCK] {
         if args.measures(label) && (label != RSLOCK || cfg!(feature = "rslock")) {
             locks.push(subjects::build(label, urls, args).await?);
         }
     }
     let mut report = Report::new(args, locks.iter().map(|n| n.label).collect());
-    // Wake-ups only change how contended acquires wait: the no-wake variant runs in W3 only.
+    // Wake-ups only change how contended acquires wait: the no-wake variant runs in W3 only,
+    // unless named in `--subjects` (to profile what its pub/sub connections cost).
     let uncontended: Vec<Named> = locks
         .iter()
-        .filter(|n| n.label != NO_WAKE)
+        .filter(|n| n.label != NO_WAKE || args.names(NO_WAKE))
         .cloned()
         .collect();
+    // The opt-in variants are for W1, W2 and W7 only.
+    locks.retain(|n| !OPT_IN.contains(&n.label));
     let mut floor = uncontended.clone();
     if args.measures(FLOOR) {
         floor.push(subjects::build(FLOOR, urls, args).await?);
@@ -276,10 +303,11 @@ async fn run(args: &Args, cluster: &testcluster::Cluster, urls: &[String]) -> Re
     if args.measures(CEILING) {
         all.push(subjects::build(CEILING, urls, args).await?);
     }
-    for s in all
-        .iter()
-        .chain(locks.iter().filter(|n| n.label == NO_WAKE))
-    {
+    for s in all.iter().chain(
+        locks
+            .iter()
+            .filter(|n| n.label == NO_WAKE && !args.names(NO_WAKE)),
+    ) {
         workloads::warm_up(s).await?;
     }
     let slot = Duration::from_secs_f64(args.secs);
@@ -311,6 +339,13 @@ async fn run(args: &Args, cluster: &testcluster::Cluster, urls: &[String]) -> Re
         .await;
         cluster.resume(MASTERS - 1)?;
         report.w4 = w4?;
+    }
+    // The profile is for investigations: only when asked for by name.
+    if args.only.iter().any(|w| w.eq_ignore_ascii_case("profile")) {
+        let profiles =
+            profile::profile(&floor, urls, args.rounds, args.profile_pairs, args.perf).await?;
+        let order: Vec<&'static str> = floor.iter().map(|n| n.label).collect();
+        println!("{}", profile::table(&profiles, &order));
     }
     // W8 starts its own masters: only when asked for by name.
     if args.only.iter().any(|w| w.eq_ignore_ascii_case("w8")) {

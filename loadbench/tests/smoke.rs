@@ -99,3 +99,81 @@ fn short_run_produces_every_new_figure_and_the_chart() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The profile's row `metric` (a `profile:` table line), value of the `i`-th subject column.
+fn profile_cell(stdout: &str, metric: &str, i: usize) -> f64 {
+    let table = stdout
+        .split("profile: ")
+        .nth(1)
+        .expect("no profile table in the output");
+    let line = table
+        .lines()
+        .find(|l| l.starts_with(metric) && l[metric.len()..].starts_with("  "))
+        .unwrap_or_else(|| panic!("no row {metric:?} in:\n{table}"));
+    let values: Vec<f64> = line[metric.len()..]
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    values[i]
+}
+
+/// `--only profile` with the opt-in `rq-unbatched` subject: the commands by name must match
+/// what each subject sends (they are counted on the masters, so a miscounted or missing
+/// subject shows), and batching off must send one EVALSHA per script call.
+#[test]
+fn profile_counts_commands_by_name_for_each_subject() {
+    let out = Command::new(env!("CARGO_BIN_EXE_loadbench"))
+        .args([
+            "--only",
+            "profile",
+            "--rounds",
+            "1",
+            "--profile-pairs",
+            "300",
+        ])
+        .args(["--subjects", "redquorum,rq-unbatched,floor"])
+        .output()
+        .expect("running loadbench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "loadbench failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Columns in order: redquorum, rq-unbatched, floor.
+    let near = |v: f64, want: f64| (v - want).abs() <= 0.3;
+    for i in 0..3 {
+        // (A pair that timed out on a loaded machine adds commands without a pair: the
+        // tolerance allows a few.)
+        // One SET and one GET + DEL per master and pair, whoever sends them (unbatched, the
+        // fencing counters drift apart and some write-backs add a GET: checked below).
+        let names: &[&str] = if i == 1 {
+            &["SET", "DEL"]
+        } else {
+            &["SET", "GET", "DEL"]
+        };
+        for name in names {
+            let v = profile_cell(&stdout, &format!("  of which {name} (5)"), i);
+            assert!(near(v, 5.0), "column {i}: {name} {v}/pair\n{stdout}");
+        }
+    }
+    // Fencing on: EXISTS + INCR on every master; the floor has neither.
+    assert!(near(profile_cell(&stdout, "  of which INCR (5)", 0), 5.0));
+    assert!(near(profile_cell(&stdout, "  of which INCR (5)", 2), 0.0));
+    let get = profile_cell(&stdout, "  of which GET (5)", 1);
+    assert!(
+        (4.7..=7.0).contains(&get),
+        "rq-unbatched: GET {get}/pair\n{stdout}"
+    );
+    // Unbatched: an EVALSHA per acquire and per release on each of the 5 masters.
+    let unbatched = profile_cell(&stdout, "  of which EVALSHA (5)", 1);
+    assert!(
+        unbatched >= 9.7,
+        "rq-unbatched sent {unbatched} EVALSHA/pair\n{stdout}"
+    );
+    // The floor: 5 EVALSHA (release) + 5 plain SET = 20 commands with the scripts' calls.
+    assert!(near(
+        profile_cell(&stdout, "commands (5, scripts' calls incl.)", 2),
+        20.0
+    ));
+}

@@ -274,6 +274,7 @@ impl CacheBuilder {
                 // The cache's nodes need no lock scripts' permissions beyond what its own
                 // commands find at once.
                 probe_key: None,
+                batching: crate::config::DEFAULT_BATCHING,
                 #[cfg(feature = "sim")]
                 network: self.network.clone(),
             },
