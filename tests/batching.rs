@@ -9,7 +9,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redquorum::Redlock;
-use support::{client, direct};
+use support::direct;
+
+/// A client with batched rounds on: every test here is about batching.
+async fn client(cluster: &Cluster) -> Redlock {
+    support::builder(cluster)
+        .batching(true)
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("build failed: {e}\n{}", cluster.logs()))
+}
 use testcluster::Cluster;
 use testcluster::checker::{Checker, Holding};
 use tokio::time::Instant;
@@ -217,6 +226,7 @@ async fn no_key_is_left_behind_while_scripts_are_flushed_under_batching() -> any
     // its NOSCRIPT answer is not re-sent as EVAL (a known gap, not batching's: see the
     // README); this test is about batches meeting a flushed cache, not about timeouts.
     let redlock = support::builder(&cluster)
+        .batching(true)
         .master_timeout(Duration::from_secs(1))
         .build()
         .await?;

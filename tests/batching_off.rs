@@ -119,7 +119,7 @@ async fn with_batching_off_every_call_is_its_own_evalsha() -> anyhow::Result<()>
     let known = file_script_hashes();
 
     // Control: batching on, the same load; the batch script (not a file) must show up.
-    let batched = builder(&cluster).build().await?;
+    let batched = builder(&cluster).batching(true).build().await?;
     let (shas, done) = sent_while_churning(&cluster, &batched, "on").await;
     let batches = shas.iter().filter(|s| !known.contains(*s)).count();
     println!(

@@ -36,9 +36,11 @@ case "${1:-}" in
         # seeded runs of the whole protocol), optimised: a seed costs ~5x more unoptimised.
         cargo test --release -p redquorum-sim
         # The safety suite once more on Docker containers, where an engine answers (the image
-        # is built locally from the host's redis-server; nothing is pulled).
+        # is built locally from the host's redis-server; nothing is pulled), this time with
+        # batched rounds on (off by default; tests/support reads REDQUORUM_TEST_BATCHING).
         if docker info >/dev/null 2>&1; then
-            TESTCLUSTER_BACKEND=docker cargo test --test safety -- --test-threads 1
+            TESTCLUSTER_BACKEND=docker REDQUORUM_TEST_BATCHING=1 \
+                cargo test --test safety -- --test-threads 1
         else
             echo "docker engine not answering: safety suite ran on the process backend only" >&2
         fi

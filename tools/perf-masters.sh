@@ -4,7 +4,7 @@
 # middle of the loop and sorts the samples into Lua VM / redis / libc+jemalloc / kernel.
 # Not part of CI. Needs `perf` (Debian: linux-perf), python3 and a release build of loadbench:
 #   cargo build --release -p loadbench --features rslock
-#   tools/perf-masters.sh redquorum rq-unbatched rq-no-fence rslock floor
+#   tools/perf-masters.sh redquorum rq-batched rq-no-fence rslock floor
 # The Debian redis-server is stripped, but it exports its functions (and Lua's API); samples
 # at unexported addresses inside the range of Lua's API functions are counted as Lua VM
 # (lvm.c, ltable.c... are static there), the others as "redis (unresolved)".

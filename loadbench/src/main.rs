@@ -194,12 +194,13 @@ const MASTERS: usize = 5;
 pub const OURS: &str = "redquorum";
 /// Redquorum with release wake-ups off.
 pub const NO_WAKE: &str = "rq-no-wake";
-/// Redquorum with batching off (`batching(false)`): opt-in, with `--subjects`.
-pub const UNBATCHED: &str = "rq-unbatched";
+/// Redquorum with batched rounds on (`batching(true)`; off by default): opt-in, with
+/// `--subjects`.
+pub const BATCHED: &str = "rq-batched";
 /// Redquorum with fencing tokens off (`fencing(false)`): opt-in, with `--subjects`.
 pub const NO_FENCE: &str = "rq-no-fence";
 /// Variants measured only when named in `--subjects` (for profiling), in W1, W2 and W7.
-pub const OPT_IN: [&str; 2] = [UNBATCHED, NO_FENCE];
+pub const OPT_IN: [&str; 2] = [BATCHED, NO_FENCE];
 pub const RSLOCK: &str = "rslock";
 pub const FLOOR: &str = "floor";
 pub const CEILING: &str = "ceiling";
@@ -280,7 +281,7 @@ fn run_worker(label: &str, args: &Args) -> Result<()> {
 async fn run(args: &Args, cluster: &testcluster::Cluster, urls: &[String]) -> Result<Report> {
     set_persistence(urls, args.persistence).await?;
     let mut locks = Vec::new();
-    for label in [OURS, UNBATCHED, NO_FENCE, NO_WAKE, RSLOCK] {
+    for label in [OURS, BATCHED, NO_FENCE, NO_WAKE, RSLOCK] {
         if args.measures(label) && (label != RSLOCK || cfg!(feature = "rslock")) {
             locks.push(subjects::build(label, urls, args).await?);
         }

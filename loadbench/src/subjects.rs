@@ -10,7 +10,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{Cmd, Value};
 
 use crate::floor::Floor;
-use crate::{Args, CEILING, FLOOR, NO_FENCE, NO_WAKE, Named, OURS, RSLOCK, UNBATCHED};
+use crate::{Args, BATCHED, CEILING, FLOOR, NO_FENCE, NO_WAKE, Named, OURS, RSLOCK};
 
 /// The lock scripts redquorum sends, byte for byte (the ceiling sends the same commands).
 const ACQUIRE_LUA: &str = include_str!("../../scripts/acquire.lua");
@@ -190,12 +190,12 @@ impl Raw {
 /// build theirs with this too, so that both sides measure the same thing).
 pub async fn build(label: &str, urls: &[String], args: &Args) -> Result<Named> {
     let subject = match label {
-        OURS | NO_WAKE | UNBATCHED | NO_FENCE => Subject::Ours(
+        OURS | NO_WAKE | BATCHED | NO_FENCE => Subject::Ours(
             redquorum::Redlock::builder()
                 .masters(urls.iter().cloned())
                 // Without wake-ups, waiters poll with the jittered retry delay only.
                 .wake_ups(label != NO_WAKE)
-                .batching(label != UNBATCHED)
+                .batching(label == BATCHED)
                 .fencing(label != NO_FENCE)
                 .build()
                 .await?,
@@ -210,7 +210,7 @@ pub async fn build(label: &str, urls: &[String], args: &Args) -> Result<Named> {
         CEILING => Subject::Raw(Arc::new(Raw::connect(urls).await?)),
         other => bail!("unknown or not built subject {other:?}"),
     };
-    let label = [OURS, NO_WAKE, UNBATCHED, NO_FENCE, RSLOCK, FLOOR, CEILING]
+    let label = [OURS, NO_WAKE, BATCHED, NO_FENCE, RSLOCK, FLOOR, CEILING]
         .into_iter()
         .find(|l| *l == label)
         .expect("matched above");

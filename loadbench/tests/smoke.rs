@@ -117,9 +117,9 @@ fn profile_cell(stdout: &str, metric: &str, i: usize) -> f64 {
     values[i]
 }
 
-/// `--only profile` with the opt-in `rq-unbatched` subject: the commands by name must match
+/// `--only profile` with the opt-in `rq-batched` subject: the commands by name must match
 /// what each subject sends (they are counted on the masters, so a miscounted or missing
-/// subject shows), and batching off must send one EVALSHA per script call.
+/// subject shows), and batching off (the default) must send one EVALSHA per script call.
 #[test]
 fn profile_counts_commands_by_name_for_each_subject() {
     let out = Command::new(env!("CARGO_BIN_EXE_loadbench"))
@@ -131,7 +131,7 @@ fn profile_counts_commands_by_name_for_each_subject() {
             "--profile-pairs",
             "300",
         ])
-        .args(["--subjects", "redquorum,rq-unbatched,floor"])
+        .args(["--subjects", "redquorum,rq-batched,floor"])
         .output()
         .expect("running loadbench");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -140,14 +140,14 @@ fn profile_counts_commands_by_name_for_each_subject() {
         "loadbench failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // Columns in order: redquorum, rq-unbatched, floor.
+    // Columns in order: redquorum (unbatched, the default), rq-batched, floor.
     let near = |v: f64, want: f64| (v - want).abs() <= 0.3;
     for i in 0..3 {
         // (A pair that timed out on a loaded machine adds commands without a pair: the
         // tolerance allows a few.)
         // One SET and one GET + DEL per master and pair, whoever sends them (unbatched, the
         // fencing counters drift apart and some write-backs add a GET: checked below).
-        let names: &[&str] = if i == 1 {
+        let names: &[&str] = if i == 0 {
             &["SET", "DEL"]
         } else {
             &["SET", "GET", "DEL"]
@@ -160,16 +160,17 @@ fn profile_counts_commands_by_name_for_each_subject() {
     // Fencing on: EXISTS + INCR on every master; the floor has neither.
     assert!(near(profile_cell(&stdout, "  of which INCR (5)", 0), 5.0));
     assert!(near(profile_cell(&stdout, "  of which INCR (5)", 2), 0.0));
-    let get = profile_cell(&stdout, "  of which GET (5)", 1);
+    assert!(near(profile_cell(&stdout, "  of which INCR (5)", 1), 5.0));
+    let get = profile_cell(&stdout, "  of which GET (5)", 0);
     assert!(
         (4.7..=7.0).contains(&get),
-        "rq-unbatched: GET {get}/pair\n{stdout}"
+        "redquorum (unbatched): GET {get}/pair\n{stdout}"
     );
     // Unbatched: an EVALSHA per acquire and per release on each of the 5 masters.
-    let unbatched = profile_cell(&stdout, "  of which EVALSHA (5)", 1);
+    let unbatched = profile_cell(&stdout, "  of which EVALSHA (5)", 0);
     assert!(
         unbatched >= 9.7,
-        "rq-unbatched sent {unbatched} EVALSHA/pair\n{stdout}"
+        "redquorum (unbatched) sent {unbatched} EVALSHA/pair\n{stdout}"
     );
     // The floor: 5 EVALSHA (release) + 5 plain SET = 20 commands with the scripts' calls.
     assert!(near(

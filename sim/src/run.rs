@@ -49,6 +49,9 @@ pub struct Plan {
     pub permits: u32,
     /// Cache tasks per phase (0: no cache in this run).
     pub cache_tasks: usize,
+    /// Whether the clients batch their script calls (`Builder::batching`, off by default in
+    /// the library): both ways are simulated, half the seeds each.
+    pub batching: bool,
 }
 
 impl Plan {
@@ -73,6 +76,8 @@ impl Plan {
             permits: rng.random_range(1..=3),
             // Drawn after `permits`, for the same reason.
             cache_tasks: [0, 0, 1, 2, 3][rng.random_range(0..5)],
+            // Drawn after `cache_tasks`, for the same reason.
+            batching: rng.random_bool(0.5),
         }
     }
 }
@@ -290,6 +295,7 @@ async fn client(world: &World) -> redquorum::Result<Redlock> {
         .masters(world.net.urls())
         .sim_network(Arc::new(world.net.clone()))
         .master_timeout(plan.master_timeout)
+        .batching(plan.batching)
         .connect_timeout(plan.master_timeout * 4)
         .retry_delay(Duration::from_millis(5))
         .retry_jitter(Duration::from_millis(10))

@@ -17,6 +17,17 @@ pub fn builder(cluster: &Cluster) -> redquorum::Builder {
     Redlock::builder()
         .masters(cluster.urls())
         .master_timeout(TEST_MASTER_TIMEOUT)
+        .batching(batching_from_env())
+}
+
+/// `REDQUORUM_TEST_BATCHING=1` runs a suite with batched rounds on (`tools/dev.sh test` runs
+/// the Docker safety suite that way); otherwise the library's default.
+pub fn batching_from_env() -> bool {
+    match std::env::var("REDQUORUM_TEST_BATCHING").as_deref() {
+        Ok("1") => true,
+        Ok("0") => false,
+        _ => redquorum::DEFAULT_BATCHING,
+    }
 }
 
 pub async fn client(cluster: &Cluster) -> Redlock {
