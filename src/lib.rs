@@ -221,8 +221,9 @@
 //! - [`metrics`]: the metric names (through the `metrics` facade, feature `metrics`) and the
 //!   few places that record them.
 //! - `master`: one master over its link: reconnect, per-call timeout, `run_id`, seal state.
-//! - `batch`: batched rounds (group commit, opt-in with [`Builder::batching`]): script calls ready for
-//!   in flight leave together as one batch script call, each entry with its own reply.
+//! - `batch`: batched rounds (group commit, opt-in with [`Builder::batching`]): script calls
+//!   ready for a master while another is in flight leave together as one batch script call,
+//!   each entry with its own reply.
 //! - `masters`: the master set and quorum: the one way every round asks the masters.
 //! - `random`: every random number drawn (owner tokens, jitter), seedable by the simulator.
 //! - `scripts`: the Lua scripts (in `scripts/*.lua`), `EVALSHA` with `NOSCRIPT` recovery (a
