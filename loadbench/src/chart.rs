@@ -24,6 +24,8 @@ fn color_of(label: &str) -> RGBColor {
         crate::RSLOCK => RGBColor(31, 119, 180),
         crate::FLOOR => RGBColor(255, 127, 14),
         crate::CEILING => RGBColor(44, 160, 44),
+        crate::BATCHED => RGBColor(148, 103, 189),
+        crate::NO_FENCE => RGBColor(140, 86, 75),
         _ => RGBColor(214, 39, 40),
     }
 }
