@@ -525,6 +525,13 @@ impl Builder {
         }
         if let Some(layout) = &c.interop {
             layout.validate()?;
+            // Lock keys under the interop template must stay out of the space of this
+            // library's own keys (markers, elections, topology: interop.rs check_lock_key).
+            if c.key_prefix.is_empty() || layout.lock_key("").starts_with(&c.key_prefix) {
+                return bad(
+                    "the interop key template must not start with the key prefix, and the key prefix must not be empty (lock keys would share the library's own key space)",
+                );
+            }
         }
         crate::owner_id::check(&c.owner_id)
     }

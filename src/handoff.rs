@@ -81,7 +81,8 @@ impl LockGuard {
     /// ```
     ///
     /// # Errors
-    /// The guard itself, boxed, when it is not a basic lock.
+    /// The guard itself, boxed, when it is not a basic lock (a lock taken with a lock-delay is
+    /// not exported either: the handle does not carry the delay).
     pub fn export(mut self) -> std::result::Result<LockHandle, Box<LockGuard>> {
         let (kind, token) = self.kind_and_token();
         if kind != "lock" {
@@ -113,6 +114,7 @@ impl Redlock {
     /// or time: the hold may still be there and resuming again may succeed.
     pub async fn resume(&self, handle: LockHandle, ttl: Duration) -> Result<LockGuard> {
         check_resource(&handle.resource)?;
+        self.config().check_lock_key(&handle.resource)?;
         if handle.owner_token.is_empty() {
             return Err(Error::InvalidArgument(
                 "lock handle without owner token".into(),

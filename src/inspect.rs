@@ -43,7 +43,9 @@ pub enum MasterView {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Holder {
     /// The holder's owner id ([`Builder::owner_id`](crate::Builder::owner_id)); `None` for a
-    /// lock taken by a client too old to record one.
+    /// lock taken by a client too old to record one, or by another Redlock client under the
+    /// interop layout. A lock taken with a lock-delay shows as held (with the delay in its
+    /// remaining time) until the delay has passed: it refuses acquirers until then.
     pub owner_id: Option<String>,
     /// The key's remaining time to live on that master (its `PTTL`); `None` if the key has no
     /// expiry (not written by this library).

@@ -75,6 +75,16 @@ impl crate::config::Config {
                 "resource {resource:?} names the fencing key {key:?}"
             )));
         }
+        // Under an open template the lock key could also be one of the library's own keys
+        // (a waiter marker, which every release of the marked resource deletes; an election,
+        // a topology): refuse anything under the key prefix.
+        if self.interop.is_some() && key.starts_with(&self.key_prefix) {
+            return Err(Error::InvalidArgument(format!(
+                "resource {resource:?}: its lock key {key:?} is under the key prefix {:?}, \
+                 which holds this library's own keys",
+                self.key_prefix
+            )));
+        }
         Ok(())
     }
 

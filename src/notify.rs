@@ -57,8 +57,9 @@ pub(crate) fn waiter_marker(prefix: &str, resource: &str) -> String {
 /// The wake-up machinery of one client: the local queues and a subscriber per master.
 pub(crate) struct Wakeups {
     shared: Arc<Shared>,
-    /// The masters' URLs, for listeners of their own (election observers).
-    urls: Vec<String>,
+    /// How each master is reached (URL, credentials, TLS), for listeners of their own
+    /// (election observers).
+    endpoints: Vec<crate::endpoint::Endpoint>,
     prefix: String,
     /// Bound on waiting for the masters to confirm a subscription.
     timeout: Duration,
@@ -117,11 +118,13 @@ impl Wakeups {
             queues: Mutex::new(HashMap::new()),
             subscribers: senders,
         });
+        let mut endpoints = Vec::with_capacity(urls.len());
         for (index, (url, rx)) in urls.iter().zip(receivers).enumerate() {
             // Invalid URLs were rejected by the master connections already.
             let Ok(endpoint) = access.endpoint(index, url) else {
                 continue;
             };
+            endpoints.push(endpoint.clone());
             tokio::spawn(subscriber(
                 index,
                 endpoint,
@@ -133,16 +136,16 @@ impl Wakeups {
         }
         Self {
             shared,
-            urls: urls.to_vec(),
+            endpoints,
             prefix: prefix.to_owned(),
             timeout,
             stop,
         }
     }
 
-    /// The masters' URLs (with credentials: never log them).
-    pub(crate) fn urls(&self) -> &[String] {
-        &self.urls
+    /// How each master is reached (with credentials: never log them).
+    pub(crate) fn endpoints(&self) -> &[crate::endpoint::Endpoint] {
+        &self.endpoints
     }
 
     /// Whether local tasks already wait for `resource` (a newcomer then queues behind them).

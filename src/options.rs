@@ -116,8 +116,11 @@ impl Redlock {
     ) -> Result<LockGuard> {
         self.check_options(resource, options)?;
         let wait = options.wait.unwrap_or(self.config().acquire_wait);
+        // As `acquire_with_wait`: a caller that will wait for a release message marks itself
+        // on refusal, so that the release publishes (notify.rs).
+        let waits = self.inner.wakeups.is_some() && !wait.is_zero();
         self.acquire_loop(resource, options.ttl, wait, Wake::OnRelease, || {
-            self.delayed_attempt(resource, options)
+            self.delayed_attempt(resource, options, waits)
         })
         .await
     }
@@ -132,7 +135,7 @@ impl Redlock {
         options: &LockOptions,
     ) -> Result<Option<LockGuard>> {
         self.check_options(resource, options)?;
-        self.try_once(resource, || self.delayed_attempt(resource, options))
+        self.try_once(resource, || self.delayed_attempt(resource, options, false))
             .await
     }
 
@@ -159,6 +162,7 @@ impl Redlock {
 
     fn check_options(&self, resource: &str, options: &LockOptions) -> Result<()> {
         check_resource(resource)?;
+        self.config().check_lock_key(resource)?;
         self.config().check_ttl(options.ttl)?;
         check_lock_delay(options.ttl, options.lock_delay)?;
         if options.max_lease.is_some_and(|cap| cap.is_zero()) {
@@ -168,7 +172,7 @@ impl Redlock {
     }
 
     /// The basic lock's round, with the key living `ttl + delay` on the masters.
-    fn delayed_attempt(&self, resource: &str, options: &LockOptions) -> Attempt {
+    fn delayed_attempt(&self, resource: &str, options: &LockOptions, waits: bool) -> Attempt {
         let config = self.config();
         let key = config.lock_key(resource);
         let delay = options.lock_delay;
@@ -176,7 +180,9 @@ impl Redlock {
             HeldBy::lock(key.clone())
         } else {
             HeldBy {
-                kind: "lock",
+                // Not "lock": a hand-off handle does not carry the delay, and a resume would
+                // extend the key with the plain script, dropping the delay window.
+                kind: "lock-delay",
                 keys: vec![key.clone()],
                 extend: &LOCK_DELAY_EXTEND,
                 release: &LOCK_DELAY_RELEASE,
@@ -187,10 +193,17 @@ impl Redlock {
             }
         };
         let ttl = options.ttl;
-        Attempt::new(ttl, held, |token| {
+        let mut keys = vec![key, config.fence_key()];
+        if waits {
+            // Refused while waiting: mark the resource so that its release publishes.
+            keys.push(crate::notify::waiter_marker(&config.key_prefix, resource));
+        }
+        // The stored value names its holder for inspection (owner_id.rs).
+        let token = crate::owner_id::compose(&crate::held::new_token(), &config.owner_id);
+        Attempt::with_token(token, ttl, held, |token| {
             ScriptCall::new(
                 &ACQUIRE,
-                vec![key, config.fence_key()],
+                keys,
                 vec![
                     token.to_owned(),
                     // Whole milliseconds of each, as validity counts the TTL (quorum.rs).

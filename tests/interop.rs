@@ -250,8 +250,22 @@ async fn multi_resource_locks_exclude_peers_and_other_primitives_refuse() -> any
 async fn resources_that_name_the_fencing_keys_are_refused() -> anyhow::Result<()> {
     let cluster = Cluster::start(3)?;
     let redlock = interop_client(&cluster, "{resource}").await;
-    for name in ["redquorum:fence", "redquorum:fence:seal"] {
+    // The fencing keys, and any key under the library's prefix: a waiter marker (which every
+    // release of `jobs` deletes), an election, the topology.
+    for name in [
+        "redquorum:fence",
+        "redquorum:fence:seal",
+        "redquorum:lock-waiting:jobs",
+        "redquorum:election:leader",
+        "redquorum:topology:state",
+    ] {
         let err = redlock.acquire(name, TTL).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        let options = redquorum::LockOptions::new(TTL);
+        let err = redlock
+            .try_acquire_with_options(name, &options)
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
         let err = redlock.acquire_many(["a", name], TTL).await.unwrap_err();
         assert!(matches!(err, Error::InvalidArgument(_)), "{err}");

@@ -255,3 +255,43 @@ async fn a_short_ttl_waiter_on_a_long_held_lock_is_woken() -> anyhow::Result<()>
     got.release().await?;
     Ok(())
 }
+
+/// A waiter that acquires with `LockOptions` marks itself like any other waiter: the release
+/// of a plain holder publishes and wakes it long before its retry delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_waiter_with_lock_options_is_woken() -> anyhow::Result<()> {
+    const LONG_RETRY: Duration = Duration::from_secs(10);
+    let cluster = Cluster::start(5)?;
+    let holder = support::client(&cluster).await;
+    let waiter = support::builder(&cluster)
+        .retry_delay(LONG_RETRY)
+        .retry_jitter(Duration::ZERO)
+        .build()
+        .await?;
+    let guard = holder.acquire("options-held", TTL).await?;
+    let waiting = tokio::spawn(async move {
+        let options = redquorum::LockOptions::new(TTL)
+            .lock_delay(Duration::from_secs(1))
+            .wait(Duration::from_secs(25));
+        let got = waiter.acquire_with_options("options-held", &options).await;
+        (got, Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let released_at = Instant::now();
+    assert!(guard.release().await?, "release must succeed");
+    let (got, acquired_at) = waiting.await?;
+    let got = got.unwrap_or_else(|e| panic!("waiter failed: {e}\n{}", cluster.logs()));
+    let handoff = acquired_at - released_at;
+    assert!(
+        handoff < Duration::from_secs(3),
+        "the options waiter took {handoff:?} after the release: not woken (retry delay \
+         {LONG_RETRY:?})"
+    );
+    // A lock taken with a lock-delay is not exported: the handle would not carry the delay.
+    let got = match got.export() {
+        Ok(handle) => panic!("a lock-delay lock was exported: {handle:?}"),
+        Err(guard) => guard,
+    };
+    got.release().await?;
+    Ok(())
+}

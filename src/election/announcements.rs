@@ -6,6 +6,8 @@
 use std::time::Duration;
 
 use futures::StreamExt;
+
+use crate::endpoint::Endpoint;
 use tokio::sync::mpsc;
 
 /// Pause between two connection attempts to a master that is down.
@@ -15,17 +17,15 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 /// batch of messages. The listeners stop when the receiver is dropped (checked at least every
 /// `RECONNECT_PAUSE` while a master is down, and at each message or reconnect otherwise).
 pub(super) fn listen(
-    urls: &[String],
+    endpoints: &[Endpoint],
     channel: String,
     connect_timeout: Duration,
 ) -> mpsc::Receiver<()> {
     let (tx, rx) = mpsc::channel(1);
-    for url in urls {
-        let Ok(client) = redis::Client::open(url.as_str()) else {
-            continue;
-        };
+    for endpoint in endpoints {
+        // Through the endpoint, as every other connection: TLS and the builder's credentials.
         tokio::spawn(listener(
-            client,
+            endpoint.clone(),
             channel.clone(),
             connect_timeout,
             tx.clone(),
@@ -35,19 +35,19 @@ pub(super) fn listen(
 }
 
 async fn listener(
-    client: redis::Client,
+    endpoint: Endpoint,
     channel: String,
     connect_timeout: Duration,
     tx: mpsc::Sender<()>,
 ) {
     while !tx.is_closed() {
         let connected = tokio::time::timeout(connect_timeout, async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            redis::RedisResult::Ok(pubsub)
+            let mut pubsub = endpoint.pubsub(connect_timeout).await?;
+            pubsub.subscribe(&channel).await.ok()?;
+            Some(pubsub)
         })
         .await;
-        let Ok(Ok(pubsub)) = connected else {
+        let Ok(Some(pubsub)) = connected else {
             tokio::time::sleep(RECONNECT_PAUSE).await;
             continue;
         };

@@ -60,7 +60,7 @@ impl Election {
         let wakeups = inner.wakeups.as_ref()?;
         let channel = crate::notify::channel(&inner.config.key_prefix, &self.resource());
         Some(super::announcements::listen(
-            wakeups.urls(),
+            wakeups.endpoints(),
             channel,
             inner.config.connect_timeout,
         ))

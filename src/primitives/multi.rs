@@ -119,7 +119,9 @@ impl Redlock {
             choice_arg: false,
             announce: false,
         };
-        Attempt::new(ttl, held, |token| {
+        // The stored value names its holder for inspection (owner_id.rs), as the basic lock's.
+        let token = crate::owner_id::compose(&crate::held::new_token(), &config.owner_id);
+        Attempt::with_token(token, ttl, held, |token| {
             let mut all = vec![config.fence_key()];
             all.extend(keys);
             ScriptCall::new(
