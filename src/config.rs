@@ -423,9 +423,9 @@ impl Builder {
     /// release is announced (the retry delay stays as the fallback for locks that expire
     /// instead of being released). The tasks of one client waiting for the same resource queue
     /// in arrival order and only the first runs rounds, so they do not split the vote among
-    /// themselves. Off: waiters poll with the jittered retry delay only. Releases announce
-    /// themselves either way (a `PUBLISH` per master), so clients with wake-ups on are woken by
-    /// clients with them off.
+    /// themselves. Off: waiters poll with the jittered retry delay only (and leave no waiter
+    /// marker). Releases announce themselves either way (a `PUBLISH` per master when a waiter
+    /// marked the resource), so clients with wake-ups on are woken by clients with them off.
     pub fn wake_ups(mut self, on: bool) -> Self {
         self.config.wake_ups = on;
         self
