@@ -73,39 +73,12 @@ async fn settled_leftovers(cluster: &Cluster, pattern: &str) -> Vec<Vec<String>>
     }
 }
 
-/// `TASKS` tasks, each taking and releasing its own key `rounds` times; returns how many
-/// pairs succeeded.
-async fn churn(redlock: &Redlock, prefix: &str, rounds: usize) -> usize {
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|t| {
-            let (redlock, prefix) = (redlock.clone(), prefix.to_owned());
-            tokio::spawn(async move {
-                let mut done = 0;
-                for r in 0..rounds {
-                    let resource = format!("{prefix}-{t}-{r}");
-                    if let Ok(Some(lock)) = redlock.try_acquire(&resource, TTL).await
-                        && matches!(lock.release().await, Ok(true))
-                    {
-                        done += 1;
-                    }
-                }
-                done
-            })
-        })
-        .collect();
-    let mut done = 0;
-    for t in tasks {
-        done += t.await.expect("churn task");
-    }
-    done
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_calls_go_out_as_batches() -> anyhow::Result<()> {
     let cluster = Cluster::start(3)?;
     let redlock = client(&cluster).await;
     let before = calls(&cluster, 0, "evalsha").await;
-    let done = churn(&redlock, "batched", 20).await;
+    let done = support::churn(&redlock, "batched", TASKS, 20, TTL).await;
     // A pair may time out on a loaded machine (100 ms per master); most must succeed.
     assert!(
         done * 2 >= TASKS * 20,
@@ -137,7 +110,7 @@ async fn masters_paused_mid_batch_leave_no_key_behind() -> anyhow::Result<()> {
     let redlock = client(&cluster).await;
     let work = {
         let redlock = redlock.clone();
-        tokio::spawn(async move { churn(&redlock, "paused", 40).await })
+        tokio::spawn(async move { support::churn(&redlock, "paused", TASKS, 40, TTL).await })
     };
     for pause in 0..3 {
         tokio::time::sleep(Duration::from_millis(150)).await;
@@ -253,7 +226,7 @@ async fn no_key_is_left_behind_while_scripts_are_flushed_under_batching() -> any
         })
         .collect();
     let evalsha = calls(&cluster, 0, "evalsha").await;
-    churn(&redlock, "flushed", 20).await;
+    support::churn(&redlock, "flushed", TASKS, 20, TTL).await;
     stop.cancel();
     for f in flushers {
         f.await?;

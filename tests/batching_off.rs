@@ -68,32 +68,6 @@ fn evalsha_of(line: &str) -> Option<String> {
         .flatten()
 }
 
-/// `TASKS` tasks taking and releasing their own keys; returns how many pairs succeeded.
-async fn churn(redlock: &Redlock, prefix: &str) -> usize {
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|t| {
-            let (redlock, prefix) = (redlock.clone(), prefix.to_owned());
-            tokio::spawn(async move {
-                let mut done = 0;
-                for r in 0..ROUNDS {
-                    let resource = format!("{prefix}-{t}-{r}");
-                    if let Ok(Some(lock)) = redlock.try_acquire(&resource, TTL).await
-                        && matches!(lock.release().await, Ok(true))
-                    {
-                        done += 1;
-                    }
-                }
-                done
-            })
-        })
-        .collect();
-    let mut done = 0;
-    for t in tasks {
-        done += t.await.expect("churn task");
-    }
-    done
-}
-
 /// The SHA1s sent to master 0 while `redlock` churns, and how many pairs succeeded.
 async fn sent_while_churning(
     cluster: &Cluster,
@@ -101,7 +75,7 @@ async fn sent_while_churning(
     prefix: &str,
 ) -> (Vec<String>, usize) {
     let mut rx = watch_evalsha(cluster).await;
-    let done = churn(redlock, prefix).await;
+    let done = support::churn(redlock, prefix, TASKS, ROUNDS, TTL).await;
     // MONITOR lines trail the replies: wait until the stream is quiet for 300 ms (bounded).
     let mut shas = Vec::new();
     for _ in 0..10_000 {

@@ -13,15 +13,19 @@ use tokio::time::Instant;
 const SLOW_RETRY: Duration = Duration::from_secs(3);
 const TTL: Duration = Duration::from_secs(30);
 
+/// A client whose waiters, between wake-ups, poll only every `delay` (no jitter): a hand-off
+/// much faster than `delay` can only come from a release message.
+fn polling_every(cluster: &Cluster, delay: Duration) -> redquorum::Builder {
+    support::builder(cluster)
+        .retry_delay(delay)
+        .retry_jitter(Duration::ZERO)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn waiter_in_another_client_is_woken_by_the_release() -> anyhow::Result<()> {
     let cluster = Cluster::start(5)?;
     let holder = support::client(&cluster).await;
-    let waiter = support::builder(&cluster)
-        .retry_delay(SLOW_RETRY)
-        .retry_jitter(Duration::ZERO)
-        .build()
-        .await?;
+    let waiter = polling_every(&cluster, SLOW_RETRY).build().await?;
     let guard = holder.acquire("wake", TTL).await?;
     let waiting = tokio::spawn(async move {
         let got = waiter.acquire("wake", TTL).await;
@@ -46,9 +50,7 @@ async fn waiter_in_another_client_is_woken_by_the_release() -> anyhow::Result<()
 async fn without_wake_ups_the_waiter_polls() -> anyhow::Result<()> {
     let cluster = Cluster::start(5)?;
     let holder = support::client(&cluster).await;
-    let waiter = support::builder(&cluster)
-        .retry_delay(Duration::from_millis(1500))
-        .retry_jitter(Duration::ZERO)
+    let waiter = polling_every(&cluster, Duration::from_millis(1500))
         .wake_ups(false)
         .build()
         .await?;
@@ -67,11 +69,7 @@ async fn without_wake_ups_the_waiter_polls() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn local_waiters_are_served_in_arrival_order() -> anyhow::Result<()> {
     let cluster = Cluster::start(5)?;
-    let client = support::builder(&cluster)
-        .retry_delay(SLOW_RETRY)
-        .retry_jitter(Duration::ZERO)
-        .build()
-        .await?;
+    let client = polling_every(&cluster, SLOW_RETRY).build().await?;
     let first = client.acquire("fifo", TTL).await?;
     let order = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
@@ -155,11 +153,7 @@ async fn a_release_nobody_waits_for_publishes_nothing() -> anyhow::Result<()> {
     assert_eq!(publishes(&cluster).await, vec![0; 5], "a release published");
     // The same client, once someone waits, does publish (and the waiter is woken by it).
     let guard = client.acquire("quiet", TTL).await?;
-    let waiter = support::builder(&cluster)
-        .retry_delay(SLOW_RETRY)
-        .retry_jitter(Duration::ZERO)
-        .build()
-        .await?;
+    let waiter = polling_every(&cluster, SLOW_RETRY).build().await?;
     let waiting = tokio::spawn(async move { waiter.acquire("quiet", TTL).await });
     tokio::time::sleep(Duration::from_millis(500)).await;
     let released_at = Instant::now();
@@ -182,11 +176,7 @@ async fn a_waiter_that_marks_itself_just_before_the_release_is_woken() -> anyhow
     for round in 0..8 {
         let resource = format!("edge-{round}");
         let marker = format!("{}lock-waiting:{resource}", redquorum::DEFAULT_KEY_PREFIX);
-        let waiter = support::builder(&cluster)
-            .retry_delay(SLOW_RETRY)
-            .retry_jitter(Duration::ZERO)
-            .build()
-            .await?;
+        let waiter = polling_every(&cluster, SLOW_RETRY).build().await?;
         let guard = holder.acquire(&resource, TTL).await?;
         let waiting = tokio::spawn(async move { waiter.acquire(&resource, TTL).await });
         // Release as soon as the waiter's first refusal shows on master 0: the release then
@@ -228,11 +218,7 @@ async fn a_short_ttl_waiter_on_a_long_held_lock_is_woken() -> anyhow::Result<()>
     const LONG_RETRY: Duration = Duration::from_secs(10);
     let cluster = Cluster::start(5)?;
     let holder = support::client(&cluster).await;
-    let waiter = support::builder(&cluster)
-        .retry_delay(LONG_RETRY)
-        .retry_jitter(Duration::ZERO)
-        .build()
-        .await?;
+    let waiter = polling_every(&cluster, LONG_RETRY).build().await?;
     let guard = holder.acquire("long-held", TTL).await?;
     let waiting = tokio::spawn(async move {
         let got = waiter
@@ -263,11 +249,7 @@ async fn a_waiter_with_lock_options_is_woken() -> anyhow::Result<()> {
     const LONG_RETRY: Duration = Duration::from_secs(10);
     let cluster = Cluster::start(5)?;
     let holder = support::client(&cluster).await;
-    let waiter = support::builder(&cluster)
-        .retry_delay(LONG_RETRY)
-        .retry_jitter(Duration::ZERO)
-        .build()
-        .await?;
+    let waiter = polling_every(&cluster, LONG_RETRY).build().await?;
     let guard = holder.acquire("options-held", TTL).await?;
     let waiting = tokio::spawn(async move {
         let options = redquorum::LockOptions::new(TTL)

@@ -130,3 +130,37 @@ impl tracing::field::Visit for FieldText<'_> {
         let _ = write!(self.0, "{}={value:?} ", field.name());
     }
 }
+
+/// `tasks` tasks of one client, each taking (`try_acquire`) and releasing its own key `rounds`
+/// times; returns how many pairs succeeded. Many tasks on distinct keys keep calls in flight to
+/// every master at once (what batching groups).
+pub async fn churn(
+    redlock: &Redlock,
+    prefix: &str,
+    tasks: usize,
+    rounds: usize,
+    ttl: Duration,
+) -> usize {
+    let tasks: Vec<_> = (0..tasks)
+        .map(|t| {
+            let (redlock, prefix) = (redlock.clone(), prefix.to_owned());
+            tokio::spawn(async move {
+                let mut done = 0;
+                for r in 0..rounds {
+                    let resource = format!("{prefix}-{t}-{r}");
+                    if let Ok(Some(lock)) = redlock.try_acquire(&resource, ttl).await
+                        && matches!(lock.release().await, Ok(true))
+                    {
+                        done += 1;
+                    }
+                }
+                done
+            })
+        })
+        .collect();
+    let mut done = 0;
+    for t in tasks {
+        done += t.await.expect("churn task");
+    }
+    done
+}
