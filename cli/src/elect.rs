@@ -11,8 +11,7 @@ use tokio::time::Instant;
 
 use crate::exit;
 use crate::masters::Connection;
-use crate::signals::Forwarded;
-use crate::supervise::{Lease, News, Schedule, interruptible, run_command};
+use crate::supervise::{Lease, News, Setup, fail, interruptible, run_command, set_up};
 
 #[derive(clap::Args, Debug)]
 pub struct ElectArgs {
@@ -43,17 +42,13 @@ pub struct ElectArgs {
 
 pub async fn run(args: ElectArgs) -> u8 {
     let timeout = args.connection.master_timeout();
-    let schedule = match Schedule::new(args.ttl, args.grace, timeout) {
-        Ok(s) => s,
-        Err(why) => return fail(&why),
-    };
-    let redlock = match args.connection.connect().await {
-        Ok(r) => r,
-        Err(e) => return fail(&format!("cannot reach the masters: {e}")),
-    };
-    let mut signals = match Forwarded::catch() {
-        Ok(s) => s,
-        Err(e) => return fail(&format!("cannot catch signals: {e}")),
+    let Setup {
+        schedule,
+        redlock,
+        mut signals,
+    } = match set_up(&args.connection, args.ttl, args.grace).await {
+        Ok(setup) => setup,
+        Err(code) => return code,
     };
     let what = format!("the leadership of {:?}", args.name);
     let leadership =
@@ -149,9 +144,4 @@ impl Lease for Leading {
     async fn give_back(self) {
         let _ = self.leadership.resign().await;
     }
-}
-
-fn fail(why: &str) -> u8 {
-    eprintln!("redquorum: {why}");
-    exit::FAILED
 }

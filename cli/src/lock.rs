@@ -9,8 +9,7 @@ use tokio::time::{Instant, sleep_until, timeout_at};
 
 use crate::exit;
 use crate::masters::Connection;
-use crate::signals::Forwarded;
-use crate::supervise::{Lease, News, Schedule, interruptible, run_command};
+use crate::supervise::{Lease, News, Setup, fail, interruptible, run_command, set_up};
 
 #[derive(clap::Args, Debug)]
 pub struct LockArgs {
@@ -44,19 +43,13 @@ struct Cadence {
 
 pub async fn run(args: LockArgs) -> u8 {
     let timeout = args.connection.master_timeout();
-    let schedule = match Schedule::new(args.ttl, args.grace, timeout) {
-        Ok(s) => s,
-        Err(why) => return fail(&why),
-    };
-    let redlock = match args.connection.connect().await {
-        Ok(r) => r,
-        Err(e) => return fail(&format!("cannot reach the masters: {e}")),
-    };
-    // Caught from here on: while waiting (so that an interrupted wait rolls its round back)
-    // and with no gap before the command starts.
-    let mut signals = match Forwarded::catch() {
-        Ok(s) => s,
-        Err(e) => return fail(&format!("cannot catch signals: {e}")),
+    let Setup {
+        schedule,
+        redlock,
+        mut signals,
+    } = match set_up(&args.connection, args.ttl, args.grace).await {
+        Ok(setup) => setup,
+        Err(code) => return code,
     };
     let what = format!("{:?}", args.name);
     let guard = match interruptible(acquire(&redlock, &args), &mut signals, timeout, &what).await {
@@ -149,9 +142,4 @@ impl Lease for HeldLock {
     async fn give_back(self) {
         let _ = self.guard.release().await;
     }
-}
-
-fn fail(why: &str) -> u8 {
-    eprintln!("redquorum: {why}");
-    exit::FAILED
 }

@@ -204,3 +204,38 @@ fn report_stop(what: &str, why: Stop, exited: Instant, deadline: Instant) {
          the validity deadline (late_ms={after_ms} deadline_unix_ms={deadline_unix_ms})"
     );
 }
+
+/// What `lock` and `elect` set up before they wait: when to stop the command, the client, and
+/// the signals, caught from here on (so that an interrupted wait rolls its round back, and no
+/// gap is left before the command starts).
+pub struct Setup {
+    pub schedule: Schedule,
+    pub redlock: redquorum::Redlock,
+    pub signals: Forwarded,
+}
+
+/// Builds the [`Setup`]; on failure, the exit code (the reason is on stderr).
+pub async fn set_up(
+    connection: &crate::masters::Connection,
+    ttl: Duration,
+    grace: Option<Duration>,
+) -> Result<Setup, u8> {
+    let schedule =
+        Schedule::new(ttl, grace, connection.master_timeout()).map_err(|why| fail(&why))?;
+    let redlock = connection
+        .connect()
+        .await
+        .map_err(|e| fail(&format!("cannot reach the masters: {e}")))?;
+    let signals = Forwarded::catch().map_err(|e| fail(&format!("cannot catch signals: {e}")))?;
+    Ok(Setup {
+        schedule,
+        redlock,
+        signals,
+    })
+}
+
+/// Reports why redquorum itself failed; the exit code for it.
+pub fn fail(why: &str) -> u8 {
+    eprintln!("redquorum: {why}");
+    exit::FAILED
+}
