@@ -145,9 +145,10 @@ fn profile_counts_commands_by_name_for_each_subject() {
     for i in 0..3 {
         // (A pair that timed out on a loaded machine adds commands without a pair: the
         // tolerance allows a few.)
-        // One SET and one GET + DEL per master and pair, whoever sends them (unbatched, the
-        // fencing counters drift apart and some write-backs add a GET: checked below).
-        let names: &[&str] = if i == 0 {
+        // One SET and one GET + DEL per master and pair, whoever sends them (for our two
+        // columns, batched or not, the fencing counters drift apart and some write-backs add a
+        // GET: checked below; a CI run saw 5.69 GET per pair batched).
+        let names: &[&str] = if i < 2 {
             &["SET", "DEL"]
         } else {
             &["SET", "GET", "DEL"]
@@ -161,11 +162,13 @@ fn profile_counts_commands_by_name_for_each_subject() {
     assert!(near(profile_cell(&stdout, "  of which INCR (5)", 0), 5.0));
     assert!(near(profile_cell(&stdout, "  of which INCR (5)", 2), 0.0));
     assert!(near(profile_cell(&stdout, "  of which INCR (5)", 1), 5.0));
-    let get = profile_cell(&stdout, "  of which GET (5)", 0);
-    assert!(
-        (4.7..=7.0).contains(&get),
-        "redquorum (unbatched): GET {get}/pair\n{stdout}"
-    );
+    for i in 0..2 {
+        let get = profile_cell(&stdout, "  of which GET (5)", i);
+        assert!(
+            (4.7..=7.0).contains(&get),
+            "column {i}: GET {get}/pair (one per release, plus write-backs)\n{stdout}"
+        );
+    }
     // Unbatched: an EVALSHA per acquire and per release on each of the 5 masters.
     let unbatched = profile_cell(&stdout, "  of which EVALSHA (5)", 0);
     assert!(
