@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 /// The longest owner id accepted, in bytes: it is written to every master with every lock.
 pub const MAX_OWNER_ID_LEN: usize = 256;
 
-/// Length of the random owner token (`random::token`, a simple-format uuid).
+/// Length of the random owner token (`random::token`, 32 hex digits).
 const TOKEN_LEN: usize = 32;
 
 /// `hostname/pid`: tells processes and machines apart without any configuration.

@@ -5,12 +5,9 @@ use std::time::Duration;
 
 use rand::Rng;
 
-/// A random 128-bit owner token (uuid v4 from the OS CSPRNG), as hex.
+/// A random 128-bit owner token from the OS CSPRNG, as 32 lowercase hex digits.
 pub(crate) fn token() -> String {
-    uuid::Builder::from_random_bytes(bytes())
-        .into_uuid()
-        .simple()
-        .to_string()
+    format!("{:032x}", u128::from_le_bytes(bytes()))
 }
 
 /// Uniform in `0..=max`.

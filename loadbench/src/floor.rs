@@ -91,7 +91,7 @@ impl Floor {
 
     pub async fn acquire(&self, resource: &str, ttl: Duration) -> Result<(String, String)> {
         let key = format!("{}{resource}", self.prefix);
-        let token = uuid::Uuid::new_v4().simple().to_string();
+        let token = format!("{:032x}", rand::random::<u128>());
         let mut cmd = redis::cmd("SET");
         cmd.arg(&key)
             .arg(&token)

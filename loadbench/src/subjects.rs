@@ -150,7 +150,7 @@ impl Raw {
 
     async fn acquire(&self, resource: &str, ttl: Duration) -> Result<Held> {
         let key = format!("{}{resource}", self.prefix);
-        let token = uuid::Uuid::new_v4().simple().to_string();
+        let token = format!("{:032x}", rand::random::<u128>());
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(&self.acquire_sha)
             .arg(2)
@@ -180,7 +180,7 @@ impl Raw {
             .arg(key)
             .arg(token)
             .arg(channel)
-            .arg(uuid::Uuid::new_v4().as_u64_pair().0 | 1);
+            .arg(rand::random::<u64>() | 1);
         self.all(&cmd).await.context("raw release")?;
         Ok(())
     }
