@@ -20,9 +20,10 @@ use crate::guard::LockGuard;
 pub enum LeaseState {
     /// The last renewal (or the acquire) succeeded and the validity has not run out.
     Held,
-    /// A renewal failed (masters slow, paused or down) but validity remains: the lease is
-    /// still valid and renewals are retried until the validity deadline. Time to prepare for
-    /// losing it (stop starting new work, flush what can be flushed).
+    /// A renewal failed, or has not succeeded within one per-master timeout (masters slow,
+    /// paused or down), but validity remains: the lease is still valid, the renewal keeps
+    /// waiting for late answers and is retried until the validity deadline. Time to prepare
+    /// for losing it (stop starting new work, flush what can be flushed).
     Jeopardy,
     /// The extension cap ([`Builder::max_lease`](crate::Builder::max_lease)) was reached: the
     /// watchdog no longer extends, and the lease will be [`Lost`](Self::Lost) at its validity
@@ -69,8 +70,9 @@ impl LockContext {
         self.state() == LeaseState::Lost
     }
 
-    /// Completes when the lock is lost; never completes while it is held. Completes no later
-    /// than the local validity deadline, even while a renewal hangs. Use it in a
+    /// Completes when the lock is lost; never completes while a quorum keeps the key and
+    /// answers a renewal before the deadline (late answers count). Completes no later than the
+    /// local validity deadline, even while a renewal hangs. Use it in a
     /// `tokio::select!` to stop work that must not continue without the lock.
     pub async fn lost(&self) {
         wait_for(self.state.clone(), |s| s == LeaseState::Lost).await;
