@@ -8,6 +8,8 @@
 //!    winner re-reads the cache (the value may have landed between its miss and its lock),
 //!    computes, writes the value only where the key is still absent, and releases. Losers poll the cache with a growing, jittered delay and
 //!    retry the lock each time, so they take over as soon as the lock is released or expires.
+//! 3. A read that fails (the key's node does not answer) is not a miss: a value computed
+//!    while the node is unreachable is parked with the fill lock, where the others find it.
 
 use std::fmt;
 use std::future::Future;
@@ -128,6 +130,17 @@ impl Cache {
     ///
     /// In every case the caller (and the callers of this process waiting on it) get the value
     /// `compute` returned, even when the cache kept another one.
+    ///
+    /// # When the key's node does not answer
+    /// A read that fails is not a miss: the value may be there. The caller that wins the fill
+    /// lock and cannot read the node first looks for a value parked with the fill lock, and
+    /// computes only if there is none; if the node then does not take the value, it parks it
+    /// on the fill lock's masters (`<lock prefix>cache-fill-value:<data key>`, for
+    /// `min(ttl, fill_wait)`) before releasing the lock. Waiting callers whose reads fail take
+    /// it from there: one computation across processes while the fill lock has its quorum, and
+    /// no `FillTimeout` caused by the node. Callers that come after the parked value expired
+    /// compute again (one at a time) while the node stays down. The parked value is only read
+    /// when the node's read failed, so it never shadows what the node holds.
     ///
     /// # When the computing process dies
     /// Its fill lock is no longer extended and expires after at most the fill lock TTL; a
