@@ -28,7 +28,7 @@ async fn main() -> anyhow::Result<()> {
     let watcher = Redlock::builder().masters(urls.clone()).build().await?;
     let observed = watcher.election("scheduler").ttl(ttl);
     let observer = tokio::spawn(async move {
-        let mut changes = Box::pin(observed.observe());
+        let mut changes = Box::pin(observed.observe().expect("a positive observe interval"));
         while let Some(change) = changes.next().await {
             match change {
                 Some(leader) => {

@@ -135,6 +135,24 @@ impl LockGuard {
     /// they no longer have this owner's key that no quorum can (refusals alone); [`Error::Unavailable`] when too many masters failed to answer;
     /// [`Error::Timeout`] when the round took so long that no validity is left.
     pub async fn extend(&mut self, ttl: Duration) -> Result<()> {
+        self.extend_waiting(ttl, None).await
+    }
+
+    /// [`extend`](Self::extend) that waits for each master's answer until `until` (at least one
+    /// per-master timeout): the watchdog's renewal, for which an answer that comes late but
+    /// before the validity deadline still counts (lease.rs). Safe: a master's yes means the key
+    /// still held this owner's token and now lives `ttl` from when the master ran the script,
+    /// which is no earlier than the round's start, from which the validity is counted.
+    pub(crate) async fn extend_within(&mut self, ttl: Duration, until: Instant) -> Result<()> {
+        self.extend_waiting(ttl, Some(until)).await
+    }
+
+    /// The per-master timeout of this guard's client.
+    pub(crate) fn master_timeout(&self) -> Duration {
+        self.redlock.config().master_timeout
+    }
+
+    async fn extend_waiting(&mut self, ttl: Duration, until: Option<Instant>) -> Result<()> {
         let config = self.redlock.config();
         config.check_ttl(ttl)?;
         let inner = &self.redlock.inner;
@@ -142,6 +160,11 @@ impl LockGuard {
             elapsed_us = field::Empty);
         let call = Arc::new(self.held.extend_call(&self.token, ttl));
         let t0 = Instant::now();
+        let wait = until.map(|until| {
+            until
+                .saturating_duration_since(t0)
+                .max(config.master_timeout)
+        });
         let round = inner
             .masters
             .vote(
@@ -154,7 +177,10 @@ impl LockGuard {
                         if quarantined {
                             return Err(MasterReply::Quarantined);
                         }
-                        master.run(&call).await
+                        match wait {
+                            Some(wait) => master.run_within(&call, wait).await,
+                            None => master.run(&call).await,
+                        }
                     }
                 },
                 |answer| matches!(answer, Ok(Value::Int(1))),

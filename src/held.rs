@@ -189,7 +189,8 @@ pub(crate) fn leave_on_drop(redlock: Redlock, keys: Vec<String>, member: String)
 
 impl LockGuard {
     /// Runs `work` while this lock is held, extending it to `ttl` in the background every third
-    /// of `ttl`, and releases it after: [`Redlock::with_lock`](crate::Redlock::with_lock) for
+    /// of `ttl` (the first time after a third of the validity the guard has left, if that is
+    /// less), and releases it after: [`Redlock::with_lock`](crate::Redlock::with_lock) for
     /// any guard (multi-resource, reentrant, fair, read, write, semaphore permit).
     ///
     /// `work` gets a [`LockContext`] whose [`lost`](LockContext::lost) future completes if the

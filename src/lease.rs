@@ -20,9 +20,10 @@ use crate::guard::LockGuard;
 pub enum LeaseState {
     /// The last renewal (or the acquire) succeeded and the validity has not run out.
     Held,
-    /// A renewal failed (masters slow, paused or down) but validity remains: the lease is
-    /// still valid and renewals are retried until the validity deadline. Time to prepare for
-    /// losing it (stop starting new work, flush what can be flushed).
+    /// A renewal failed, or has not succeeded within one per-master timeout (masters slow,
+    /// paused or down), but validity remains: the lease is still valid, the renewal keeps
+    /// waiting for late answers and is retried until the validity deadline. Time to prepare
+    /// for losing it (stop starting new work, flush what can be flushed).
     Jeopardy,
     /// The extension cap ([`Builder::max_lease`](crate::Builder::max_lease)) was reached: the
     /// watchdog no longer extends, and the lease will be [`Lost`](Self::Lost) at its validity
@@ -69,8 +70,9 @@ impl LockContext {
         self.state() == LeaseState::Lost
     }
 
-    /// Completes when the lock is lost; never completes while it is held. Completes no later
-    /// than the local validity deadline, even while a renewal hangs. Use it in a
+    /// Completes when the lock is lost; never completes while a quorum keeps the key and
+    /// answers a renewal before the deadline (late answers count). Completes no later than the
+    /// local validity deadline, even while a renewal hangs. Use it in a
     /// `tokio::select!` to stop work that must not continue without the lock.
     pub async fn lost(&self) {
         wait_for(self.state.clone(), |s| s == LeaseState::Lost).await;
@@ -126,6 +128,18 @@ impl Lease {
         ttl: Duration,
         max_lease: Option<Duration>,
     ) -> (Self, LockContext) {
+        Self::start_capped_from(guard, ttl, max_lease, Instant::now())
+    }
+
+    /// [`start_capped`](Self::start_capped) with the cap counted from `won_at` (when the lock
+    /// was won, before whatever its owner did with it before handing it here: an election
+    /// records its term first).
+    pub(crate) fn start_capped_from(
+        guard: LockGuard,
+        ttl: Duration,
+        max_lease: Option<Duration>,
+        won_at: Instant,
+    ) -> (Self, LockContext) {
         let stop = CancellationToken::new();
         let (state_tx, state_rx) = watch::channel(LeaseState::Held);
         let (valid_tx, valid_rx) = watch::channel(guard.valid_until());
@@ -135,7 +149,7 @@ impl Lease {
             state: state_rx.clone(),
             valid_until: valid_rx,
         };
-        let cap_end = max_lease.map(|cap| crate::config::deadline_after(Instant::now(), cap));
+        let cap_end = max_lease.map(|cap| crate::config::deadline_after(won_at, cap));
         let signals = Signals {
             state: state_tx,
             valid_until: valid_tx,
@@ -200,10 +214,24 @@ enum Renewal {
     OutOfTime,
 }
 
-/// Extends the lock every third of its TTL until stopped. Signals `Jeopardy` when a renewal
-/// fails, `Capped` when the next extension would pass `cap_end`, and `Lost` at the validity
-/// deadline (a hanging renewal is raced against it, so it cannot delay the signal) or as soon as
-/// a quorum says the lock is no longer ours.
+/// When to renew a lease next: after a third of the validity it has (a third of `ttl` once
+/// extended; less for a guard with less validity left than `ttl` when its watchdog starts, so
+/// that the first renewal comes in time for the guard's own validity, not for `ttl`'s).
+fn renewal_in(ttl: Duration, remaining: Duration) -> Duration {
+    ttl.min(remaining) / 3
+}
+
+/// Extends the lock every third of its TTL (sooner at first, see [`renewal_in`]) until
+/// stopped. Signals `Jeopardy` when a renewal fails or has not succeeded within one per-master
+/// timeout, `Capped` when the next extension would pass `cap_end`, and `Lost` at the validity
+/// deadline (a hanging renewal is raced against it, so it cannot delay the signal) or as soon
+/// as a quorum says the lock is no longer ours.
+///
+/// A renewal waits for the masters' answers until the validity deadline, not only for one
+/// per-master timeout: an answer that comes late but before the deadline still proves the key
+/// was this owner's and is extended from no earlier than the renewal's start (validity is
+/// counted from there), so a quorum that keeps holding the key is never reported lost because
+/// its answers are slow.
 async fn watchdog(
     mut guard: LockGuard,
     ttl: Duration,
@@ -211,8 +239,10 @@ async fn watchdog(
     stop: CancellationToken,
     signals: Signals,
 ) -> LockGuard {
-    let mut next = Instant::now() + ttl / 3;
+    let mut next = Instant::now() + renewal_in(ttl, guard.remaining());
     let mut capped = false;
+    let slow_after = guard.master_timeout();
+    let resource: Arc<str> = guard.resource().into();
     loop {
         // Never sleep past the validity: loss must be signalled on time.
         let wake = if capped {
@@ -241,26 +271,42 @@ async fn watchdog(
             continue;
         }
         let deadline = guard.valid_until();
-        let renewal = tokio::select! {
-            _ = stop.cancelled() => return guard,
-            _ = tokio::time::sleep_until(deadline) => Renewal::OutOfTime,
-            r = guard.extend(ttl) => match r {
-                Ok(()) => Renewal::Extended,
-                Err(e @ Error::NotHeld { .. }) => {
-                    tracing::warn!(resource = guard.resource(), error = %e, "lock lost");
-                    Renewal::NotHeld
+        let slow_at = Instant::now() + slow_after;
+        let renewal = {
+            let extend = guard.extend_within(ttl, deadline);
+            tokio::pin!(extend);
+            let mut slow = false;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break None,
+                    _ = tokio::time::sleep_until(deadline) => break Some(Renewal::OutOfTime),
+                    // Not decided within a per-master timeout: masters are slow or down.
+                    _ = tokio::time::sleep_until(slow_at), if !slow => {
+                        slow = true;
+                        signals.set(LeaseState::Jeopardy);
+                    }
+                    r = &mut extend => break Some(match r {
+                        Ok(()) => Renewal::Extended,
+                        Err(e @ Error::NotHeld { .. }) => {
+                            tracing::warn!(resource = &*resource, error = %e, "lock lost");
+                            Renewal::NotHeld
+                        }
+                        Err(e) => {
+                            tracing::debug!(resource = &*resource, error = %e, "extend failed");
+                            Renewal::Failed
+                        }
+                    }),
                 }
-                Err(e) => {
-                    tracing::debug!(resource = guard.resource(), error = %e, "extend failed");
-                    Renewal::Failed
-                }
-            },
+            }
+        };
+        let Some(renewal) = renewal else {
+            return guard;
         };
         match renewal {
             Renewal::Extended => {
                 let _ = signals.valid_until.send(guard.valid_until());
                 signals.set(LeaseState::Held);
-                next = Instant::now() + ttl / 3;
+                next = Instant::now() + renewal_in(ttl, guard.remaining());
             }
             Renewal::Failed => {
                 signals.set(LeaseState::Jeopardy);
@@ -272,5 +318,19 @@ async fn watchdog(
                 return guard;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewals_come_within_a_third_of_the_validity_left() {
+        let s = Duration::from_secs;
+        assert_eq!(renewal_in(s(3), s(3)), s(1));
+        // A guard with less validity than the watchdog's TTL: a third of what it has.
+        assert_eq!(renewal_in(s(15), s(3)), s(1));
+        assert_eq!(renewal_in(s(3), Duration::ZERO), Duration::ZERO);
     }
 }

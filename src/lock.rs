@@ -359,6 +359,17 @@ impl Redlock {
         resource: &str,
         mut next: impl FnMut() -> Attempt,
     ) -> Result<Option<LockGuard>> {
+        let started = Instant::now();
+        let result = self.try_once_unrecorded(resource, &mut next).await;
+        crate::metrics::try_acquire_finished(&result, started.elapsed());
+        result
+    }
+
+    async fn try_once_unrecorded(
+        &self,
+        resource: &str,
+        mut next: impl FnMut() -> Attempt,
+    ) -> Result<Option<LockGuard>> {
         let span = tracing::debug_span!("try_acquire", resource, votes = field::Empty);
         let deadline = Instant::now() + self.inner.config.master_timeout;
         let (outcome, attempt) = self

@@ -357,6 +357,20 @@ impl Master {
         .await
     }
 
+    /// [`run`](Self::run) bounded by `timeout` instead of the per-master timeout: a watchdog's
+    /// renewal, whose late answer still counts while the lock's validity lasts (lease.rs).
+    pub(crate) async fn run_within(
+        self: &Arc<Self>,
+        call: &ScriptCall,
+        timeout: Duration,
+    ) -> Result<Value, MasterReply> {
+        self.exchange_within(timeout, true, |conn| async move {
+            let deadline = Instant::now() + timeout;
+            self.eval_script(&conn, call, deadline).await
+        })
+        .await
+    }
+
     /// [`run`](Self::run) as a future that owns what it needs: the call a round makes to each
     /// master (it may outlive the round, as a straggler finishing in the background).
     pub(crate) fn run_owned(

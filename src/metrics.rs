@@ -7,7 +7,8 @@
 //! and the names below stay for reference.
 //!
 //! The README's "Metrics" table lists every name with its labels; this module is its source.
-//! Recording happens in few places only: the end of an acquire (`lock.rs`), the round's
+//! Recording happens in few places only: the end of an acquire, waiting or single-round
+//! (`lock.rs`), the round's
 //! decision (`round.rs`), extend and release (`guard.rs`), the watchdog (`lease.rs`), the
 //! wake-up wait (`notify.rs`) and the cache.
 
@@ -19,8 +20,10 @@ use crate::error::{Error, MasterReply, Replies};
 pub const ACQUIRE_DURATION: &str = "redquorum_acquire_duration_seconds";
 /// Histogram: rounds one acquire call ran, by `outcome`.
 pub const ACQUIRE_ATTEMPTS: &str = "redquorum_acquire_attempts";
-/// Counter: acquire calls that waited (`acquire`, `acquire_many`, the primitives' `acquire`),
-/// by `outcome`: `acquired`, `contended`, `timed_out`, `unavailable`.
+/// Counter: acquire calls, every path: those that wait (`acquire`, `acquire_many`, the
+/// primitives' `acquire`, `campaign`) and the single-round ones (`try_acquire` and its
+/// variants, the cache's fill lock), by `outcome`: `acquired`, `contended` (a `try_acquire`
+/// that found the lock held included), `timed_out`, `unavailable`.
 pub const ACQUIRES: &str = "redquorum_acquires_total";
 /// Counter: acquire rounds (also those of `try_acquire` and of the cache's fill lock), by
 /// `outcome`: `acquired`, `contended`, `unavailable`, `expired` (a quorum granted, but too late
@@ -51,7 +54,8 @@ pub const CACHE_MISSES: &str = "redquorum_cache_misses_total";
 pub const CACHE_FILLS: &str = "redquorum_cache_fills_total";
 /// Counter: `get_or_compute` calls that missed but did not compute, by `how`: `shared` (took
 /// the value another call of this process computed), `filled_elsewhere` (found it written by
-/// another process).
+/// another process), `parked` (found it parked with the fill lock by another process while the
+/// key's node did not answer).
 pub const CACHE_STAMPEDES_AVOIDED: &str = "redquorum_cache_stampedes_avoided_total";
 
 /// The label value of an acquire's result.
@@ -59,6 +63,16 @@ pub const CACHE_STAMPEDES_AVOIDED: &str = "redquorum_cache_stampedes_avoided_tot
 pub(crate) fn outcome_of<T>(result: &Result<T, Error>) -> &'static str {
     match result {
         Ok(_) => "acquired",
+        Err(e) => error_kind(e),
+    }
+}
+
+/// The label value of a single-round acquire's result: `Ok(None)` found the lock held.
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+pub(crate) fn try_outcome_of<T>(result: &Result<Option<T>, Error>) -> &'static str {
+    match result {
+        Ok(Some(_)) => "acquired",
+        Ok(None) => "contended",
         Err(e) => error_kind(e),
     }
 }
@@ -103,6 +117,13 @@ mod record {
         ::metrics::counter!(ACQUIRES, "outcome" => outcome).increment(1);
         ::metrics::histogram!(ACQUIRE_DURATION, "outcome" => outcome).record(took.as_secs_f64());
         ::metrics::histogram!(ACQUIRE_ATTEMPTS, "outcome" => outcome).record(attempts as f64);
+    }
+
+    pub(crate) fn try_acquire_finished<T>(result: &Result<Option<T>, Error>, took: Duration) {
+        let outcome = try_outcome_of(result);
+        ::metrics::counter!(ACQUIRES, "outcome" => outcome).increment(1);
+        ::metrics::histogram!(ACQUIRE_DURATION, "outcome" => outcome).record(took.as_secs_f64());
+        ::metrics::histogram!(ACQUIRE_ATTEMPTS, "outcome" => outcome).record(1.0);
     }
 
     pub(crate) fn master_replies(replies: &Replies) {
@@ -164,6 +185,7 @@ mod record {
     use super::*;
 
     pub(crate) fn acquire_finished<T>(_: &Result<T, Error>, _: u32, _: Duration) {}
+    pub(crate) fn try_acquire_finished<T>(_: &Result<Option<T>, Error>, _: Duration) {}
     pub(crate) fn master_replies(_: &Replies) {}
     pub(crate) fn round_decided(_: &'static str) {}
     pub(crate) fn extend_failed(_: &Error) {}

@@ -231,3 +231,57 @@ async fn the_cache_works_over_tls_nodes_with_the_cache_rule() -> anyhow::Result<
     assert!(cache.get_versioned("versioned").await?.is_some());
     Ok(())
 }
+
+/// A cache over its own nodes runs a permission probe at build, as the lock client does: a
+/// node whose user lacks a command the cache needs (here `MULTI`, which every write uses)
+/// fails the build with a typed error naming the node and the command, instead of turning
+/// every write into a silent drop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cache_user_without_multi_fails_the_build() -> anyhow::Result<()> {
+    let cluster = Cluster::start(3)?;
+    for i in 0..3 {
+        // The cache rule is the lock rule plus `+multi +exec`; node 1 lacks `multi`.
+        set_user(
+            &cluster,
+            i,
+            USER,
+            if i == 1 { "+exec" } else { "+multi +exec" },
+        )
+        .await;
+    }
+    let built = redquorum::Cache::builder()
+        .nodes(cluster.urls())
+        .node_timeout(support::TEST_MASTER_TIMEOUT)
+        .credentials(USER, PASSWORD)
+        .build()
+        .await;
+    match built {
+        Err(e @ Error::Denied { index: 1, .. }) => {
+            assert!(e.is_invalid_input());
+            let shown = e.to_string();
+            assert!(shown.contains("'multi'"), "{shown}");
+        }
+        Err(other) => panic!("expected node 1 denied, got: {other}"),
+        Ok(cache) => {
+            let written = cache.set("probe-me", "v", Duration::from_secs(5)).await?;
+            panic!("built with a user lacking MULTI (a set there: {written:?})");
+        }
+    }
+    // The nodes whose user has the cache rule build, and their writes land.
+    let cache = redquorum::Cache::builder()
+        .nodes([cluster.url(0), cluster.url(2)])
+        .node_timeout(support::TEST_MASTER_TIMEOUT)
+        .credentials(USER, PASSWORD)
+        .build()
+        .await?;
+    for key in ["a", "b", "c", "d"] {
+        assert!(
+            cache
+                .set(key, "v", Duration::from_secs(5))
+                .await?
+                .is_written(),
+            "{key}"
+        );
+    }
+    Ok(())
+}

@@ -1114,3 +1114,64 @@ async fn from_redlock_warns_when_a_shared_master_may_evict() -> anyhow::Result<(
     assert!(warned[0].contains("allkeys-lru"), "{warned:?}");
     Ok(())
 }
+
+/// Only the key's node is paused; the fill lock still has its quorum on the other four. The
+/// callers of four clients ask for the key at once: ONE computation runs, and every caller
+/// gets its value without a `FillTimeout` (the wait, 4 s, is shorter than the computations
+/// one after the other would take). A read that fails is not a miss: a lock winner that
+/// cannot read the node looks for the value another winner parked with the fill lock before
+/// computing again. (Each winner used to take the failed read for a miss and compute.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_computation_when_the_keys_node_is_down() -> anyhow::Result<()> {
+    const CLIENTS: usize = 4;
+    let cluster = Cluster::start(5)?;
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        clients.push(
+            Cache::builder()
+                .nodes(cluster.urls())
+                .node_timeout(NODE_TIMEOUT)
+                .fill_wait(Duration::from_secs(4))
+                .build()
+                .await?,
+        );
+    }
+    let key = "report-of-a-paused-node";
+    let node = clients[0].ring().node_index_for(key).unwrap();
+    cluster.pause(node)?;
+    let computations = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(CLIENTS));
+    let mut tasks = Vec::new();
+    for client in &clients {
+        let (client, computations, barrier) =
+            (client.clone(), computations.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            client
+                .get_or_compute(key, TTL, || async move {
+                    let n = computations.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    Ok::<_, std::io::Error>(format!("computation {n}").into_bytes())
+                })
+                .await
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await?);
+    }
+    cluster.resume(node)?;
+    let failed: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| o.as_ref().err().map(|e| e.to_string()))
+        .collect();
+    assert!(failed.is_empty(), "callers failed: {failed:?}");
+    assert_eq!(
+        computations.load(Ordering::SeqCst),
+        1,
+        "computed more than once with the key's node paused"
+    );
+    let values: HashSet<Bytes> = outcomes.into_iter().map(|o| o.unwrap()).collect();
+    assert_eq!(values.len(), 1, "everyone gets the one value: {values:?}");
+    Ok(())
+}

@@ -269,7 +269,7 @@ async fn leader_and_observe_follow_the_leadership() {
         .ttl(Duration::from_secs(5))
         .observe_interval(Duration::from_millis(20));
     assert_eq!(election.leader().await.unwrap(), None);
-    let mut changes = Box::pin(election.observe());
+    let mut changes = Box::pin(election.observe().unwrap());
     assert_eq!(changes.next().await.unwrap(), None);
 
     let first = election.campaign("host-a:80").await.unwrap();
@@ -426,7 +426,7 @@ async fn observe_is_woken_by_a_resignation() {
         .ttl(Duration::from_secs(10))
         .observe_interval(Duration::from_secs(5));
     let leadership = election.campaign("a").await.unwrap();
-    let mut changes = Box::pin(election.observe());
+    let mut changes = Box::pin(election.observe().unwrap());
     let first = changes.next().await.unwrap().expect("a leader");
     assert_eq!(first.term, leadership.term());
     // Let the listeners subscribe (they start with the stream's first read).
@@ -504,4 +504,127 @@ async fn leadership_signals_jeopardy_lost_and_cap() {
         started.elapsed() < cap + Duration::from_secs(1) + Duration::from_millis(300),
         "the capped leader was not replaced within one ttl of its cap"
     );
+}
+
+/// The extension cap counts from the win, not from after the term is recorded. Every master
+/// answers 100 ms late each way, so recording the term takes at least 200 ms after the win;
+/// the cap is set so that counting it from the campaign's return allows one more extension,
+/// and counting it from the win does not. No validity may ever reach past win + cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cap_counts_from_the_win() {
+    let cluster = Cluster::builder()
+        .masters(5)
+        .proxy(true)
+        .build()
+        .expect("cluster");
+    let ttl = Duration::from_secs(4);
+    let redlock = builder(&cluster)
+        .master_timeout(ttl / 10)
+        .build()
+        .await
+        .unwrap();
+    let one_way = Duration::from_millis(100);
+    for i in 0..5 {
+        cluster.set_latency(i, one_way).unwrap();
+    }
+    // First check at return + ttl/3: from the return, return + ttl/3 + ttl = return + 5333 ms
+    // fits under the cap (an extension); from the win (200 ms or more before), it does not.
+    let cap = Duration::from_millis(5433);
+    let election = redlock.election("capped-from-win").ttl(ttl).max_lease(cap);
+    let leadership = election.campaign("a").await.unwrap();
+    let returned = Instant::now();
+    // The win came at least one round trip (the term's write) before the return.
+    let won_by = returned - 2 * one_way;
+    tokio::time::timeout(Duration::from_secs(8), leadership.lost())
+        .await
+        .expect("the capped leadership was never lost");
+    let last_deadline = *leadership.deadlines().borrow();
+    for i in 0..5 {
+        cluster.set_latency(i, Duration::ZERO).unwrap();
+    }
+    assert!(
+        last_deadline <= won_by + cap,
+        "validity reached {:?} past win + cap",
+        last_deadline - (won_by + cap)
+    );
+}
+
+/// A leader holds exactly 3 of 5 masters and one of the three is paused: the answering
+/// masters show it on 2 only, but the silent one may hold it too, so the leader is unknown:
+/// `leader()` says `Unavailable`, never "no leader", and `observe()` says nothing. With no
+/// leader on any master, one paused master cannot make a quorum for anyone: `Ok(None)`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_is_unknown_not_absent_when_silent_masters_could_complete_a_quorum() {
+    let cluster = Cluster::start(5).expect("cluster");
+    let redlock = client(&cluster).await;
+    let election = redlock
+        .election("honest")
+        .ttl(Duration::from_secs(20))
+        .observe_interval(Duration::from_millis(50));
+    let leadership = election.campaign("a").await.unwrap();
+    let key = format!("{}election:honest", redquorum::DEFAULT_KEY_PREFIX);
+    for i in [3, 4] {
+        let mut c = support::direct(&cluster, i).await;
+        let _: i64 = redis::cmd("DEL")
+            .arg(&key)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        election.leader().await.unwrap().map(|l| l.term),
+        Some(leadership.term())
+    );
+    cluster.pause(0).unwrap();
+    let mut answers = Vec::new();
+    for _ in 0..5 {
+        answers.push(election.leader().await);
+    }
+    let mut changes = Box::pin(election.observe().unwrap());
+    let observed = tokio::time::timeout(Duration::from_millis(1000), changes.next()).await;
+    cluster.resume(0).unwrap();
+    for answer in &answers {
+        assert!(
+            matches!(answer, Err(e) if e.is_unavailable()),
+            "leader() with the leader on 2 answering masters and 1 paused: {answer:?}"
+        );
+    }
+    assert!(
+        !matches!(observed, Ok(Some(None))),
+        "observe() said no leader while one may hold a quorum"
+    );
+    let seen = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            if let Some(Some(leader)) = changes.next().await {
+                return leader;
+            }
+        }
+    })
+    .await
+    .expect("observe() never showed the leader once the master answered");
+    assert_eq!(seen.term, leadership.term());
+
+    // No leader anywhere, one master paused: nobody can hold a quorum.
+    leadership.resign().await.unwrap();
+    cluster.pause(0).unwrap();
+    let answer = election.leader().await;
+    cluster.resume(0).unwrap();
+    assert_eq!(answer.unwrap(), None);
+}
+
+/// `observe_interval(0)` is refused with a typed error, as `campaign` refuses it (it used to
+/// poll the masters in a tight loop: 275 script calls in 500 ms on one master).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_observe_interval_is_refused() {
+    let cluster = Cluster::start(3).expect("cluster");
+    let redlock = client(&cluster).await;
+    let observed = redlock
+        .election("spin")
+        .observe_interval(Duration::ZERO)
+        .observe();
+    assert!(matches!(
+        observed.map(|_| ()),
+        Err(redquorum::Error::InvalidArgument(_))
+    ));
+    assert!(redlock.election("spin").observe().is_ok());
 }

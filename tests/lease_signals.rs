@@ -215,3 +215,95 @@ async fn wait_until_free(redlock: &redquorum::Redlock, resource: &str, ttl: Dura
     }
     panic!("{resource} never became free");
 }
+
+/// A watchdog's first renewal comes in time for the validity the guard has left, not a third
+/// of the watchdog's TTL from now: a 1 s guard under a 5 s watchdog, and a guard that was held
+/// for most of its TTL before its watchdog started. Every master is healthy: neither may be
+/// lost. (The first renewal used to be scheduled at now + ttl/3: the 1 s guard was lost at
+/// ~990 ms with no renewal attempted.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_first_renewal_comes_in_time_for_the_guards_validity() {
+    let cluster = Cluster::start(5).expect("cluster");
+    let redlock = client(&cluster).await;
+    let work = |ctx: redquorum::LockContext| async move {
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        ctx.state()
+    };
+
+    let short = redlock
+        .acquire("short-guard", Duration::from_secs(1))
+        .await
+        .unwrap();
+    let outcome = short.with_watchdog(Duration::from_secs(5), work).await;
+    assert!(
+        matches!(outcome, Ok(LeaseState::Held)),
+        "a 1 s guard under a 5 s watchdog: {outcome:?}"
+    );
+
+    let ttl = Duration::from_millis(1500);
+    let used = redlock.acquire("used-guard", ttl).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(used.is_valid());
+    let outcome = used.with_watchdog(ttl, work).await;
+    assert!(
+        matches!(outcome, Ok(LeaseState::Held)),
+        "a guard held 1 s of its 1.5 s before the watchdog: {outcome:?}"
+    );
+}
+
+/// Three of five masters answer every renewal after the per-master timeout, but the renewals
+/// land: the key stays on all five masters, so the lease is held and `lost` must not fire (the
+/// README's "no `lost` while a quorum holds"). A renewal's late replies count while the
+/// validity lasts: each proves the key was still this owner's and is extended from no earlier
+/// than the renewal's start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn late_renewal_replies_that_land_keep_the_lease() {
+    let cluster = Cluster::builder()
+        .masters(5)
+        .proxy(true)
+        .build()
+        .expect("cluster");
+    let timeout = Duration::from_millis(100);
+    let redlock = builder(&cluster)
+        .master_timeout(timeout)
+        .build()
+        .await
+        .unwrap();
+    let ttl = Duration::from_secs(2);
+    let guard = redlock.acquire("late-replies", ttl).await.unwrap();
+    // 80 ms each way: a renewal's reply comes after the 100 ms timeout, well inside the TTL.
+    for i in 0..3 {
+        cluster.set_latency(i, Duration::from_millis(80)).unwrap();
+    }
+    let masters = &cluster;
+    let outcome = guard
+        .with_watchdog(ttl, |ctx| async move {
+            let mut lost = false;
+            tokio::select! {
+                _ = ctx.lost() => lost = true,
+                _ = tokio::time::sleep(Duration::from_millis(4500)) => {}
+            }
+            let mut held_on = 0;
+            for i in 0..5 {
+                let mut c = support::direct(masters, i).await;
+                let pttl: i64 = redis::cmd("PTTL")
+                    .arg(support::lock_key("late-replies"))
+                    .query_async(&mut c)
+                    .await
+                    .unwrap();
+                held_on += usize::from(pttl > 0);
+            }
+            (lost, held_on)
+        })
+        .await;
+    for i in 0..3 {
+        cluster.set_latency(i, Duration::ZERO).unwrap();
+    }
+    match outcome {
+        Ok((lost, held_on)) => {
+            assert_eq!(held_on, 5, "the renewals did not land");
+            assert!(!lost, "lost fired while the key was held on {held_on} of 5");
+        }
+        Err(e) => panic!("the lease was reported lost although it was held: {e}"),
+    }
+}

@@ -115,6 +115,7 @@ async fn a_known_sequence_gives_exact_counts() -> anyhow::Result<()> {
     Seen::take(&snapshotter);
 
     locks_extends_and_releases(&cluster, &a, &b, &snapshotter).await?;
+    single_round_acquires(&a, &b, &snapshotter).await?;
     a_lost_lock(&cluster, &a, &snapshotter).await?;
     a_wake_up(&cluster, &a, &snapshotter).await?;
     the_cache(&a, &snapshotter).await?;
@@ -163,6 +164,28 @@ async fn locks_extends_and_releases(
     assert_eq!(seen.get(m::EXTEND_FAILURES, "reason=not_held"), 1.0);
     assert_eq!(seen.total(m::EXTEND_FAILURES), 1.0);
     assert_eq!(seen.total(m::LOCKS_LOST), 0.0);
+    Ok(())
+}
+
+/// `try_acquire` is an acquire path too: one acquired, one contended (it used to count in
+/// rounds only, not in `acquires_total`).
+async fn single_round_acquires(
+    a: &Redlock,
+    b: &Redlock,
+    snapshotter: &Snapshotter,
+) -> anyhow::Result<()> {
+    let held = a.try_acquire("t", TTL).await?.expect("free");
+    assert!(b.try_acquire("t", TTL).await?.is_none());
+    held.release().await?;
+    let seen = Seen::take(snapshotter);
+    assert_eq!(seen.get(m::ACQUIRES, "outcome=acquired"), 1.0, "{seen:#?}");
+    assert_eq!(seen.get(m::ACQUIRES, "outcome=contended"), 1.0, "{seen:#?}");
+    assert_eq!(seen.total(m::ACQUIRES), 2.0, "{seen:#?}");
+    assert_eq!(seen.total(m::ROUNDS), 2.0, "{seen:#?}");
+    assert_eq!(
+        seen.histogram(m::ACQUIRE_ATTEMPTS, "outcome=contended"),
+        vec![1.0]
+    );
     Ok(())
 }
 

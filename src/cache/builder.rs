@@ -227,6 +227,13 @@ impl CacheBuilder {
             .check_ttl(self.fill_lock_ttl)
             .map_err(|e| Error::InvalidConfig(format!("fill lock ttl: {e}")))?;
         let nodes = redlock.inner.masters.to_vec();
+        #[cfg(feature = "sim")]
+        let probe = self.network.is_none();
+        #[cfg(not(feature = "sim"))]
+        let probe = true;
+        if probe {
+            probe_permissions(&nodes, &self.key_prefix, self.connect_timeout).await?;
+        }
         if self.redlock.is_some() {
             warn_if_evicting(&nodes).await;
         }
@@ -263,6 +270,12 @@ impl CacheBuilder {
 
     /// Connects the cache's own nodes and a lock client over them (sharing the connections).
     async fn connect_nodes(&self, urls: &[String]) -> Result<Redlock> {
+        // The fill lock needs no fencing tokens: it only avoids duplicate computations.
+        let config = Redlock::builder()
+            .master_timeout(self.node_timeout)
+            .connect_timeout(self.connect_timeout)
+            .fencing(false)
+            .config;
         let (masters, replies) = connect_all(
             urls,
             &Settings {
@@ -271,15 +284,21 @@ impl CacheBuilder {
                 quarantine: None,
                 fence: None,
                 access: self.access.clone(),
-                // The cache's nodes need no lock scripts' permissions beyond what its own
-                // commands find at once.
-                probe_key: None,
+                // The fill lock's scripts, probed at every connect as the lock client's are
+                // (the cache's own commands are probed once, at build: `probe_permissions`).
+                probe_key: Some(config.lock_key(crate::endpoint::PROBE_RESOURCE)),
                 batching: crate::config::DEFAULT_BATCHING,
                 #[cfg(feature = "sim")]
                 network: self.network.clone(),
             },
         )
         .await?;
+        // A node that denies the credentials or a permission the cache needs would turn every
+        // one of its keys into a miss and every write into a drop: fail now, as the lock
+        // client does.
+        if let Some(refused) = crate::endpoint::refused_at_build(&masters, &replies) {
+            return Err(refused);
+        }
         if replies.granted() == 0 {
             return Err(Error::QuorumUnreachable {
                 reachable: 0,
@@ -294,14 +313,64 @@ impl CacheBuilder {
                     "cache node unreachable at start; its keys are misses until it reconnects");
             }
         }
-        // The fill lock needs no fencing tokens: it only avoids duplicate computations.
-        let config = Redlock::builder()
-            .master_timeout(self.node_timeout)
-            .connect_timeout(self.connect_timeout)
-            .fencing(false)
-            .config;
         Ok(Redlock::from_masters(masters, config, None))
     }
+}
+
+/// Runs the cache's commands once on every node that is connected, on a random key under the
+/// cache's prefix that no entry uses, so that nothing changes: `GET`, `MGET`, `SET .. XX` and
+/// `DEL` of its version key inside `MULTI`/`EXEC`, and the versioned script's read by
+/// `EVALSHA` and `EVAL`. A node whose user lacks one of them, or access to the cache's keys,
+/// answers `NOPERM`: the build fails with [`Error::Denied`] naming the node and the
+/// permission, instead of that node's writes being dropped and its keys missing forever. A
+/// node that is down or slow is not checked (it is a miss until it answers, as at any time).
+async fn probe_permissions(
+    nodes: &[Arc<Master>],
+    key_prefix: &str,
+    timeout: Duration,
+) -> Result<()> {
+    let key = format!(
+        "{key_prefix}{}:{}",
+        crate::endpoint::PROBE_RESOURCE,
+        crate::random::token()
+    );
+    let version = super::version_key(&key);
+    let script = &*crate::scripts::CACHE_VERSIONED;
+    let mut pipe = redis::pipe();
+    pipe.cmd("GET").arg(&key);
+    pipe.cmd("MGET").arg(&key);
+    pipe.cmd("MULTI");
+    pipe.cmd("SET").arg(&key).arg("").arg("PX").arg(1).arg("XX");
+    pipe.cmd("DEL").arg(&version);
+    pipe.cmd("EXEC");
+    for (verb, body) in [("EVALSHA", script.sha1.as_str()), ("EVAL", script.source)] {
+        pipe.cmd(verb)
+            .arg(body)
+            .arg(3)
+            .arg(&key)
+            .arg(&version)
+            .arg(super::VERSION_COUNTER_KEY)
+            .arg("get");
+    }
+    let replies = join_all(nodes.iter().map(|node| node.pipeline(&pipe, timeout))).await;
+    for (node, reply) in nodes.iter().zip(replies) {
+        let Ok(values) = reply else {
+            // Down or slow: not checked. Denied at connect already failed `connect_nodes`.
+            continue;
+        };
+        let denied = values.into_iter().find_map(|value| match value {
+            Value::ServerError(e) => crate::endpoint::refusal(&redis::RedisError::from(e)),
+            _ => None,
+        });
+        if let Some(MasterReply::Denied(reason)) = denied {
+            return Err(Error::Denied {
+                index: node.index,
+                url: node.addr.clone(),
+                reason,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Logs one warning when a master shared with a lock client may evict keys (its

@@ -8,6 +8,8 @@
 //!    winner re-reads the cache (the value may have landed between its miss and its lock),
 //!    computes, writes the value only where the key is still absent, and releases. Losers poll the cache with a growing, jittered delay and
 //!    retry the lock each time, so they take over as soon as the lock is released or expires.
+//! 3. A read that fails (the key's node does not answer) is not a miss: a value computed
+//!    while the node is unreachable is parked with the fill lock, where the others find it.
 
 use std::fmt;
 use std::future::Future;
@@ -22,7 +24,7 @@ use crate::guard::LockGuard;
 use crate::lease::Lease;
 
 use super::flight::{self, Join, Waited};
-use super::{Cache, CasOutcome, check_ttl};
+use super::{Cache, CasOutcome, Read, check_ttl};
 
 /// First delay between two polls of a waiting caller.
 const POLL_MIN: Duration = Duration::from_millis(5);
@@ -129,6 +131,17 @@ impl Cache {
     /// In every case the caller (and the callers of this process waiting on it) get the value
     /// `compute` returned, even when the cache kept another one.
     ///
+    /// # When the key's node does not answer
+    /// A read that fails is not a miss: the value may be there. The caller that wins the fill
+    /// lock and cannot read the node first looks for a value parked with the fill lock, and
+    /// computes only if there is none; if the node then does not take the value, it parks it
+    /// on the fill lock's masters (`<lock prefix>cache-fill-value:<data key>`, for
+    /// `min(ttl, fill_wait)`) before releasing the lock. Waiting callers whose reads fail take
+    /// it from there: one computation across processes while the fill lock has its quorum, and
+    /// no `FillTimeout` caused by the node. Callers that come after the parked value expired
+    /// compute again (one at a time) while the node stays down. The parked value is only read
+    /// when the node's read failed, so it never shadows what the node holds.
+    ///
     /// # When the computing process dies
     /// Its fill lock is no longer extended and expires after at most the fill lock TTL; a
     /// waiting caller then wins the lock and computes. With the defaults (lock TTL 5 s, wait
@@ -229,9 +242,7 @@ impl Cache {
         let mut delay = POLL_MIN;
         let mut read = !just_missed;
         loop {
-            if read && let Some(value) = self.get_quiet(key).await {
-                tracing::Span::current().record("outcome", "filled elsewhere");
-                crate::metrics::cache_stampede_avoided("filled_elsewhere");
+            if read && let Some(value) = self.look(key).await {
                 return Ok(value);
             }
             read = true;
@@ -242,12 +253,10 @@ impl Cache {
                 .await
             {
                 Ok(Some(guard)) => {
-                    // Double-check: the holder before us may have written and released between
-                    // our read and our lock.
-                    if let Some(value) = self.get_quiet(key).await {
+                    // Double-check: the holder before us may have written (or parked) and
+                    // released between our read and our lock.
+                    if let Some(value) = self.look(key).await {
                         let _ = guard.release().await;
-                        tracing::Span::current().record("outcome", "filled elsewhere");
-                        crate::metrics::cache_stampede_avoided("filled_elsewhere");
                         return Ok(value);
                     }
                     tracing::Span::current().record("outcome", "computed");
@@ -275,8 +284,79 @@ impl Cache {
         }
     }
 
+    /// The value of `key` if another caller already produced it: on its node, or, when the
+    /// node does not answer (a failed read is not a miss), parked with the fill lock by a
+    /// caller that computed it while the node was unreachable.
+    async fn look(&self, key: &str) -> Option<Bytes> {
+        let (value, how) = match self.read(key).await {
+            Read::Hit(value) => (value, "filled_elsewhere"),
+            Read::Miss => return None,
+            Read::Failed => (self.parked(key).await?, "parked"),
+        };
+        tracing::Span::current().record("outcome", "filled elsewhere");
+        crate::metrics::cache_stampede_avoided(how);
+        Some(value)
+    }
+
+    /// Where a computed value is parked while its node is unreachable: a key on the fill
+    /// lock's masters, next to the fill lock (`<lock prefix>cache-fill-value:<data key>`).
+    fn parking_key(&self, key: &str) -> String {
+        self.inner
+            .redlock
+            .config()
+            .key("cache-fill-value", &self.data_key(key))
+    }
+
+    /// Parks `value` on the fill lock's masters for `min(ttl, fill wait)`: the callers waiting
+    /// for it (at most the fill wait) find it there while the key's node does not answer.
+    /// Written before the fill lock is released, so the next winner finds it. Best effort:
+    /// `true` when a quorum of the masters stored it.
+    async fn park(&self, key: &str, value: &Bytes, ttl: Duration) -> bool {
+        let masters = &self.inner.redlock.inner.masters;
+        let life = ttl.min(self.inner.fill_wait).max(Duration::from_millis(1));
+        let mut set = redis::cmd("SET");
+        set.arg(self.parking_key(key))
+            .arg(value.as_ref())
+            .arg("PX")
+            .arg(life.as_millis() as u64);
+        let set = std::sync::Arc::new(set);
+        let round = masters
+            .vote(
+                masters.quorum(),
+                |master| {
+                    let (master, set) = (master.clone(), set.clone());
+                    async move { master.query(&set).await }
+                },
+                |answer| matches!(answer, Ok(redis::Value::Okay)),
+            )
+            .await;
+        round.decision == crate::quorum::Decision::Won
+    }
+
+    /// A value parked for `key` by [`park`](Self::park), from the first master that has it.
+    async fn parked(&self, key: &str) -> Option<Bytes> {
+        let masters = &self.inner.redlock.inner.masters;
+        let mut get = redis::cmd("GET");
+        get.arg(self.parking_key(key));
+        let get = std::sync::Arc::new(get);
+        let round = masters
+            .vote(
+                1,
+                |master| {
+                    let (master, get) = (master.clone(), get.clone());
+                    async move { master.query(&get).await }
+                },
+                |answer| matches!(answer, Ok(redis::Value::BulkString(_))),
+            )
+            .await;
+        round.answers.into_iter().find_map(|answer| match answer {
+            Some(Ok(redis::Value::BulkString(bytes))) => Some(Bytes::from(bytes)),
+            _ => None,
+        })
+    }
+
     /// Runs `compute` (keeping the fill lock extended meanwhile), fills the key unless the lock
-    /// was lost, releases.
+    /// was lost (and parks the value if its node did not take it), releases.
     async fn compute_and_store<F, Fut, E>(
         &self,
         key: &str,
@@ -302,9 +382,13 @@ impl Cache {
                 if lost {
                     // Whoever took the lock over may have written a fresher value already.
                     tracing::warn!(key, "fill lock lost while computing; value not cached");
-                } else {
-                    // Written before the release, so a caller that wins the lock next finds it.
-                    self.fill_if_absent(key, &value, ttl).await;
+                } else if !self.fill_if_absent(key, &value, ttl).await && guard.is_some() {
+                    // Not on the node (it did not answer): parked with the fill lock, before
+                    // the release, so that the callers waiting for it (and the next winner)
+                    // take it instead of computing again.
+                    if !self.park(key, &value, ttl).await {
+                        tracing::debug!(key, "computed value not parked");
+                    }
                 }
                 Ok(value)
             }
@@ -317,14 +401,26 @@ impl Cache {
     }
 
     /// Caches a computed value only where `key` is still absent: the lock may have been lost
-    /// unnoticed, and a plain `set` does not take it, so a value found there is newer.
-    async fn fill_if_absent(&self, key: &str, value: &[u8], ttl: Duration) {
+    /// unnoticed, and a plain `set` does not take it, so a value found there is newer. `true`
+    /// when the node confirmed that it holds a value for the key (this one or a newer one).
+    async fn fill_if_absent(&self, key: &str, value: &[u8], ttl: Duration) -> bool {
         match self.compare_and_set(key, None, value, ttl).await {
             Ok(CasOutcome::Conflict { .. }) => {
                 tracing::debug!(key, "key written while computing; fill not cached");
+                true
             }
-            Ok(_) => crate::metrics::cache_filled(),
-            Err(e) => tracing::debug!(key, error = %e, "fill not confirmed"),
+            Ok(CasOutcome::Written { .. }) => {
+                crate::metrics::cache_filled();
+                true
+            }
+            Ok(_) => {
+                tracing::debug!(key, "fill dropped: node unreachable");
+                false
+            }
+            Err(e) => {
+                tracing::debug!(key, error = %e, "fill not confirmed");
+                false
+            }
         }
     }
 }

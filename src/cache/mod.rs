@@ -289,12 +289,23 @@ impl Cache {
         Ok(report)
     }
 
-    /// `get` without counting a hit or a miss (the polls of `get_or_compute`).
+    /// `get` without counting a hit or a miss.
     async fn get_quiet(&self, key: &str) -> Option<Bytes> {
+        self.read(key).await.value()
+    }
+
+    /// One read of `key` from its node, telling a miss from a node that did not answer (the
+    /// polls of `get_or_compute`, which must not take a failed read for a miss).
+    async fn read(&self, key: &str) -> Read {
         let mut pipe = redis::pipe();
         pipe.cmd("GET").arg(self.data_key(key));
-        let mut values = self.exchange(self.node_index(key), pipe).await?;
-        parse_bytes(values.pop()?)
+        match self.exchange(self.node_index(key), pipe).await {
+            None => Read::Failed,
+            Some(mut values) => match values.pop().and_then(parse_bytes) {
+                Some(value) => Read::Hit(value),
+                None => Read::Miss,
+            },
+        }
     }
 
     /// `set` after the TTL was checked; counts a drop.
@@ -394,6 +405,25 @@ impl Cache {
             groups[group].1.push(position);
         }
         groups
+    }
+}
+
+/// What one read of a key found.
+enum Read {
+    Hit(Bytes),
+    /// The node answered: the key is absent (or holds something that is not a value).
+    Miss,
+    /// The node did not answer (down, paused, slow, or the exchange failed): the key may well
+    /// be there.
+    Failed,
+}
+
+impl Read {
+    fn value(self) -> Option<Bytes> {
+        match self {
+            Read::Hit(value) => Some(value),
+            Read::Miss | Read::Failed => None,
+        }
     }
 }
 

@@ -40,8 +40,16 @@ impl std::fmt::Debug for Leadership {
 }
 
 impl Leadership {
-    pub(super) fn start(election: &Election, guard: LockGuard, value: String, term: u64) -> Self {
-        let (lease, context) = Lease::start_capped(guard, election.ttl, election.max_lease);
+    /// Keeps `guard` (won at `won_at`, which the extension cap counts from) as a leadership.
+    pub(super) fn start(
+        election: &Election,
+        guard: LockGuard,
+        won_at: Instant,
+        value: String,
+        term: u64,
+    ) -> Self {
+        let (lease, context) =
+            Lease::start_capped_from(guard, election.ttl, election.max_lease, won_at);
         Self {
             election: election.name.clone(),
             value,

@@ -94,14 +94,16 @@ impl Election {
         self
     }
 
-    /// Extension cap of a leadership: it is not extended past `cap` from when it was won
-    /// (see [`Builder::max_lease`](crate::Builder::max_lease)).
+    /// Extension cap of a leadership: it is not extended past `cap` from when it was won (the
+    /// acquire round's quorum, before the term is recorded; see
+    /// [`Builder::max_lease`](crate::Builder::max_lease)).
     pub fn max_lease(mut self, cap: Duration) -> Self {
         self.max_lease = Some(cap);
         self
     }
 
-    /// How often [`observe`](Self::observe) reads the leader.
+    /// How often [`observe`](Self::observe) reads the leader. Must be positive: `observe` and
+    /// `campaign` refuse zero.
     pub fn observe_interval(mut self, interval: Duration) -> Self {
         self.observe_interval = interval;
         self
@@ -153,9 +155,11 @@ impl Election {
                     self.attempt(&value)
                 })
                 .await?;
+            // The extension cap counts from here, not from after the term is recorded.
+            let won_at = Instant::now();
             let term = guard.fencing_token().unwrap_or(0);
             let replies = match self.record_term(&guard, term).await {
-                Ok(()) => return Ok(Leadership::start(self, guard, value, term)),
+                Ok(()) => return Ok(Leadership::start(self, guard, won_at, value, term)),
                 Err(replies) => replies,
             };
             // Won, but readers could not be told the term: give it back and try again, so that
@@ -178,8 +182,11 @@ impl Election {
     /// *you* lead (only a [`Leadership`] says that); use it to find the leader.
     ///
     /// # Errors
-    /// [`Error::Unavailable`] when fewer than a quorum of masters answered: the leader is then
-    /// unknown.
+    /// [`Error::Unavailable`] when the masters that did not answer could decide it: fewer than
+    /// a quorum answered, or no owner holds a quorum of the answers but one would with the
+    /// silent masters (a leader on exactly a quorum, one of them paused). The leader is then
+    /// unknown, not absent; `Ok(None)` only when no owner could hold a quorum whatever the
+    /// silent masters hold.
     pub async fn leader(&self) -> Result<Option<Leader>> {
         let inner = &self.redlock.inner;
         let call = ScriptCall::new(&ELECTION_READ, vec![self.key()], Vec::new());
@@ -198,10 +205,12 @@ impl Election {
             .filter_map(|a| a.ok())
             .map(parse_read)
             .collect();
-        if reads.len() < inner.masters.quorum() {
-            return Err(inner.masters.unavailable(replies));
+        let quorum = inner.masters.quorum();
+        let silent = inner.masters.len() - reads.len();
+        match read_leader(&reads, silent, quorum) {
+            Some(leader) => Ok(leader),
+            None => Err(inner.masters.unavailable(replies)),
         }
-        Ok(quorum_leader(&reads, inner.masters.quorum()))
     }
 
     fn check(&self, value: &str) -> Result<()> {
@@ -222,13 +231,18 @@ impl Election {
         if self.max_lease.is_some_and(|cap| cap.is_zero()) {
             return Err(Error::InvalidArgument("max lease must be positive".into()));
         }
+        self.check_observe_interval()?;
+        self.redlock.config().check_ttl(self.ttl)?;
+        check_lock_delay(self.ttl, self.lock_delay)
+    }
+
+    fn check_observe_interval(&self) -> Result<()> {
         if self.observe_interval.is_zero() {
             return Err(Error::InvalidArgument(
                 "observe interval must be positive".into(),
             ));
         }
-        self.redlock.config().check_ttl(self.ttl)?;
-        check_lock_delay(self.ttl, self.lock_delay)
+        Ok(())
     }
 
     /// The name guards, errors, traces and release messages use.
@@ -330,6 +344,27 @@ fn parse_read(value: Value) -> Option<Held> {
     }
 }
 
+/// What the answering masters' views `reads` say, with `silent` masters unheard: `Some(leader)`
+/// when that is known (`Some(None)`: no leader), `None` when the silent masters could decide
+/// it (an owner held on fewer than `quorum` views but on `quorum` with the silent ones).
+fn read_leader(reads: &[Option<Held>], silent: usize, quorum: usize) -> Option<Option<Leader>> {
+    let held: Vec<&Held> = reads.iter().flatten().collect();
+    let most = held
+        .iter()
+        .map(|h| held.iter().filter(|o| o.owner == h.owner).count())
+        .max()
+        .unwrap_or(0);
+    if most >= quorum {
+        // Held on a quorum of the answers: the silent masters cannot change who (and a term
+        // recorded on a quorum shows on one of these views, see `quorum_leader`).
+        return Some(quorum_leader(reads, quorum));
+    }
+    // No owner could reach a quorum even if every silent master held it: no leader. (An owner
+    // seen nowhere would need a quorum of silent masters: `silent < quorum` once a quorum
+    // answered.)
+    (most + silent < quorum && reads.len() >= quorum).then_some(None)
+}
+
 /// The leader held on at least `quorum` of the masters' views, if any.
 fn quorum_leader(reads: &[Option<Held>], quorum: usize) -> Option<Leader> {
     let held: Vec<&Held> = reads.iter().flatten().collect();
@@ -376,6 +411,26 @@ mod tests {
         // Held on a quorum but its term not recorded yet: the campaign has not returned.
         let unrecorded = [held("a", 0), held("a", 0), held("a", 0), None, None];
         assert_eq!(quorum_leader(&unrecorded, 3), None);
+    }
+
+    #[test]
+    fn silent_masters_that_could_complete_a_quorum_make_it_unknown() {
+        // On exactly 3 of 5, one of them silent: unknown.
+        let two = [held("a", 9), held("a", 9), None, None];
+        assert_eq!(read_leader(&two, 1, 3), None);
+        // Nothing anywhere, one silent: nobody can have a quorum.
+        assert_eq!(read_leader(&[None, None, None, None], 1, 3), Some(None));
+        // Split 2 / 2, one silent: either could have 3.
+        let split = [held("a", 7), held("a", 7), held("b", 8), held("b", 8)];
+        assert_eq!(read_leader(&split, 1, 3), None);
+        // One view each, one silent: nobody can have 3.
+        let scattered = [held("a", 7), held("b", 8), held("c", 9), None];
+        assert_eq!(read_leader(&scattered, 1, 3), Some(None));
+        // A quorum of the answers: known whatever the silent masters say.
+        let three = [held("a", 9), held("a", 9), held("a", 0), None];
+        assert_eq!(read_leader(&three, 1, 3).unwrap().map(|l| l.term), Some(9));
+        // Fewer than a quorum answered: unknown.
+        assert_eq!(read_leader(&[None, None], 3, 3), None);
     }
 
     #[test]

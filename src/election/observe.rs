@@ -9,7 +9,8 @@ use super::{Election, Leader};
 impl Election {
     /// A stream of leadership changes: the first item is the leader now (as
     /// [`leader`](Self::leader) reads it), then one item each time a read shows a different
-    /// leader or none (`None`: no leader, or a hand-over in progress). Reads when a
+    /// leader or none (`None`: no leader, or a hand-over in progress; a read whose silent
+    /// masters could decide it is skipped, see [`leader`](Self::leader)). Reads when a
     /// resignation is announced (with wake-ups on, [`Builder::wake_ups`](crate::Builder::wake_ups):
     /// one pub/sub connection per master per stream) and every
     /// [`observe_interval`](Self::observe_interval) (default
@@ -18,10 +19,18 @@ impl Election {
     /// per-master timeout, and a read that cannot reach a quorum is skipped (the leader is
     /// unknown then, not absent). Leaders that come and go between two reads are not seen.
     /// Advisory, like [`leader`](Self::leader). Endless: drop it to stop.
-    pub fn observe(&self) -> impl Stream<Item = Option<Leader>> + Send + 'static {
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a zero
+    /// [`observe_interval`](Self::observe_interval) (it would poll the masters in a tight
+    /// loop), before anything is sent.
+    pub fn observe(
+        &self,
+    ) -> crate::Result<impl Stream<Item = Option<Leader>> + Send + 'static + use<>> {
+        self.check_observe_interval()?;
         let election = self.clone();
         let state = (election, None::<Option<Leader>>, None::<mpsc::Receiver<()>>);
-        futures::stream::unfold(state, |(election, last, mut released)| async move {
+        let stream = futures::stream::unfold(state, |(election, last, mut released)| async move {
             let mut first = last.is_none();
             loop {
                 if first {
@@ -49,7 +58,8 @@ impl Election {
                     return Some((now.clone(), (election, Some(now), released)));
                 }
             }
-        })
+        });
+        Ok(stream)
     }
 }
 
