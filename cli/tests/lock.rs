@@ -248,7 +248,7 @@ fn exit_codes() -> anyhow::Result<()> {
 
     // Bad arguments are redquorum's own failure.
     assert_eq!(
-        run(&["codes", "--ttl", "1 day", "--", "true"])?.0,
+        run(&["codes", "--ttl", "2 days", "--", "true"])?.0,
         Some(125)
     );
     assert_eq!(run(&["codes", "--ttl", "10ms", "--", "true"])?.0, Some(125));
