@@ -73,6 +73,7 @@ pub async fn run(args: ElectArgs) -> u8 {
             Ok(leadership) => leadership,
             Err(code) => return code,
         };
+    tracing::info!(term = leadership.term(), "acquired {what}");
     let env = [
         ("REDQUORUM_ELECTION", args.name.clone()),
         ("REDQUORUM_TERM", leadership.term().to_string()),

@@ -104,6 +104,7 @@ pub async fn run(args: LockArgs) -> u8 {
         Ok(guard) => guard,
         Err(code) => return code,
     };
+    tracing::info!(token = ?guard.fencing_token(), "acquired {what}");
     let mut env = vec![("REDQUORUM_LOCK", args.name.clone())];
     if let Some(token) = guard.fencing_token() {
         env.push(("REDQUORUM_FENCING_TOKEN", token.to_string()));

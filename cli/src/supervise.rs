@@ -141,7 +141,10 @@ async fn supervise(mut lease: impl Lease, mut job: Job, mut signals: Caught, s: 
         tokio::select! {
             status = job.wait() => break status,
             signal = signals.next() => match crate::signals::action(signal) {
-                Action::Forward => job.signal(signal),
+                Action::Forward => {
+                    tracing::info!(signal, "forwarding a signal to the command");
+                    job.signal(signal);
+                }
                 Action::Stop if stopping.is_none() => {
                     stopping = Some((Stop::Signal(signal), kill_at.min(Instant::now() + s.grace())));
                     job.signal(libc::SIGTERM);
@@ -167,6 +170,7 @@ async fn supervise(mut lease: impl Lease, mut job: Job, mut signals: Caught, s: 
         }
     };
     let exited = Instant::now();
+    tracing::info!(?status, "the command exited; giving the lease back");
     // Whatever the command started and left behind in its group must not keep running
     // without the lease: killed before the lease is given back.
     job.finish();
