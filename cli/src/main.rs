@@ -3,6 +3,22 @@
 //!
 //! Exit codes: see `exit.rs` (and the README's CLI section).
 
+// `eprintln!` and `println!` panic when the stream is closed (EPIPE); a panic while a command
+// runs would end `redquorum` without giving the lock back (the guard then kills the command,
+// but the lock waits for its TTL). These two, defined before the modules, replace them there.
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod check;
 mod child;
 mod duration;

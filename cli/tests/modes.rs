@@ -407,3 +407,24 @@ fn durations_logging_and_master_flags() -> anyhow::Result<()> {
     assert!(!err.contains("INFO") && !err.contains("WARN"), "{err}");
     Ok(())
 }
+
+/// A closed stderr (a pipe whose reader left) must not make `redquorum` panic: its messages
+/// are dropped, its exit code stays meaningful.
+#[test]
+fn a_closed_stderr_does_not_crash_redquorum() -> anyhow::Result<()> {
+    let cluster = Cluster::start(3)?;
+    let dir = scratch("closed-stderr");
+    let mut h = holder(&cluster, &["busy"], &dir.join("h"), "2")?;
+    let mut rival = redquorum(&cluster, "lock")
+        .args(["busy", "--try", "--", "true"])
+        .spawn()?;
+    drop(rival.stderr.take());
+    let status = wait_for(&mut rival, Duration::from_secs(30));
+    assert_eq!(
+        status.code(),
+        Some(75),
+        "the busy message to a closed stderr"
+    );
+    assert_eq!(wait_for(&mut h, Duration::from_secs(30)).code(), Some(0));
+    Ok(())
+}
