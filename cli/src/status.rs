@@ -46,7 +46,7 @@ pub async fn run(args: StatusArgs) -> u8 {
         }
     };
     // `Err`: fewer than a quorum answered, the leader is unknown.
-    let leader = redlock.election(&args.name).leader().await;
+    let leader = redlock.election(&args.name).leader_lease().await;
     let code = match (&inspection.quorum, &leader) {
         (QuorumView::Held { .. }, _) | (_, Ok(Some(_))) => HELD,
         (QuorumView::Free { .. }, Ok(None)) => FREE,
@@ -67,9 +67,12 @@ pub async fn run(args: StatusArgs) -> u8 {
         println!("  master {i}: {view}");
     }
     match &leader {
-        Ok(Some(l)) => println!(
-            "election {:?}: led by {:?}, term {}",
-            args.name, l.value, l.term
+        Ok(Some((l, left))) => println!(
+            "election {:?}: led by {:?}, term {}, lease {} ms left",
+            args.name,
+            l.value,
+            l.term,
+            left.as_millis()
         ),
         Ok(None) => println!("election {:?}: no leader", args.name),
         Err(e) => println!("election {:?}: unknown ({e})", args.name),
@@ -80,7 +83,7 @@ pub async fn run(args: StatusArgs) -> u8 {
 fn json(
     redlock: &Redlock,
     inspection: &Inspection,
-    leader: &redquorum::Result<Option<redquorum::Leader>>,
+    leader: &redquorum::Result<Option<(redquorum::Leader, std::time::Duration)>>,
 ) -> serde_json::Value {
     use serde_json::json;
     let ms = |d: &Option<std::time::Duration>| d.map(|d| d.as_millis() as u64);
@@ -105,7 +108,8 @@ fn json(
         })
         .collect();
     let election = match leader {
-        Ok(Some(l)) => json!({"state": "led", "leader": l.value, "term": l.term}),
+        Ok(Some((l, left))) => json!({"state": "led", "leader": l.value, "term": l.term,
+                                       "lease_remaining_ms": left.as_millis() as u64}),
         Ok(None) => json!({"state": "none"}),
         Err(e) => json!({"state": "unknown", "error": e.to_string()}),
     };

@@ -211,7 +211,7 @@ fn status_and_listen_see_elections() -> anyhow::Result<()> {
     assert_eq!(lines.next().transpose()?.as_deref(), Some("none"));
     let mark = dir.join("leading");
     let mut leader = redquorum(&cluster, "elect")
-        .args(["chair", "--value", "alpha", "--", "sh", "-c"])
+        .args(["chair", "--value", "alpha", "--ttl", "3s", "--", "sh", "-c"])
         .arg(r#"echo x > "$1"; sleep 1"#)
         .arg("l")
         .arg(&mark)
@@ -224,7 +224,18 @@ fn status_and_listen_see_elections() -> anyhow::Result<()> {
         .lines()
         .find(|l| l.contains("led by \"alpha\", term "))
         .unwrap_or_else(|| panic!("{text}"));
-    let term: u64 = led.rsplit(' ').next().unwrap().parse()?;
+    // `... term N, lease M ms left`
+    let words: Vec<&str> = led.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+    let term: u64 = words[words.len() - 5].parse()?;
+    let left: u64 = words[words.len() - 3].parse()?;
+    assert!(left > 0 && left <= 3000, "the 3 s lease: {led}");
+    let out = redquorum(&cluster, "status")
+        .args(["chair", "--json"])
+        .output()?;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(json["election"]["term"], term, "{json}");
+    let left = json["election"]["lease_remaining_ms"].as_u64().unwrap_or(0);
+    assert!(left > 0 && left <= 3000, "{json}");
     // A rival --try names the leader.
     let mut rival = redquorum(&cluster, "elect")
         .args(["chair", "--try", "--", "true"])

@@ -181,6 +181,16 @@ impl Election {
     /// [`Error::Unavailable`] when fewer than a quorum of masters answered: the leader is then
     /// unknown.
     pub async fn leader(&self) -> Result<Option<Leader>> {
+        Ok(self.leader_lease().await?.map(|(leader, _)| leader))
+    }
+
+    /// [`leader`](Self::leader), with the shortest time left of its lease among the quorum of
+    /// masters that report it, each by its own clock (the leader extends it every third of the
+    /// TTL; a leader that vanished is gone by then). Advisory, like `leader`.
+    ///
+    /// # Errors
+    /// As [`leader`](Self::leader).
+    pub async fn leader_lease(&self) -> Result<Option<(Leader, Duration)>> {
         let inner = &self.redlock.inner;
         let call = ScriptCall::new(&ELECTION_READ, vec![self.key()], Vec::new());
         let answers = inner.masters.ask_each(|m| m.run(&call)).await;
@@ -201,7 +211,7 @@ impl Election {
         if reads.len() < inner.masters.quorum() {
             return Err(inner.masters.unavailable(replies));
         }
-        Ok(quorum_leader(&reads, inner.masters.quorum()))
+        Ok(quorum_lease(&reads, inner.masters.quorum()))
     }
 
     fn check(&self, value: &str) -> Result<()> {
@@ -310,6 +320,8 @@ struct Held {
     owner: String,
     value: String,
     term: u64,
+    /// Time left of the lease by that master's clock, in ms.
+    left_ms: u64,
 }
 
 fn parse_read(value: Value) -> Option<Held> {
@@ -321,17 +333,25 @@ fn parse_read(value: Value) -> Option<Held> {
         _ => None,
     };
     match items.as_slice() {
-        [owner, value, Value::Int(term)] => Some(Held {
+        [owner, value, Value::Int(term), Value::Int(left)] => Some(Held {
             owner: text(owner)?,
             value: text(value)?,
             term: u64::try_from(*term).ok()?,
+            left_ms: u64::try_from(*left).ok()?,
         }),
         _ => None,
     }
 }
 
 /// The leader held on at least `quorum` of the masters' views, if any.
+#[cfg(test)]
 fn quorum_leader(reads: &[Option<Held>], quorum: usize) -> Option<Leader> {
+    quorum_lease(reads, quorum).map(|(leader, _)| leader)
+}
+
+/// The leader held on at least `quorum` of the masters' views, if any, and the shortest time
+/// left of its lease among them.
+fn quorum_lease(reads: &[Option<Held>], quorum: usize) -> Option<(Leader, Duration)> {
     let held: Vec<&Held> = reads.iter().flatten().collect();
     let owner = held
         .iter()
@@ -342,9 +362,13 @@ fn quorum_leader(reads: &[Option<Held>], quorum: usize) -> Option<Leader> {
     // writes 0), so every non-zero term seen here is the same; 0 everywhere means the winner
     // has not recorded it yet: its campaign has not returned, there is no leader to name.
     let term = mine.iter().map(|h| h.term).max().unwrap_or(0);
-    (term > 0).then(|| Leader {
-        value: mine[0].value.clone(),
-        term,
+    let left = mine.iter().map(|h| h.left_ms).min().unwrap_or(0);
+    (term > 0).then(|| {
+        let leader = Leader {
+            value: mine[0].value.clone(),
+            term,
+        };
+        (leader, Duration::from_millis(left))
     })
 }
 
@@ -357,6 +381,7 @@ mod tests {
             owner: owner.into(),
             value: format!("v-{owner}"),
             term,
+            left_ms: 1000 + term,
         })
     }
 
@@ -373,6 +398,11 @@ mod tests {
         let split = [held("a", 7), held("a", 7), held("b", 8), held("b", 8), None];
         assert_eq!(quorum_leader(&split, 3), None);
         assert_eq!(quorum_leader(&[None, None, None], 2), None);
+        // The lease left: the shortest among the masters that report the leader.
+        assert_eq!(
+            quorum_lease(&agree, 3).map(|(_, left)| left),
+            Some(Duration::from_millis(1000))
+        );
         // Held on a quorum but its term not recorded yet: the campaign has not returned.
         let unrecorded = [held("a", 0), held("a", 0), held("a", 0), None, None];
         assert_eq!(quorum_leader(&unrecorded, 3), None);
@@ -384,6 +414,7 @@ mod tests {
             Value::BulkString(b"tok".to_vec()),
             Value::BulkString(b"host:1".to_vec()),
             Value::Int(12),
+            Value::Int(1012),
         ]);
         assert_eq!(
             parse_read(ok),
