@@ -44,11 +44,13 @@ impl Guard {
         self.stdin.flush()
     }
 
-    /// The command is stopped: the guard leaves without killing anything.
+    /// The command is stopped: the guard leaves without killing anything. Not waited for (a
+    /// guard stopped by someone must not hang `redquorum`): reaped if it is already gone, else
+    /// by init once `redquorum` exits.
     pub fn disarm(mut self) {
         let _ = writeln!(self.stdin, "done");
         drop(self.stdin);
-        let _ = self.process.wait();
+        let _ = self.process.try_wait();
     }
 }
 

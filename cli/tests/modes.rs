@@ -47,7 +47,7 @@ fn shared_readers_overlap_and_exclusive_excludes_them() -> anyhow::Result<()> {
     let cluster = Cluster::start(5)?;
     let dir = scratch("shared");
     // Two readers at once: the second starts while the first runs.
-    let mut r1 = holder(&cluster, &["rw", "--shared"], &dir.join("r1"), "3")?;
+    let mut r1 = holder(&cluster, &["rw", "--shared"], &dir.join("r1"), "6")?;
     let mut r2 = holder(&cluster, &["rw", "--shared", "--try"], &dir.join("r2"), "1")?;
     // A writer is refused while they read; with --conflict-exit-code, its code.
     let (code, err) = lock(&cluster, &["rw", "--exclusive", "--try", "--", "true"])?;
@@ -91,12 +91,13 @@ fn shared_readers_overlap_and_exclusive_excludes_them() -> anyhow::Result<()> {
 fn limit_admits_n_holders_and_no_more() -> anyhow::Result<()> {
     let cluster = Cluster::start(5)?;
     let dir = scratch("limit");
-    let mut a = holder(&cluster, &["pool", "--limit", "2"], &dir.join("a"), "3")?;
+    // Long enough that both still hold while the rivals below try, on a loaded machine.
+    let mut a = holder(&cluster, &["pool", "--limit", "2"], &dir.join("a"), "8")?;
     let mut b = holder(
         &cluster,
         &["pool", "--limit", "2", "--try"],
         &dir.join("b"),
-        "3",
+        "6",
     )?;
     let (code, err) = lock(&cluster, &["pool", "--limit", "2", "--try", "--", "true"])?;
     assert_eq!(code, Some(75), "{err}");
@@ -437,5 +438,64 @@ fn a_closed_stderr_does_not_crash_redquorum() -> anyhow::Result<()> {
         "the busy message to a closed stderr"
     );
     assert_eq!(wait_for(&mut h, Duration::from_secs(30)).code(), Some(0));
+    Ok(())
+}
+
+/// The masters' options reach the library: `--no-fencing` (no token), `--interop-keys` (the
+/// lock key is the bare name, as redsync writes it), `--restart-quarantine` (masters started
+/// less than that ago do not count: freshly started test masters are all quarantined).
+#[test]
+fn fencing_interop_and_quarantine_options() -> anyhow::Result<()> {
+    let cluster = Cluster::start(3)?;
+    // No fencing: "-" instead of a token, and none in the command's environment.
+    let mut hold = redquorum(&cluster, "lock")
+        .args(["plain", "--no-fencing"])
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(hold.stdout.take().unwrap()).read_line(&mut line)?;
+    assert_eq!(line.trim(), "-");
+    kill(hold.id(), libc::SIGTERM);
+    assert_eq!(wait_for(&mut hold, Duration::from_secs(10)).code(), Some(0));
+    let out = redquorum(&cluster, "lock")
+        .env("REDQUORUM_NO_FENCING", "true")
+        .args([
+            "plain",
+            "--",
+            "sh",
+            "-c",
+            "echo \"[${REDQUORUM_FENCING_TOKEN:-none}]\"",
+        ])
+        .output()?;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[none]");
+
+    // Interop keys: while held, the key `interop-res` itself exists on every master.
+    let dir = scratch("interop");
+    let mut h = holder(
+        &cluster,
+        &[
+            "interop-res",
+            "--interop-keys",
+            "{resource}",
+            "--no-fencing",
+        ],
+        &dir.join("h"),
+        "1",
+    )?;
+    for i in 0..cluster.len() {
+        let mut c = redis::Client::open(cluster.direct_url(i))?.get_connection()?;
+        let exists: i64 = redis::cmd("EXISTS").arg("interop-res").query(&mut c)?;
+        assert_eq!(exists, 1, "master {i}");
+    }
+    assert_eq!(wait_for(&mut h, Duration::from_secs(30)).code(), Some(0));
+
+    // Quarantine: every master started seconds ago, so none counts under a 1 h quarantine.
+    let out = redquorum(&cluster, "status")
+        .args(["q", "--restart-quarantine", "1h"])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("quarantined"), "{text}");
+    let out = redquorum(&cluster, "status").arg("q").output()?;
+    assert_eq!(out.status.code(), Some(1));
     Ok(())
 }
