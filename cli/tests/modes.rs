@@ -213,7 +213,7 @@ fn status_and_listen_see_elections() -> anyhow::Result<()> {
     let mark = dir.join("leading");
     let mut leader = redquorum(&cluster, "elect")
         .args(["chair", "--value", "alpha", "--ttl", "3s", "--", "sh", "-c"])
-        .arg(r#"echo x > "$1"; sleep 1"#)
+        .arg(r#"echo x > "$1"; sleep 3"#)
         .arg("l")
         .arg(&mark)
         .spawn()?;
@@ -247,6 +247,13 @@ fn status_and_listen_see_elections() -> anyhow::Result<()> {
     );
     let err = stderr_of(&mut rival);
     assert!(err.contains("\"alpha\" leads"), "{err}");
+    let mut rival = redquorum(&cluster, "elect")
+        .args(["chair", "--try", "--conflict-exit-code", "4", "--", "true"])
+        .spawn()?;
+    assert_eq!(
+        wait_for(&mut rival, Duration::from_secs(30)).code(),
+        Some(4)
+    );
     assert_eq!(
         wait_for(&mut leader, Duration::from_secs(30)).code(),
         Some(0)
