@@ -165,7 +165,14 @@ async fn acquire(redlock: &Redlock, args: &LockArgs) -> Result<LockGuard, u8> {
     match got {
         Ok(Some(guard)) => Ok(guard),
         Ok(None) | Err(Error::Contended { .. }) => {
-            let holder = if args.shared || args.exclusive || args.limit.is_some() {
+            // Who holds it, where the library can tell: the plain lock's owner id, a
+            // semaphore's free permits (the read-write lock has no inspection).
+            let holder = if let Some(n) = args.limit {
+                match redlock.semaphore(name, n).available().await {
+                    Ok(free) => format!(": {free} of {n} permits free"),
+                    Err(_) => String::new(),
+                }
+            } else if args.shared || args.exclusive {
                 String::new()
             } else {
                 crate::status::holder_of(redlock, name).await

@@ -101,7 +101,10 @@ fn limit_admits_n_holders_and_no_more() -> anyhow::Result<()> {
     )?;
     let (code, err) = lock(&cluster, &["pool", "--limit", "2", "--try", "--", "true"])?;
     assert_eq!(code, Some(75), "{err}");
-    assert!(err.contains("semaphore \"pool\" is busy"), "{err}");
+    assert!(
+        err.contains("semaphore \"pool\" is busy: 0 of 2 permits free"),
+        "{err}"
+    );
     let (code, _) = lock(
         &cluster,
         &[
