@@ -1,5 +1,6 @@
-//! The command run under a lock: started in a process group of its own, so that signals reach
-//! everything it started (a shell's children included), and terminated TERM-then-KILL.
+//! The command run under a lock: started in a process group apart from `redquorum`'s (the
+//! guard's), so that signals reach everything it started (a shell's children included), and
+//! terminated TERM-then-KILL.
 //!
 //! Should `redquorum` die without stopping it (SIGKILL, a crash), two things end the command:
 //! its parent-death signal (SIGKILL, set in the child before exec) and the guard (guard.rs),
@@ -19,7 +20,7 @@ use crate::guard::Guard;
 
 pub struct Job {
     child: Child,
-    /// Its process group id (= its pid, as group leader).
+    /// Its process group id (the guard's pid, the group's leader).
     group: libc::pid_t,
     guard: Guard,
 }
@@ -30,7 +31,7 @@ impl Job {
     /// Must run on the main thread: Linux sends the parent-death signal when the *thread* that
     /// forked the child exits, and only the main thread lives exactly as long as `redquorum`
     /// (the CLI runs a current-thread runtime on it, and spawning is synchronous).
-    pub async fn start(command: &[OsString], env: &[(&str, String)]) -> Result<Job, (u8, String)> {
+    pub fn start(command: &[OsString], env: &[(&str, String)]) -> Result<Job, (u8, String)> {
         let (program, args) = command
             .split_first()
             .ok_or((exit::FAILED, "no command given".to_owned()))?;
@@ -40,13 +41,15 @@ impl Job {
                 "internal error: the command must be started from the main thread".to_owned(),
             ));
         }
-        let mut guard =
+        let guard =
             Guard::start().map_err(|e| (exit::FAILED, format!("cannot start the guard: {e}")))?;
+        let group = guard.group();
         let mut cmd = Command::new(program);
         cmd.args(args).envs(env.iter().map(|(k, v)| (k, v)));
-        // Its own group: TERM and KILL must reach the command's own children too, or a
-        // shell's child could keep writing after the lock is gone.
-        cmd.process_group(0);
+        // The guard's group, not ours: TERM and KILL must reach the command's own children
+        // too, or a shell's child could keep writing after the lock is gone; and the guard
+        // knows this group before the command exists. (A guard gone already: EPERM, not run.)
+        cmd.process_group(group);
         let parent = std::process::id() as libc::pid_t;
         // SAFETY: the closure runs between fork and exec and calls only async-signal-safe
         // functions (prctl, getppid, raise), allocating nothing.
@@ -67,18 +70,6 @@ impl Job {
             };
             (code, format!("cannot run {program:?}: {e}"))
         })?;
-        let group = child.id().map_or(0, |pid| pid as libc::pid_t);
-        if let Err(e) = guard.watch(group) {
-            let mut job = Job {
-                child,
-                group,
-                guard,
-            };
-            job.signal(libc::SIGKILL);
-            let _ = job.wait().await;
-            job.finish();
-            return Err((exit::FAILED, format!("cannot arm the guard: {e}")));
-        }
         Ok(Job {
             child,
             group,
@@ -104,8 +95,14 @@ impl Job {
     /// Once the command exited: kills whatever it left running in its group (nothing may run
     /// on after the lock is given back), then disarms the guard.
     pub fn finish(self) {
-        self.signal(libc::SIGKILL);
-        self.guard.disarm();
+        let Job { group, guard, .. } = self;
+        guard.disarm();
+        if group > 0 {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe {
+                libc::kill(-group, libc::SIGKILL);
+            }
+        }
     }
 }
 

@@ -1,9 +1,11 @@
 //! The guard: a small process (this binary again, as `redquorum __guard`) that kills the
 //! command's whole process group when `redquorum` dies without stopping it (SIGKILL, a crash,
-//! the OOM killer). `redquorum` writes the group id on the guard's stdin, then `done` once the
-//! command is stopped; end of file before `done` means `redquorum` is gone, so the command must
-//! go too. The command's own parent-death signal (child.rs) reaches only the command itself;
-//! the guard reaches the processes it started in its group as well.
+//! the OOM killer). The guard leads a new process group and the command joins it, so the guard
+//! knows the group from its birth: there is no moment when the command runs and the guard does
+//! not know what to kill. It reads its stdin, a pipe from `redquorum`: `done` (the command is
+//! stopped) lets it leave; end of file before `done` means `redquorum` is gone, and it kills its
+//! group, the command's, itself included. The command's own parent-death signal (child.rs)
+//! reaches only the command; the guard reaches what it started in the group as well.
 
 use std::io::{self, BufRead, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -17,8 +19,8 @@ pub struct Guard {
 }
 
 impl Guard {
-    /// Starts a guard (in a process group of its own, so that a terminal's signals to
-    /// `redquorum`'s group do not reach it).
+    /// Starts a guard, leader of a new process group (so a terminal's signals to `redquorum`'s
+    /// group do not reach the command), for the command to join.
     pub fn start() -> io::Result<Guard> {
         use std::os::unix::process::CommandExt;
         // /proc/self/exe runs this very binary even if its file was replaced or deleted since.
@@ -38,10 +40,9 @@ impl Guard {
         Ok(Guard { process, stdin })
     }
 
-    /// Tells the guard which group to kill should `redquorum` die.
-    pub fn watch(&mut self, group: libc::pid_t) -> io::Result<()> {
-        writeln!(self.stdin, "{group}")?;
-        self.stdin.flush()
+    /// The process group the command must join (the guard's pid, as its leader).
+    pub fn group(&self) -> libc::pid_t {
+        self.process.id() as libc::pid_t
     }
 
     /// The command is stopped: the guard leaves without killing anything. Not waited for (a
@@ -54,8 +55,8 @@ impl Guard {
     }
 }
 
-/// The guard's whole life: ignore the signals that would end it, read the group, wait for
-/// `done` or end of file, and kill the group on end of file.
+/// The guard's whole life: ignore the signals that would end it (the command's group gets the
+/// forwarded ones too), wait for `done` or end of file, and kill the group on end of file.
 pub fn main() -> u8 {
     for signal in crate::signals::CAUGHT {
         // SAFETY: setting a signal's disposition to "ignore" has no memory-safety preconditions.
@@ -63,23 +64,15 @@ pub fn main() -> u8 {
             libc::signal(signal, libc::SIG_IGN);
         }
     }
-    let mut lines = io::stdin().lock().lines();
-    let group: libc::pid_t = match lines.next() {
-        Some(Ok(line)) => line.trim().parse().unwrap_or(0),
-        // `redquorum` died before the command started, or was stopped before it.
-        _ => return 0,
-    };
-    let done = loop {
-        match lines.next() {
-            Some(Ok(line)) if line.trim() == "done" => break true,
-            Some(Ok(_)) => continue,
-            _ => break false,
-        }
-    };
-    if !done && group > 1 {
-        // SAFETY: kill(2) has no memory-safety preconditions.
+    let done = io::stdin()
+        .lock()
+        .lines()
+        .any(|line| line.is_ok_and(|l| l.trim() == "done"));
+    if !done {
+        // SAFETY: kill(2) has no memory-safety preconditions. 0: this process's own group,
+        // the command's.
         unsafe {
-            libc::kill(-group, libc::SIGKILL);
+            libc::kill(0, libc::SIGKILL);
         }
     }
     0

@@ -117,7 +117,7 @@ pub async fn run_command(
     signals: Caught,
     schedule: &Schedule,
 ) -> u8 {
-    match Job::start(command, env).await {
+    match Job::start(command, env) {
         Ok(job) => supervise(lease, job, signals, schedule).await,
         Err((code, why)) => {
             lease.give_back().await;

@@ -8,7 +8,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{group_alive, redquorum, scratch, stderr_of, wait_for, wait_for_file};
+use support::{
+    group_alive, group_of, process_alive, redquorum, scratch, stderr_of, wait_for, wait_for_file,
+};
 use testcluster::Cluster;
 
 /// Every signal whose default action ends a process, SIGKILL and SIGSTOP aside.
@@ -52,9 +54,11 @@ fn every_signal_stops_the_command_before_the_lease_goes(subcommand: &str) -> any
             .args(["sh", "-c", SLOW_TO_DIE, "cmd"])
             .arg(&pidfile)
             .spawn()?;
-        let pgid: i32 = wait_for_file(&pidfile, Duration::from_secs(30))
-            .trim()
-            .parse()?;
+        let pgid = group_of(
+            wait_for_file(&pidfile, Duration::from_secs(30))
+                .trim()
+                .parse()?,
+        );
         assert_eq!(rival(&cluster, subcommand, &name)?, Some(75), "{signame}");
         kill(holder.id() as i32, signal);
         let until = Instant::now() + Duration::from_secs(8);
@@ -123,9 +127,11 @@ fn sigkill_takes_the_command_along(subcommand: &str) -> anyhow::Result<()> {
         .arg("cmd")
         .arg(&pidfile)
         .spawn()?;
-    let pgid: i32 = wait_for_file(&pidfile, Duration::from_secs(30))
-        .trim()
-        .parse()?;
+    let pgid = group_of(
+        wait_for_file(&pidfile, Duration::from_secs(30))
+            .trim()
+            .parse()?,
+    );
     kill(holder.id() as i32, libc::SIGKILL);
     let killed = Instant::now();
     wait_for(&mut holder, Duration::from_secs(5));
@@ -175,24 +181,26 @@ fn without_the_guard_the_parent_death_signal_still_ends_the_command() -> anyhow:
     let command: i32 = wait_for_file(&pidfile, Duration::from_secs(30))
         .trim()
         .parse()?;
+    let group = group_of(command);
     let guards = children_named(holder.id() as i32, "__guard");
     assert_eq!(guards.len(), 1, "one guard per command: {guards:?}");
+    assert_eq!(group, guards[0], "the command joins its guard's group");
     kill(guards[0], libc::SIGKILL);
     std::thread::sleep(Duration::from_millis(100));
     assert!(
-        group_alive(command),
+        process_alive(command),
         "killing the guard must not stop the command"
     );
     kill(holder.id() as i32, libc::SIGKILL);
     let killed = Instant::now();
     wait_for(&mut holder, Duration::from_secs(5));
-    while group_alive(command) && killed.elapsed() < Duration::from_secs(5) {
+    while process_alive(command) && killed.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(5));
     }
     let gone_after = killed.elapsed();
-    let alive = group_alive(command);
+    let alive = process_alive(command);
     if alive {
-        kill(-command, libc::SIGKILL);
+        kill(-group, libc::SIGKILL);
     }
     assert!(
         !alive && gone_after < Duration::from_secs(1),
