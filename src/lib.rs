@@ -338,7 +338,7 @@ pub use interop::RESOURCE_PLACEHOLDER;
 pub use lease::{LeaseState, LockContext};
 pub use lock::Redlock;
 pub use options::LockOptions;
-pub use owner_id::MAX_OWNER_ID_LEN;
+pub use owner_id::{MAX_OWNER_ID_LEN, default_owner_id};
 pub use primitives::fair::FairLock;
 pub use primitives::reentrant::ReentrantLock;
 pub use primitives::rwlock::RwLock;

@@ -13,8 +13,10 @@ pub const MAX_OWNER_ID_LEN: usize = 256;
 /// Length of the random owner token (`random::token`, 32 hex digits).
 const TOKEN_LEN: usize = 32;
 
-/// `hostname/pid`: tells processes and machines apart without any configuration.
-pub(crate) fn default_owner_id() -> String {
+/// The default owner id, `hostname/pid`: tells processes and machines apart without any
+/// configuration. What [`Builder::owner_id`](crate::Builder::owner_id) defaults to; exported
+/// so that tools built on the library (the `redquorum` CLI) name holders the same way.
+pub fn default_owner_id() -> String {
     // Linux exposes the hostname here; elsewhere fall back to the environment.
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()

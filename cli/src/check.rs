@@ -7,6 +7,11 @@ use crate::exit;
 use crate::masters::Connection;
 
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Exit status: 0 every master told its policy and none evicts; 1 a master \
+    may evict lock keys before they expire; 2 a master could not be checked; 125 redquorum \
+    failed (configuration, masters unreachable)."
+)]
 pub struct CheckArgs {
     #[command(flatten)]
     connection: Connection,
@@ -20,12 +25,13 @@ pub const EVICTING: u8 = 1;
 pub const UNCHECKED: u8 = 2;
 
 pub async fn run(args: CheckArgs) -> u8 {
-    let redlock = match args.connection.connect().await {
+    if let Err(why) = args.connection.check(None) {
+        eprintln!("redquorum: configuration error: {why}");
+        return exit::FAILED;
+    }
+    let redlock = match args.connection.connect(None).await {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("redquorum: cannot reach the masters: {e}");
-            return exit::FAILED;
-        }
+        Err(e) => return crate::masters::connect_failed(&e),
     };
     let report = redlock.masters_report().await;
     print!("{report}");

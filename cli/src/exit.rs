@@ -27,3 +27,21 @@ pub fn of_child(status: ExitStatus) -> u8 {
         (None, None) => FAILED,
     }
 }
+
+/// The exit codes of `lock`, for its --help.
+pub const LOCK_HELP: &str = "Exit status: the command's own (128+N if signal N killed it); \
+75 busy: --try found the lock held or --wait ran out (or --conflict-exit-code); 124 the lock \
+was lost or could not be extended, and the command was stopped before its validity ended; 125 \
+redquorum failed (configuration, masters unreachable); 126 the command could not be run; 127 \
+not found; 128+N signal N (PIPE, ALRM) stopped the command, or any caught signal interrupted \
+the wait. HUP, INT, TERM, QUIT, USR1 and USR2 are forwarded to the command. Without a \
+command: 0 once a signal ended the hold, 124 lost.";
+
+/// The exit codes of `elect`, for its --help.
+pub const ELECT_HELP: &str = "Exit status: the command's own (128+N if signal N killed it); \
+75 another candidate led: --try, or --wait ran out (or --conflict-exit-code); 124 the \
+leadership was lost or could not be extended, and the command was stopped before its \
+validity ended; 125 redquorum failed (configuration, masters unreachable); 126 the command \
+could not be run; 127 not found; 128+N signal N (PIPE, ALRM) stopped the command, or any \
+caught signal interrupted the campaign. HUP, INT, TERM, QUIT, USR1 and USR2 are forwarded to \
+the command. --listen: 0 once a signal ended it, 125 on failure.";

@@ -9,30 +9,71 @@ use tokio::time::{Instant, sleep_until, timeout_at};
 
 use crate::exit;
 use crate::masters::Connection;
-use crate::supervise::{Lease, News, Setup, fail, interruptible, run_command, set_up};
+use crate::supervise::{Lease, News, Setup, fail, hold, interruptible, run_command, set_up};
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = crate::exit::LOCK_HELP)]
 pub struct LockArgs {
     #[command(flatten)]
     connection: Connection,
     /// The lock's name (the resource).
     name: String,
-    /// Time to live of the lock on the masters; it is extended every third of it.
-    #[arg(long, value_parser = crate::duration::parse, default_value = "30s")]
+    /// Time to live of the lock on the masters; it is extended every third of it. At least
+    /// ten times --master-timeout (500ms with the default 50ms), at most 1 day.
+    #[arg(long, value_parser = crate::duration::parse, default_value = "30s",
+          allow_hyphen_values = true)]
     ttl: Duration,
     /// Give up (exit 75) if the lock is not acquired within this time. Default: wait forever.
-    #[arg(long, value_parser = crate::duration::parse, conflicts_with = "try_once")]
+    #[arg(long, value_parser = crate::duration::parse, conflicts_with = "try_once",
+          allow_hyphen_values = true)]
     wait: Option<Duration>,
     /// Try once; exit 75 at once if the lock is held.
     #[arg(long = "try", id = "try_once")]
     try_once: bool,
     /// Time between SIGTERM and SIGKILL when the command must be stopped. Default: a tenth of
     /// the TTL.
-    #[arg(long, value_parser = crate::duration::parse)]
+    #[arg(long, value_parser = crate::duration::parse, allow_hyphen_values = true)]
     grace: Option<Duration>,
-    /// The command and its arguments.
-    #[arg(required = true, last = true)]
+    /// Who holds the lock, as `status` and the busy message of a rival show it. Default:
+    /// hostname/pid. Recorded by the plain lock only (not --shared, --exclusive, --limit).
+    #[arg(long)]
+    owner_id: Option<String>,
+    /// A read lock of the read-write lock NAME (like `flock -s`): shared with other
+    /// `--shared` holders, excluded by `--exclusive` ones. Not excluded by a plain `lock
+    /// NAME`, which is another lock.
+    #[arg(long, conflicts_with_all = ["exclusive", "limit"])]
+    shared: bool,
+    /// The write lock of the read-write lock NAME: excludes every `--shared` and `--exclusive`
+    /// holder of NAME (waiting writers keep new readers out).
+    #[arg(long, conflicts_with = "limit")]
+    exclusive: bool,
+    /// A semaphore: at most N holders of NAME at once (like `consul lock -n`). Every holder
+    /// must use the same N.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    limit: Option<u32>,
+    /// The exit code when the lock is busy (`--try`, `--wait` ran out), instead of 75 (like
+    /// `flock -E`).
+    #[arg(long, value_name = "CODE", default_value_t = exit::BUSY)]
+    conflict_exit_code: u8,
+    /// The command and its arguments. Without one, the lock is held until SIGINT or SIGTERM
+    /// (or another caught signal) and its fencing token printed on stdout.
+    #[arg(last = true)]
     command: Vec<OsString>,
+}
+
+impl LockArgs {
+    /// What kind of lock, for messages.
+    fn kind(&self) -> &'static str {
+        if self.shared {
+            "read lock"
+        } else if self.exclusive {
+            "write lock"
+        } else if self.limit.is_some() {
+            "semaphore"
+        } else {
+            "lock"
+        }
+    }
 }
 
 /// How often the lock is extended while all is well, and retried while an extension fails.
@@ -47,15 +88,23 @@ pub async fn run(args: LockArgs) -> u8 {
         schedule,
         redlock,
         mut signals,
-    } = match set_up(&args.connection, args.ttl, args.grace).await {
+    } = match set_up(
+        &args.connection,
+        args.ttl,
+        args.grace,
+        args.owner_id.as_deref(),
+    )
+    .await
+    {
         Ok(setup) => setup,
         Err(code) => return code,
     };
-    let what = format!("{:?}", args.name);
+    let what = format!("{} {:?}", args.kind(), args.name);
     let guard = match interruptible(acquire(&redlock, &args), &mut signals, timeout, &what).await {
         Ok(guard) => guard,
         Err(code) => return code,
     };
+    tracing::info!(token = ?guard.fencing_token(), "acquired {what}");
     let mut env = vec![("REDQUORUM_LOCK", args.name.clone())];
     if let Some(token) = guard.fencing_token() {
         env.push(("REDQUORUM_FENCING_TOKEN", token.to_string()));
@@ -67,31 +116,74 @@ pub async fn run(args: LockArgs) -> u8 {
     let lock = HeldLock {
         next_extend: Instant::now() + cadence.extend_every,
         guard,
-        name: args.name.clone(),
+        name: what,
         ttl: args.ttl,
         cadence,
     };
+    if args.command.is_empty() {
+        use std::io::Write;
+        let token = lock
+            .guard
+            .fencing_token()
+            .map_or("-".to_owned(), |t| t.to_string());
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "{token}").and_then(|()| out.flush());
+        return hold(lock, signals, &schedule).await;
+    }
     run_command(lock, &args.command, &env, signals, &schedule).await
 }
 
 /// Acquires the lock as asked; the exit code when it is not.
 async fn acquire(redlock: &Redlock, args: &LockArgs) -> Result<LockGuard, u8> {
+    let (name, ttl) = (args.name.as_str(), args.ttl);
     let got = if args.try_once {
-        redlock.try_acquire(&args.name, args.ttl).await
+        if args.shared {
+            redlock.rw_lock(name).try_read(ttl).await
+        } else if args.exclusive {
+            redlock.rw_lock(name).try_write(ttl).await
+        } else if let Some(n) = args.limit {
+            redlock.semaphore(name, n).try_acquire(ttl).await
+        } else {
+            redlock.try_acquire(name, ttl).await
+        }
     } else {
         let wait = args.wait.unwrap_or(Duration::MAX);
-        redlock
-            .acquire_with_wait(&args.name, args.ttl, wait)
-            .await
-            .map(Some)
+        if args.shared {
+            redlock.rw_lock(name).read_with_wait(ttl, wait).await
+        } else if args.exclusive {
+            redlock.rw_lock(name).write_with_wait(ttl, wait).await
+        } else if let Some(n) = args.limit {
+            redlock
+                .semaphore(name, n)
+                .acquire_with_wait(ttl, wait)
+                .await
+        } else {
+            redlock.acquire_with_wait(name, ttl, wait).await
+        }
+        .map(Some)
     };
     match got {
         Ok(Some(guard)) => Ok(guard),
         Ok(None) | Err(Error::Contended { .. }) => {
-            eprintln!("redquorum: lock {:?} is busy", args.name);
-            Err(exit::BUSY)
+            // Who holds it, where the library can tell: the plain lock's owner id, a
+            // semaphore's free permits (the read-write lock has no inspection).
+            let holder = if let Some(n) = args.limit {
+                match redlock.semaphore(name, n).available().await {
+                    Ok(free) => format!(": {free} of {n} permits free"),
+                    Err(_) => String::new(),
+                }
+            } else if args.shared || args.exclusive {
+                String::new()
+            } else {
+                crate::status::holder_of(redlock, name).await
+            };
+            eprintln!("redquorum: {} {name:?} is busy{holder}", args.kind());
+            Err(args.conflict_exit_code)
         }
-        Err(e) => Err(fail(&format!("cannot acquire {:?}: {e}", args.name))),
+        Err(e) => Err(fail(&format!(
+            "cannot acquire {} {name:?}: {e}",
+            args.kind()
+        ))),
     }
 }
 
@@ -106,7 +198,7 @@ struct HeldLock {
 
 impl Lease for HeldLock {
     fn describe(&self) -> String {
-        format!("lock {:?}", self.name)
+        self.name.clone()
     }
 
     fn valid_until(&self) -> Instant {
@@ -129,7 +221,7 @@ impl Lease for HeldLock {
                 failed => {
                     if let Ok(Err(e)) = failed {
                         eprintln!(
-                            "redquorum: lock {:?} in jeopardy, extension failed: {e}",
+                            "redquorum: {} in jeopardy, extension failed: {e}",
                             self.name
                         );
                     }

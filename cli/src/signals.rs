@@ -1,27 +1,72 @@
-//! The signals `redquorum` passes on to the command: SIGINT and SIGTERM (what a terminal, a
-//! service manager or `kill` send to stop it).
+//! The signals `redquorum` catches once a lock or a leadership may be held: every signal whose
+//! default action would end it (SIGKILL and SIGSTOP aside, which cannot be caught). Ending
+//! `redquorum` without stopping the command first would leave the command running after the
+//! lock is gone (its keys expire, or the next holder takes over), so none of them is left to its
+//! default action.
+//!
+//! - Signals a user or a terminal sends to stop or poke a program (HUP, INT, TERM, QUIT, USR1,
+//!   USR2) are *forwarded* to the command's process group: the command decides (a daemon may
+//!   reload on HUP or USR1), and `redquorum` exits with the command's status once it exits.
+//! - Signals meant for `redquorum` itself (PIPE: its output is gone; ALRM: a timer armed on
+//!   it) *stop* the command on the kill schedule (TERM, then KILL after the grace), then the
+//!   lock is given back and `redquorum` exits with 128 + the signal.
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-pub struct Forwarded {
-    interrupt: Signal,
-    terminate: Signal,
+/// Every signal caught, in the order `next` polls them.
+pub const CAUGHT: [libc::c_int; 8] = [
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGPIPE,
+    libc::SIGALRM,
+];
+
+/// What to do with a signal caught while the command runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Pass it on to the command.
+    Forward,
+    /// Stop the command on the kill schedule, then exit with 128 + the signal.
+    Stop,
 }
 
-impl Forwarded {
-    /// Starts catching SIGINT and SIGTERM (from here on they no longer kill `redquorum`).
-    pub fn catch() -> std::io::Result<Forwarded> {
-        Ok(Forwarded {
-            interrupt: signal(SignalKind::interrupt())?,
-            terminate: signal(SignalKind::terminate())?,
-        })
+pub fn action(signal: libc::c_int) -> Action {
+    match signal {
+        libc::SIGPIPE | libc::SIGALRM => Action::Stop,
+        _ => Action::Forward,
+    }
+}
+
+pub struct Caught {
+    streams: Vec<(libc::c_int, Signal)>,
+}
+
+impl Caught {
+    /// Starts catching every signal of [`CAUGHT`]: from here on none of them ends `redquorum`
+    /// (tokio never restores a default action once it caught a signal).
+    pub fn catch() -> std::io::Result<Caught> {
+        let streams = CAUGHT
+            .iter()
+            .map(|&s| Ok((s, signal(SignalKind::from_raw(s))?)))
+            .collect::<std::io::Result<_>>()?;
+        Ok(Caught { streams })
     }
 
     /// The next signal caught.
     pub async fn next(&mut self) -> libc::c_int {
-        tokio::select! {
-            _ = self.interrupt.recv() => libc::SIGINT,
-            _ = self.terminate.recv() => libc::SIGTERM,
-        }
+        std::future::poll_fn(|cx| {
+            for (number, stream) in &mut self.streams {
+                // `None` (a closed stream) cannot happen while the runtime lives; not a signal.
+                if let std::task::Poll::Ready(Some(())) = stream.poll_recv(cx) {
+                    return std::task::Poll::Ready(*number);
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await
     }
 }

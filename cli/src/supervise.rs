@@ -1,7 +1,8 @@
 //! Running a command under a lease (a lock, a leadership): what `lock` and `elect` share. The
 //! lease is kept alive (each kind its own way, behind [`Lease`]), signals are forwarded, and
 //! when the lease cannot be kept the command is stopped (TERM, then KILL) **before** the
-//! lease's validity deadline, not after it.
+//! lease's validity deadline, not after it. Every signal that would end `redquorum` is caught
+//! first (signals.rs), so the lease is never given back while the command runs.
 
 use std::ffi::OsString;
 use std::future::Future;
@@ -11,7 +12,8 @@ use tokio::time::{Instant, sleep_until};
 
 use crate::child::Job;
 use crate::exit;
-use crate::signals::Forwarded;
+use crate::masters::show;
+use crate::signals::{Action, Caught};
 
 /// What the supervisor needs from a held lease.
 pub trait Lease {
@@ -59,8 +61,14 @@ impl Schedule {
         // A renewal that succeeds on time (every third of the TTL) must leave the command
         // running.
         if schedule.term_before >= ttl / 2 {
+            let most = (ttl / 2).saturating_sub(kill_before);
             return Err(format!(
-                "grace {grace:?} plus the kill margin {kill_before:?} must be under half the ttl {ttl:?}"
+                "--grace {}: too long for --ttl {} (the command is stopped grace + {} before the \
+                 lock's validity ends, which must be under half the TTL): use a --grace under {}",
+                show(grace),
+                show(ttl),
+                show(kill_before),
+                show(most)
             ));
         }
         Ok(schedule)
@@ -78,13 +86,15 @@ enum Stop {
     Lost,
     /// No renewal succeeded in time.
     Jeopardy,
+    /// A signal meant for `redquorum` itself (signals.rs).
+    Signal(libc::c_int),
 }
 
-/// Waits for `acquiring` (an acquire or a campaign), unless SIGINT or SIGTERM comes first:
+/// Waits for `acquiring` (an acquire or a campaign), unless a caught signal comes first:
 /// then the exit code 128 + the signal, after a round in flight had time to be rolled back.
 pub async fn interruptible<T>(
     acquiring: impl Future<Output = Result<T, u8>>,
-    signals: &mut Forwarded,
+    signals: &mut Caught,
     master_timeout: Duration,
     what: &str,
 ) -> Result<T, u8> {
@@ -104,7 +114,7 @@ pub async fn run_command(
     lease: impl Lease,
     command: &[OsString],
     env: &[(&str, String)],
-    signals: Forwarded,
+    signals: Caught,
     schedule: &Schedule,
 ) -> u8 {
     match Job::start(command, env) {
@@ -119,12 +129,7 @@ pub async fn run_command(
 
 /// Runs until the command exits: keeps the lease, forwards signals, and stops the command
 /// (TERM, then KILL) before the validity deadline when the lease cannot be kept.
-async fn supervise(
-    mut lease: impl Lease,
-    mut job: Job,
-    mut signals: Forwarded,
-    s: &Schedule,
-) -> u8 {
+async fn supervise(mut lease: impl Lease, mut job: Job, mut signals: Caught, s: &Schedule) -> u8 {
     // Once the command is being stopped: why, and when it gets SIGKILL.
     let mut stopping: Option<(Stop, Instant)> = None;
     let mut killed = false;
@@ -135,7 +140,17 @@ async fn supervise(
         let kill_time = stopping.map_or(kill_at, |(_, at)| at);
         tokio::select! {
             status = job.wait() => break status,
-            signal = signals.next() => job.signal(signal),
+            signal = signals.next() => match crate::signals::action(signal) {
+                Action::Forward => {
+                    tracing::info!(signal, "forwarding a signal to the command");
+                    job.signal(signal);
+                }
+                Action::Stop if stopping.is_none() => {
+                    stopping = Some((Stop::Signal(signal), kill_at.min(Instant::now() + s.grace())));
+                    job.signal(libc::SIGTERM);
+                }
+                Action::Stop => {}
+            },
             news = lease.next(term_at), if stopping.is_none() => {
                 if let News::Lost = news {
                     // Gone now, whatever the local validity says: stop at once, KILL after
@@ -155,11 +170,10 @@ async fn supervise(
         }
     };
     let exited = Instant::now();
-    if stopping.is_some() && !killed {
-        // The command gave in to SIGTERM; whatever it started and left behind must not keep
-        // running without the lease either.
-        job.signal(libc::SIGKILL);
-    }
+    tracing::info!(?status, "the command exited; giving the lease back");
+    // Whatever the command started and left behind in its group must not keep running
+    // without the lease: killed before the lease is given back.
+    job.finish();
     let deadline = lease.valid_until();
     let what = lease.describe();
     lease.give_back().await;
@@ -172,11 +186,39 @@ async fn supervise(
     };
     match stopping {
         None => exit::of_child(status),
+        Some((Stop::Signal(signal), _)) => {
+            eprintln!("redquorum: the command was stopped on signal {signal}; {what} given back");
+            128u8.saturating_add(signal as u8)
+        }
         Some((why, _)) => {
             report_stop(&what, why, exited, deadline);
             exit::LOST
         }
     }
+}
+
+/// Holds `lease` with no command (`lock NAME` alone): until a caught signal, then gives it
+/// back and exits 0; or until it is lost or cannot be extended before the TERM time, then
+/// exits [`exit::LOST`] (the holder of the fencing token must stop using it).
+pub async fn hold(mut lease: impl Lease, mut signals: Caught, s: &Schedule) -> u8 {
+    let why = loop {
+        let deadline = lease.valid_until();
+        let term_at = deadline.checked_sub(s.term_before).unwrap_or(deadline);
+        tokio::select! {
+            _ = signals.next() => {
+                lease.give_back().await;
+                return 0;
+            }
+            news = lease.next(term_at) => if let News::Lost = news {
+                break "was lost";
+            },
+            _ = sleep_until(term_at) => break "could not be extended in time",
+        }
+    };
+    let what = lease.describe();
+    lease.give_back().await;
+    eprintln!("redquorum: {what} {why}; stop using its fencing token");
+    exit::LOST
 }
 
 /// Says on stderr why the command was stopped and how long before the validity deadline it
@@ -185,6 +227,7 @@ fn report_stop(what: &str, why: Stop, exited: Instant, deadline: Instant) {
     let why = match why {
         Stop::Lost => "was lost",
         Stop::Jeopardy => "could not be extended in time",
+        Stop::Signal(_) => "was given back on a signal",
     };
     let now_wall = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -211,7 +254,7 @@ fn report_stop(what: &str, why: Stop, exited: Instant, deadline: Instant) {
 pub struct Setup {
     pub schedule: Schedule,
     pub redlock: redquorum::Redlock,
-    pub signals: Forwarded,
+    pub signals: Caught,
 }
 
 /// Builds the [`Setup`]; on failure, the exit code (the reason is on stderr).
@@ -219,14 +262,18 @@ pub async fn set_up(
     connection: &crate::masters::Connection,
     ttl: Duration,
     grace: Option<Duration>,
+    owner_id: Option<&str>,
 ) -> Result<Setup, u8> {
-    let schedule =
-        Schedule::new(ttl, grace, connection.master_timeout()).map_err(|why| fail(&why))?;
+    connection
+        .check(Some(ttl))
+        .map_err(|why| fail(&format!("configuration error: {why}")))?;
+    let schedule = Schedule::new(ttl, grace, connection.master_timeout())
+        .map_err(|why| fail(&format!("configuration error: {why}")))?;
     let redlock = connection
-        .connect()
+        .connect(owner_id)
         .await
-        .map_err(|e| fail(&format!("cannot reach the masters: {e}")))?;
-    let signals = Forwarded::catch().map_err(|e| fail(&format!("cannot catch signals: {e}")))?;
+        .map_err(|e| crate::masters::connect_failed(&e))?;
+    let signals = Caught::catch().map_err(|e| fail(&format!("cannot catch signals: {e}")))?;
     Ok(Setup {
         schedule,
         redlock,

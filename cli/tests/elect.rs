@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::{
-    group_alive, overlaps, redquorum, scratch, sections, stderr_of, unix_ms, wait_for,
+    group_alive, group_of, overlaps, redquorum, scratch, sections, stderr_of, unix_ms, wait_for,
     wait_for_file,
 };
 use testcluster::Cluster;
@@ -113,9 +113,11 @@ fn a_paused_majority_stops_the_leaders_command_before_validity_ends() -> anyhow:
         ])
         .arg(&pidfile);
     let mut child = cmd.spawn()?;
-    let pgid: i32 = wait_for_file(&pidfile, Duration::from_secs(30))
-        .trim()
-        .parse()?;
+    let pgid = group_of(
+        wait_for_file(&pidfile, Duration::from_secs(30))
+            .trim()
+            .parse()?,
+    );
     // Let a few extensions happen, then pause a majority.
     std::thread::sleep(Duration::from_millis(1500));
     let paused_at = unix_ms();

@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use support::{
-    group_alive, overlaps, redquorum, scratch, sections, stderr_of, unix_ms, wait_for,
+    group_alive, group_of, overlaps, redquorum, scratch, sections, stderr_of, unix_ms, wait_for,
     wait_for_file,
 };
 use testcluster::Cluster;
@@ -85,9 +85,11 @@ fn a_paused_majority_stops_the_command_before_validity_ends() -> anyhow::Result<
         ])
         .arg(&pidfile);
     let mut child = cmd.spawn()?;
-    let pgid: i32 = wait_for_file(&pidfile, Duration::from_secs(30))
-        .trim()
-        .parse()?;
+    let pgid = group_of(
+        wait_for_file(&pidfile, Duration::from_secs(30))
+            .trim()
+            .parse()?,
+    );
     // Let a few extensions happen, then pause a majority.
     std::thread::sleep(Duration::from_millis(1500));
     let paused_at = unix_ms();
@@ -229,9 +231,11 @@ fn exit_codes() -> anyhow::Result<()> {
         .args(["v"])
         .arg(&pidfile)
         .spawn()?;
-    let pgid: i32 = wait_for_file(&pidfile, Duration::from_secs(30))
-        .trim()
-        .parse()?;
+    let pgid = group_of(
+        wait_for_file(&pidfile, Duration::from_secs(30))
+            .trim()
+            .parse()?,
+    );
     for i in 0..cluster.len() {
         let mut c = redis::Client::open(cluster.direct_url(i))?.get_connection()?;
         let _: () = redis::cmd("DEL")
@@ -248,7 +252,7 @@ fn exit_codes() -> anyhow::Result<()> {
 
     // Bad arguments are redquorum's own failure.
     assert_eq!(
-        run(&["codes", "--ttl", "1 day", "--", "true"])?.0,
+        run(&["codes", "--ttl", "2 days", "--", "true"])?.0,
         Some(125)
     );
     assert_eq!(run(&["codes", "--ttl", "10ms", "--", "true"])?.0, Some(125));

@@ -195,14 +195,16 @@ impl Harness {
     }
 }
 
-/// The inspect script's PTTL is read from each side's own clock, a moment apart: it may
-/// straddle a millisecond boundary. Everything else must agree as `reply_eq` says.
+/// The inspect script's PTTL and election_read's time left of the lease are read from each
+/// side's own clock, a moment apart: they may straddle a millisecond boundary. Everything else
+/// must agree as `reply_eq` says.
 fn replies_agree(label: &str, real: &Value, sim: &Value) -> bool {
-    if label.starts_with("inspect ")
+    if (label.starts_with("inspect ") || label.starts_with("election_read "))
         && let (Value::Array(r), Value::Array(s)) = (real, sim)
-        && let ([rv, Value::Int(rt)], [sv, Value::Int(st)]) = (r.as_slice(), s.as_slice())
+        && let ([rv @ .., Value::Int(rt)], [sv @ .., Value::Int(st)]) = (r.as_slice(), s.as_slice())
+        && rv.len() == sv.len()
     {
-        return reply_eq(rv, sv) && (rt - st).abs() <= 2;
+        return rv.iter().zip(sv).all(|(r, s)| reply_eq(r, s)) && (rt - st).abs() <= 2;
     }
     reply_eq(real, sim)
 }

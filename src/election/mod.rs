@@ -188,6 +188,16 @@ impl Election {
     /// unknown, not absent; `Ok(None)` only when no owner could hold a quorum whatever the
     /// silent masters hold.
     pub async fn leader(&self) -> Result<Option<Leader>> {
+        Ok(self.leader_lease().await?.map(|(leader, _)| leader))
+    }
+
+    /// [`leader`](Self::leader), with the shortest time left of its lease among the quorum of
+    /// masters that report it, each by its own clock (the leader extends it every third of the
+    /// TTL; a leader that vanished is gone by then). Advisory, like `leader`.
+    ///
+    /// # Errors
+    /// As [`leader`](Self::leader).
+    pub async fn leader_lease(&self) -> Result<Option<(Leader, Duration)>> {
         let inner = &self.redlock.inner;
         let call = ScriptCall::new(&ELECTION_READ, vec![self.key()], Vec::new());
         let answers = inner.masters.ask_each(|m| m.run(&call)).await;
@@ -324,6 +334,8 @@ struct Held {
     owner: String,
     value: String,
     term: u64,
+    /// Time left of the lease by that master's clock, in ms.
+    left_ms: u64,
 }
 
 fn parse_read(value: Value) -> Option<Held> {
@@ -335,10 +347,11 @@ fn parse_read(value: Value) -> Option<Held> {
         _ => None,
     };
     match items.as_slice() {
-        [owner, value, Value::Int(term)] => Some(Held {
+        [owner, value, Value::Int(term), Value::Int(left)] => Some(Held {
             owner: text(owner)?,
             value: text(value)?,
             term: u64::try_from(*term).ok()?,
+            left_ms: u64::try_from(*left).ok()?,
         }),
         _ => None,
     }
@@ -347,7 +360,11 @@ fn parse_read(value: Value) -> Option<Held> {
 /// What the answering masters' views `reads` say, with `silent` masters unheard: `Some(leader)`
 /// when that is known (`Some(None)`: no leader), `None` when the silent masters could decide
 /// it (an owner held on fewer than `quorum` views but on `quorum` with the silent ones).
-fn read_leader(reads: &[Option<Held>], silent: usize, quorum: usize) -> Option<Option<Leader>> {
+fn read_leader(
+    reads: &[Option<Held>],
+    silent: usize,
+    quorum: usize,
+) -> Option<Option<(Leader, Duration)>> {
     let held: Vec<&Held> = reads.iter().flatten().collect();
     let most = held
         .iter()
@@ -356,8 +373,8 @@ fn read_leader(reads: &[Option<Held>], silent: usize, quorum: usize) -> Option<O
         .unwrap_or(0);
     if most >= quorum {
         // Held on a quorum of the answers: the silent masters cannot change who (and a term
-        // recorded on a quorum shows on one of these views, see `quorum_leader`).
-        return Some(quorum_leader(reads, quorum));
+        // recorded on a quorum shows on one of these views, see `quorum_lease`).
+        return Some(quorum_lease(reads, quorum));
     }
     // No owner could reach a quorum even if every silent master held it: no leader. (An owner
     // seen nowhere would need a quorum of silent masters: `silent < quorum` once a quorum
@@ -366,7 +383,14 @@ fn read_leader(reads: &[Option<Held>], silent: usize, quorum: usize) -> Option<O
 }
 
 /// The leader held on at least `quorum` of the masters' views, if any.
+#[cfg(test)]
 fn quorum_leader(reads: &[Option<Held>], quorum: usize) -> Option<Leader> {
+    quorum_lease(reads, quorum).map(|(leader, _)| leader)
+}
+
+/// The leader held on at least `quorum` of the masters' views, if any, and the shortest time
+/// left of its lease among them.
+fn quorum_lease(reads: &[Option<Held>], quorum: usize) -> Option<(Leader, Duration)> {
     let held: Vec<&Held> = reads.iter().flatten().collect();
     let owner = held
         .iter()
@@ -377,9 +401,13 @@ fn quorum_leader(reads: &[Option<Held>], quorum: usize) -> Option<Leader> {
     // writes 0), so every non-zero term seen here is the same; 0 everywhere means the winner
     // has not recorded it yet: its campaign has not returned, there is no leader to name.
     let term = mine.iter().map(|h| h.term).max().unwrap_or(0);
-    (term > 0).then(|| Leader {
-        value: mine[0].value.clone(),
-        term,
+    let left = mine.iter().map(|h| h.left_ms).min().unwrap_or(0);
+    (term > 0).then(|| {
+        let leader = Leader {
+            value: mine[0].value.clone(),
+            term,
+        };
+        (leader, Duration::from_millis(left))
     })
 }
 
@@ -392,6 +420,7 @@ mod tests {
             owner: owner.into(),
             value: format!("v-{owner}"),
             term,
+            left_ms: 1000 + term,
         })
     }
 
@@ -408,6 +437,11 @@ mod tests {
         let split = [held("a", 7), held("a", 7), held("b", 8), held("b", 8), None];
         assert_eq!(quorum_leader(&split, 3), None);
         assert_eq!(quorum_leader(&[None, None, None], 2), None);
+        // The lease left: the shortest among the masters that report the leader.
+        assert_eq!(
+            quorum_lease(&agree, 3).map(|(_, left)| left),
+            Some(Duration::from_millis(1000))
+        );
         // Held on a quorum but its term not recorded yet: the campaign has not returned.
         let unrecorded = [held("a", 0), held("a", 0), held("a", 0), None, None];
         assert_eq!(quorum_leader(&unrecorded, 3), None);
@@ -428,7 +462,7 @@ mod tests {
         assert_eq!(read_leader(&scattered, 1, 3), Some(None));
         // A quorum of the answers: known whatever the silent masters say.
         let three = [held("a", 9), held("a", 9), held("a", 0), None];
-        assert_eq!(read_leader(&three, 1, 3).unwrap().map(|l| l.term), Some(9));
+        assert_eq!(read_leader(&three, 1, 3).unwrap().map(|(l, _)| l.term), Some(9));
         // Fewer than a quorum answered: unknown.
         assert_eq!(read_leader(&[None, None], 3, 3), None);
     }
@@ -439,6 +473,7 @@ mod tests {
             Value::BulkString(b"tok".to_vec()),
             Value::BulkString(b"host:1".to_vec()),
             Value::Int(12),
+            Value::Int(1012),
         ]);
         assert_eq!(
             parse_read(ok),

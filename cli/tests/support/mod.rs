@@ -78,6 +78,26 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// The fields of `/proc/PID/stat` after the parenthesised command name (state, ppid, pgrp,
+/// ...), if the process exists.
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// The process group of `pid` (the command's group is its guard's, not its own pid).
+pub fn group_of(pid: i32) -> i32 {
+    stat_fields(pid)
+        .and_then(|f| f.get(2)?.parse().ok())
+        .unwrap_or_else(|| panic!("no process {pid}"))
+}
+
+/// Whether `pid` is running (a zombie does not count).
+pub fn process_alive(pid: i32) -> bool {
+    stat_fields(pid).is_some_and(|f| f.first().is_some_and(|state| state != "Z"))
+}
+
 /// Whether any process of group `pgid` is still running. Zombies do not count: they cannot
 /// act any more, and in a container whose init reaps lazily they linger long after death.
 pub fn group_alive(pgid: i32) -> bool {
