@@ -44,11 +44,10 @@ pub const MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// one timeout, and that time is lost from the validity.
 pub const MIN_TTL_PER_TIMEOUT: u32 = 10;
 
-/// The fencing counter and seal keys of a namespace (see fencing.rs).
+/// The fencing hash of a namespace: counter and generation in one key (see fencing.rs).
 #[derive(Clone, Debug)]
 pub(crate) struct FenceKeys {
     pub(crate) counter: String,
-    pub(crate) seal: String,
 }
 
 /// Settings shared by every operation of one [`Redlock`]. Built by [`Builder`].
@@ -118,7 +117,6 @@ impl Config {
     pub(crate) fn fence_keys(&self) -> Option<FenceKeys> {
         self.fencing.then(|| FenceKeys {
             counter: self.fence_key(),
-            seal: self.fence_seal_key(),
         })
     }
 
