@@ -150,3 +150,100 @@ async fn late_seal_write_after_a_flush_reseals_with_a_stale_seed() {
         Err(e) => println!("D refused: {e}"),
     }
 }
+
+/// The seal step itself delayed, on a real master, by running the library's scripts in the
+/// order a slow link would deliver them: A claims master 0 and reads the others (seed 1);
+/// another client adopts the claim and seals 0 properly (seed 5); 0 votes up to 6; 0 is
+/// flushed; a third client claims it again; flushed once more. A's seal (seed 1) lands only
+/// now, after either flush: refused, nothing created, no generation for anyone to trust.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seal_delivered_after_a_second_flush_is_refused() {
+    let cluster = Cluster::start(1).expect("cluster");
+    let mut c = direct(&cluster, 0).await;
+    let claim = redis::Script::new(include_str!("../scripts/fence_claim.lua"));
+    let seal = redis::Script::new(include_str!("../scripts/fence_seal.lua"));
+    let acquire = redis::Script::new(include_str!("../scripts/acquire.lua"));
+    let run: String = {
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let line = info.lines().find(|l| l.starts_with("run_id:")).unwrap();
+        line["run_id:".len()..].trim().to_owned()
+    };
+    let flush = |mut c: redis::aio::MultiplexedConnection| async move {
+        let () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
+    };
+    flush(c.clone()).await; // flush #1: 0 lost its counter
+    // A claims; its seal (seed 1) is now "in flight".
+    let (_, _, a_claim): (Option<u64>, Option<String>, Option<String>) = claim
+        .key(FENCE_KEY)
+        .arg(&run)
+        .arg("a")
+        .invoke_async(&mut c)
+        .await
+        .unwrap();
+    let a_claim = a_claim.expect("A's claim");
+    // Another client adopts the pending claim and seals properly from a quorum (seed 5).
+    let (_, _, b_claim): (Option<u64>, Option<String>, Option<String>) = claim
+        .key(FENCE_KEY)
+        .arg(&run)
+        .arg("b")
+        .invoke_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(b_claim.as_deref(), Some(a_claim.as_str()), "adopted");
+    let sealed: i64 = seal
+        .key(FENCE_KEY)
+        .arg(5)
+        .arg(&a_claim)
+        .arg(format!("{run}:good"))
+        .invoke_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(sealed, 5);
+    let granted: (u64, String) = acquire
+        .key("redquorum:lock:x")
+        .key(FENCE_KEY)
+        .arg("o1")
+        .arg(30_000)
+        .arg("1")
+        .invoke_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(granted, (6, format!("{run}:good")));
+    flush(c.clone()).await; // flush #2
+    let _: (Option<u64>, Option<String>, Option<String>) = claim
+        .key(FENCE_KEY)
+        .arg(&run)
+        .arg("c")
+        .invoke_async(&mut c)
+        .await
+        .unwrap();
+    for round in ["after a re-claim", "after a third flush"] {
+        let late: i64 = seal
+            .key(FENCE_KEY)
+            .arg(1)
+            .arg(&a_claim)
+            .arg(format!("{run}:stale"))
+            .invoke_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(late, -1, "a late seal was accepted {round}");
+        let generation: Option<String> = redis::cmd("HGET")
+            .arg(FENCE_KEY)
+            .arg("gen")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(generation, None, "{round}: the master looks sealed");
+        flush(c.clone()).await;
+    }
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(FENCE_KEY)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(exists, 0, "a late seal created the counter");
+}
