@@ -3,9 +3,10 @@
 //!
 //! Across processes no `Instant` can be shared and wall clocks may disagree, so the handle does
 //! not carry a deadline to trust. Resuming first reads the key on every master and requires a
-//! quorum that still holds the handle's owner token with more than one per-master timeout of
-//! its TTL left (so a stale handle changes no key: a minority that still holds it is not pushed
-//! out to the new TTL), then runs an extend round with the handle's owner token:
+//! quorum that still holds the handle's owner token (so a stale handle changes no key: a
+//! minority that still holds it is not pushed out to the new TTL; only keys that expire in the
+//! one round trip between the check and the extend can leave the extend with a minority), then
+//! runs an extend round with the handle's owner token:
 //! the new guard's validity is measured from that round's own start on the resumer's monotonic
 //! clock, exactly as for any extend, and the round only succeeds while a quorum of masters still
 //! holds the exporter's keys (it never re-creates an expired key). So exclusion holds across
@@ -154,16 +155,17 @@ impl Redlock {
             }
         }
     }
+
     /// The check before a resume: `Ok` when a quorum of masters holds `key` with the value
-    /// `token` and more than one per-master timeout of TTL left (read-only, `inspect.lua`), so
-    /// that the extend which follows finds the keys there.
+    /// `token` (read-only, `inspect.lua`), so that the extend which follows finds the keys there
+    /// unless they expire meanwhile. `NotHeld` only when so many masters answered "not held"
+    /// that no quorum can hold it.
     async fn held_by_quorum(&self, resource: &str, key: &str, token: &str) -> Result<()> {
         let inner = &self.inner;
-        let margin = inner.config.master_timeout.as_millis() as i64;
         let call = Arc::new(ScriptCall::new(&INSPECT, vec![key.to_owned()], Vec::new()));
         let holds = |answer: &std::result::Result<Value, MasterReply>| match answer {
             Ok(Value::Array(items)) => matches!(items.as_slice(),
-                [Value::BulkString(v), Value::Int(pttl)] if v == token.as_bytes() && *pttl > margin),
+                [Value::BulkString(v), _] if v == token.as_bytes()),
             _ => false,
         };
         let round = inner
