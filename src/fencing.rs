@@ -68,9 +68,12 @@
 //! else is ordered. Concurrent grants of different resources can share a token (each takes the
 //! largest counter of its own quorum). Rounds of one resource that overlap in time are not
 //! ordered by the proof either: a waiter's acquire that was already in flight when the previous
-//! holder's grant completed, and that reaches a master behind that holder's write-back, can get
-//! a token not above the previous holder's (a fenced store then refuses its writes: safe, not
-//! live). With each round starting after the previous holder's grant, as for a waiter woken by
+//! holder's grant completed can get a token not above the previous holder's (a fenced store
+//! then refuses its writes: safe, not live). Its votes on masters the waiter reached first
+//! carry old counters, and the quorum the two share gives no larger one when the holder's
+//! write-back to that master did not land before the waiter's vote: lost with a broken
+//! connection, or slower than the rest of the holder's lease there. (On one connection the
+//! write-back is sent before the release, so it lands first in the common case.) With each round starting after the previous holder's grant, as for a waiter woken by
 //! the release or retrying after it, tokens of one resource strictly increase.
 //! `tests/fencing.rs` (`a_grant_started_after_another_completed_gets_a_larger_token`) checks the
 //! ordering claim and counts the rest.
