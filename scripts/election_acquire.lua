@@ -9,21 +9,29 @@
 -- term they see, seed 986) and until (this master's TIME in ms plus ttl: when the holder's
 -- lease ends here). The key lives ttl + delay: past `until` it is a tombstone that refuses
 -- candidates.
--- Returns -1 when the key exists, -2 (touching nothing) when the counter is missing (the master
--- must be re-sealed), else the new counter value.
-if ARGV[3] == '1' and redis.call('EXISTS', KEYS[2]) == 0 then
-  return -2
+-- Returns -1 when the key exists, -2 (touching nothing) when the fencing hash has no generation
+-- (the master must be sealed, fencing.rs), else {new counter value, generation}: the vote
+-- counts only if that is the generation the client knows for this master.
+local gen = false
+if ARGV[3] == '1' then
+  gen = redis.call('HGET', KEYS[2], 'gen')
+  if not gen then
+    return -2
+  end
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return -1
 end
 local term = 0
-if ARGV[3] == '1' then
-  term = redis.call('INCR', KEYS[2])
+if gen then
+  term = redis.call('HINCRBY', KEYS[2], 'n', 1)
 end
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'value', ARGV[4], 'term', 0,
   'until', now_ms + tonumber(ARGV[2]))
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) + tonumber(ARGV[5]))
+if gen then
+  return {term, gen}
+end
 return term

@@ -1,13 +1,17 @@
--- Seal a master's fencing counter: counter = max(counter, seed) (creating it when missing),
--- and record which server process the seal is for, so that any client, also one started
--- later, can tell whether this counter may have been lost since (a new run_id, or no seal).
--- KEYS[1] = fencing counter, KEYS[2] = seal; ARGV[1] = seed, ARGV[2] = the master's run_id.
--- Returns the counter after the call.
-local current = tonumber(redis.call('GET', KEYS[1]) or '-1')
-local seed = tonumber(ARGV[1])
-if current < seed then
-  redis.call('SET', KEYS[1], ARGV[1])
-  current = seed
+-- Fencing seal, step 2 of 2: counter = max(counter, seed) and a new generation, only if the
+-- claim this seed was computed after (fence_claim.lua) is still the pending one: a seal that
+-- arrives after a flush, an eviction or another seal of this master is refused, so a late seal
+-- can never re-seal a master with an old seed (fencing.rs).
+-- KEYS[1] = fencing hash; ARGV[1] = seed, ARGV[2] = the claim, ARGV[3] = the new generation
+-- ("<run_id>:<random>").
+-- Returns the counter after the call, or -1, touching nothing, when the claim is gone.
+if redis.call('HGET', KEYS[1], 'claim') ~= ARGV[2] then
+  return -1
 end
-redis.call('SET', KEYS[2], ARGV[2])
-return current
+local n = redis.call('HGET', KEYS[1], 'n') or '0'
+if tonumber(n) < tonumber(ARGV[1]) then
+  n = ARGV[1]
+end
+redis.call('HSET', KEYS[1], 'n', n, 'gen', ARGV[3])
+redis.call('HDEL', KEYS[1], 'claim')
+return tonumber(n)

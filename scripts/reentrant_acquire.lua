@@ -6,11 +6,16 @@
 -- hold count is HLEN - 1, and a repeated or rolled-back call adds or removes exactly its own
 -- hold, never another's), and raises the expiry to at least ttl (never shortens it: the other
 -- holds of the owner may have longer leases). Returns -1 when another owner holds the lock,
--- else the new counter value (0 when fencing is off).
--- Returns -2, touching nothing, when fencing is on and the counter is missing: the master lost
--- it (restart without data, flush, eviction) and must be re-sealed before it votes.
-if ARGV[3] == '1' and redis.call('EXISTS', KEYS[2]) == 0 then
-  return -2
+-- else (fencing on) {new counter value, generation}: the vote counts only
+-- if that is the generation the client knows for this master (0 when fencing is off).
+-- Returns -2, touching nothing, when fencing is on and the fencing hash has no generation: the
+-- master lost it (restart without data, flush, eviction) or is being sealed (fencing.rs).
+local gen = false
+if ARGV[3] == '1' then
+  gen = redis.call('HGET', KEYS[2], 'gen')
+  if not gen then
+    return -2
+  end
 end
 local owner = redis.call('HGET', KEYS[1], 'owner')
 if owner and owner ~= ARGV[4] then
@@ -20,7 +25,7 @@ redis.call('HSET', KEYS[1], 'owner', ARGV[4], 'hold:' .. ARGV[1], '1')
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
-if ARGV[3] == '1' then
-  return redis.call('INCR', KEYS[2])
+if gen then
+  return {redis.call('HINCRBY', KEYS[2], 'n', 1), gen}
 end
 return 0

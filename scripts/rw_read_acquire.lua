@@ -3,11 +3,16 @@
 -- KEYS[3] = waiting writers (ZSET writer id -> deadline), KEYS[4] = fencing counter
 -- ARGV[1] = owner token, ARGV[2] = ttl in ms, ARGV[3] = "1" to increment the fencing counter
 -- Writer preference: a writer that waits (and polls before its deadline) shuts out new readers.
--- Returns -1 when refused, else the new counter value (0 when fencing is off).
--- Returns -2, touching nothing, when fencing is on and the counter is missing: the master lost
--- it (restart without data, flush, eviction) and must be re-sealed before it votes.
-if ARGV[3] == '1' and redis.call('EXISTS', KEYS[4]) == 0 then
-  return -2
+-- Returns -1 when refused, else (fencing on) {new counter value, generation}: the vote counts only
+-- if that is the generation the client knows for this master (0 when fencing is off).
+-- Returns -2, touching nothing, when fencing is on and the fencing hash has no generation: the
+-- master lost it (restart without data, flush, eviction) or is being sealed (fencing.rs).
+local gen = false
+if ARGV[3] == '1' then
+  gen = redis.call('HGET', KEYS[4], 'gen')
+  if not gen then
+    return -2
+  end
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -21,7 +26,7 @@ redis.call('ZADD', KEYS[2], now + ttl, ARGV[1])
 if redis.call('PTTL', KEYS[2]) < ttl then
   redis.call('PEXPIRE', KEYS[2], ttl)
 end
-if ARGV[3] == '1' then
-  return redis.call('INCR', KEYS[4])
+if gen then
+  return {redis.call('HINCRBY', KEYS[4], 'n', 1), gen}
 end
 return 0

@@ -4,11 +4,16 @@
 -- ARGV[1] = owner token, ARGV[2] = ttl in ms, ARGV[3] = "1" to increment the fencing counter,
 -- ARGV[4] = writer id, ARGV[5] = writer wait timeout in ms (how long the intent outlives the
 -- writer's last attempt)
--- Returns -1 when refused, else the new counter value (0 when fencing is off).
--- Returns -2, touching nothing, when fencing is on and the counter is missing: the master lost
--- it (restart without data, flush, eviction) and must be re-sealed before it votes.
-if ARGV[3] == '1' and redis.call('EXISTS', KEYS[4]) == 0 then
-  return -2
+-- Returns -1 when refused, else (fencing on) {new counter value, generation}: the vote counts only
+-- if that is the generation the client knows for this master (0 when fencing is off).
+-- Returns -2, touching nothing, when fencing is on and the fencing hash has no generation: the
+-- master lost it (restart without data, flush, eviction) or is being sealed (fencing.rs).
+local gen = false
+if ARGV[3] == '1' then
+  gen = redis.call('HGET', KEYS[4], 'gen')
+  if not gen then
+    return -2
+  end
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -25,7 +30,7 @@ end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return -1
 end
-if ARGV[3] == '1' then
-  return redis.call('INCR', KEYS[4])
+if gen then
+  return {redis.call('HINCRBY', KEYS[4], 'n', 1), gen}
 end
 return 0

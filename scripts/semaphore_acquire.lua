@@ -8,11 +8,17 @@
 -- three holders could each be counted on 3 masters). Masters that agree on which slots are
 -- held pick the same lowest free slot. A token that already holds a slot here (a repeated
 -- call) gets that slot back. Leases past their expiry are dropped first.
--- Returns -1 when every slot is held, else {counter value (0 when fencing is off), slot}.
--- Returns -2, touching nothing, when fencing is on and the counter is missing: the master lost
--- it (restart without data, flush, eviction) and must be re-sealed before it votes.
-if ARGV[3] == '1' and redis.call('EXISTS', KEYS[2]) == 0 then
-  return -2
+-- Returns -1 when every slot is held, else {0, slot} with fencing off and {new counter value,
+-- slot, generation} with fencing on (the vote counts only if that is the generation the
+-- client knows for this master).
+-- Returns -2, touching nothing, when fencing is on and the fencing hash has no generation: the
+-- master lost it (restart without data, flush, eviction) or is being sealed (fencing.rs).
+local gen = false
+if ARGV[3] == '1' then
+  gen = redis.call('HGET', KEYS[2], 'gen')
+  if not gen then
+    return -2
+  end
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -44,8 +50,7 @@ if not slot then
     redis.call('PEXPIRE', KEYS[1], ttl)
   end
 end
-local fence = 0
-if ARGV[3] == '1' then
-  fence = redis.call('INCR', KEYS[2])
+if gen then
+  return {redis.call('HINCRBY', KEYS[2], 'n', 1), slot, gen}
 end
-return {fence, slot}
+return {0, slot}

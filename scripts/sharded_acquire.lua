@@ -7,7 +7,8 @@
 -- epoch: a client with an old view must not grant what the new view forbids. Otherwise raises
 -- the stored epoch to ARGV[4] (so that older views are refused here from now on), then acts
 -- as multi_acquire.lua. Returns -2 when fencing is on and the counter is missing (unsealed),
--- -1 when any key is held, else the new counter value (0 when fencing is off).
+-- -1 when any key is held, else (fencing on) {new counter value, generation}: the vote counts only
+-- if that is the generation the client knows for this master (0 when fencing is off).
 local stored = tonumber(redis.call('HGET', KEYS[2], 'epoch') or '0')
 local given = tonumber(ARGV[4])
 if stored > given then
@@ -16,8 +17,12 @@ end
 if stored < given then
   redis.call('HSET', KEYS[2], 'epoch', given)
 end
-if ARGV[3] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then
-  return -2
+local gen = false
+if ARGV[3] == '1' then
+  gen = redis.call('HGET', KEYS[1], 'gen')
+  if not gen then
+    return -2
+  end
 end
 for i = 3, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then
@@ -27,7 +32,7 @@ end
 for i = 3, #KEYS do
   redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
 end
-if ARGV[3] == '1' then
-  return redis.call('INCR', KEYS[1])
+if gen then
+  return {redis.call('HINCRBY', KEYS[1], 'n', 1), gen}
 end
 return 0

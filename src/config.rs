@@ -44,11 +44,10 @@ pub const MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// one timeout, and that time is lost from the validity.
 pub const MIN_TTL_PER_TIMEOUT: u32 = 10;
 
-/// The fencing counter and seal keys of a namespace (see fencing.rs).
+/// The fencing hash of a namespace: counter and generation in one key (see fencing.rs).
 #[derive(Clone, Debug)]
 pub(crate) struct FenceKeys {
     pub(crate) counter: String,
-    pub(crate) seal: String,
 }
 
 /// Settings shared by every operation of one [`Redlock`]. Built by [`Builder`].
@@ -108,8 +107,8 @@ impl Config {
         }
     }
 
-    /// Where each master records which server process its fencing counter was sealed for
-    /// (fencing.rs).
+    /// Where earlier versions recorded the process a fencing counter was sealed for; no longer
+    /// written (the generation lives in the fencing hash), still refused as a lock key.
     pub(crate) fn fence_seal_key(&self) -> String {
         format!("{}:seal", self.fence_key())
     }
@@ -118,7 +117,6 @@ impl Config {
     pub(crate) fn fence_keys(&self) -> Option<FenceKeys> {
         self.fencing.then(|| FenceKeys {
             counter: self.fence_key(),
-            seal: self.fence_seal_key(),
         })
     }
 
@@ -359,11 +357,11 @@ impl Builder {
     /// Whether acquisitions carry fencing tokens. Default [`DEFAULT_FENCING`] (on). Off saves
     /// the counter increment and, rarely, one write-back round trip.
     ///
-    /// On, each master keeps the counter `<prefix>fence` and its seal `<prefix>fence:seal`
-    /// (the `run_id` of the server process it was sealed for), read at every connect. A master
-    /// that restarted, was replaced or lost its counter votes only once its counter was raised
-    /// from a quorum of sealed masters, so tokens strictly increase also across such faults (see
-    /// the crate docs for the exact condition). A brand-new namespace needs every master to
+    /// On, each master keeps the hash `<prefix>fence`: the counter and the generation of its
+    /// last seal (`<run_id>:<random>`, new at every seal), read at every connect. A master that
+    /// restarted, was replaced, flushed or lost its counter votes only once a seal raised its
+    /// counter from a quorum of sealed masters, so tokens stay ordered also across such faults
+    /// (see the crate docs for the exact claim). A brand-new namespace needs every master to
     /// answer once before its first token.
     pub fn fencing(mut self, on: bool) -> Self {
         self.config.fencing = on;
@@ -398,7 +396,7 @@ impl Builder {
         self
     }
 
-    /// The key of the fencing counter (its seal is `<key>:seal`). Default `<prefix>fence`.
+    /// The key of the fencing hash (counter and seal generation). Default `<prefix>fence`.
     /// Every client that shares lock keys must use the same one, or tokens do not order them.
     pub fn fence_key(mut self, key: impl Into<String>) -> Self {
         self.config.fence_key = Some(key.into());

@@ -118,8 +118,10 @@ impl LockGuard {
     }
 
     /// The fencing token of this acquisition, if fencing is on: strictly larger than the token
-    /// of any earlier acquisition in the same key namespace. Send it with every write to the
-    /// protected resource, which must reject a token lower than one it has seen.
+    /// of every acquisition in the same key namespace that completed before this one's round
+    /// started (acquisitions whose rounds overlap are not ordered; see the crate docs). Send it
+    /// with every write to the protected resource, which must reject a token lower than one it
+    /// has seen.
     pub fn fencing_token(&self) -> Option<u64> {
         self.fencing_token
     }

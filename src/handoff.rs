@@ -2,22 +2,30 @@
 //! `serde` feature) and resumed by [`Redlock::resume`] in another task or process.
 //!
 //! Across processes no `Instant` can be shared and wall clocks may disagree, so the handle does
-//! not carry a deadline to trust. Resuming runs an extend round with the handle's owner token:
+//! not carry a deadline to trust. Resuming first reads the key on every master and requires a
+//! quorum that still holds the handle's owner token (so a stale handle changes no key: a
+//! minority that still holds it is not pushed out to the new TTL; only keys that expire in the
+//! one round trip between the check and the extend can leave the extend with a minority), then
+//! runs an extend round with the handle's owner token:
 //! the new guard's validity is measured from that round's own start on the resumer's monotonic
 //! clock, exactly as for any extend, and the round only succeeds while a quorum of masters still
 //! holds the exporter's keys (it never re-creates an expired key). So exclusion holds across
 //! the hand-off: until the keys expire nobody else can take the lock, and after they expired
 //! the resume fails with [`Error::NotHeld`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use redis::Value;
 use tokio::time::Instant;
 
 use crate::config::check_resource;
-use crate::error::{Error, Result};
+use crate::error::{Error, MasterReply, Replies, Result};
 use crate::guard::LockGuard;
 use crate::held::HeldBy;
 use crate::lock::Redlock;
+use crate::quorum::Decision;
+use crate::scripts::{INSPECT, ScriptCall};
 
 /// A held basic lock, detached from its guard so that another task or process can
 /// [resume](Redlock::resume) it. Created by [`LockGuard::export`].
@@ -109,7 +117,8 @@ impl Redlock {
     /// # Errors
     /// [`Error::EmptyResource`] / [`Error::InvalidArgument`] for a malformed handle;
     /// [`Error::InvalidTtl`]; [`Error::NotHeld`] when the lock expired or was released (no
-    /// quorum of masters holds the handle's keys any more): the hold is gone;
+    /// quorum of masters holds the handle's keys any more): the hold is gone, and no key was
+    /// changed (a check round runs before the extend);
     /// [`Error::Unavailable`] / [`Error::Timeout`] when the round failed for want of masters
     /// or time: the hold may still be there and resuming again may succeed.
     pub async fn resume(&self, handle: LockHandle, ttl: Duration) -> Result<LockGuard> {
@@ -120,12 +129,18 @@ impl Redlock {
                 "lock handle without owner token".into(),
             ));
         }
+        self.config().check_ttl(ttl)?;
         let key = self.config().lock_key(&handle.resource);
+        self.held_by_quorum(&handle.resource, &key, &handle.owner_token)
+            .await?;
         // Not valid until the extend round says so.
         let mut guard = LockGuard::new(
             self.clone(),
             &handle.resource,
-            HeldBy::lock(key),
+            HeldBy::lock(
+                key,
+                crate::notify::waiter_marker(&self.config().key_prefix, &handle.resource),
+            ),
             handle.owner_token,
             Instant::now(),
             handle.fencing_token,
@@ -138,6 +153,52 @@ impl Redlock {
                 guard.disarm();
                 Err(e)
             }
+        }
+    }
+
+    /// The check before a resume: `Ok` when a quorum of masters holds `key` with the value
+    /// `token` (read-only, `inspect.lua`), so that the extend which follows finds the keys there
+    /// unless they expire meanwhile. `NotHeld` only when so many masters answered "not held"
+    /// that no quorum can hold it.
+    async fn held_by_quorum(&self, resource: &str, key: &str, token: &str) -> Result<()> {
+        let inner = &self.inner;
+        let call = Arc::new(ScriptCall::new(&INSPECT, vec![key.to_owned()], Vec::new()));
+        let holds = |answer: &std::result::Result<Value, MasterReply>| match answer {
+            Ok(Value::Array(items)) => matches!(items.as_slice(),
+                [Value::BulkString(v), _] if v == token.as_bytes()),
+            _ => false,
+        };
+        let round = inner
+            .masters
+            .vote(inner.masters.quorum(), |m| m.run_owned(&call), holds)
+            .await;
+        if round.decision == Decision::Won {
+            return Ok(());
+        }
+        let replies = Replies(
+            round
+                .answers
+                .iter()
+                .map(|a| match a {
+                    None => MasterReply::NoAnswer,
+                    Some(a) if holds(a) => MasterReply::Granted,
+                    Some(Ok(_)) => MasterReply::Refused,
+                    Some(Err(reply)) => reply.clone(),
+                })
+                .collect(),
+        );
+        let n = inner.masters.len();
+        if replies.refused() > n - inner.masters.quorum() {
+            Err(Error::NotHeld {
+                resource: resource.to_owned(),
+                replies,
+            })
+        } else {
+            Err(Error::Unavailable {
+                failed: replies.failures(),
+                masters: n,
+                replies,
+            })
         }
     }
 }

@@ -45,11 +45,13 @@ pub(crate) struct HeldBy {
 }
 
 impl HeldBy {
-    /// The basic lock: one string key, compare-and-PEXPIRE, compare-and-delete.
-    pub(crate) fn lock(key: String) -> Self {
+    /// The basic lock: one string key, compare-and-PEXPIRE, compare-and-delete. `marker` is
+    /// the resource's waiter marker (notify.rs), carried as a second key: an extend refreshes
+    /// it (extend.lua), an announced release deletes it, a rollback ignores it (release.lua).
+    pub(crate) fn lock(key: String, marker: String) -> Self {
         Self {
             kind: "lock",
-            keys: vec![key],
+            keys: vec![key, marker],
             extend: &EXTEND,
             release: &RELEASE,
             rollback: &RELEASE,
@@ -94,7 +96,10 @@ impl HeldBy {
         args.push(channel.to_owned());
         args.push(release_id.to_string());
         let mut keys = self.keys.clone();
-        keys.push(marker.to_owned());
+        // The basic lock carries its marker already.
+        if self.keys.last().map(String::as_str) != Some(marker) {
+            keys.push(marker.to_owned());
+        }
         ScriptCall::new(self.release, keys, args)
     }
 
@@ -110,9 +115,11 @@ impl HeldBy {
 }
 
 /// One acquire round's request: the acquire script call (already carrying `token`), and how
-/// the result is held. The acquire script returns -1 (refused), an integer >= 0 (granted, the
-/// new fencing counter value, 0 when fencing is off), or `[counter, choice]` for scripts that
-/// choose (the semaphore's slot): a round then needs a quorum for one choice.
+/// the result is held. The acquire script returns -1 (refused), -2 (fencing on, the master is
+/// not sealed), 0 (granted, fencing off) or `[counter, generation]` (granted, fencing on: the
+/// new counter value and the master's seal generation), and scripts that choose (the
+/// semaphore's slot) `[0, choice]` or `[counter, choice, generation]`: a round then needs a
+/// quorum for one choice.
 pub(crate) struct Attempt {
     pub(crate) token: String,
     pub(crate) ttl: Duration,
@@ -264,7 +271,7 @@ mod tests {
 
     #[test]
     fn calls_follow_the_argument_convention() {
-        let mut held = HeldBy::lock("k".into());
+        let mut held = HeldBy::lock("k".into(), "m".into());
         held.choice_arg = true;
         held.extra_args = vec!["x".into()];
         let held = held.chosen(3);
@@ -278,8 +285,14 @@ mod tests {
         );
         let release = packed(&held.release_call("tok"));
         assert!(
-            release.ends_with("$1\r\nk\r\n$3\r\ntok\r\n$1\r\nx\r\n$1\r\n3\r\n"),
+            release.ends_with("$1\r\nk\r\n$1\r\nm\r\n$3\r\ntok\r\n$1\r\nx\r\n$1\r\n3\r\n"),
             "{release}"
+        );
+        // The basic lock's announced release names its marker once.
+        let announced = packed(&held.release_call_announced("tok", ("chan", "m"), 7));
+        assert!(
+            announced.contains("$1\r\n2\r\n$1\r\nk\r\n$1\r\nm\r\n$3\r\ntok"),
+            "{announced}"
         );
         // Choosing twice does not append twice.
         assert_eq!(

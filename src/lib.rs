@@ -5,7 +5,7 @@
 //! **in parallel**, every call is bounded by a small per-master timeout, the round is decided as
 //! soon as the outcome is certain, validity comes from a monotonic clock minus a drift
 //! allowance, and a failed round is rolled back on every master. Locks carry **fencing tokens**
-//! that stay strictly increasing over the quorum.
+//! that increase over the quorum (ordered exactly as stated below).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -45,14 +45,21 @@
 //!   including those that timed out (the `SET` may have landed). Release and extend act only
 //!   on this owner's keys (compare-and-act Lua scripts); a failed extend never deletes and never
 //!   re-creates a key.
-//! - **Fencing tokens that strictly increase** across acquisitions of any resource under the
-//!   same key prefix, through any number of master restarts with or without data, failovers
-//!   and address takeovers (not a `FLUSHALL` or eviction of a running master, see below), as long as at every moment a majority of the masters
-//!   still holds the counter it was last *sealed* with. Each master keeps, beside its counter,
-//!   the `run_id` of the server process it was sealed for; every client reads it at every
-//!   connect (a client started after the fault knows as much as one that saw it), and a master
-//!   that restarted, was replaced or lost its counter votes again only after its counter was
-//!   raised from a quorum of sealed masters (see the proof in `src/fencing.rs`). The price:
+//! - **Fencing tokens that increase**: a grant whose round started after another grant
+//!   completed (any resource, any primitive, under the same key prefix) gets a larger token, so
+//!   successive holders of one resource get strictly increasing tokens when each round starts
+//!   after the previous grant. Rounds that overlap are not ordered: concurrent grants of
+//!   different resources can share a token, and a round of one resource already in flight when
+//!   the previous holder's grant completed can get a token not above it (a fenced store refuses
+//!   it). This holds through any number of master restarts with or without data, failovers,
+//!   address takeovers, `FLUSHALL`s and evictions of running masters, as long as at every
+//!   moment a majority of the masters still holds its counter. Each master keeps its counter
+//!   in one hash with the *generation* of its last seal (`<run_id>:<random>`, new at every
+//!   seal); every client reads it at every connect (a client started after the fault knows as
+//!   much as one that saw it), counts a vote only with the generation it knows, and a master
+//!   that restarted, was replaced, flushed or lost its counter votes again only after a seal
+//!   raised it from a quorum of sealed masters, a seal its master refuses if it arrives after
+//!   the claim it was computed for is gone (see the proof in `src/fencing.rs`). The price:
 //!   such a master waits until a quorum of *sealed* masters answers, and a brand-new namespace
 //!   (no counter anywhere) needs every master to answer once before its first token. When a
 //!   majority lost their counters at once, the seal falls back to the largest counter left on
@@ -71,9 +78,7 @@
 //!   expire or are deleted: masters need `maxmemory-policy noeviction`. Under `volatile-*` or
 //!   `allkeys-*` a lock key can vanish early, a double grant nothing detects (a missing counter
 //!   is detected and re-sealed, an evicted lock key is not). Do not share lock masters with an
-//!   evicting cache. A `FLUSHALL` or eviction of a running master can also let a delayed seal
-//!   write recreate its fencing counter with an old value (same `run_id`): tokens may then go
-//!   backwards (`tests/fencing_gaps.rs`).
+//!   evicting cache.
 //! - **Safety against clock jumps on a master.** Redis expires keys by its wall clock; a clock
 //!   that jumps forward expires a lock early. Nothing on the client can see this.
 //! - **Safety against a paused holder.** A client paused (GC, swap, SIGSTOP) past its validity
@@ -87,7 +92,7 @@
 //! Lua script per master (atomic there), one round decided at quorum with the same per-master
 //! timeouts, validity (`ttl - elapsed - drift`), rollback of failed rounds on every master that
 //! may have applied them, restart quarantine and fencing tokens (every acquire script increments
-//! the same namespace counter, so tokens strictly increase across all primitives). Each returns
+//! the same namespace counter, so tokens are ordered across all primitives). Each returns
 //! a [`LockGuard`] with the same [`extend`](LockGuard::extend), [`release`](LockGuard::release),
 //! drop and [`with_watchdog`](LockGuard::with_watchdog) (automatic extension with the lost-lock
 //! signal). Each uses its own keys, except the multi-resource lock, which shares the basic

@@ -181,17 +181,25 @@ impl Redlock {
         }
         // The stored value names its holder for inspection (owner_id.rs).
         let token = crate::owner_id::compose(&crate::held::new_token(), &config.owner_id);
-        Attempt::with_token(token, ttl, HeldBy::lock(key), |token| {
-            ScriptCall::new(
-                &ACQUIRE,
-                keys,
-                vec![
-                    token.to_owned(),
-                    (ttl.as_millis() as u64).to_string(),
-                    config.fencing_arg(),
-                ],
-            )
-        })
+        Attempt::with_token(
+            token,
+            ttl,
+            HeldBy::lock(
+                key,
+                crate::notify::waiter_marker(&config.key_prefix, resource),
+            ),
+            |token| {
+                ScriptCall::new(
+                    &ACQUIRE,
+                    keys,
+                    vec![
+                        token.to_owned(),
+                        (ttl.as_millis() as u64).to_string(),
+                        config.fencing_arg(),
+                    ],
+                )
+            },
+        )
     }
 
     /// The retry policy of every acquire: rounds built by `next` (a fresh token each), with

@@ -94,9 +94,12 @@ pub(crate) struct Master {
     /// vote may count (fencing.rs). Read from the master at every connect, so a client started
     /// after a restart knows it as well as one that saw it.
     sealed: AtomicBool,
+    /// The master's seal generation (field `gen` of its fencing hash) while `sealed`: a grant
+    /// counts only if the master answers with this very generation, and write-backs carry it.
+    generation: ArcSwapOption<String>,
     /// Bumped by every connect and every unseal, so that a seal computed for an older state
-    /// does not mark a newer one sealed.
-    seal_generation: AtomicU64,
+    /// does not mark a newer one sealed (local bookkeeping, not the master's generation).
+    seal_epoch: AtomicU64,
     /// Off during `build()`: the servers seen then are the baseline, not restarts.
     track_restarts: AtomicBool,
     /// The key the permission probe reads at connect, if it runs.
@@ -137,7 +140,8 @@ impl Master {
             identity: Mutex::new(None),
             fence,
             sealed: AtomicBool::new(false),
-            seal_generation: AtomicU64::new(0),
+            generation: ArcSwapOption::empty(),
+            seal_epoch: AtomicU64::new(0),
             track_restarts: AtomicBool::new(false),
             probe_key,
             reloading: AtomicBool::new(false),
@@ -180,26 +184,43 @@ impl Master {
         self.sealed.load(Ordering::Acquire)
     }
 
-    /// The state a seal starting now would cover; pass it to [`mark_sealed`](Self::mark_sealed).
-    pub(crate) fn seal_generation(&self) -> u64 {
-        self.seal_generation.load(Ordering::Acquire)
+    /// The master's seal generation while it is sealed (fencing.rs).
+    pub(crate) fn generation(&self) -> Option<Arc<String>> {
+        self.generation.load_full()
     }
 
-    /// Records a seal, unless the master reconnected or was unsealed since `generation` was read.
-    pub(crate) fn mark_sealed(&self, generation: u64) {
-        // Flag and generation move together under the identity lock (see `connect`).
+    /// Whether `answered` (the generation a grant came with) is the one this client knows.
+    pub(crate) fn is_generation(&self, answered: &[u8]) -> bool {
+        self.generation
+            .load()
+            .as_deref()
+            .is_some_and(|g| g.as_bytes() == answered)
+    }
+
+    /// The state a seal starting now would cover; pass it to [`mark_sealed`](Self::mark_sealed).
+    pub(crate) fn seal_epoch(&self) -> u64 {
+        self.seal_epoch.load(Ordering::Acquire)
+    }
+
+    /// Records a seal with the master's new `generation`, unless the master reconnected or was
+    /// unsealed since `epoch` was read.
+    pub(crate) fn mark_sealed(&self, epoch: u64, generation: String) {
+        // Flag, generation and epoch move together under the identity lock (see `connect`).
         let _known = self.identity.lock().expect("identity lock poisoned");
-        if self.seal_generation.load(Ordering::Acquire) == generation {
+        if self.seal_epoch.load(Ordering::Acquire) == epoch {
+            self.generation.store(Some(Arc::new(generation)));
             self.sealed.store(true, Ordering::Release);
         }
     }
 
-    /// The master answered that its fencing counter is missing (flushed, evicted, lost): it
-    /// must be sealed again before its votes count.
+    /// The master answered that its fencing hash has no generation or another one than this
+    /// client knows (flushed, evicted, lost, sealed again): it must be sealed (or its new seal
+    /// read) before its votes count.
     pub(crate) fn unseal(&self) {
         let _known = self.identity.lock().expect("identity lock poisoned");
-        self.seal_generation.fetch_add(1, Ordering::AcqRel);
+        self.seal_epoch.fetch_add(1, Ordering::AcqRel);
         self.sealed.store(false, Ordering::Release);
+        self.generation.store(None);
     }
 
     /// From now on, a server process not seen before is treated as a restart.
@@ -248,10 +269,13 @@ impl Master {
             let new_process = known
                 .as_ref()
                 .is_none_or(|old| old.run_id != identity.run_id);
-            // Sealed only if the seal names this very process and its counter is there.
-            let sealed = seal.is_some_and(|f| f.is_sealed_for(&identity.run_id));
-            self.seal_generation.fetch_add(1, Ordering::AcqRel);
-            self.sealed.store(sealed, Ordering::Release);
+            // Sealed only if the generation names this very process and its counter is there.
+            let generation = seal
+                .filter(|f| f.is_sealed_for(&identity.run_id))
+                .and_then(|f| f.generation);
+            self.seal_epoch.fetch_add(1, Ordering::AcqRel);
+            self.sealed.store(generation.is_some(), Ordering::Release);
+            self.generation.store(generation.map(Arc::new));
             if let Some(old) = known.as_ref().filter(|_| !new_process) {
                 // The same process again (a reconnect): its quarantine started when we first
                 // saw it, which may be later than its uptime says (see below).
@@ -611,38 +635,58 @@ pub(crate) async fn connect_all(
     Ok((masters, replies))
 }
 
-/// A master's fencing counter and seal, as read at connect (fencing.rs).
+/// A master's fencing hash, as read at connect and by a seal (fencing.rs).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct FenceState {
-    /// `None` when the counter is missing.
+    /// Field `n`; `None` when the counter is missing.
     pub(crate) counter: Option<u64>,
-    /// The `run_id` of the server process the counter was last sealed for.
-    pub(crate) seal: Option<String>,
+    /// Field `gen`: the generation of the last seal, `<run_id>:<random>`.
+    pub(crate) generation: Option<String>,
 }
 
 impl FenceState {
     /// Whether the counter is there and sealed for the process `run_id`.
     pub(crate) fn is_sealed_for(&self, run_id: &str) -> bool {
-        self.counter.is_some() && self.seal.as_deref() == Some(run_id)
+        self.counter.is_some()
+            && self
+                .generation
+                .as_deref()
+                .is_some_and(|g| generation_is_for(g, run_id))
     }
 
-    /// Parses the reply of `MGET counter seal`.
-    pub(crate) fn parse(value: Value) -> redis::RedisResult<Self> {
-        let (counter, seal): (Option<u64>, Option<String>) = redis::from_redis_value(value)?;
-        Ok(Self { counter, seal })
+    /// Parses the reply of `HMGET hash n gen`. A key of another type (a counter left as a
+    /// plain string by an older version) reads as nothing: unsealed, converted by the claim.
+    pub(crate) fn parse(value: redis::RedisResult<Value>) -> redis::RedisResult<Self> {
+        let value = match value.and_then(Value::extract_error) {
+            Err(e) if e.code() == Some("WRONGTYPE") => {
+                return Ok(Self::default());
+            }
+            other => other?,
+        };
+        let (counter, generation): (Option<u64>, Option<String>) = redis::from_redis_value(value)?;
+        Ok(Self {
+            counter,
+            generation,
+        })
     }
 }
 
-/// `MGET counter seal`: what a master knows of its fencing counter.
+/// Whether a seal generation (`<run_id>:<random>`) was made for the server process `run_id`.
+pub(crate) fn generation_is_for(generation: &str, run_id: &str) -> bool {
+    generation
+        .strip_prefix(run_id)
+        .is_some_and(|rest| rest.starts_with(':'))
+}
+
+/// `HMGET hash n gen`: what a master knows of its fencing counter.
 pub(crate) fn fence_read(keys: &FenceKeys) -> Cmd {
-    let mut cmd = redis::cmd("MGET");
-    cmd.arg(&keys.counter).arg(&keys.seal);
+    let mut cmd = redis::cmd("HMGET");
+    cmd.arg(&keys.counter).arg("n").arg("gen");
     cmd
 }
 
 async fn read_fence(conn: &mut Conn, keys: &FenceKeys) -> redis::RedisResult<FenceState> {
-    let value = conn.send(&fence_read(keys)).await?;
-    FenceState::parse(value.extract_error()?)
+    FenceState::parse(conn.send(&fence_read(keys)).await)
 }
 
 /// The first pair of equal items, by index.

@@ -3,13 +3,14 @@
 //!
 //! - The release script `PUBLISH`es on the resource's channel ([`channel`]) on every master it
 //!   deletes the key on, if someone waits there: an acquire that will wait sets the resource's
-//!   waiter marker ([`waiter_marker`]) in the same script run that refuses it, the release
-//!   deletes the marker with the key (one `DEL` of both) and publishes only if it was there. A
-//!   release nobody waits for sends no `PUBLISH`. A waiter refused just before a release is
-//!   marked before it (one script run each, on one master). The marker lives for the longer
-//!   of the waiter's TTL and the lock's remaining PTTL, and is set again on each refused
-//!   round; one that expired anyway (the holder extended its lock past it) costs at most a
-//!   retry delay.
+//!   waiter marker ([`waiter_marker`], value `redquorum:waiting`, which no peer writes as a lock value) in the same script run that
+//!   refuses it, the release deletes the marker with the key and publishes only if it was
+//!   there. A release nobody waits for sends no `PUBLISH`. A waiter refused just before a
+//!   release is marked before it (one script run each, on one master). The marker lives for
+//!   the longer of the waiter's TTL and the lock's remaining PTTL, is set again on each refused
+//!   round, and every extend of the lock makes it live as long as the extended lock. A key of
+//!   the marker's name that is not a marker (a peer's lock, any other type) is never written,
+//!   extended or deleted: the waiter then falls back to its retry delay.
 //! - Each client keeps one pub/sub connection per master, driven by a background task, and
 //!   subscribes to a resource's channel only while one of its own tasks waits for that resource.
 //! - The waiters of one resource inside this process form a FIFO queue (a fair async mutex, the
@@ -380,6 +381,22 @@ async fn subscriber(
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::scripts::{ACQUIRE, EXTEND, RELEASE};
+
+    #[test]
+    fn the_scripts_agree_on_the_marker_value() {
+        for script in [&*ACQUIRE, &*RELEASE, &*EXTEND] {
+            assert!(
+                script.source.contains("'redquorum:waiting'"),
+                "{} writes or compares another marker value",
+                script.name
+            );
         }
     }
 }

@@ -177,7 +177,10 @@ impl Redlock {
         let key = config.lock_key(resource);
         let delay = options.lock_delay;
         let held = if delay.is_zero() {
-            HeldBy::lock(key.clone())
+            HeldBy::lock(
+                key.clone(),
+                crate::notify::waiter_marker(&config.key_prefix, resource),
+            )
         } else {
             HeldBy {
                 // Not "lock": a hand-off handle does not carry the delay, and a resume would

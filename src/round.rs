@@ -170,10 +170,8 @@ impl Redlock {
                 |master| {
                     let (master, call) = (master.clone(), call.clone());
                     async move {
-                        let answer = master
-                            .run_once(&call, excluded)
-                            .await
-                            .and_then(parse_acquire);
+                        let answer = master.run_once(&call, excluded).await;
+                        let answer = checked(answer.and_then(parse_acquire), &master, fencing);
                         if answer == Err(MasterReply::Unsealed) {
                             master.unseal();
                         }
@@ -302,30 +300,54 @@ fn replies_of(answers: &[Option<AcquireAnswer>]) -> Replies {
     )
 }
 
-fn parse_acquire(value: Value) -> AcquireAnswer {
+/// A grant as a master answered it: the grant, and the seal generation it came with (fencing
+/// on), to be checked against the one this client knows for that master.
+type Parsed = std::result::Result<Option<(Grant, Option<Vec<u8>>)>, MasterReply>;
+
+fn parse_acquire(value: Value) -> Parsed {
+    let unexpected =
+        |v: &Value| MasterReply::ServerError(format!("unexpected acquire reply {v:?}"));
+    let grant = |fence: i64, choice: i64| Grant {
+        fence: fence as u64,
+        choice: u32::try_from(choice).unwrap_or(u32::MAX),
+    };
     match value {
         Value::Int(-1) => Ok(None),
-        // Fencing on and the counter missing: nothing was set (fencing.rs).
+        // Fencing on and the hash has no generation: nothing was set (fencing.rs).
         Value::Int(-2) => Err(MasterReply::Unsealed),
-        Value::Int(v) if v >= 0 => Ok(Some(Grant {
-            fence: v as u64,
-            choice: 0,
-        })),
-        // Scripts that choose (the semaphore's slot) answer [counter, choice].
-        Value::Array(ref pair) => match pair.as_slice() {
-            [Value::Int(fence), Value::Int(choice)] if *fence >= 0 && *choice >= 0 => {
-                Ok(Some(Grant {
-                    fence: *fence as u64,
-                    choice: u32::try_from(*choice).unwrap_or(u32::MAX),
-                }))
+        Value::Int(v) if v >= 0 => Ok(Some((grant(v, 0), None))),
+        // Fencing on: [counter, generation]; scripts that choose (the semaphore's slot) answer
+        // [counter, choice] or, fenced, [counter, choice, generation].
+        Value::Array(items) => match items.as_slice() {
+            [Value::Int(fence), Value::BulkString(g)] if *fence >= 0 => {
+                Ok(Some((grant(*fence, 0), Some(g.clone()))))
             }
-            _ => Err(MasterReply::ServerError(format!(
-                "unexpected acquire reply {value:?}"
-            ))),
+            [Value::Int(fence), Value::Int(choice)] if *fence >= 0 && *choice >= 0 => {
+                Ok(Some((grant(*fence, *choice), None)))
+            }
+            [Value::Int(fence), Value::Int(choice), Value::BulkString(g)]
+                if *fence >= 0 && *choice >= 0 =>
+            {
+                Ok(Some((grant(*fence, *choice), Some(g.clone()))))
+            }
+            _ => Err(unexpected(&Value::Array(items))),
         },
-        other => Err(MasterReply::ServerError(format!(
-            "unexpected acquire reply {other:?}"
-        ))),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// With fencing on, a grant counts only if it came with the generation this client knows for
+/// the master: another one means the master lost its counter and was sealed again since (or
+/// is not the state this client sealed), so its counter may not be above the last token yet.
+fn checked(answer: Parsed, master: &Master, fencing: bool) -> AcquireAnswer {
+    match answer? {
+        None => Ok(None),
+        Some((grant, generation)) => {
+            if fencing && !generation.is_some_and(|g| master.is_generation(&g)) {
+                return Err(MasterReply::Unsealed);
+            }
+            Ok(Some(grant))
+        }
     }
 }
 

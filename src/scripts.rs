@@ -39,11 +39,15 @@ pub(crate) static RELEASE: LazyLock<LuaScript> =
 /// Compare-and-PEXPIRE.
 pub(crate) static EXTEND: LazyLock<LuaScript> =
     LazyLock::new(|| LuaScript::new("extend", include_str!("../scripts/extend.lua")));
-/// `counter = max(counter, token)`.
+/// `counter = max(counter, token)` for the generation the client knows.
 pub(crate) static FENCE_RAISE: LazyLock<LuaScript> =
     LazyLock::new(|| LuaScript::new("fence_raise", include_str!("../scripts/fence_raise.lua")));
 
-/// Sealing: `counter = max(counter, seed)` and the seal naming the server process.
+/// Sealing, step 1: claim an unsealed master's fencing hash (fencing.rs).
+pub(crate) static FENCE_CLAIM: LazyLock<LuaScript> =
+    LazyLock::new(|| LuaScript::new("fence_claim", include_str!("../scripts/fence_claim.lua")));
+
+/// Sealing, step 2: `counter = max(counter, seed)` and a new generation, if the claim holds.
 pub(crate) static FENCE_SEAL: LazyLock<LuaScript> =
     LazyLock::new(|| LuaScript::new("fence_seal", include_str!("../scripts/fence_seal.lua")));
 
@@ -237,6 +241,7 @@ pub(crate) fn all() -> Vec<&'static LuaScript> {
         &RELEASE,
         &EXTEND,
         &FENCE_RAISE,
+        &FENCE_CLAIM,
         &FENCE_SEAL,
         &MULTI_ACQUIRE,
         &MULTI_EXTEND,

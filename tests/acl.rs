@@ -20,7 +20,7 @@ const ADMIN_PASSWORD: &str = "admin-pw";
 /// The rule the README gives for a lock user (default key prefix), after `ACL SETUSER <user>`.
 const LOCK_USER_RULE: &str = "reset on ~redquorum:* resetchannels &redquorum:released:* \
     -@all +ping +info +mget +script|load +evalsha +eval +publish +subscribe +unsubscribe \
-    +get +set +del +exists +incr +pexpire +pttl +time +hget +hset +hdel +hexists +hgetall +hlen \
+    +get +set +del +exists +incr +pexpire +pttl +time +hget +hset +hdel +hexists +hgetall +hlen +hmget +hincrby +type \
     +zadd +zcard +zrange +zrangebyscore +zrem +zremrangebyscore +zrevrange +zscore";
 
 /// Creates `user` with `rule` on master `i` (plus `extra`), then locks the default user behind

@@ -1,6 +1,6 @@
-//! Known gaps of the fencing guarantee, each as a probe that breaks it (found by an adversarial
-//! review of the seal protocol). Ignored: they document what is not covered (README,
-//! "Fencing counters"); run them with `cargo test --test fencing_gaps -- --ignored`.
+//! Gaps of the fencing guarantee found by an adversarial review of the seal protocol, each as a
+//! probe that broke it, kept as regression tests once closed (fencing.rs, "Why tokens strictly
+//! increase").
 
 mod support;
 
@@ -12,7 +12,6 @@ use testcluster::Cluster;
 
 const TTL: Duration = Duration::from_secs(5);
 const FENCE_KEY: &str = "redquorum:fence";
-const SEAL_KEY: &str = "redquorum:fence:seal";
 /// An address nobody listens on: a client partitioned from that master.
 const NOWHERE: &str = "redis://127.0.0.1:1";
 
@@ -35,11 +34,13 @@ async fn token(client: &Redlock) -> u64 {
     t
 }
 
+/// Master `i`'s fencing hash: counter and seal generation.
 async fn state(cluster: &Cluster, i: usize) -> (Option<u64>, Option<String>) {
     let mut c = direct(cluster, i).await;
-    redis::cmd("MGET")
+    redis::cmd("HMGET")
         .arg(FENCE_KEY)
-        .arg(SEAL_KEY)
+        .arg("n")
+        .arg("gen")
         .query_async(&mut c)
         .await
         .unwrap()
@@ -54,9 +55,10 @@ async fn flush(cluster: &Cluster, i: usize) {
 /// lands after the master was sealed properly, voted, and was flushed, it re-seals the master
 /// for its (unchanged) run_id with the old seed: a master of K is back in S below the last
 /// token. Faults: two FLUSHALLs of master 0, latency on the path A -> 0, clients partitioned
-/// from one master each. At every moment a majority holds its counter.
+/// from one master each. At every moment a majority holds its counter. Failed before the seal
+/// generation: "TOKENS WENT BACKWARDS: D got 2 after 6". Now a seal is only accepted for the
+/// claim it was computed after, which the flushes removed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "known gap, not covered by the guarantee: a delayed seal write after a second FLUSHALL"]
 async fn late_seal_write_after_a_flush_reseals_with_a_stale_seed() {
     let cluster = Cluster::builder()
         .masters(3)
@@ -147,4 +149,101 @@ async fn late_seal_write_after_a_flush_reseals_with_a_stale_seed() {
         }
         Err(e) => println!("D refused: {e}"),
     }
+}
+
+/// The seal step itself delayed, on a real master, by running the library's scripts in the
+/// order a slow link would deliver them: A claims master 0 and reads the others (seed 1);
+/// another client adopts the claim and seals 0 properly (seed 5); 0 votes up to 6; 0 is
+/// flushed; a third client claims it again; flushed once more. A's seal (seed 1) lands only
+/// now, after either flush: refused, nothing created, no generation for anyone to trust.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seal_delivered_after_a_second_flush_is_refused() {
+    let cluster = Cluster::start(1).expect("cluster");
+    let mut c = direct(&cluster, 0).await;
+    let claim = redis::Script::new(include_str!("../scripts/fence_claim.lua"));
+    let seal = redis::Script::new(include_str!("../scripts/fence_seal.lua"));
+    let acquire = redis::Script::new(include_str!("../scripts/acquire.lua"));
+    let run: String = {
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let line = info.lines().find(|l| l.starts_with("run_id:")).unwrap();
+        line["run_id:".len()..].trim().to_owned()
+    };
+    let flush = |mut c: redis::aio::MultiplexedConnection| async move {
+        let () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
+    };
+    flush(c.clone()).await; // flush #1: 0 lost its counter
+    // A claims; its seal (seed 1) is now "in flight".
+    let (_, _, a_claim): (Option<u64>, Option<String>, Option<String>) = claim
+        .key(FENCE_KEY)
+        .arg(&run)
+        .arg("a")
+        .invoke_async(&mut c)
+        .await
+        .unwrap();
+    let a_claim = a_claim.expect("A's claim");
+    // Another client adopts the pending claim and seals properly from a quorum (seed 5).
+    let (_, _, b_claim): (Option<u64>, Option<String>, Option<String>) = claim
+        .key(FENCE_KEY)
+        .arg(&run)
+        .arg("b")
+        .invoke_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(b_claim.as_deref(), Some(a_claim.as_str()), "adopted");
+    let sealed: i64 = seal
+        .key(FENCE_KEY)
+        .arg(5)
+        .arg(&a_claim)
+        .arg(format!("{run}:good"))
+        .invoke_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(sealed, 5);
+    let granted: (u64, String) = acquire
+        .key("redquorum:lock:x")
+        .key(FENCE_KEY)
+        .arg("o1")
+        .arg(30_000)
+        .arg("1")
+        .invoke_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(granted, (6, format!("{run}:good")));
+    flush(c.clone()).await; // flush #2
+    let _: (Option<u64>, Option<String>, Option<String>) = claim
+        .key(FENCE_KEY)
+        .arg(&run)
+        .arg("c")
+        .invoke_async(&mut c)
+        .await
+        .unwrap();
+    for round in ["after a re-claim", "after a third flush"] {
+        let late: i64 = seal
+            .key(FENCE_KEY)
+            .arg(1)
+            .arg(&a_claim)
+            .arg(format!("{run}:stale"))
+            .invoke_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(late, -1, "a late seal was accepted {round}");
+        let generation: Option<String> = redis::cmd("HGET")
+            .arg(FENCE_KEY)
+            .arg("gen")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(generation, None, "{round}: the master looks sealed");
+        flush(c.clone()).await;
+    }
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(FENCE_KEY)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(exists, 0, "a late seal created the counter");
 }

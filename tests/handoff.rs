@@ -94,3 +94,61 @@ async fn only_basic_locks_export_and_the_rest_stay_held() -> anyhow::Result<()> 
     assert!(back.release().await?);
     Ok(())
 }
+
+/// A stale handle whose keys a quorum lost (expired, released, flushed there) while a minority
+/// still holds them: the resume fails with NotHeld and changes no key. Failed before (the
+/// extend round ran first and extended the minority's keys before the quorum said no): PTTL
+/// 2 s -> 30 s on the minority.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_resume_changes_no_key() -> anyhow::Result<()> {
+    let cluster = Cluster::start(5)?;
+    let exporter = client(&cluster).await;
+    let importer = client(&cluster).await;
+    let handle = exporter
+        .acquire("minority", Duration::from_secs(2))
+        .await?
+        .export()
+        .expect("a basic lock exports");
+    let key = support::lock_key("minority");
+    // A quorum (0, 1, 2) lost the key; 3 and 4 still hold it.
+    for i in 0..3 {
+        let mut c = support::direct(&cluster, i).await;
+        let _: () = redis::cmd("DEL").arg(&key).query_async(&mut c).await?;
+    }
+    let pttl = |i: usize| {
+        let cluster = &cluster;
+        let key = key.clone();
+        async move {
+            let mut c = support::direct(cluster, i).await;
+            let ms: i64 = redis::cmd("PTTL")
+                .arg(&key)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            ms
+        }
+    };
+    let before = [pttl(3).await, pttl(4).await];
+    assert!(
+        before.iter().all(|ms| (0..=2000).contains(ms)),
+        "{before:?}"
+    );
+    let resumed = importer.resume(handle, Duration::from_secs(30)).await;
+    assert!(matches!(resumed, Err(Error::NotHeld { .. })), "{resumed:?}");
+    drop(resumed);
+    let after = [pttl(3).await, pttl(4).await];
+    for (b, a) in before.iter().zip(after) {
+        assert!(
+            a <= *b,
+            "a stale resume changed a key: PTTL {before:?} ms before, {after:?} ms after"
+        );
+    }
+    for i in 0..3 {
+        assert_eq!(
+            pttl(i).await,
+            -2,
+            "master {i}: a stale resume re-created the key"
+        );
+    }
+    Ok(())
+}

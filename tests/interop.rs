@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redquorum::{Error, Redlock};
-use support::{direct, values_everywhere};
+use support::{counters_everywhere, direct, values_everywhere};
 use testcluster::Cluster;
 
 const TTL: Duration = Duration::from_secs(10);
@@ -203,7 +203,7 @@ async fn pottery_template_and_a_custom_fencing_key() -> anyhow::Result<()> {
     let held = values_everywhere(&cluster, "redlock:printer").await;
     assert!(held.iter().flatten().count() >= 3, "{held:?}");
     lock.release().await?;
-    let counters = values_everywhere(&cluster, "shop:fence").await;
+    let counters = counters_everywhere(&cluster, "shop:fence").await;
     assert!(counters.iter().flatten().count() >= 3, "{counters:?}");
     assert_eq!(
         values_everywhere(&cluster, "redquorum:fence").await,
@@ -270,7 +270,7 @@ async fn resources_that_name_the_fencing_keys_are_refused() -> anyhow::Result<()
         let err = redlock.acquire_many(["a", name], TTL).await.unwrap_err();
         assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     }
-    let counter = values_everywhere(&cluster, "redquorum:fence").await;
+    let counter = counters_everywhere(&cluster, "redquorum:fence").await;
     assert!(
         counter.iter().all(|v| v.as_deref() != Some("")),
         "{counter:?}"

@@ -245,14 +245,15 @@ async fn fencing_write_back_raises_lagging_counters() -> anyhow::Result<()> {
     let redlock = client(&cluster).await;
     let fence = format!("{}fence", redquorum::DEFAULT_KEY_PREFIX);
     let mut c = direct(&cluster, 4).await;
-    let _: () = redis::cmd("SET")
+    let _: () = redis::cmd("HSET")
         .arg(&fence)
+        .arg("n")
         .arg(1000)
         .query_async(&mut c)
         .await?;
     let lock = redlock.acquire("wb", Duration::from_secs(5)).await?;
     let token = lock.fencing_token().unwrap();
-    let counters: Vec<Option<String>> = values_everywhere(&cluster, &fence).await;
+    let counters: Vec<Option<String>> = support::counters_everywhere(&cluster, &fence).await;
     let at_least = counters
         .iter()
         .filter(|v| {

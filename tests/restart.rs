@@ -129,7 +129,7 @@ async fn fencing_counters_are_reseeded_after_a_restart_without_data() -> anyhow:
         assert!(token > last, "token {token} after {last}");
         last = token;
         lock.release().await?;
-        let counters = support::values_everywhere(&cluster, &fence).await;
+        let counters = support::counters_everywhere(&cluster, &fence).await;
         let reseeded = counters[..2].iter().all(|c| {
             c.as_deref()
                 .and_then(|v| v.parse::<u64>().ok())

@@ -39,6 +39,8 @@ fn arity(name: &str) -> Option<i32> {
         "set" => -3,
         "hdel" | "pexpire" | "zrem" => -3,
         "hexists" | "hget" | "publish" | "zscore" => 3,
+        "hmget" => -3,
+        "hincrby" => 4,
         "hset" | "zadd" | "zrange" | "zrangebyscore" | "zrevrange" => -4,
         "zremrangebyscore" => 4,
         "time" => 1,
@@ -143,6 +145,19 @@ pub fn run(store: &mut Store, name: &str, args: &[Vec<u8>]) -> Value {
                     .collect()
             }))
         }),
+        "hmget" => hash(ks, &a[0], now).map(|h| {
+            Value::Array(
+                a[1..]
+                    .iter()
+                    .map(|f| {
+                        h.as_ref()
+                            .and_then(|h| h.get(f))
+                            .map_or(Value::Nil, Value::bulk)
+                    })
+                    .collect(),
+            )
+        }),
+        "hincrby" => hincrby(ks, a, now),
         "hset" => hset(ks, a, now),
         "hdel" => hdel(ks, a, now),
         "zadd" => zadd(ks, a, now),
@@ -327,6 +342,24 @@ fn hset(ks: &mut Keyspace, a: &[Vec<u8>], now: u64) -> Reply {
     let h = hash(ks, key, now)?.expect("just created");
     let added = a[1..].chunks(2).filter(|fv| h.set(&fv[0], &fv[1])).count();
     Ok(Value::Int(added as i64))
+}
+
+/// HINCRBY key field increment: a missing key or field counts from 0.
+fn hincrby(ks: &mut Keyspace, a: &[Vec<u8>], now: u64) -> Reply {
+    let by = int_arg(&a[2])?;
+    let current = match hash(ks, &a[0], now)?.and_then(|h| h.get(&a[1])) {
+        None => 0,
+        Some(v) => parse_i64(v).ok_or_else(|| Value::err("hash value is not an integer"))?,
+    };
+    let next = current
+        .checked_add(by)
+        .ok_or_else(|| Value::err("increment or decrement would overflow"))?;
+    if hash(ks, &a[0], now)?.is_none() {
+        ks.insert(&a[0], Data::Hash(Hash::default()), None);
+    }
+    let h = hash(ks, &a[0], now)?.expect("just created");
+    h.set(&a[1], next.to_string().as_bytes());
+    Ok(Value::Int(next))
 }
 
 fn hdel(ks: &mut Keyspace, a: &[Vec<u8>], now: u64) -> Reply {

@@ -632,13 +632,22 @@ fn mark_uncovered(world: &World, why: &str) {
         .store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Whether master `i`'s fencing counter is sealed for its current process.
+/// Whether master `i`'s fencing counter is sealed for its current process: its fencing hash
+/// has a counter and a generation `<run_id>:<random>` of this process.
 fn sealed(net: &Net, i: usize) -> bool {
-    let prefix = redquorum::DEFAULT_KEY_PREFIX;
-    let seal = get(net, i, &format!("{prefix}fence:seal"));
-    let counter = get(net, i, &format!("{prefix}fence"));
+    let key = format!("{}fence", redquorum::DEFAULT_KEY_PREFIX);
+    let field =
+        |f: &str| match net.exec_now(i, &[b"HGET".to_vec(), key.clone().into_bytes(), f.into()]) {
+            crate::value::Value::Bulk(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+            _ => None,
+        };
+    let (counter, generation) = (field("n"), field("gen"));
     let run_id = net.inspect(i, |m| m.run_id().to_owned());
-    counter.is_some() && seal.as_deref() == Some(run_id.as_str())
+    counter.is_some()
+        && generation.is_some_and(|g| {
+            g.strip_prefix(run_id.as_str())
+                .is_some_and(|rest| rest.starts_with(':'))
+        })
 }
 
 /// Ends every fault still in force: resumes, heals cuts, restarts crashed masters, stops

@@ -271,14 +271,14 @@ fn scenario_lock_delay(h: &mut Harness) {
 fn scenario_election(h: &mut Harness) {
     h.context = "scenario: election (leadership hash, term, read, tombstone)".into();
     h.flush();
-    assert_eq!(h.script("fence_raise", &["fc"], &["5"]), int(5));
+    assert_eq!(seal(h, "fc", "5", "runA:g1"), int(5));
     assert_eq!(
         h.script(
             "election_acquire",
             &["el", "fc"],
             &["o1", "30000", "1", "host-a", "0"]
         ),
-        int(6)
+        granted(6, "runA:g1")
     );
     assert_eq!(
         h.script(
@@ -338,7 +338,7 @@ fn scenario_election(h: &mut Harness) {
             &["el", "fc"],
             &["o1", "2", "1", "v", "30000"]
         ),
-        int(7)
+        granted(7, "runA:g1")
     );
     h.past_tiny();
     assert_eq!(h.script("election_read", &["el"], &[]), ints(&[]));
@@ -446,10 +446,31 @@ fn scenario_lock(h: &mut Harness) {
     assert!(reply.is_error(), "{reply:?}");
 }
 
+/// Seals the fencing hash `fc` through both steps, as the library does: claim it for the
+/// process of `generation` (`<run>:<random>`), then seal it at `seed` with that generation.
+/// Returns the seal's reply.
+fn seal(h: &mut Harness, fc: &str, seed: &str, generation: &str) -> Value {
+    let run = generation.split(':').next().expect("run:random");
+    let claim = match h.script("fence_claim", &[fc], &[run, "c0"]) {
+        Value::Array(items) => items[2].clone(),
+        other => panic!("fence_claim: {other:?}"),
+    };
+    let Value::Bulk(claim) = claim else {
+        panic!("fence_claim left no claim to seal: {claim:?}");
+    };
+    let claim = String::from_utf8(claim).expect("utf-8 claim");
+    h.script("fence_seal", &[fc], &[seed, &claim, generation])
+}
+
+/// A fenced grant: `[counter, generation]`.
+fn granted(n: i64, generation: &str) -> Value {
+    Value::Array(vec![int(n), bulk(generation)])
+}
+
 fn scenario_fencing(h: &mut Harness) {
     h.context = "scenario: fencing".into();
     h.flush();
-    // Counter missing: -2, nothing touched.
+    // No hash: -2, nothing touched.
     assert_eq!(
         h.script("acquire", &["lk", "fc"], &["o1", "30000", "1"]),
         int(-2)
@@ -498,39 +519,89 @@ fn scenario_fencing(h: &mut Harness) {
         ),
         int(-2)
     );
-    // Seal: creates the counter at the seed, records the run_id; never lowers it.
     assert_eq!(
-        h.script("fence_seal", &["fc", "seal"], &["5", "runA"]),
-        int(5)
+        h.command(&["EXISTS", "lk", "m1", "re", "sem", "wk", "q"]),
+        int(0)
+    );
+    // A hash made by a bare HINCRBY (a script-less client after a flush) has no generation.
+    assert_eq!(h.command(&["HINCRBY", "fc", "n", "1"]), int(1));
+    assert_eq!(
+        h.script("acquire", &["lk", "fc"], &["o1", "30000", "1"]),
+        int(-2)
+    );
+    // Claim: pending, no generation yet; a seal with another claim is refused.
+    assert_eq!(
+        h.script("fence_claim", &["fc"], &["runA", "c1"]),
+        Value::Array(vec![bulk("1"), Value::Nil, bulk("runA:c1")])
     );
     assert_eq!(
-        h.script("fence_seal", &["fc", "seal"], &["3", "runB"]),
-        int(5)
-    );
-    assert_eq!(
-        h.script("fence_seal", &["fc", "seal"], &["9", "runC"]),
-        int(9)
+        h.script("fence_claim", &["fc"], &["runA", "c9"]),
+        Value::Array(vec![bulk("1"), Value::Nil, bulk("runA:c1")]),
+        "a pending claim of the same process is adopted"
     );
     assert_eq!(
         h.script("acquire", &["lk", "fc"], &["o1", "30000", "1"]),
-        int(10)
+        int(-2),
+        "claimed, not sealed"
+    );
+    assert_eq!(
+        h.script("fence_seal", &["fc"], &["5", "runA:c2", "runA:g1"]),
+        int(-1)
+    );
+    assert_eq!(
+        h.script("fence_seal", &["fc"], &["5", "runA:c1", "runA:g1"]),
+        int(5)
+    );
+    assert_eq!(
+        h.script("fence_seal", &["fc"], &["9", "runA:c1", "runA:g9"]),
+        int(-1),
+        "a claim seals once"
+    );
+    assert_eq!(
+        h.script("fence_claim", &["fc"], &["runA", "c3"]),
+        Value::Array(vec![bulk("5"), bulk("runA:g1"), Value::Nil]),
+        "sealed for this process: read, nothing written"
+    );
+    // Another process (a restart from a snapshot): claimed again, the old generation is gone.
+    assert_eq!(
+        h.script("fence_claim", &["fc"], &["runB", "c4"]),
+        Value::Array(vec![bulk("5"), Value::Nil, bulk("runB:c4")])
+    );
+    assert_eq!(
+        h.script("acquire", &["lk", "fc"], &["o1", "30000", "1"]),
+        int(-2)
+    );
+    assert_eq!(
+        h.script("fence_seal", &["fc"], &["3", "runB:c4", "runB:g2"]),
+        int(5),
+        "never lowered"
+    );
+    assert_eq!(
+        h.script("acquire", &["lk", "fc"], &["o1", "30000", "1"]),
+        granted(6, "runB:g2")
     );
     assert_eq!(
         h.script("acquire", &["lk", "fc"], &["o2", "30000", "1"]),
         int(-1),
         "no grant, no increment"
     );
-    assert_eq!(h.script("fence_raise", &["fc"], &["7"]), int(10));
-    assert_eq!(h.script("fence_raise", &["fc"], &["15"]), int(15));
+    // Raise: only for the generation the client knows.
+    assert_eq!(h.script("fence_raise", &["fc"], &["7", "runA:g1"]), int(-1));
+    assert_eq!(h.script("fence_raise", &["fc"], &["7", "runB:g2"]), int(7));
+    assert_eq!(h.script("fence_raise", &["fc"], &["4", "runB:g2"]), int(7));
     assert_eq!(
-        h.script("fence_raise", &["fc2"], &["4"]),
-        int(4),
-        "missing counter counts as 0"
+        h.script("fence_raise", &["fc"], &["15", "runB:g2"]),
+        int(15)
     );
-    assert_eq!(h.script("fence_raise", &["fc3"], &["0"]), int(0));
+    assert_eq!(
+        h.script("fence_raise", &["fc2"], &["4", "runB:g2"]),
+        int(-1),
+        "missing hash: refused, not created"
+    );
+    assert_eq!(h.command(&["EXISTS", "fc2"]), int(0));
     assert_eq!(
         h.script("multi_acquire", &["fc", "m1", "m2"], &["o1", "30000", "1"]),
-        int(16)
+        granted(16, "runB:g2")
     );
     assert_eq!(
         h.script(
@@ -538,7 +609,80 @@ fn scenario_fencing(h: &mut Harness) {
             &["re", "fc"],
             &["h1", "30000", "1", "o1"]
         ),
-        int(17)
+        granted(17, "runB:g2")
+    );
+    assert_eq!(
+        h.script(
+            "semaphore_acquire",
+            &["sem", "fc"],
+            &["o1", "30000", "1", "2"]
+        ),
+        Value::Array(vec![int(18), int(0), bulk("runB:g2")])
+    );
+    // A seal delayed past a flush: its claim is gone, it is refused and creates nothing.
+    assert_eq!(
+        h.script("fence_claim", &["fc"], &["runC", "c5"]),
+        Value::Array(vec![bulk("18"), Value::Nil, bulk("runC:c5")])
+    );
+    assert_eq!(h.command(&["FLUSHALL"]), Value::ok());
+    assert_eq!(
+        h.script("fence_seal", &["fc"], &["18", "runC:c5", "runC:g3"]),
+        int(-1)
+    );
+    assert_eq!(h.command(&["EXISTS", "fc"]), int(0));
+    // ... and past a second flush with a seal in between (the gap of fencing_gaps.rs): the
+    // master was claimed (c6), sealed by someone else, voted, flushed, claimed again (c7).
+    h.script("fence_claim", &["fc"], &["runC", "c6"]);
+    // Another client adopts the pending claim c6 and seals with it.
+    assert_eq!(seal(h, "fc", "20", "runC:g4"), int(20));
+    assert_eq!(
+        h.script("acquire", &["lk:x", "fc"], &["o1", "30000", "1"]),
+        granted(21, "runC:g4")
+    );
+    assert_eq!(h.command(&["FLUSHALL"]), Value::ok());
+    h.script("fence_claim", &["fc"], &["runC", "c7"]);
+    assert_eq!(
+        h.script("fence_seal", &["fc"], &["2", "runC:c6", "runC:g5"]),
+        int(-1),
+        "a late seal of an old claim after a second flush"
+    );
+    assert_eq!(
+        h.command(&["HGET", "fc", "gen"]),
+        Value::Nil,
+        "still unsealed"
+    );
+    // A flush and a re-seal between two grants: the second comes with another generation,
+    // which a client that knew the first one discards (round.rs).
+    assert_eq!(seal(h, "fc", "30", "runC:g6"), int(30));
+    assert_eq!(
+        h.script("acquire", &["lk:y", "fc"], &["o1", "30000", "1"]),
+        granted(31, "runC:g6")
+    );
+    assert_eq!(h.command(&["FLUSHALL"]), Value::ok());
+    assert_eq!(seal(h, "fc", "3", "runC:g7"), int(3));
+    assert_eq!(
+        h.script("acquire", &["lk:y", "fc"], &["o1", "30000", "1"]),
+        granted(4, "runC:g7")
+    );
+    assert_eq!(
+        h.script("fence_raise", &["fc"], &["31", "runC:g6"]),
+        int(-1),
+        "a write-back for the generation before the flush"
+    );
+    // A counter left as a plain string by an older version is converted by the claim.
+    h.flush();
+    assert_eq!(h.command(&["SET", "fc", "42"]), Value::ok());
+    assert_eq!(
+        h.script("fence_claim", &["fc"], &["runD", "c8"]),
+        Value::Array(vec![bulk("42"), Value::Nil, bulk("runD:c8")])
+    );
+    assert_eq!(
+        h.script("fence_seal", &["fc"], &["40", "runD:c8", "runD:g8"]),
+        int(42)
+    );
+    assert_eq!(
+        h.command(&["HMGET", "fc", "n", "gen", "claim"]),
+        Value::Array(vec![bulk("42"), bulk("runD:g8"), Value::Nil])
     );
 }
 
@@ -1212,6 +1356,10 @@ impl Gen {
         self.pick(&["0", "1"]).to_owned()
     }
 
+    fn generation(&mut self) -> String {
+        self.pick(&["runA:g1", "runA:g2", "runB:g1"]).to_owned()
+    }
+
     fn num(&mut self, max: u32) -> String {
         self.rng.random_range(0..=max).to_string()
     }
@@ -1281,10 +1429,22 @@ impl Gen {
             ),
             "election_term" => (vec![self.key("el").into()], vec![owner, self.num(12)]),
             "election_read" => (vec![self.key("el").into()], vec![]),
-            "fence_raise" => (vec![fc], vec![self.num(12)]),
+            "fence_raise" => (vec![fc], vec![self.num(12), self.generation()]),
+            "fence_claim" => (
+                vec![fc],
+                vec![
+                    self.pick(&["runA", "runB"]).into(),
+                    self.pick(&["c1", "c2"]).into(),
+                ],
+            ),
             "fence_seal" => (
-                vec![fc, self.key("seal").to_owned()],
-                vec![self.num(12), self.pick(&["runA", "runB"]).into()],
+                vec![fc],
+                vec![
+                    self.num(12),
+                    self.pick(&["runA:c0", "runA:c1", "runA:c2", "runB:c1"])
+                        .into(),
+                    self.generation(),
+                ],
             ),
             "multi_acquire" => {
                 let mut keys = vec![fc];
@@ -1426,11 +1586,27 @@ impl Gen {
     /// Now and then a direct client command that scripts race with.
     fn client_step(&mut self) -> Vec<String> {
         let key = self.pick(ALL_KEYS).to_owned();
-        match self.rng.random_range(0..5) {
+        match self.rng.random_range(0..9) {
             0 => vec!["SET".into(), key, "plain".into(), "PX".into(), self.ttl()],
             1 => vec!["DEL".into(), key],
             2 => vec!["INCR".into(), key],
             3 => vec!["GET".into(), key],
+            // The fencing hash as a script-less client (issue 22's pipeline) touches it.
+            4 => vec![
+                "HINCRBY".into(),
+                self.key("fc").into(),
+                "n".into(),
+                "1".into(),
+            ],
+            5 => vec![
+                "HMGET".into(),
+                self.key("fc").into(),
+                "n".into(),
+                "gen".into(),
+                "claim".into(),
+            ],
+            // A flush between any two steps (the random run re-seals after it, sometimes).
+            6 => vec!["FLUSHALL".into()],
             _ => vec!["EXISTS".into(), key, "fc".into()],
         }
     }
@@ -1453,13 +1629,19 @@ fn random_run(h: &mut Harness, seed: u64, steps: usize) {
     g.tiny = false;
     // A sealed counter most of the time, so fenced calls do more than return -2.
     if g.rng.random_bool(0.8) {
-        h.script("fence_seal", &["fc", "seal"], &["1", "runA"]);
+        seal(h, "fc", "1", "runA:g1");
     }
     for _ in 0..steps {
         if g.rng.random_range(0..10) == 0 {
             let command = g.client_step();
             let items: Vec<&str> = command.iter().map(String::as_str).collect();
             h.command(&items);
+            // After a flush, usually a re-seal (with a new generation) before the next step.
+            if command[0] == "FLUSHALL" && g.rng.random_bool(0.7) {
+                let generation = g.generation();
+                let seed = g.num(12);
+                seal(h, "fc", &seed, &generation);
+            }
         } else {
             let name = names[g.rng.random_range(0..names.len())].clone();
             let (keys, argv) = g.step(&name);

@@ -52,6 +52,28 @@ pub async fn direct(cluster: &Cluster, i: usize) -> redis::aio::MultiplexedConne
 }
 
 /// The value of `key` on every running master (None where absent or the master is down).
+/// Each master's fencing counter (field `n` of the fencing hash `key`), `None` where the
+/// counter is missing or the master is stopped.
+#[allow(dead_code)]
+pub async fn counters_everywhere(cluster: &Cluster, key: &str) -> Vec<Option<String>> {
+    let mut out = Vec::new();
+    for i in 0..cluster.len() {
+        if !cluster.is_running(i) {
+            out.push(None);
+            continue;
+        }
+        let mut c = direct(cluster, i).await;
+        let v: Option<String> = redis::cmd("HGET")
+            .arg(key)
+            .arg("n")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        out.push(v);
+    }
+    out
+}
+
 pub async fn values_everywhere(cluster: &Cluster, key: &str) -> Vec<Option<String>> {
     let mut out = Vec::new();
     for i in 0..cluster.len() {
