@@ -116,12 +116,12 @@ impl Raw {
                     .query_async(&mut conn)
                     .await?;
             }
-            // The acquire script refuses (-2, "unsealed") while the fencing counter is missing;
-            // redquorum creates its own on connect, the ceiling must create its own too.
-            let _: Value = redis::cmd("SET")
+            // The acquire script refuses (-2, "unsealed") while the fencing hash has no seal
+            // generation; redquorum seals its own on connect, the ceiling must seal its own too.
+            let _: Value = redis::cmd("HSETNX")
                 .arg(RAW_FENCE_KEY)
-                .arg(0)
-                .arg("NX")
+                .arg("gen")
+                .arg("raw")
                 .query_async(&mut conn)
                 .await?;
             conns.push(conn);
@@ -163,7 +163,8 @@ impl Raw {
             .all(&cmd)
             .await?
             .iter()
-            .filter(|v| matches!(v, Value::Int(n) if *n >= 0))
+            // Granted: {counter, generation} with fencing on, 0 with it off.
+            .filter(|v| matches!(v, Value::Array(_)) || matches!(v, Value::Int(n) if *n >= 0))
             .count();
         if granted < self.conns.len() {
             bail!("raw acquire of {key} granted on {granted} masters only");
