@@ -43,7 +43,7 @@ const TRACEPOINTS: [&str; 4] = [
 
 /// The commands counted one by one (`INFO commandstats`, scripts' calls included).
 const COMMANDS: [&str; 8] = [
-    "evalsha", "eval", "set", "exists", "incr", "get", "del", "publish",
+    "evalsha", "eval", "set", "hget", "hincrby", "get", "del", "publish",
 ];
 
 /// Counters of the five masters (and this process) at one moment.

@@ -462,7 +462,10 @@ mod tests {
         assert_eq!(read_leader(&scattered, 1, 3), Some(None));
         // A quorum of the answers: known whatever the silent masters say.
         let three = [held("a", 9), held("a", 9), held("a", 0), None];
-        assert_eq!(read_leader(&three, 1, 3).unwrap().map(|(l, _)| l.term), Some(9));
+        assert_eq!(
+            read_leader(&three, 1, 3).unwrap().map(|(l, _)| l.term),
+            Some(9)
+        );
         // Fewer than a quorum answered: unknown.
         assert_eq!(read_leader(&[None, None], 3, 3), None);
     }
