@@ -1,20 +1,38 @@
--- Multi-resource lock, one master: all the keys or none of them.
--- KEYS[1] = fencing counter of the namespace, KEYS[2..] = lock keys (sorted, distinct)
--- ARGV[1] = owner token, ARGV[2] = ttl in ms, ARGV[3] = "1" to increment the fencing counter
+-- Multi-resource lock, one master: all the keys or none of them. Also each group's round of a
+-- sharded lock, behind a topology epoch check (src/sharded/mod.rs).
+-- KEYS[1] = fencing counter of the namespace, then (sharded only) the group's topology hash,
+-- then the lock keys (sorted, distinct)
+-- ARGV[1] = owner token, ARGV[2] = ttl in ms, ARGV[3] = "1" to increment the fencing counter,
+-- ARGV[4] (sharded only) = the topology epoch the client routed this acquire with.
+-- Sharded: refuses with the error STALETOPOLOGY, touching nothing, when this master stores a
+-- newer epoch (a client with an old view must not grant what the new view forbids); otherwise
+-- raises the stored epoch to ARGV[4], so that older views are refused here from now on.
 -- Returns -1 when any of the keys is held (by anyone, an older round of ours included), else
 -- the new counter value (0 when fencing is off). Checks every key before setting any, so a
 -- master never holds part of the set.
 -- Returns -2, touching nothing, when fencing is on and the counter is missing: the master lost
 -- it (restart without data, flush, eviction) and must be re-sealed before it votes.
+local first = 2
+if ARGV[4] then
+  first = 3
+  local stored = tonumber(redis.call('HGET', KEYS[2], 'epoch') or '0')
+  local given = tonumber(ARGV[4])
+  if stored > given then
+    return redis.error_reply('STALETOPOLOGY stored epoch ' .. stored .. ', client epoch ' .. given)
+  end
+  if stored < given then
+    redis.call('HSET', KEYS[2], 'epoch', given)
+  end
+end
 if ARGV[3] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then
   return -2
 end
-for i = 2, #KEYS do
+for i = first, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then
     return -1
   end
 end
-for i = 2, #KEYS do
+for i = first, #KEYS do
   redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
 end
 if ARGV[3] == '1' then

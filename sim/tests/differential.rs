@@ -586,14 +586,14 @@ fn scenario_multi(h: &mut Harness) {
 }
 
 fn scenario_sharded(h: &mut Harness) {
-    h.context = "scenario: sharded lock and topology".into();
+    h.context = "scenario: sharded lock (multi scripts with the epoch check) and topology".into();
     h.flush();
     let spec = "v1\nmax_ttl_ms 1000\ngroup a 1 redis://x:1\n";
     // No topology yet: read nils, acquire at epoch 1 raises the stored epoch.
     h.script("topology_read", &["t"], &[]);
     assert_eq!(
         h.script(
-            "sharded_acquire",
+            "multi_acquire",
             &["fc", "t", "s1"],
             &["o1", "30000", "0", "1"]
         ),
@@ -601,7 +601,7 @@ fn scenario_sharded(h: &mut Harness) {
     );
     assert_eq!(
         h.script(
-            "sharded_acquire",
+            "multi_acquire",
             &["fc", "t", "s1", "s2"],
             &["o2", "30000", "0", "1"]
         ),
@@ -619,18 +619,18 @@ fn scenario_sharded(h: &mut Harness) {
     h.script("topology_read", &["t"], &[]);
     // A client at epoch 1 is refused now; extends of an epoch-1 hold too.
     h.script(
-        "sharded_acquire",
+        "multi_acquire",
         &["fc", "t", "s3"],
         &["o3", "30000", "0", "1"],
     );
-    h.script("sharded_extend", &["t", "s1"], &["o1", "30000", "1"]);
+    h.script("multi_extend", &["t", "s1"], &["o1", "30000", "1"]);
     assert_eq!(
-        h.script("sharded_extend", &["t", "s1"], &["o1", "30000", "2"]),
+        h.script("multi_extend", &["t", "s1"], &["o1", "30000", "2"]),
         int(1)
     );
     assert_eq!(
         h.script(
-            "sharded_acquire",
+            "multi_acquire",
             &["fc", "t", "s3"],
             &["o3", "30000", "0", "3"]
         ),
@@ -638,15 +638,20 @@ fn scenario_sharded(h: &mut Harness) {
         "a newer epoch raises the stored one"
     );
     h.script(
-        "sharded_acquire",
+        "multi_acquire",
         &["fc", "t", "s4"],
         &["o4", "30000", "0", "2"],
     );
+    // s3 is o3's: not the whole set, s1 deleted anyway; the topology hash is not touched.
     assert_eq!(
-        h.script("sharded_release", &["t", "s1", "s3"], &["o1", "2"]),
-        int(1)
+        h.script("multi_release", &["t", "s1", "s3"], &["o1", "2"]),
+        int(0)
     );
-    assert_eq!(h.script("sharded_release", &["t", "s1"], &["o1"]), int(0));
+    assert_eq!(
+        h.script("multi_release", &["t", "s1"], &["o1", "2"]),
+        int(0)
+    );
+    h.script("topology_read", &["t"], &[]);
 }
 
 fn scenario_reentrant(h: &mut Harness) {
@@ -1284,29 +1289,34 @@ impl Gen {
                 vec![fc, self.key("seal").to_owned()],
                 vec![self.num(12), self.pick(&["runA", "runB"]).into()],
             ),
+            // Half of the calls with the sharded epoch check (the topology hash first).
             "multi_acquire" => {
                 let mut keys = vec![fc];
+                let mut args = vec![owner, self.ttl(), self.flag()];
+                if self.rng.random_bool(0.5) {
+                    keys.push(self.key("tp").into());
+                    args.push(self.pick(&["1", "2", "3"]).into());
+                }
                 keys.extend(self.locks());
-                (keys, vec![owner, self.ttl(), self.flag()])
+                (keys, args)
             }
-            "multi_extend" => (self.locks(), vec![owner, self.ttl()]),
-            "multi_release" => (self.locks(), vec![owner]),
-            "sharded_acquire" => {
-                let mut keys = vec![fc, self.key("tp").into()];
+            "multi_extend" => {
+                let (mut keys, mut args) = (Vec::new(), vec![owner, self.ttl()]);
+                if self.rng.random_bool(0.5) {
+                    keys.push(self.key("tp").into());
+                    args.push(self.pick(&["1", "2", "3"]).into());
+                }
                 keys.extend(self.locks());
-                let epoch = self.pick(&["1", "2", "3"]).into();
-                (keys, vec![owner, self.ttl(), self.flag(), epoch])
+                (keys, args)
             }
-            "sharded_extend" => {
-                let mut keys = vec![self.key("tp").into()];
+            "multi_release" => {
+                let (mut keys, mut args) = (Vec::new(), vec![owner]);
+                if self.rng.random_bool(0.5) {
+                    keys.push(self.key("tp").into());
+                    args.push(self.pick(&["1", "2", "3"]).into());
+                }
                 keys.extend(self.locks());
-                let limit = self.pick(&["1", "2", "3"]).into();
-                (keys, vec![owner, self.ttl(), limit])
-            }
-            "sharded_release" => {
-                let mut keys = vec![self.key("tp").into()];
-                keys.extend(self.locks());
-                (keys, vec![owner])
+                (keys, args)
             }
             "topology_write" => {
                 let epoch = self.pick(&["1", "2", "3"]).into();

@@ -40,6 +40,8 @@ impl ShardedRedlock {
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for bad groups or when the epochs are used up;
+    /// [`Error::TopologyMismatch`] for a group that keeps its name with other masters or other
+    /// keys (key prefix, fencing key): remove it and add one under a new name instead;
     /// [`Error::StaleTopology`] when another change got there first; [`Error::Unavailable`]
     /// when a group (old or new) has no quorum to store the topology on.
     pub async fn change_groups<I, S>(&self, groups: I) -> Result<ChangeReport>
@@ -61,16 +63,13 @@ impl ShardedRedlock {
             store_everywhere(&view, &view.topology).await?;
             self.finish_change(Instant::now()).await?;
         }
-        self.remember_builders(&groups);
         let specs = groups
             .iter()
-            .map(|(name, weight, b)| GroupSpec {
-                name: name.clone(),
-                weight: *weight,
-                masters: b.masters.clone(),
-            })
-            .collect();
+            .map(|(name, weight, b)| super::builder::spec_of(name, *weight, b))
+            .collect::<Vec<GroupSpec>>();
         let current = self.view().topology.clone();
+        super::topology::check_identity(&current.all_groups(), &specs)?;
+        self.remember_builders(&groups);
         let epoch = current.epoch + 1;
         if epoch + 1 > MAX_EPOCH {
             return Err(Error::InvalidConfig(format!(

@@ -114,18 +114,39 @@ impl ShardedGuard {
     /// [`Error::InvalidTtl`] above the max TTL; the first failing hold's error
     /// ([`LockGuard::extend`]); the holds that did extend keep their new validity.
     pub async fn extend(&mut self, ttl: Duration) -> Result<()> {
+        self.check_ttl(ttl)?;
+        let extends = self.parts.iter_mut().map(|p| p.guard.extend(ttl));
+        let results = futures::future::join_all(extends).await;
+        // One group no longer holding its part ends the whole lock: report that first.
+        let mut first = None;
+        for r in results {
+            match r {
+                Err(e @ Error::NotHeld { .. }) => return Err(e),
+                Err(e) => first = first.or(Some(e)),
+                Ok(()) => {}
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Rejects a TTL above the topology's max TTL or one a group would refuse.
+    pub(crate) fn check_ttl(&self, ttl: Duration) -> Result<()> {
         if ttl > self.max_ttl {
             return Err(Error::InvalidTtl {
                 ttl,
                 reason: format!("at most the topology's max ttl {:?}", self.max_ttl),
             });
         }
-        let extends = self.parts.iter_mut().map(|p| p.guard.extend(ttl));
-        futures::future::join_all(extends)
-            .await
-            .into_iter()
-            .collect::<Result<Vec<()>>>()
-            .map(|_| ())
+        self.parts.iter().try_for_each(|p| p.guard.check_ttl(ttl))
+    }
+
+    /// The smallest extension cap of the groups holding a part.
+    pub(crate) fn max_lease(&self) -> Option<Duration> {
+        let caps = self
+            .parts
+            .iter()
+            .filter_map(|p| p.guard.default_max_lease());
+        caps.min()
     }
 
     /// Releases every hold (concurrently). `Ok(true)` when every group released its hold.

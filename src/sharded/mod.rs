@@ -12,13 +12,31 @@
 //! groups in the same order and holds only groups before the one it waits for, so no cycle of
 //! waiters (deadlock) can form; waits are bounded by the acquire wait anyway.
 //!
+//! # Built on the core
+//! - Each group's share of a lock is won by the multi-resource acquire
+//!   (`Redlock::acquire_names`, `primitives/multi.rs`): the same names checks as the basic lock
+//!   (a name whose key is a fencing key, or under the key prefix with the interop layout, is
+//!   refused before any master is asked), the same round, retry loop, guard and rollback.
+//! - A lock over several groups is returned only while valid: its validity is the smallest of
+//!   the groups' holds, each measured from its own round's start minus its drift. A lock whose
+//!   first hold ran out while a later group was being won is given back and tried again while
+//!   the wait lasts (a single try then answers "not granted").
+//! - [`ShardedRedlock::with_lock`] keeps the lock by the core's lease (`lease.rs`): jeopardy,
+//!   the groups' extension cap (`Builder::max_lease`, the smallest), and `lost` no later than
+//!   the validity deadline even while a renewal hangs.
+//! - The stored spec records each group's key prefix and fencing key. A client learning a
+//!   group from it connects with those keys; a client given a group with other keys, or a
+//!   known group name with other masters (group identity: its name and its masters), gets
+//!   [`Error::TopologyMismatch`], and so does a change that would do either.
+//!
 //! # The topology on the masters
 //! Each topology has an **epoch**. It is stored (`store.rs`) on every master of every group as
 //! a hash with the spec (groups, weights, masters, max TTL, previous groups) and the newest
-//! epoch the master has seen. Every sharded acquire and extend runs in one script per master
-//! (`scripts/sharded_acquire.lua`) that first compares the client's epoch `c` with the
-//! master's `s`: `s > c` refuses with `STALETOPOLOGY`, touching nothing; `s < c` raises `s` to
-//! `c`; then the multi-resource acquire. A refused client reloads the newest stored spec and
+//! epoch the master has seen. Every sharded acquire and extend of a group is the
+//! multi-resource lock's (`scripts/multi_acquire.lua`, `multi_extend.lua`) with the epoch
+//! check on: the script first compares the client's epoch `c` with the master's `s`: `s > c`
+//! refuses with `STALETOPOLOGY`, touching nothing; `s < c` raises `s` to `c`; then the
+//! multi-resource acquire. A refused client reloads the newest stored spec and
 //! retries (a bounded number of times, within its wait). A client that never reloads is
 //! refused on a quorum of every group once a newer epoch is stored there: it cannot grant
 //! anything.
@@ -240,6 +258,7 @@ impl ShardedRedlock {
         let topology = match stored {
             Some((epoch, spec)) => {
                 let stored = Topology::decode(epoch, &spec)?;
+                topology::check_identity(&stored.all_groups(), &view.topology.groups)?;
                 if stored.groups != view.topology.groups || stored.max_ttl != builder.max_ttl {
                     tracing::warn!(epoch, "the masters store another topology; routing by it");
                 }
