@@ -3,10 +3,13 @@
 -- KEYS[1] = fencing counter of the namespace, then (sharded only) the group's topology hash,
 -- then the lock keys (sorted, distinct)
 -- ARGV[1] = owner token, ARGV[2] = ttl in ms, ARGV[3] = "1" to increment the fencing counter,
--- ARGV[4] (sharded only) = the topology epoch the client routed this acquire with.
+-- ARGV[4], ARGV[5] (sharded only) = the topology epoch the client routed this acquire with, and
+-- the digest of that epoch's spec.
 -- Sharded: refuses with the error STALETOPOLOGY, touching nothing, when this master stores a
--- newer epoch (a client with an old view must not grant what the new view forbids); otherwise
--- raises the stored epoch to ARGV[4], so that older views are refused here from now on.
+-- newer epoch (a client with an old view must not grant what the new view forbids), and with
+-- TOPOLOGYCONFLICT when this master pins another spec's digest to the same epoch (an epoch
+-- pins exactly one spec). Otherwise raises the stored epoch to ARGV[4] and pins ARGV[5] to it,
+-- so that older views and other specs of this epoch are refused here from now on.
 -- Returns -1 when any of the keys is held (by anyone, an older round of ours included), else
 -- the new counter value (0 when fencing is off). Checks every key before setting any, so a
 -- master never holds part of the set.
@@ -15,13 +18,17 @@
 local first = 2
 if ARGV[4] then
   first = 3
-  local stored = tonumber(redis.call('HGET', KEYS[2], 'epoch') or '0')
+  local t = {redis.call('HGET', KEYS[2], 'epoch'), redis.call('HGET', KEYS[2], 'digest')}
+  local stored = tonumber(t[1] or '0')
   local given = tonumber(ARGV[4])
   if stored > given then
     return redis.error_reply('STALETOPOLOGY stored epoch ' .. stored .. ', client epoch ' .. given)
   end
-  if stored < given then
-    redis.call('HSET', KEYS[2], 'epoch', given)
+  if stored == given and t[2] and t[2] ~= ARGV[5] then
+    return redis.error_reply('TOPOLOGYCONFLICT epoch ' .. given .. ' pins another spec here')
+  end
+  if stored < given or not t[2] then
+    redis.call('HSET', KEYS[2], 'epoch', given, 'digest', ARGV[5])
   end
 end
 if ARGV[3] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then

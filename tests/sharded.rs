@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redquorum::{HashRing, RingNode, ShardedGuard, ShardedRedlock};
-use testcluster::Cluster;
 use testcluster::checker::{Checker, FencedStore, Holding};
+use testcluster::{Cluster, Cut};
 use tokio::time::Instant;
 
 fn start(masters: usize) -> Cluster {
@@ -648,4 +648,129 @@ async fn a_group_keeps_its_masters_under_its_name() {
         matches!(err, redquorum::Error::TopologyMismatch { .. }),
         "{err}"
     );
+}
+
+/// Issue 18, first example. A change is interrupted: most masters of both old groups are
+/// unreachable, so its joint spec (epoch 2, adding `c`) lands on one master of each (and on
+/// `c`). A client reloads that spec. The next change runs while those two masters are
+/// unreachable, does not see the first spec, and stores another joint spec (adding `d`). The
+/// client then takes `r` (by the first spec: on `c` and an old group) and keeps extending it,
+/// while under the final epoch `r` lives on `d`, where someone else takes it. Fixed: an epoch
+/// pins one spec (the masters refuse the client's acquire under the other spec; it reloads
+/// the stored one) and a change takes an epoch above every epoch the masters report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_spec_under_an_interrupted_changes_epoch_gives_no_second_holder() {
+    let proxied = || {
+        Cluster::builder()
+            .masters(3)
+            .proxy(true)
+            .build()
+            .expect("starting a group's masters")
+    };
+    let (a, b, c, d) = (proxied(), proxied(), start(3), start(3));
+    let cut = |cluster: &Cluster, i: usize| cluster.cut_off(i, Cut::BlackHole).unwrap();
+    let max_ttl = Duration::from_secs(1);
+    let old = [("a", 1, &a), ("b", 1, &b)];
+    let (admin, client) = (sharded(&old, max_ttl).await, sharded(&old, max_ttl).await);
+    // A resource whose placements under the two joint specs and the final one are disjoint.
+    let owner =
+        |groups: &[(&str, u32)], r: &str| ring(groups).node_for(r).unwrap().host().to_owned();
+    let r = (0..5000)
+        .map(|i| format!("r{i}"))
+        .find(|r| {
+            owner(&[("a", 1), ("b", 1), ("c", 1)], r) == "c"
+                && owner(&[("a", 1), ("b", 1), ("d", 1)], r) == "d"
+        })
+        .unwrap();
+    for i in 1..3 {
+        cut(&a, i);
+        cut(&b, i);
+    }
+    let target = |last: (&'static str, &Cluster)| {
+        [
+            ("a", 1, support::builder(&a)),
+            ("b", 1, support::builder(&b)),
+            (last.0, 1, support::builder(last.1)),
+        ]
+    };
+    let err = admin.change_groups(target(("c", &c))).await.unwrap_err();
+    assert!(err.is_unavailable(), "{err}");
+    assert_eq!(
+        client.reload().await.unwrap(),
+        2,
+        "the client routes by the first spec"
+    );
+    for i in 1..3 {
+        a.heal(i).unwrap();
+        b.heal(i).unwrap();
+    }
+    cut(&a, 0);
+    cut(&b, 0);
+    let change = tokio::spawn({
+        let admin = admin.clone();
+        let target = target(("d", &d));
+        async move { admin.change_groups(target).await }
+    });
+    let started = Instant::now();
+    while !admin.is_joint() && started.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(admin.is_joint(), "the second change's joint phase began");
+    let ttl = Duration::from_secs(1);
+    let mut held = client.acquire(&r, ttl).await.unwrap();
+    let report = change.await.unwrap().unwrap();
+    println!("second change: {report:?}; the client's hold: {held:?}");
+    // The client keeps extending (refused once a change passed its hold's placement).
+    let extended = held.extend(ttl).await;
+    let other = sharded(&[("a", 1, &a), ("b", 1, &b), ("d", 1, &d)], max_ttl).await;
+    assert_eq!(other.owner(&r), "d");
+    let got = other.try_acquire(&r, ttl).await.unwrap();
+    assert!(
+        got.is_none() || !held.is_valid(),
+        "two holders of {r}: {held:?} (extended: {extended:?}) and {got:?}"
+    );
+    a.heal(0).unwrap();
+    b.heal(0).unwrap();
+}
+
+/// Bootstrap: two clients built at the same moment with different groups, in fresh
+/// namespaces (a key prefix per round). Each either adopts the stored spec or gets a typed
+/// error; two that succeed route by one spec.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_first_topologies_end_in_one_spec() {
+    let (a, b, c) = (start(3), start(3), start(3));
+    let max_ttl = Duration::from_secs(2);
+    let mut outcomes = Vec::new();
+    for round in 0..12 {
+        let prefix = format!("boot{round}:");
+        let build = |groups: [(&'static str, &Cluster); 2]| {
+            let mut builder = ShardedRedlock::builder().max_ttl(max_ttl);
+            for (name, cluster) in groups {
+                builder = builder.group(
+                    name,
+                    1,
+                    support::builder(cluster).key_prefix(prefix.clone()),
+                );
+            }
+            builder.build()
+        };
+        let (x, y) = tokio::join!(build([("a", &a), ("b", &b)]), build([("a", &a), ("c", &c)]));
+        let mut ok = Vec::new();
+        for result in [x, y] {
+            match result {
+                Ok(client) => ok.push(client),
+                Err(redquorum::Error::TopologyMismatch { .. }) => {}
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        if let [x, y] = ok.as_slice() {
+            assert_eq!(
+                (x.epoch(), x.groups()),
+                (y.epoch(), y.groups()),
+                "round {round}: two specs routed by"
+            );
+        }
+        outcomes.push(ok.len());
+    }
+    println!("clients built per round: {outcomes:?}");
 }

@@ -143,13 +143,22 @@ impl Redlock {
             release: &MULTI_RELEASE,
             rollback: &MULTI_RELEASE,
             extra_args: check
-                .map(|c| vec![c.extendable_until.to_string()])
+                .map(|c| {
+                    vec![
+                        c.extendable_until.to_string(),
+                        c.epoch.to_string(),
+                        c.digest.clone(),
+                        c.final_digest.clone().unwrap_or_default(),
+                    ]
+                })
                 .unwrap_or_default(),
             choice_arg: false,
             announce: false,
         };
         let mut args = vec![(ttl.as_millis() as u64).to_string(), config.fencing_arg()];
-        args.extend(check.map(|c| c.epoch.to_string()));
+        if let Some(c) = check {
+            args.extend([c.epoch.to_string(), c.digest.clone()]);
+        }
         // The stored value names its holder for inspection (owner_id.rs), as the basic lock's.
         let token = crate::owner_id::compose(&crate::held::new_token(), &config.owner_id);
         Attempt::with_token(token, ttl, held, |token| {
@@ -172,14 +181,18 @@ pub(crate) enum Patience {
 }
 
 /// The sharded lock's topology check in a multi-resource round (`sharded/mod.rs`): each master
-/// refuses the round when it stores an epoch newer than `epoch` (else raises its own to it),
-/// and refuses an extend once it stores one past `extendable_until`.
+/// refuses the round when it stores an epoch newer than `epoch` or pins another spec digest
+/// to it (else raises its own epoch to it and pins `digest`), and refuses an extend once it
+/// stores an epoch past `extendable_until` or a spec other than the hold's (or, past `epoch`,
+/// other than the change's final one, `final_digest`).
 #[derive(Clone, Debug)]
 pub(crate) struct EpochCheck {
     /// The group's topology hash.
     pub(crate) key: String,
     pub(crate) epoch: u64,
+    pub(crate) digest: String,
     pub(crate) extendable_until: u64,
+    pub(crate) final_digest: Option<String>,
 }
 
 /// The names, checked, sorted (bytewise) and deduplicated: every client then asks for the same

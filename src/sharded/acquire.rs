@@ -294,7 +294,9 @@ async fn acquire_group(
     let check = EpochCheck {
         key: topology_key(redlock),
         epoch: view.topology.epoch,
+        digest: view.digest.clone(),
         extendable_until: view.topology.extendable_until(),
+        final_digest: view.final_digest.clone(),
     };
     let rounds = match patience {
         Patience::Once => Rounds::Once,

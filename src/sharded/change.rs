@@ -55,13 +55,7 @@ impl ShardedRedlock {
             .collect();
         self.reload().await?;
         if self.view().topology.is_joint() {
-            // An interrupted change: its joint topology may have reached only some masters, so
-            // old-view grants may still be happening. Store it on a quorum of every group
-            // first (the same spec under the same epoch is accepted again); the wait counts
-            // from there.
-            let view = self.view();
-            store_everywhere(&view, &view.topology).await?;
-            self.finish_change(Instant::now()).await?;
+            self.resume_change().await?;
         }
         let specs = groups
             .iter()
@@ -70,7 +64,10 @@ impl ShardedRedlock {
         let current = self.view().topology.clone();
         super::topology::check_identity(&current.all_groups(), &specs)?;
         self.remember_builders(&groups);
-        let epoch = current.epoch + 1;
+        // Above every epoch a master reports: an acquire routed with a spec stored on few
+        // masters may have pinned the next epoch to it on some.
+        let seen = store::highest_epoch(&self.view().all()).await;
+        let epoch = current.epoch.max(seen) + 1;
         if epoch + 1 > MAX_EPOCH {
             return Err(Error::InvalidConfig(format!(
                 "topology epochs are used up (max {MAX_EPOCH})"
@@ -97,6 +94,48 @@ impl ShardedRedlock {
         })
     }
 
+    /// Finishes an interrupted change: its joint topology may have reached only some masters,
+    /// so old-view grants may still be happening. It is stored again, exactly, on a quorum of
+    /// every group (the same spec under the same epoch is accepted again); where another spec
+    /// is pinned to its epoch (or a newer epoch was seen), the same change is stored instead
+    /// under an epoch above every epoch the masters report, with the same previous groups
+    /// (every joint spec of that epoch shares them: placements overlap). The wait counts from
+    /// the store.
+    async fn resume_change(&self) -> Result<()> {
+        let view = self.view();
+        match store_everywhere(&view, &view.topology).await {
+            Ok(()) => {}
+            Err(e) if store::is_stale(&e) => {
+                let joint = &view.topology;
+                let seen = store::highest_epoch(&view.all()).await;
+                let epoch = joint.epoch.max(seen) + 1;
+                if epoch + 1 > MAX_EPOCH {
+                    return Err(Error::InvalidConfig(format!(
+                        "topology epochs are used up (max {MAX_EPOCH})"
+                    )));
+                }
+                tracing::warn!(
+                    epoch = joint.epoch,
+                    replaced_by = epoch,
+                    error = %e,
+                    "interrupted change conflicts; storing it under a new epoch"
+                );
+                let replacement = Topology::new(
+                    epoch,
+                    joint.max_ttl,
+                    joint.groups.clone(),
+                    joint.previous.clone(),
+                )?;
+                let view = self.connect_view(replacement).await?;
+                store_everywhere(&view, &view.topology).await?;
+                self.set_view(view);
+            }
+            Err(e) => return Err(e),
+        }
+        self.finish_change(Instant::now()).await?;
+        Ok(())
+    }
+
     /// From the joint topology stored at `stored_at`: waits until every lock granted before it
     /// has expired, then stores and adopts the final topology. Returns the wait and the store
     /// time.
@@ -106,7 +145,9 @@ impl ShardedRedlock {
         let until = stored_at + joint_wait(&view);
         tokio::time::sleep_until(until).await;
         let waited = stored_at.elapsed();
-        let last = Topology::new(joint.epoch + 1, joint.max_ttl, joint.groups.clone(), None)?;
+        let last = joint.final_of().ok_or_else(|| {
+            Error::InvalidConfig("finishing a change whose topology is not joint".into())
+        })?;
         let t1 = Instant::now();
         store_everywhere(&view, &last).await?;
         let stored_in = t1.elapsed();

@@ -151,9 +151,21 @@ struct Shared {
 pub(crate) struct View {
     pub(crate) topology: Topology,
     pub(crate) groups: BTreeMap<String, Redlock>,
+    /// The topology's digest, and during a joint phase its final topology's (computed once).
+    pub(crate) digest: String,
+    pub(crate) final_digest: Option<String>,
 }
 
 impl View {
+    pub(crate) fn new(topology: Topology, groups: BTreeMap<String, Redlock>) -> Self {
+        Self {
+            digest: topology.digest(),
+            final_digest: topology.final_of().map(|f| f.digest()),
+            topology,
+            groups,
+        }
+    }
+
     pub(crate) fn group(&self, name: &str) -> &Redlock {
         &self.groups[name]
     }
@@ -247,48 +259,59 @@ impl ShardedRedlock {
     }
 
     /// Builds the client: connect the given groups, load or store the topology.
+    ///
+    /// Bootstrap: a namespace's first topology (epoch 1) has no previous one whose placement
+    /// it shares with a rival, so it is routed by only once it is on a quorum of every group
+    /// it names. Two clients built at once with different groups: the masters pin the first
+    /// spec written to epoch 1, at most one spec reaches a quorum of a group, and each client
+    /// either adopts the stored spec (re-stored on a quorum of each of its groups: accepted
+    /// only where it is the pinned one) or gets [`Error::TopologyMismatch`].
     async fn connect(builder: ShardedBuilder) -> Result<Self> {
         let given = Topology::new(0, builder.max_ttl, builder.specs(), None)?;
         let groups = connect_groups(&builder, &given, &BTreeMap::new()).await?;
-        let mut view = View {
-            topology: given,
-            groups,
-        };
-        let stored = store::read_newest(&view.all()).await;
-        let topology = match stored {
-            Some((epoch, spec)) => {
-                let stored = Topology::decode(epoch, &spec)?;
-                topology::check_identity(&stored.all_groups(), &view.topology.groups)?;
-                if stored.groups != view.topology.groups || stored.max_ttl != builder.max_ttl {
-                    tracing::warn!(epoch, "the masters store another topology; routing by it");
-                }
-                stored
-            }
-            None => {
-                let first =
-                    Topology::new(1, view.topology.max_ttl, view.topology.groups.clone(), None)?;
-                match store::write_quorums(&view.all(), &first).await {
-                    Ok(()) => first,
-                    // Another client stored one first: use it.
-                    Err(Error::StaleTopology { .. }) => {
-                        let (epoch, spec) =
-                            store::read_newest(&view.all()).await.ok_or_else(|| {
-                                Error::StaleTopology {
-                                    epoch: 1,
-                                    reason: "first topology conflicted and none is readable".into(),
-                                }
-                            })?;
-                        Topology::decode(epoch, &spec)?
+        let mut stored = store::read_newest(&groups.values().collect::<Vec<_>>()).await;
+        let mut tries = 0;
+        let (topology, groups) = loop {
+            tries += 1;
+            let (topology, groups) = match stored {
+                Some((epoch, spec)) => {
+                    let stored = Topology::decode(epoch, &spec)?;
+                    topology::check_identity(&stored.all_groups(), &given.groups)?;
+                    if stored.groups != given.groups || stored.max_ttl != builder.max_ttl {
+                        tracing::warn!(epoch, "the masters store another topology; routing by it");
                     }
-                    Err(e) => return Err(e),
+                    let groups = connect_groups(&builder, &stored, &groups).await?;
+                    (stored, groups)
                 }
+                None => (
+                    Topology::new(1, given.max_ttl, given.groups.clone(), None)?,
+                    groups.clone(),
+                ),
+            };
+            if topology.epoch != 1 {
+                break (topology, groups);
+            }
+            let all: Vec<&Redlock> = groups.values().collect();
+            match store::write_quorums(&all, &topology).await {
+                Ok(()) => break (topology, groups),
+                // Another first topology got there first: adopt it if it is the pinned one.
+                Err(e) if store::is_stale(&e) && tries < 2 => {
+                    stored = store::read_newest(&all).await;
+                }
+                Err(e) if store::is_stale(&e) => {
+                    return Err(Error::TopologyMismatch {
+                        reason: format!(
+                            "another first topology was stored at the same time and neither is \
+                             on a quorum of every group ({e})"
+                        ),
+                    });
+                }
+                Err(e) => return Err(e),
             }
         };
-        view.groups = connect_groups(&builder, &topology, &view.groups).await?;
-        view.topology = topology;
         Ok(Self {
             shared: Arc::new(Shared {
-                view: std::sync::RwLock::new(Arc::new(view)),
+                view: std::sync::RwLock::new(Arc::new(View::new(topology, groups))),
                 builders: std::sync::Mutex::new(builder),
                 reloading: tokio::sync::Mutex::new(()),
             }),
@@ -307,7 +330,11 @@ impl ShardedRedlock {
         let Some((epoch, spec)) = store::read_newest(&view.all()).await else {
             return Ok(view.topology.epoch);
         };
-        if epoch <= view.topology.epoch {
+        let newer = epoch > view.topology.epoch;
+        // The same epoch with another spec: the one more masters store (an interrupted change
+        // replaced; the masters refuse the other from now on).
+        let replaced = epoch == view.topology.epoch && spec != view.topology.encode();
+        if !newer && !replaced {
             return Ok(view.topology.epoch);
         }
         self.adopt(Topology::decode(epoch, &spec)?).await?;
@@ -326,7 +353,7 @@ impl ShardedRedlock {
         let builder = self.builders();
         let current = self.view();
         let groups = connect_groups(&builder, &topology, &current.groups).await?;
-        Ok(View { topology, groups })
+        Ok(View::new(topology, groups))
     }
 
     pub(crate) fn builders(&self) -> ShardedBuilder {

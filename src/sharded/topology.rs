@@ -122,6 +122,25 @@ impl Topology {
         all
     }
 
+    /// The digest of the stored form (MD5, hex): what the masters pin to the epoch and what
+    /// every acquire and extend is checked against (an epoch pins exactly one spec).
+    pub(crate) fn digest(&self) -> String {
+        use md5::{Digest, Md5};
+        Md5::digest(self.encode().as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// The final topology that ends this joint phase (the next epoch, the same groups, no
+    /// previous ones); `None` when this is not a joint phase.
+    pub(crate) fn final_of(&self) -> Option<Topology> {
+        self.is_joint().then(|| {
+            Topology::new(self.epoch + 1, self.max_ttl, self.groups.clone(), None)
+                .expect("the groups of a checked topology are checked")
+        })
+    }
+
     /// The stored form: one line per fact, deterministic (the write script compares specs).
     /// Format v2 records each group's keys (hex, after `@`); v1 (no keys) is written only for
     /// a spec read in v1, so that it re-encodes to the same bytes.
