@@ -717,14 +717,33 @@ async fn a_second_spec_under_an_interrupted_changes_epoch_gives_no_second_holder
     }
     assert!(admin.is_joint(), "the second change's joint phase began");
     let ttl = Duration::from_secs(1);
-    let mut held = client.acquire(&r, ttl).await.unwrap();
+    let held = client.acquire(&r, ttl).await.unwrap();
+    // The client keeps extending its hold while the change runs.
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let extender = tokio::spawn(async move {
+        let mut held = held;
+        for _ in 0..100 {
+            tokio::select! {
+                _ = &mut stop_rx => break,
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+            let _ = held.extend(ttl).await;
+        }
+        held
+    });
     let report = change.await.unwrap().unwrap();
+    stop_tx.send(()).unwrap();
+    let mut held = extender.await.unwrap();
     println!("second change: {report:?}; the client's hold: {held:?}");
     // The client keeps extending (refused once a change passed its hold's placement).
     let extended = held.extend(ttl).await;
     let other = sharded(&[("a", 1, &a), ("b", 1, &b), ("d", 1, &d)], max_ttl).await;
     assert_eq!(other.owner(&r), "d");
     let got = other.try_acquire(&r, ttl).await.unwrap();
+    println!(
+        "extended: {extended:?}, valid {}, other got {got:?}",
+        held.is_valid()
+    );
     assert!(
         got.is_none() || !held.is_valid(),
         "two holders of {r}: {held:?} (extended: {extended:?}) and {got:?}"

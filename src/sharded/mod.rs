@@ -94,13 +94,39 @@
 //! 100,000 locks per second reaches it after 89 years) and epochs below `2^16` (32,767
 //! changes); past either the acquire or change fails with a typed error rather than wrap.
 //!
+//! # An epoch pins exactly one spec
+//! Each master stores, besides the spec, the newest epoch it has seen and the **digest** of
+//! the spec pinned to that epoch. A topology write and every sharded acquire carry both; a
+//! master refuses (`TOPOLOGYCONFLICT`) a write or an acquire whose digest differs from the one
+//! pinned to the same epoch, and pins its own otherwise. An extend carries the digest of its
+//! hold's spec and, for a joint hold, of that change's final spec (`Topology::final_of`), and
+//! is refused where another spec is pinned. So two specs of one epoch can never both be on a
+//! quorum of one group, and a hold granted under one was granted on a quorum that pinned it.
+//!
+//! Why that suffices: a spec at epoch `e >= 2` is a joint one built from the final spec of
+//! epoch `e - 1`, or that final spec; a final spec is written only after its joint one was on a
+//! quorum of every group (so finals are unique per epoch: two joint specs of one epoch share
+//! their previous groups and cannot both be on a quorum of one). Two joint specs of one epoch
+//! (an interrupted change's, stored on a few masters, and another one) therefore share the
+//! previous owner of every resource: holds under them exclude each other on that group, as in
+//! the `b <= a + 1` case above. Epoch 1 has no previous spec: a client routes by a first
+//! topology only once it is on a quorum of every group it names (`connect`; the same spec is
+//! accepted again), so at most one first topology is ever routed by.
+//!
+//! A change takes an epoch above every epoch a master reports (an acquire routed with a spec
+//! stored on few masters may have pinned it); an interrupted change is finished with exactly
+//! its stored joint spec, or, where another spec is pinned to its epoch, stored again under an
+//! epoch above every one reported, with the same previous groups (`change.rs`).
+//!
 //! # Not guaranteed
-//! - **One administrator at a time.** A master refuses a second spec under an epoch it has
-//!   (`TOPOLOGYCONFLICT`), but two concurrent [`change_groups`] calls can split the groups
-//!   between their two joint specs of the same epoch; clients may then route by either, and
-//!   the proof above (one placement per epoch) no longer applies. Run changes from one place.
-//! - **Data loss on a majority of a group** loses that group's stored epoch as well as its
-//!   keys (as for any Redlock): use AOF or the restart quarantine.
+//! - **Masters restarting without data** (issue 18, item 1: not done). A master that restarts
+//!   empty forgets its epoch and pinned digest and accepts the old epoch again; after such
+//!   restarts of a majority of a group (even one at a time, each after the restart
+//!   quarantine), a client that has not reloaded since a change may grant a resource that
+//!   moved. Use AOF (`appendfsync always`) on sharded groups' masters.
+//! - **Concurrent administrators** are not tested; run changes from one place. (Two changes
+//!   at once cannot both store a joint spec under one epoch on a quorum of a group: the loser
+//!   gets an error, and the next call finishes or replaces what it left.)
 //! - **Primitives other than the basic and multi-resource lock** are reached through
 //!   [`ShardedRedlock::group_for`]: they run on the resource's current owner group with that
 //!   group's guarantees, but they do not check the topology epoch and are **not** protected
