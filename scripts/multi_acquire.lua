@@ -1,11 +1,23 @@
--- Multi-resource lock, one master: all the keys or none of them.
--- KEYS[1] = fencing counter of the namespace, KEYS[2..] = lock keys (sorted, distinct)
--- ARGV[1] = owner token, ARGV[2] = ttl in ms, ARGV[3] = "1" to increment the fencing counter
--- Returns -1 when any of the keys is held (by anyone, an older round of ours included), else
--- the new counter value (0 when fencing is off). Checks every key before setting any, so a
--- master never holds part of the set.
+-- Multi-resource lock, one master: all the keys or none of them. Also each group's round of a
+-- sharded lock, behind a topology epoch check (src/sharded/mod.rs).
+-- KEYS[1] = fencing hash of the namespace (field n = counter, field gen = the generation of its
+-- last seal; fencing.rs), then (sharded only) the group's topology hash, then the lock keys
+-- (sorted, distinct)
+-- ARGV[1] = owner token, ARGV[2] = ttl in ms, ARGV[3] = "1" to increment the fencing counter,
+-- ARGV[4], ARGV[5] (sharded only) = the topology epoch the client routed this acquire with, and
+-- the digest of that epoch's spec.
 -- Returns -2, touching nothing, when fencing is on and the fencing hash has no generation: the
--- master lost it (restart without data, flush, eviction) or is being sealed (fencing.rs).
+-- master lost it (restart without data, flush, eviction) or is being sealed, and must be sealed
+-- before it votes.
+-- Sharded: refuses with the error STALETOPOLOGY, touching nothing, when this master stores a
+-- newer epoch (a client with an old view must not grant what the new view forbids), and with
+-- TOPOLOGYCONFLICT when this master pins another spec's digest to the same epoch (an epoch
+-- pins exactly one spec). Otherwise raises the stored epoch to ARGV[4] and pins ARGV[5] to it,
+-- so that older views and other specs of this epoch are refused here from now on.
+-- Returns -1 when any of the keys is held (by anyone, an older round of ours included), else,
+-- when granted, {new counter, generation} with fencing on (the client counts the vote only if
+-- the generation is the one it knows for this master), 0 with fencing off. Checks every key
+-- before setting any, so a master never holds part of the set.
 local gen = false
 if ARGV[3] == '1' then
   gen = redis.call('HGET', KEYS[1], 'gen')
@@ -13,12 +25,28 @@ if ARGV[3] == '1' then
     return -2
   end
 end
-for i = 2, #KEYS do
+local first = 2
+if ARGV[4] then
+  first = 3
+  local t = {redis.call('HGET', KEYS[2], 'epoch'), redis.call('HGET', KEYS[2], 'digest')}
+  local stored = tonumber(t[1] or '0')
+  local given = tonumber(ARGV[4])
+  if stored > given then
+    return redis.error_reply('STALETOPOLOGY stored epoch ' .. stored .. ', client epoch ' .. given)
+  end
+  if stored == given and t[2] and t[2] ~= ARGV[5] then
+    return redis.error_reply('TOPOLOGYCONFLICT epoch ' .. given .. ' pins another spec here')
+  end
+  if stored < given or not t[2] then
+    redis.call('HSET', KEYS[2], 'epoch', given, 'digest', ARGV[5])
+  end
+end
+for i = first, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then
     return -1
   end
 end
-for i = 2, #KEYS do
+for i = first, #KEYS do
   redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
 end
 if gen then

@@ -1,3 +1,9 @@
--- Sharded lock: the topology spec stored on this master.
--- KEYS[1] = topology hash. Returns {spec_epoch, spec}, each nil when not stored.
-return {redis.call('HGET', KEYS[1], 'spec_epoch'), redis.call('HGET', KEYS[1], 'spec')}
+-- Sharded lock: the topology state stored on this master.
+-- KEYS[1] = topology hash. Returns {spec_epoch, spec, epoch, digest}, each nil when not stored
+-- (epoch: the newest this master has seen, from a write or an acquire; digest: the spec pinned
+-- to it).
+local t = {}
+for i, field in ipairs({'spec_epoch', 'spec', 'epoch', 'digest'}) do
+  t[i] = redis.call('HGET', KEYS[1], field)
+end
+return t

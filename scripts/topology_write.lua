@@ -1,20 +1,23 @@
 -- Sharded lock: store a topology (groups, weights, epoch, joint phase) on one master.
--- KEYS[1] = topology hash; ARGV[1] = epoch of the topology, ARGV[2] = its encoded spec.
--- Refuses with STALETOPOLOGY when a newer spec is stored, and with TOPOLOGYCONFLICT when a
--- different spec is stored under the same epoch (two administrators at once). Otherwise
--- stores the spec and raises the checked epoch to ARGV[1]: from then on this master refuses
--- acquires routed with an older view. Returns 1.
+-- KEYS[1] = topology hash; ARGV[1] = epoch of the topology, ARGV[2] = its encoded spec,
+-- ARGV[3] = the spec's digest.
+-- An epoch pins exactly one spec: refuses with TOPOLOGYCONFLICT when this master pins another
+-- digest to the same epoch (stored by a write or by an acquire routed with it), or stores
+-- another spec under it; with STALETOPOLOGY when it has seen a newer epoch. Otherwise stores
+-- the spec, raises the checked epoch to ARGV[1] and pins ARGV[3] to it: from then on this
+-- master refuses acquires routed with an older view or another spec. Returns 1.
 local given = tonumber(ARGV[1])
-local spec_epoch = tonumber(redis.call('HGET', KEYS[1], 'spec_epoch') or '0')
-if spec_epoch > given then
-  return redis.error_reply('STALETOPOLOGY stored spec epoch ' .. spec_epoch)
+local t = {}
+for i, field in ipairs({'epoch', 'digest', 'spec_epoch', 'spec'}) do
+  t[i] = redis.call('HGET', KEYS[1], field)
 end
-if spec_epoch == given and redis.call('HGET', KEYS[1], 'spec') ~= ARGV[2] then
-  return redis.error_reply('TOPOLOGYCONFLICT another spec is stored under epoch ' .. given)
+local stored = tonumber(t[1] or '0')
+local spec_epoch = tonumber(t[3] or '0')
+if stored > given or spec_epoch > given then
+  return redis.error_reply('STALETOPOLOGY stored epoch ' .. math.max(stored, spec_epoch))
 end
-redis.call('HSET', KEYS[1], 'spec_epoch', given, 'spec', ARGV[2])
-local stored = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0')
-if stored < given then
-  redis.call('HSET', KEYS[1], 'epoch', given)
+if (stored == given and t[2] and t[2] ~= ARGV[3]) or (spec_epoch == given and t[4] ~= ARGV[2]) then
+  return redis.error_reply('TOPOLOGYCONFLICT another spec is pinned to epoch ' .. given)
 end
+redis.call('HSET', KEYS[1], 'spec_epoch', given, 'spec', ARGV[2], 'epoch', given, 'digest', ARGV[3])
 return 1

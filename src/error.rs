@@ -348,6 +348,14 @@ pub enum Error {
         /// What the masters or the change said.
         reason: String,
     },
+    /// A sharded client's groups disagree with the topology stored on the masters (a group's
+    /// key prefix or fencing key, or a group name given with other masters), or another
+    /// topology was stored first. Nothing was granted; the stored topology is unchanged.
+    #[error("topology mismatch: {reason}")]
+    TopologyMismatch {
+        /// What differs.
+        reason: String,
+    },
 }
 
 impl Error {

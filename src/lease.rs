@@ -2,6 +2,7 @@
 //! [`LockGuard::with_watchdog`]: a background task that keeps extending a guard, and the
 //! [`LockContext`] through which the work learns how the lease stands ([`LeaseState`]).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,23 +109,78 @@ async fn wait_for(mut state: watch::Receiver<LeaseState>, done: impl Fn(LeaseSta
     let _ = state.wait_for(|s| done(*s)).await;
 }
 
-/// A guard handed to a background task that keeps extending it.
-pub(crate) struct Lease {
-    stop: CancellationToken,
-    state: watch::Receiver<LeaseState>,
-    task: Option<tokio::task::JoinHandle<LockGuard>>,
+/// What a watchdog keeps extending: a [`LockGuard`], or a sharded lock's holds (one guard per
+/// group, `sharded/guard.rs`). The hook that lets every lease share this one watchdog.
+pub(crate) trait Renewable: Send + 'static {
+    fn resource(&self) -> &str;
+    fn fencing_token(&self) -> Option<u64>;
+    /// The local validity deadline.
+    fn valid_until(&self) -> Instant;
+    /// The client's default extension cap ([`Builder::max_lease`](crate::Builder::max_lease)).
+    fn default_max_lease(&self) -> Option<Duration>;
+    /// One renewal to `ttl` that waits for each master's answer until `until` (a late yes
+    /// still counts, see `LockGuard::extend_within`); [`Error::NotHeld`] when a quorum says
+    /// the lock is no longer ours.
+    fn extend_within(
+        &mut self,
+        ttl: Duration,
+        until: Instant,
+    ) -> impl Future<Output = crate::Result<()>> + Send;
+    /// The per-master timeout: a renewal undecided for longer puts the lease in jeopardy.
+    fn master_timeout(&self) -> Duration;
+
+    fn is_valid(&self) -> bool {
+        Instant::now() < self.valid_until()
+    }
+
+    /// Validity left.
+    fn remaining(&self) -> Duration {
+        self.valid_until().saturating_duration_since(Instant::now())
+    }
 }
 
-impl Lease {
+impl Renewable for LockGuard {
+    fn resource(&self) -> &str {
+        LockGuard::resource(self)
+    }
+    fn fencing_token(&self) -> Option<u64> {
+        LockGuard::fencing_token(self)
+    }
+    fn valid_until(&self) -> Instant {
+        LockGuard::valid_until(self)
+    }
+    fn default_max_lease(&self) -> Option<Duration> {
+        LockGuard::default_max_lease(self)
+    }
+    fn extend_within(
+        &mut self,
+        ttl: Duration,
+        until: Instant,
+    ) -> impl Future<Output = crate::Result<()>> + Send {
+        LockGuard::extend_within(self, ttl, until)
+    }
+    fn master_timeout(&self) -> Duration {
+        LockGuard::master_timeout(self)
+    }
+}
+
+/// A guard handed to a background task that keeps extending it.
+pub(crate) struct Lease<G = LockGuard> {
+    stop: CancellationToken,
+    state: watch::Receiver<LeaseState>,
+    task: Option<tokio::task::JoinHandle<G>>,
+}
+
+impl<G: Renewable> Lease<G> {
     /// Starts extending with the client's default extension cap.
-    pub(crate) fn start(guard: LockGuard, ttl: Duration) -> (Self, LockContext) {
+    pub(crate) fn start(guard: G, ttl: Duration) -> (Self, LockContext) {
         let cap = guard.default_max_lease();
         Self::start_capped(guard, ttl, cap)
     }
 
     /// Starts extending `guard` to `ttl` every third of `ttl`, never past `max_lease` from now.
     pub(crate) fn start_capped(
-        guard: LockGuard,
+        guard: G,
         ttl: Duration,
         max_lease: Option<Duration>,
     ) -> (Self, LockContext) {
@@ -135,7 +191,7 @@ impl Lease {
     /// was won, before whatever its owner did with it before handing it here: an election
     /// records its term first).
     pub(crate) fn start_capped_from(
-        guard: LockGuard,
+        guard: G,
         ttl: Duration,
         max_lease: Option<Duration>,
         won_at: Instant,
@@ -166,7 +222,7 @@ impl Lease {
     }
 
     /// Stops extending and hands the guard back, with whether the lock was lost meanwhile.
-    pub(crate) async fn stop(mut self) -> (Option<LockGuard>, bool) {
+    pub(crate) async fn stop(mut self) -> (Option<G>, bool) {
         self.stop.cancel();
         let guard = match self.task.take() {
             Some(task) => task.await.ok(),
@@ -177,7 +233,7 @@ impl Lease {
     }
 }
 
-impl Drop for Lease {
+impl<G> Drop for Lease<G> {
     fn drop(&mut self) {
         // with_lock was cancelled or its closure panicked: stop extending; the watchdog then
         // drops the guard, which releases it.
@@ -232,13 +288,13 @@ fn renewal_in(ttl: Duration, remaining: Duration) -> Duration {
 /// was this owner's and is extended from no earlier than the renewal's start (validity is
 /// counted from there), so a quorum that keeps holding the key is never reported lost because
 /// its answers are slow.
-async fn watchdog(
-    mut guard: LockGuard,
+async fn watchdog<G: Renewable>(
+    mut guard: G,
     ttl: Duration,
     cap_end: Option<Instant>,
     stop: CancellationToken,
     signals: Signals,
-) -> LockGuard {
+) -> G {
     let mut next = Instant::now() + renewal_in(ttl, guard.remaining());
     let mut capped = false;
     let slow_after = guard.master_timeout();

@@ -192,8 +192,10 @@
 //! deadlock) and gives back what it took if a later group fails.
 //!
 //! The topology (groups, weights, masters, max TTL, epoch) is stored on the masters of every
-//! group, and every sharded acquire and extend script checks the client's epoch against the
-//! stored one: a client with an old view is refused (it then reloads and retries).
+//! group, and every sharded acquire and extend script checks the client's epoch and the
+//! digest of its spec against the stored ones: a client with an old view, or with another
+//! spec of the same epoch, is refused (it then reloads and retries). Each group's share of a
+//! lock is the multi-resource acquire, kept by the basic lock's lease.
 //! [`ShardedRedlock::change_groups`] stores a *joint* topology (a resource whose ring owner
 //! changes must be won on its old and its new group), waits one max TTL (plus drift) so that
 //! every lock granted before has expired, then stores the final topology.
@@ -207,9 +209,10 @@
 //!
 //! *Not*: TTLs and extensions above the stored max TTL are refused, and a hold granted before a
 //! change cannot be extended once the next change is stored (`with_lock` reports it lost; the
-//! hold must be re-acquired); changes must come from one administrator at a time (two concurrent changes can
-//! split the groups between two specs of one epoch, which nothing detects); a majority
-//! of a group losing its data loses the stored epoch with the keys; the other primitives,
+//! hold must be re-acquired); changes should come from one administrator at a time (concurrent
+//! changes are not tested; an epoch pins one spec on the masters, so two joint specs of one
+//! epoch cannot both reach a quorum of a group); masters that restart without data forget the
+//! stored epoch (even one at a time: use AOF on sharded groups); the other primitives,
 //! reached through [`ShardedRedlock::group_for`], run on the owner group but are not protected
 //! across a change; with unequal weights libmemcached's formula re-scales every group's points
 //! on a change, so some resources also move between groups that stay (counted in the tests).

@@ -208,21 +208,6 @@ pub(crate) static CACHE_VERSIONED: LazyLock<LuaScript> = LazyLock::new(|| {
 });
 
 script!(
-    /// Sharded lock: the multi-resource acquire behind a topology epoch check.
-    SHARDED_ACQUIRE,
-    "sharded_acquire"
-);
-script!(
-    /// Sharded lock: extend every key unless the topology moved past the hold.
-    SHARDED_EXTEND,
-    "sharded_extend"
-);
-script!(
-    /// Sharded lock: compare-and-delete every key (release and rollback).
-    SHARDED_RELEASE,
-    "sharded_release"
-);
-script!(
     /// Sharded lock: store a topology spec and raise the checked epoch.
     TOPOLOGY_WRITE,
     "topology_write"
@@ -270,9 +255,6 @@ pub(crate) fn all() -> Vec<&'static LuaScript> {
         &ELECTION_RELEASE,
         &ELECTION_TERM,
         &ELECTION_READ,
-        &SHARDED_ACQUIRE,
-        &SHARDED_EXTEND,
-        &SHARDED_RELEASE,
         &TOPOLOGY_WRITE,
         &TOPOLOGY_READ,
     ]

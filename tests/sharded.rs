@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redquorum::{HashRing, RingNode, ShardedGuard, ShardedRedlock};
-use testcluster::Cluster;
 use testcluster::checker::{Checker, FencedStore, Holding};
+use testcluster::{Cluster, Cut};
 use tokio::time::Instant;
 
 fn start(masters: usize) -> Cluster {
@@ -398,4 +398,398 @@ async fn an_interrupted_change_is_resumed_by_the_next_call() {
         .unwrap();
     assert!(got.is_none(), "an old view granted a held lock: {got:?}");
     held.release().await.unwrap();
+}
+
+/// How late a lease signal may fire after its bound on a loaded 2-core machine (scheduling).
+const SCHEDULING_SLACK: Duration = Duration::from_millis(40);
+
+/// A resource name the client places on `group` (the ring's choice, found by trying names).
+fn name_on(client: &ShardedRedlock, prefix: &str, group: &str) -> String {
+    (0..1000)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|r| client.owner(r) == group)
+        .expect("some name lands on the group")
+}
+
+/// Adversary: a majority of the group is paused (SIGSTOP) right after the locks are taken, so
+/// every renewal hangs one whole per-master timeout (ttl/10). Several locks with TTLs a little
+/// apart put renewals in flight at their validity deadlines. `lost` must come no later than
+/// the deadline, which is at most `ttl` after the work started (the acquire round began
+/// before). Before the sharded lease went through `lease.rs`, it waited for the hanging
+/// renewal: up to a per-master timeout late (73 ms measured).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sharded_with_lock_is_lost_by_the_deadline_while_renewals_hang() {
+    let a = start(3);
+    let ttl = Duration::from_secs(2);
+    let client = ShardedRedlock::builder()
+        .max_ttl(Duration::from_secs(5))
+        .group("a", 1, support::builder(&a).master_timeout(ttl / 10))
+        .build()
+        .await
+        .unwrap();
+    let (started_tx, mut started_rx) = tokio::sync::mpsc::channel(8);
+    let mut tasks = Vec::new();
+    for i in 0..6u64 {
+        let (client, started_tx) = (client.clone(), started_tx.clone());
+        let ttl = ttl + Duration::from_millis(37 * i);
+        tasks.push(tokio::spawn(async move {
+            let (seen_tx, seen_rx) = tokio::sync::oneshot::channel();
+            let outcome = client
+                .with_lock(&format!("hang-{i}"), ttl, |ctx| async move {
+                    let started = Instant::now();
+                    started_tx.send(()).await.unwrap();
+                    ctx.lost().await;
+                    let _ = seen_tx.send((started, Instant::now()));
+                })
+                .await;
+            assert!(
+                matches!(outcome, Err(redquorum::Error::LockLost { .. })),
+                "{outcome:?}"
+            );
+            let (started, lost_at) = seen_rx.await.unwrap();
+            (ttl, started, lost_at)
+        }));
+    }
+    for _ in 0..6 {
+        started_rx.recv().await.unwrap();
+    }
+    a.pause(0).unwrap();
+    a.pause(1).unwrap();
+    let mut late = Vec::new();
+    for task in tasks {
+        let (ttl, started, lost_at) = task.await.unwrap();
+        let bound = started + ttl;
+        late.push(lost_at.saturating_duration_since(bound));
+        assert!(
+            lost_at <= bound + SCHEDULING_SLACK,
+            "lost {:?} after start + ttl (the validity deadline is earlier)",
+            lost_at - bound
+        );
+    }
+    a.resume(0).unwrap();
+    a.resume(1).unwrap();
+    println!("lost after start + ttl by: {late:?}");
+}
+
+/// The groups' extension cap (`Builder::max_lease`) holds for a sharded lease: the work runs
+/// on past the cap, and the lock must be lost by the cap, then free for another client.
+/// Before: the cap was ignored (held 3.5 s under a 1.5 s cap).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_with_lock_respects_the_extension_cap() {
+    let a = start(3);
+    let (ttl, cap) = (Duration::from_millis(1000), Duration::from_millis(2200));
+    let client = ShardedRedlock::builder()
+        .max_ttl(Duration::from_secs(5))
+        .group("a", 1, support::builder(&a).max_lease(cap))
+        .build()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let (seen_tx, seen_rx) = tokio::sync::oneshot::channel();
+    let outcome = client
+        .with_lock("capped", ttl, |ctx| async move {
+            let lost = tokio::select! {
+                _ = ctx.lost() => Some(Instant::now()),
+                _ = tokio::time::sleep(Duration::from_millis(4000)) => None,
+            };
+            let _ = seen_tx.send(lost);
+        })
+        .await;
+    let lost = seen_rx.await.unwrap();
+    assert!(
+        matches!(outcome, Err(redquorum::Error::LockLost { .. })),
+        "held past the cap: {outcome:?} after {:?}",
+        started.elapsed()
+    );
+    let lost = lost.expect("lost signalled");
+    assert!(
+        lost - started <= cap + SCHEDULING_SLACK + Duration::from_millis(100),
+        "lost {:?} after the start, past the cap {cap:?}",
+        lost - started
+    );
+    assert!(lost - started > ttl, "extended before the cap");
+}
+
+/// Adversary: a two-group lock whose second group is held by another client until after the
+/// first group's hold ran out. The acquire must never return a guard whose validity already
+/// ended (validity: the smallest of the groups', each from its own round's start): a third
+/// client could then take the first resource while the guard claims it. Before: the expired
+/// guard was returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_group_acquire_never_returns_an_expired_guard() {
+    let (a, b) = (start(3), start(3));
+    let max_ttl = Duration::from_secs(5);
+    let groups = [("a", 1, &a), ("b", 1, &b)];
+    let (one, two, three) = (
+        sharded(&groups, max_ttl).await,
+        sharded(&groups, max_ttl).await,
+        sharded(&groups, max_ttl).await,
+    );
+    let (on_a, on_b) = (name_on(&one, "acct", "a"), name_on(&one, "acct", "b"));
+    let blocker = two
+        .acquire(&on_b, Duration::from_millis(2500))
+        .await
+        .unwrap();
+    let ttl = Duration::from_millis(1000);
+    let both = one
+        .acquire_many_with_wait([&on_a, &on_b], ttl, Duration::from_secs(6))
+        .await
+        .unwrap();
+    assert!(
+        both.is_valid() && both.remaining() > Duration::ZERO,
+        "an expired guard was returned: {both:?}"
+    );
+    let other = three.try_acquire(&on_a, ttl).await.unwrap();
+    assert!(
+        other.is_none(),
+        "two holders of {on_a}: {both:?} and {other:?}"
+    );
+    drop(blocker);
+    both.release().await.unwrap();
+}
+
+/// Sharded names go through the basic lock's checks: a name whose lock key is the fencing
+/// counter, and (interop layout) a name under the key prefix (here: the topology hash
+/// itself), are refused with a typed error before any master is asked. Before: asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_names_go_through_the_basic_name_checks() {
+    let (a, b) = (start(1), start(1));
+    let fenced = ShardedRedlock::builder()
+        .max_ttl(Duration::from_secs(5))
+        .group(
+            "a",
+            1,
+            support::builder(&a).fence_key(support::lock_key("x")),
+        )
+        .build()
+        .await
+        .unwrap();
+    let err = fenced
+        .try_acquire("x", Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, redquorum::Error::InvalidArgument(_)), "{err}");
+    let interop = ShardedRedlock::builder()
+        .max_ttl(Duration::from_secs(5))
+        .group("b", 1, support::builder(&b).interop_keys("{resource}"))
+        .build()
+        .await
+        .unwrap();
+    let topology = format!("{}topology:state", redquorum::DEFAULT_KEY_PREFIX);
+    let err = interop
+        .try_acquire(&topology, Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, redquorum::Error::InvalidArgument(_)), "{err}");
+}
+
+/// The stored spec records each group's key prefix and fencing key. A client given a group
+/// with another prefix gets a typed error (it would lock the same resources under other
+/// keys), and a client that learns a group from the stored spec uses the stored keys, so it
+/// excludes the administrator's holds there. Before: the first routed by the stored spec with
+/// its own prefix, the second used its template's prefix: two holders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stored_spec_records_each_groups_keys() {
+    let (a, c) = (start(3), start(3));
+    let max_ttl = Duration::from_millis(1000);
+    let admin = sharded(&[("a", 1, &a)], max_ttl).await;
+    admin
+        .change_groups([
+            ("a", 1, support::builder(&a)),
+            ("c", 1, support::builder(&c).key_prefix("other:")),
+        ])
+        .await
+        .unwrap();
+    let err = ShardedRedlock::builder()
+        .group("a", 1, support::builder(&a))
+        .group("c", 1, support::builder(&c))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, redquorum::Error::TopologyMismatch { .. }),
+        "{err}"
+    );
+    let learner = sharded(&[("a", 1, &a)], max_ttl).await;
+    let on_c = name_on(&admin, "r", "c");
+    let held = admin.acquire(&on_c, max_ttl).await.unwrap();
+    let got = learner.try_acquire(&on_c, max_ttl).await.unwrap();
+    assert!(got.is_none(), "two holders of {on_c}: {held:?} and {got:?}");
+    held.release().await.unwrap();
+}
+
+/// Group identity: a group is its name with its masters. A change that keeps a name but
+/// gives it other masters is refused with a typed error (its resources would move to the new
+/// masters without a joint phase), and so is a client built that way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_keeps_its_masters_under_its_name() {
+    let (a, b, other) = (start(1), start(1), start(1));
+    let max_ttl = Duration::from_millis(800);
+    let admin = sharded(&[("a", 1, &a), ("b", 1, &b)], max_ttl).await;
+    let err = admin
+        .change_groups([
+            ("a", 1, support::builder(&a)),
+            ("b", 1, support::builder(&other)),
+        ])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, redquorum::Error::TopologyMismatch { .. }),
+        "{err}"
+    );
+    assert_eq!(admin.epoch(), 1, "nothing stored");
+    let err = ShardedRedlock::builder()
+        .group("a", 1, support::builder(&a))
+        .group("b", 1, support::builder(&other))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, redquorum::Error::TopologyMismatch { .. }),
+        "{err}"
+    );
+}
+
+/// Issue 18, first example. A change is interrupted: most masters of both old groups are
+/// unreachable, so its joint spec (epoch 2, adding `c`) lands on one master of each (and on
+/// `c`). A client reloads that spec. The next change runs while those two masters are
+/// unreachable, does not see the first spec, and stores another joint spec (adding `d`). The
+/// client then takes `r` (by the first spec: on `c` and an old group) and keeps extending it,
+/// while under the final epoch `r` lives on `d`, where someone else takes it. Fixed: an epoch
+/// pins one spec (the masters refuse the client's acquire under the other spec; it reloads
+/// the stored one) and a change takes an epoch above every epoch the masters report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_spec_under_an_interrupted_changes_epoch_gives_no_second_holder() {
+    let proxied = || {
+        Cluster::builder()
+            .masters(3)
+            .proxy(true)
+            .build()
+            .expect("starting a group's masters")
+    };
+    let (a, b, c, d) = (proxied(), proxied(), start(3), start(3));
+    let cut = |cluster: &Cluster, i: usize| cluster.cut_off(i, Cut::BlackHole).unwrap();
+    let max_ttl = Duration::from_secs(1);
+    let old = [("a", 1, &a), ("b", 1, &b)];
+    let (admin, client) = (sharded(&old, max_ttl).await, sharded(&old, max_ttl).await);
+    // A resource whose placements under the two joint specs and the final one are disjoint.
+    let owner =
+        |groups: &[(&str, u32)], r: &str| ring(groups).node_for(r).unwrap().host().to_owned();
+    let r = (0..5000)
+        .map(|i| format!("r{i}"))
+        .find(|r| {
+            owner(&[("a", 1), ("b", 1), ("c", 1)], r) == "c"
+                && owner(&[("a", 1), ("b", 1), ("d", 1)], r) == "d"
+        })
+        .unwrap();
+    for i in 1..3 {
+        cut(&a, i);
+        cut(&b, i);
+    }
+    let target = |last: (&'static str, &Cluster)| {
+        [
+            ("a", 1, support::builder(&a)),
+            ("b", 1, support::builder(&b)),
+            (last.0, 1, support::builder(last.1)),
+        ]
+    };
+    let err = admin.change_groups(target(("c", &c))).await.unwrap_err();
+    assert!(err.is_unavailable(), "{err}");
+    assert_eq!(
+        client.reload().await.unwrap(),
+        2,
+        "the client routes by the first spec"
+    );
+    for i in 1..3 {
+        a.heal(i).unwrap();
+        b.heal(i).unwrap();
+    }
+    cut(&a, 0);
+    cut(&b, 0);
+    let change = tokio::spawn({
+        let admin = admin.clone();
+        let target = target(("d", &d));
+        async move { admin.change_groups(target).await }
+    });
+    let started = Instant::now();
+    while !admin.is_joint() && started.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(admin.is_joint(), "the second change's joint phase began");
+    let ttl = Duration::from_secs(1);
+    let held = client.acquire(&r, ttl).await.unwrap();
+    // The client keeps extending its hold while the change runs.
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let extender = tokio::spawn(async move {
+        let mut held = held;
+        for _ in 0..100 {
+            tokio::select! {
+                _ = &mut stop_rx => break,
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+            let _ = held.extend(ttl).await;
+        }
+        held
+    });
+    let report = change.await.unwrap().unwrap();
+    stop_tx.send(()).unwrap();
+    let mut held = extender.await.unwrap();
+    println!("second change: {report:?}; the client's hold: {held:?}");
+    // The client keeps extending (refused once a change passed its hold's placement).
+    let extended = held.extend(ttl).await;
+    let other = sharded(&[("a", 1, &a), ("b", 1, &b), ("d", 1, &d)], max_ttl).await;
+    assert_eq!(other.owner(&r), "d");
+    let got = other.try_acquire(&r, ttl).await.unwrap();
+    println!(
+        "extended: {extended:?}, valid {}, other got {got:?}",
+        held.is_valid()
+    );
+    assert!(
+        got.is_none() || !held.is_valid(),
+        "two holders of {r}: {held:?} (extended: {extended:?}) and {got:?}"
+    );
+    a.heal(0).unwrap();
+    b.heal(0).unwrap();
+}
+
+/// Bootstrap: two clients built at the same moment with different groups, in fresh
+/// namespaces (a key prefix per round). Each either adopts the stored spec or gets a typed
+/// error; two that succeed route by one spec.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_first_topologies_end_in_one_spec() {
+    let (a, b, c) = (start(3), start(3), start(3));
+    let max_ttl = Duration::from_secs(2);
+    let mut outcomes = Vec::new();
+    for round in 0..12 {
+        let prefix = format!("boot{round}:");
+        let build = |groups: [(&'static str, &Cluster); 2]| {
+            let mut builder = ShardedRedlock::builder().max_ttl(max_ttl);
+            for (name, cluster) in groups {
+                builder = builder.group(
+                    name,
+                    1,
+                    support::builder(cluster).key_prefix(prefix.clone()),
+                );
+            }
+            builder.build()
+        };
+        let (x, y) = tokio::join!(build([("a", &a), ("b", &b)]), build([("a", &a), ("c", &c)]));
+        let mut ok = Vec::new();
+        for result in [x, y] {
+            match result {
+                Ok(client) => ok.push(client),
+                Err(redquorum::Error::TopologyMismatch { .. }) => {}
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        if let [x, y] = ok.as_slice() {
+            assert_eq!(
+                (x.epoch(), x.groups()),
+                (y.epoch(), y.groups()),
+                "round {round}: two specs routed by"
+            );
+        }
+        outcomes.push(ok.len());
+    }
+    println!("clients built per round: {outcomes:?}");
 }

@@ -732,67 +732,96 @@ fn scenario_multi(h: &mut Harness) {
 }
 
 fn scenario_sharded(h: &mut Harness) {
-    h.context = "scenario: sharded lock and topology".into();
+    h.context = "scenario: sharded lock (multi scripts with the epoch check) and topology".into();
     h.flush();
     let spec = "v1\nmax_ttl_ms 1000\ngroup a 1 redis://x:1\n";
-    // No topology yet: read nils, acquire at epoch 1 raises the stored epoch.
+    // No topology yet: read nils, acquire at epoch 1 raises the stored epoch and pins d1.
     h.script("topology_read", &["t"], &[]);
     assert_eq!(
         h.script(
-            "sharded_acquire",
+            "multi_acquire",
             &["fc", "t", "s1"],
-            &["o1", "30000", "0", "1"]
+            &["o1", "30000", "0", "1", "d1"]
         ),
         int(0)
     );
     assert_eq!(
         h.script(
-            "sharded_acquire",
+            "multi_acquire",
             &["fc", "t", "s1", "s2"],
-            &["o2", "30000", "0", "1"]
+            &["o2", "30000", "0", "1", "d1"]
         ),
         int(-1),
         "held"
     );
-    assert_eq!(h.script("topology_write", &["t"], &["2", spec]), int(1));
-    assert_eq!(
-        h.script("topology_write", &["t"], &["2", spec]),
-        int(1),
-        "same spec again"
-    );
-    h.script("topology_write", &["t"], &["2", "v1\nother\n"]); // TOPOLOGYCONFLICT
-    h.script("topology_write", &["t"], &["1", spec]); // STALETOPOLOGY
-    h.script("topology_read", &["t"], &[]);
-    // A client at epoch 1 is refused now; extends of an epoch-1 hold too.
+    // Another spec's digest under the pinned epoch: TOPOLOGYCONFLICT, nothing touched.
     h.script(
-        "sharded_acquire",
-        &["fc", "t", "s3"],
-        &["o3", "30000", "0", "1"],
+        "multi_acquire",
+        &["fc", "t", "s5"],
+        &["o5", "30000", "0", "1", "dX"],
     );
-    h.script("sharded_extend", &["t", "s1"], &["o1", "30000", "1"]);
+    h.script("topology_write", &["t"], &["1", spec, "dX"]); // TOPOLOGYCONFLICT
     assert_eq!(
-        h.script("sharded_extend", &["t", "s1"], &["o1", "30000", "2"]),
+        h.script("topology_write", &["t"], &["2", spec, "d2"]),
         int(1)
     );
     assert_eq!(
+        h.script("topology_write", &["t"], &["2", spec, "d2"]),
+        int(1),
+        "same spec again"
+    );
+    h.script("topology_write", &["t"], &["2", "v1\nother\n", "d3"]); // TOPOLOGYCONFLICT
+    h.script("topology_write", &["t"], &["1", spec, "d1"]); // STALETOPOLOGY
+    h.script("topology_read", &["t"], &[]);
+    // A client at epoch 1 is refused now; extends of an epoch-1 hold too.
+    h.script(
+        "multi_acquire",
+        &["fc", "t", "s3"],
+        &["o3", "30000", "0", "1", "d1"],
+    );
+    h.script(
+        "multi_extend",
+        &["t", "s1"],
+        &["o1", "30000", "1", "1", "d1", ""],
+    );
+    // A joint hold of epoch 1 extends under its final (epoch 2, digest d2), not another.
+    assert_eq!(
         h.script(
-            "sharded_acquire",
+            "multi_extend",
+            &["t", "s1"],
+            &["o1", "30000", "2", "1", "d1", "d2"]
+        ),
+        int(1)
+    );
+    h.script(
+        "multi_extend",
+        &["t", "s1"],
+        &["o1", "30000", "2", "1", "d1", "dY"],
+    );
+    assert_eq!(
+        h.script(
+            "multi_acquire",
             &["fc", "t", "s3"],
-            &["o3", "30000", "0", "3"]
+            &["o3", "30000", "0", "3", "d3"]
         ),
         int(0),
         "a newer epoch raises the stored one"
     );
     h.script(
-        "sharded_acquire",
+        "multi_acquire",
         &["fc", "t", "s4"],
-        &["o4", "30000", "0", "2"],
+        &["o4", "30000", "0", "2", "d2"],
+    );
+    // s3 is o3's: not the whole set, s1 deleted anyway; the topology hash is not touched.
+    assert_eq!(
+        h.script("multi_release", &["t", "s1", "s3"], &["o1", "2"]),
+        int(0)
     );
     assert_eq!(
-        h.script("sharded_release", &["t", "s1", "s3"], &["o1", "2"]),
-        int(1)
+        h.script("multi_release", &["t", "s1"], &["o1", "2"]),
+        int(0)
     );
-    assert_eq!(h.script("sharded_release", &["t", "s1"], &["o1"]), int(0));
+    h.script("topology_read", &["t"], &[]);
 }
 
 fn scenario_reentrant(h: &mut Harness) {
@@ -1446,34 +1475,44 @@ impl Gen {
                     self.generation(),
                 ],
             ),
+            // Half of the calls with the sharded epoch check (the topology hash first).
             "multi_acquire" => {
                 let mut keys = vec![fc];
+                let mut args = vec![owner, self.ttl(), self.flag()];
+                if self.rng.random_bool(0.5) {
+                    keys.push(self.key("tp").into());
+                    args.push(self.pick(&["1", "2", "3"]).into());
+                    args.push(self.pick(&["da", "db"]).into());
+                }
                 keys.extend(self.locks());
-                (keys, vec![owner, self.ttl(), self.flag()])
+                (keys, args)
             }
-            "multi_extend" => (self.locks(), vec![owner, self.ttl()]),
-            "multi_release" => (self.locks(), vec![owner]),
-            "sharded_acquire" => {
-                let mut keys = vec![fc, self.key("tp").into()];
+            "multi_extend" => {
+                let (mut keys, mut args) = (Vec::new(), vec![owner, self.ttl()]);
+                if self.rng.random_bool(0.5) {
+                    keys.push(self.key("tp").into());
+                    args.push(self.pick(&["1", "2", "3"]).into());
+                    args.push(self.pick(&["1", "2", "3"]).into());
+                    args.push(self.pick(&["da", "db"]).into());
+                    args.push(self.pick(&["", "da", "db"]).into());
+                }
                 keys.extend(self.locks());
-                let epoch = self.pick(&["1", "2", "3"]).into();
-                (keys, vec![owner, self.ttl(), self.flag(), epoch])
+                (keys, args)
             }
-            "sharded_extend" => {
-                let mut keys = vec![self.key("tp").into()];
+            "multi_release" => {
+                let (mut keys, mut args) = (Vec::new(), vec![owner]);
+                if self.rng.random_bool(0.5) {
+                    keys.push(self.key("tp").into());
+                    args.push(self.pick(&["1", "2", "3"]).into());
+                }
                 keys.extend(self.locks());
-                let limit = self.pick(&["1", "2", "3"]).into();
-                (keys, vec![owner, self.ttl(), limit])
-            }
-            "sharded_release" => {
-                let mut keys = vec![self.key("tp").into()];
-                keys.extend(self.locks());
-                (keys, vec![owner])
+                (keys, args)
             }
             "topology_write" => {
                 let epoch = self.pick(&["1", "2", "3"]).into();
                 let spec = self.pick(&["v1\nspec a\n", "v1\nspec b\n"]).into();
-                (vec![self.key("tp").into()], vec![epoch, spec])
+                let digest = self.pick(&["da", "db"]).into();
+                (vec![self.key("tp").into()], vec![epoch, spec, digest])
             }
             "topology_read" => (vec![self.key("tp").into()], Vec::new()),
             "reentrant_acquire" => {

@@ -52,14 +52,10 @@ impl Redlock {
         S: AsRef<str>,
     {
         let names = sorted_names(resources)?;
-        names
-            .iter()
-            .try_for_each(|n| self.config().check_lock_key(n))?;
-        self.config().check_ttl(ttl)?;
-        self.acquire_loop(&names.join(", "), ttl, wait, Wake::Poll, || {
-            self.multi_attempt(&names, ttl)
-        })
-        .await
+        let guard = self
+            .acquire_names(&names, ttl, Patience::Wait(wait), None)
+            .await?;
+        Ok(guard.expect("a waiting acquire returns a guard or an error"))
     }
 
     /// One round of [`acquire_many`](Self::acquire_many): `Ok(None)` when any of the resources
@@ -77,12 +73,34 @@ impl Redlock {
         S: AsRef<str>,
     {
         let names = sorted_names(resources)?;
+        self.acquire_names(&names, ttl, Patience::Once, None).await
+    }
+
+    /// The one multi-resource acquire, behind [`acquire_many`](Self::acquire_many) and each
+    /// group of a sharded lock: `names` (sorted, distinct: [`sorted_names`]) through the basic
+    /// lock's name and TTL checks, then rounds of `multi_acquire.lua` by the shared retry loop
+    /// (`Patience::Wait`) or one round (`Patience::Once`, `Ok(None)` when refused). With
+    /// `check`, every master first checks the sharded topology epoch (`sharded/mod.rs`).
+    pub(crate) async fn acquire_names(
+        &self,
+        names: &[String],
+        ttl: Duration,
+        patience: Patience,
+        check: Option<&EpochCheck>,
+    ) -> Result<Option<LockGuard>> {
         names
             .iter()
             .try_for_each(|n| self.config().check_lock_key(n))?;
         self.config().check_ttl(ttl)?;
-        self.try_once(&names.join(", "), || self.multi_attempt(&names, ttl))
-            .await
+        let label = names.join(", ");
+        let next = || self.multi_attempt(names, ttl, check);
+        match patience {
+            Patience::Once => self.try_once(&label, next).await,
+            Patience::Wait(wait) => self
+                .acquire_loop(&label, ttl, wait, Wake::Poll, next)
+                .await
+                .map(Some),
+        }
     }
 
     /// [`with_lock`](Self::with_lock) for several resources: acquires them as
@@ -106,40 +124,80 @@ impl Redlock {
         guard.with_watchdog(ttl, work).await
     }
 
-    fn multi_attempt(&self, names: &[String], ttl: Duration) -> Attempt {
+    fn multi_attempt(
+        &self,
+        names: &[String],
+        ttl: Duration,
+        check: Option<&EpochCheck>,
+    ) -> Attempt {
         let config = self.config();
-        let keys: Vec<String> = names.iter().map(|n| config.lock_key(n)).collect();
+        let mut keys: Vec<String> = Vec::with_capacity(names.len() + 1);
+        // A sharded hold carries the topology hash first, for the extend's epoch check (the
+        // release script skips it).
+        keys.extend(check.map(|c| c.key.clone()));
+        keys.extend(names.iter().map(|n| config.lock_key(n)));
         let held = HeldBy {
-            kind: "multi",
+            kind: if check.is_some() { "sharded" } else { "multi" },
             keys: keys.clone(),
             extend: &MULTI_EXTEND,
             release: &MULTI_RELEASE,
             rollback: &MULTI_RELEASE,
-            extra_args: Vec::new(),
+            extra_args: check
+                .map(|c| {
+                    vec![
+                        c.extendable_until.to_string(),
+                        c.epoch.to_string(),
+                        c.digest.clone(),
+                        c.final_digest.clone().unwrap_or_default(),
+                    ]
+                })
+                .unwrap_or_default(),
             choice_arg: false,
             announce: false,
         };
+        let mut args = vec![(ttl.as_millis() as u64).to_string(), config.fencing_arg()];
+        if let Some(c) = check {
+            args.extend([c.epoch.to_string(), c.digest.clone()]);
+        }
         // The stored value names its holder for inspection (owner_id.rs), as the basic lock's.
         let token = crate::owner_id::compose(&crate::held::new_token(), &config.owner_id);
         Attempt::with_token(token, ttl, held, |token| {
             let mut all = vec![config.fence_key()];
             all.extend(keys);
-            ScriptCall::new(
-                &MULTI_ACQUIRE,
-                all,
-                vec![
-                    token.to_owned(),
-                    (ttl.as_millis() as u64).to_string(),
-                    config.fencing_arg(),
-                ],
-            )
+            let mut argv = vec![token.to_owned()];
+            argv.extend(args);
+            ScriptCall::new(&MULTI_ACQUIRE, all, argv)
         })
     }
 }
 
+/// How long a multi-resource acquire may try.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Patience {
+    /// Rounds by the retry loop until granted or the wait runs out.
+    Wait(Duration),
+    /// One round.
+    Once,
+}
+
+/// The sharded lock's topology check in a multi-resource round (`sharded/mod.rs`): each master
+/// refuses the round when it stores an epoch newer than `epoch` or pins another spec digest
+/// to it (else raises its own epoch to it and pins `digest`), and refuses an extend once it
+/// stores an epoch past `extendable_until` or a spec other than the hold's (or, past `epoch`,
+/// other than the change's final one, `final_digest`).
+#[derive(Clone, Debug)]
+pub(crate) struct EpochCheck {
+    /// The group's topology hash.
+    pub(crate) key: String,
+    pub(crate) epoch: u64,
+    pub(crate) digest: String,
+    pub(crate) extendable_until: u64,
+    pub(crate) final_digest: Option<String>,
+}
+
 /// The names, checked, sorted (bytewise) and deduplicated: every client then asks for the same
 /// keys in the same order, and a name given twice is not refused by its own first `SET`.
-fn sorted_names<I, S>(resources: I) -> Result<Vec<String>>
+pub(crate) fn sorted_names<I, S>(resources: I) -> Result<Vec<String>>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<str>,

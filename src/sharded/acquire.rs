@@ -1,6 +1,7 @@
 //! The sharded acquire calls: route every resource to its groups, win them one group at a
-//! time in name order, give back what was taken when a later group fails, and reload the
-//! topology when a master says the client's is stale.
+//! time in name order (each group by the multi-resource acquire, `primitives/multi.rs`, with
+//! the topology epoch check), give back what was taken when a later group fails or the whole
+//! came out of its validity, and reload the topology when a master says the client's is stale.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -8,15 +9,13 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::check_resource;
-use crate::error::{Error, Result};
+use crate::error::{Error, Replies, Result};
 use crate::guard::LockGuard;
-use crate::held::{Attempt, HeldBy};
-use crate::lock::{Redlock, Wake};
-use crate::scripts::{SHARDED_ACQUIRE, SHARDED_EXTEND, SHARDED_RELEASE, ScriptCall};
+use crate::lease::LockContext;
+use crate::lock::Redlock;
+use crate::primitives::multi::{EpochCheck, Patience as Rounds, sorted_names};
 
 use super::guard::{Part, ShardedGuard};
-use super::lease::ShardedContext;
 use super::store::{is_stale, topology_key};
 use super::{ShardedRedlock, View};
 
@@ -116,20 +115,23 @@ impl ShardedRedlock {
         self.routed(&names, ttl, Patience::Once).await
     }
 
-    /// Runs `work` while holding `resource`, extending the lock every third of `ttl`, and
-    /// releases it after (see [`ShardedContext`]).
+    /// Runs `work` while holding `resource`, extending the lock in the background every third
+    /// of `ttl` (the core's lease, `lease.rs`: jeopardy, the groups' extension cap
+    /// [`Builder::max_lease`](crate::Builder::max_lease), `lost` no later than the validity
+    /// deadline even while a renewal hangs), and releases it after.
     ///
     /// # Errors
     /// The errors of [`acquire`](Self::acquire), and [`Error::LockLost`] when the lock could
     /// not be extended before its validity ran out (for instance after a group change, see the
-    /// [crate docs](crate#sharding)); the output of `work` is then dropped.
+    /// [crate docs](crate#sharding)) or the extension cap ended it; the output of `work` is
+    /// then dropped.
     pub async fn with_lock<T, F, Fut>(&self, resource: &str, ttl: Duration, work: F) -> Result<T>
     where
-        F: FnOnce(ShardedContext) -> Fut,
+        F: FnOnce(LockContext) -> Fut,
         Fut: Future<Output = T>,
     {
         let guard = self.acquire(resource, ttl).await?;
-        super::lease::run_extended(guard, ttl, work).await
+        guard.with_watchdog(ttl, work).await
     }
 
     /// The acquire wait of the groups (the longest, if they differ).
@@ -140,17 +142,21 @@ impl ShardedRedlock {
     }
 
     /// Acquires `names` by the current view; on a stale-topology refusal, reloads and tries
-    /// again (at most [`MAX_RELOADS`] times).
+    /// again (at most [`MAX_RELOADS`] times). A lock whose validity ran out before its last
+    /// group was won is given back and tried again while the wait lasts: an expired guard is
+    /// never returned.
     async fn routed(
         &self,
         names: &[String],
         ttl: Duration,
         patience: Patience,
     ) -> Result<Option<ShardedGuard>> {
-        let mut reloads = 0;
+        let started = Instant::now();
+        let (mut reloads, mut expired) = (0, 0u32);
         loop {
             let view = self.view();
             check_ttl(&view, ttl)?;
+            check_names(&view, names)?;
             match acquire_in(&view, names, ttl, patience).await {
                 Err(e) if is_stale(&e) && reloads < MAX_RELOADS => {
                     reloads += 1;
@@ -164,7 +170,28 @@ impl ShardedRedlock {
                         reason: format!("still refused after {reloads} reloads: {e}"),
                     });
                 }
-                other => return other,
+                Ok(Won::Expired) => {
+                    expired += 1;
+                    let retry = view.groups.values().next().map(|g| g.config().retry_delay);
+                    let retry = retry.unwrap_or_default();
+                    match patience {
+                        Patience::Until(deadline) if Instant::now() + retry < deadline => {
+                            tokio::time::sleep(retry).await;
+                        }
+                        Patience::Once => return Ok(None),
+                        Patience::Until(_) => {
+                            return Err(Error::Timeout {
+                                resource: names.join(", "),
+                                attempts: expired,
+                                waited: started.elapsed(),
+                                replies: Replies::default(),
+                            });
+                        }
+                    }
+                }
+                Ok(Won::Held(guard)) => return Ok(Some(guard)),
+                Ok(Won::Refused) => return Ok(None),
+                Err(e) => return Err(e),
             }
         }
     }
@@ -183,6 +210,17 @@ fn check_ttl(view: &View, ttl: Duration) -> Result<()> {
     Ok(())
 }
 
+/// The basic lock's name checks, by every group a name is placed on, before any is asked.
+fn check_names(view: &View, names: &[String]) -> Result<()> {
+    for (group, group_names) in plan(view, names) {
+        let config = view.group(group).config();
+        group_names
+            .iter()
+            .try_for_each(|n| config.check_lock_key(n))?;
+    }
+    Ok(())
+}
+
 /// The groups and names of an acquire, in acquire order (group name order).
 fn plan<'a>(view: &'a View, names: &[String]) -> BTreeMap<&'a str, Vec<String>> {
     let mut plan: BTreeMap<&str, Vec<String>> = BTreeMap::new();
@@ -194,13 +232,25 @@ fn plan<'a>(view: &'a View, names: &[String]) -> BTreeMap<&'a str, Vec<String>> 
     plan
 }
 
-/// One acquire by `view`: group by group; what was taken is released if a later group fails.
+/// How one acquire by a view ended.
+enum Won {
+    Held(ShardedGuard),
+    /// A group refused (held there), on a single try.
+    Refused,
+    /// Every group was won, but the first hold's validity ran out before the last was: given
+    /// back.
+    Expired,
+}
+
+/// One acquire by `view`: group by group; what was taken is released if a later group fails
+/// or the whole is no longer valid at the end (validity: the smallest of the holds', each
+/// measured from its own round's start minus its drift).
 async fn acquire_in(
     view: &View,
     names: &[String],
     ttl: Duration,
     patience: Patience,
-) -> Result<Option<ShardedGuard>> {
+) -> Result<Won> {
     let mut parts: Vec<Part> = Vec::new();
     for (group, group_names) in plan(view, names) {
         let redlock = view.group(group);
@@ -213,7 +263,7 @@ async fn acquire_in(
             }),
             Ok(None) => {
                 release_parts(parts).await;
-                return Ok(None);
+                return Ok(Won::Refused);
             }
             Err(e) => {
                 release_parts(parts).await;
@@ -221,10 +271,19 @@ async fn acquire_in(
             }
         }
     }
-    ShardedGuard::new(&view.topology, names, parts).map(Some)
+    if parts.iter().any(|p| !p.guard.is_valid()) {
+        tracing::debug!(
+            resource = names.join(", "),
+            "sharded lock expired before its last group was won; given back"
+        );
+        release_parts(parts).await;
+        return Ok(Won::Expired);
+    }
+    ShardedGuard::new(&view.topology, names, parts).map(Won::Held)
 }
 
-/// One group's hold of `names` (sorted), by the group's own retry policy.
+/// One group's hold of `names` (sorted): the multi-resource acquire with the view's epoch
+/// check, by the group's own retry policy within what is left of the wait.
 async fn acquire_group(
     view: &View,
     redlock: &Redlock,
@@ -232,53 +291,22 @@ async fn acquire_group(
     ttl: Duration,
     patience: Patience,
 ) -> Result<Option<LockGuard>> {
-    redlock.config().check_ttl(ttl)?;
-    let label = names.join(", ");
-    let next = || sharded_attempt(view, redlock, names, ttl);
-    match patience {
-        Patience::Once => redlock.try_once(&label, next).await,
-        Patience::Until(deadline) => {
-            let wait = deadline.saturating_duration_since(Instant::now());
-            redlock
-                .acquire_loop(&label, ttl, wait, Wake::Poll, next)
-                .await
-                .map(Some)
-        }
-    }
-}
-
-/// The round: `sharded_acquire.lua` with the view's epoch; the hold extends with the epoch
-/// limit of the view (`Topology::extendable_until`).
-fn sharded_attempt(view: &View, redlock: &Redlock, names: &[String], ttl: Duration) -> Attempt {
-    let config = redlock.config();
-    let topology = topology_key(redlock);
-    let mut keys = vec![topology.clone()];
-    keys.extend(names.iter().map(|n| config.lock_key(n)));
-    let held = HeldBy {
-        kind: "sharded",
-        keys: keys.clone(),
-        extend: &SHARDED_EXTEND,
-        release: &SHARDED_RELEASE,
-        rollback: &SHARDED_RELEASE,
-        extra_args: vec![view.topology.extendable_until().to_string()],
-        choice_arg: false,
-        announce: false,
+    let check = EpochCheck {
+        key: topology_key(redlock),
+        epoch: view.topology.epoch,
+        digest: view.digest.clone(),
+        extendable_until: view.topology.extendable_until(),
+        final_digest: view.final_digest.clone(),
     };
-    let epoch = view.topology.epoch.to_string();
-    Attempt::new(ttl, held, |token| {
-        let mut all = vec![config.fence_key()];
-        all.extend(keys);
-        ScriptCall::new(
-            &SHARDED_ACQUIRE,
-            all,
-            vec![
-                token.to_owned(),
-                (ttl.as_millis() as u64).to_string(),
-                config.fencing_arg(),
-                epoch,
-            ],
-        )
-    })
+    let rounds = match patience {
+        Patience::Once => Rounds::Once,
+        Patience::Until(deadline) => {
+            Rounds::Wait(deadline.saturating_duration_since(Instant::now()))
+        }
+    };
+    redlock
+        .acquire_names(names, ttl, rounds, Some(&check))
+        .await
 }
 
 /// Gives back holds taken before a later group failed (concurrently; each bounded by its
@@ -290,23 +318,4 @@ pub(crate) async fn release_parts(parts: Vec<Part>) {
         }
     });
     futures::future::join_all(releases).await;
-}
-
-/// Checked, sorted (bytewise), deduplicated names.
-fn sorted_names<I, S>(resources: I) -> Result<Vec<String>>
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<str>,
-{
-    let mut names = Vec::new();
-    for r in resources {
-        check_resource(r.as_ref())?;
-        names.push(r.as_ref().to_owned());
-    }
-    if names.is_empty() {
-        return Err(Error::EmptyResource);
-    }
-    names.sort_unstable();
-    names.dedup();
-    Ok(names)
 }

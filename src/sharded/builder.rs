@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::lock::Redlock;
 
 use super::ShardedRedlock;
-use super::topology::GroupSpec;
+use super::topology::{GroupKeys, GroupSpec};
 
 /// The default [`ShardedBuilder::max_ttl`]: the longest lock a sharded client grants, and how
 /// long the joint phase of a group change lasts.
@@ -80,16 +80,13 @@ impl ShardedBuilder {
     pub(crate) fn specs(&self) -> Vec<GroupSpec> {
         self.groups
             .iter()
-            .map(|(name, weight, b)| GroupSpec {
-                name: name.clone(),
-                weight: *weight,
-                masters: b.masters.clone(),
-            })
+            .map(|(name, weight, b)| spec_of(name, *weight, b))
             .collect()
     }
 
-    /// How to connect `spec`: its own builder if it was given with the same masters, else the
-    /// template with the spec's masters. Wake-ups are off (sharded acquires poll).
+    /// How to connect `spec`: its own builder if it was given with the same masters (its keys
+    /// were checked against the spec's), else the template with the spec's masters and keys.
+    /// Wake-ups are off (sharded acquires poll).
     pub(crate) fn builder_for(&self, spec: &GroupSpec) -> Builder {
         let given = self
             .groups
@@ -97,8 +94,27 @@ impl ShardedBuilder {
             .find(|(name, _, b)| *name == spec.name && b.masters == spec.masters);
         let builder = match given {
             Some((_, _, b)) => b.clone(),
-            None => self.template.clone().masters(spec.masters.clone()),
+            None => {
+                let b = self.template.clone().masters(spec.masters.clone());
+                match &spec.keys {
+                    Some(k) => b.key_prefix(k.prefix.clone()).fence_key(k.fence.clone()),
+                    None => b,
+                }
+            }
         };
         builder.wake_ups(false)
+    }
+}
+
+/// A group as the topology records it: name, weight, masters, and where its keys live.
+pub(crate) fn spec_of(name: &str, weight: u32, b: &Builder) -> GroupSpec {
+    GroupSpec {
+        name: name.to_owned(),
+        weight,
+        masters: b.masters.clone(),
+        keys: Some(GroupKeys {
+            prefix: b.config.key_prefix.clone(),
+            fence: b.config.fence_key(),
+        }),
     }
 }

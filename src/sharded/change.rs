@@ -40,6 +40,8 @@ impl ShardedRedlock {
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for bad groups or when the epochs are used up;
+    /// [`Error::TopologyMismatch`] for a group that keeps its name with other masters or other
+    /// keys (key prefix, fencing key): remove it and add one under a new name instead;
     /// [`Error::StaleTopology`] when another change got there first; [`Error::Unavailable`]
     /// when a group (old or new) has no quorum to store the topology on.
     pub async fn change_groups<I, S>(&self, groups: I) -> Result<ChangeReport>
@@ -53,25 +55,19 @@ impl ShardedRedlock {
             .collect();
         self.reload().await?;
         if self.view().topology.is_joint() {
-            // An interrupted change: its joint topology may have reached only some masters, so
-            // old-view grants may still be happening. Store it on a quorum of every group
-            // first (the same spec under the same epoch is accepted again); the wait counts
-            // from there.
-            let view = self.view();
-            store_everywhere(&view, &view.topology).await?;
-            self.finish_change(Instant::now()).await?;
+            self.resume_change().await?;
         }
-        self.remember_builders(&groups);
         let specs = groups
             .iter()
-            .map(|(name, weight, b)| GroupSpec {
-                name: name.clone(),
-                weight: *weight,
-                masters: b.masters.clone(),
-            })
-            .collect();
+            .map(|(name, weight, b)| super::builder::spec_of(name, *weight, b))
+            .collect::<Vec<GroupSpec>>();
         let current = self.view().topology.clone();
-        let epoch = current.epoch + 1;
+        super::topology::check_identity(&current.all_groups(), &specs)?;
+        self.remember_builders(&groups);
+        // Above every epoch a master reports: an acquire routed with a spec stored on few
+        // masters may have pinned the next epoch to it on some.
+        let seen = store::highest_epoch(&self.view().all()).await;
+        let epoch = current.epoch.max(seen) + 1;
         if epoch + 1 > MAX_EPOCH {
             return Err(Error::InvalidConfig(format!(
                 "topology epochs are used up (max {MAX_EPOCH})"
@@ -98,6 +94,48 @@ impl ShardedRedlock {
         })
     }
 
+    /// Finishes an interrupted change: its joint topology may have reached only some masters,
+    /// so old-view grants may still be happening. It is stored again, exactly, on a quorum of
+    /// every group (the same spec under the same epoch is accepted again); where another spec
+    /// is pinned to its epoch (or a newer epoch was seen), the same change is stored instead
+    /// under an epoch above every epoch the masters report, with the same previous groups
+    /// (every joint spec of that epoch shares them: placements overlap). The wait counts from
+    /// the store.
+    async fn resume_change(&self) -> Result<()> {
+        let view = self.view();
+        match store_everywhere(&view, &view.topology).await {
+            Ok(()) => {}
+            Err(e) if store::is_stale(&e) => {
+                let joint = &view.topology;
+                let seen = store::highest_epoch(&view.all()).await;
+                let epoch = joint.epoch.max(seen) + 1;
+                if epoch + 1 > MAX_EPOCH {
+                    return Err(Error::InvalidConfig(format!(
+                        "topology epochs are used up (max {MAX_EPOCH})"
+                    )));
+                }
+                tracing::warn!(
+                    epoch = joint.epoch,
+                    replaced_by = epoch,
+                    error = %e,
+                    "interrupted change conflicts; storing it under a new epoch"
+                );
+                let replacement = Topology::new(
+                    epoch,
+                    joint.max_ttl,
+                    joint.groups.clone(),
+                    joint.previous.clone(),
+                )?;
+                let view = self.connect_view(replacement).await?;
+                store_everywhere(&view, &view.topology).await?;
+                self.set_view(view);
+            }
+            Err(e) => return Err(e),
+        }
+        self.finish_change(Instant::now()).await?;
+        Ok(())
+    }
+
     /// From the joint topology stored at `stored_at`: waits until every lock granted before it
     /// has expired, then stores and adopts the final topology. Returns the wait and the store
     /// time.
@@ -107,7 +145,9 @@ impl ShardedRedlock {
         let until = stored_at + joint_wait(&view);
         tokio::time::sleep_until(until).await;
         let waited = stored_at.elapsed();
-        let last = Topology::new(joint.epoch + 1, joint.max_ttl, joint.groups.clone(), None)?;
+        let last = joint.final_of().ok_or_else(|| {
+            Error::InvalidConfig("finishing a change whose topology is not joint".into())
+        })?;
         let t1 = Instant::now();
         store_everywhere(&view, &last).await?;
         let stored_in = t1.elapsed();

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
@@ -114,18 +115,59 @@ impl ShardedGuard {
     /// [`Error::InvalidTtl`] above the max TTL; the first failing hold's error
     /// ([`LockGuard::extend`]); the holds that did extend keep their new validity.
     pub async fn extend(&mut self, ttl: Duration) -> Result<()> {
+        self.extend_waiting(ttl, None).await
+    }
+
+    /// [`extend`](Self::extend), each hold waiting for its masters' answers until `until` when
+    /// given (the watchdog's renewal: `LockGuard::extend_within`).
+    pub(crate) async fn extend_waiting(
+        &mut self,
+        ttl: Duration,
+        until: Option<Instant>,
+    ) -> Result<()> {
+        self.check_ttl(ttl)?;
+        let extends = self.parts.iter_mut().map(|p| match until {
+            Some(until) => p.guard.extend_within(ttl, until).boxed(),
+            None => p.guard.extend(ttl).boxed(),
+        });
+        let results = futures::future::join_all(extends).await;
+        // One group no longer holding its part ends the whole lock: report that first.
+        let mut first = None;
+        for r in results {
+            match r {
+                Err(e @ Error::NotHeld { .. }) => return Err(e),
+                Err(e) => first = first.or(Some(e)),
+                Ok(()) => {}
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Rejects a TTL above the topology's max TTL or one a group would refuse.
+    pub(crate) fn check_ttl(&self, ttl: Duration) -> Result<()> {
         if ttl > self.max_ttl {
             return Err(Error::InvalidTtl {
                 ttl,
                 reason: format!("at most the topology's max ttl {:?}", self.max_ttl),
             });
         }
-        let extends = self.parts.iter_mut().map(|p| p.guard.extend(ttl));
-        futures::future::join_all(extends)
-            .await
-            .into_iter()
-            .collect::<Result<Vec<()>>>()
-            .map(|_| ())
+        self.parts.iter().try_for_each(|p| p.guard.check_ttl(ttl))
+    }
+
+    /// The longest per-master timeout of the groups holding a part (the lease's jeopardy
+    /// threshold: a renewal of every part is undecided for longer only when some group is slow).
+    pub(crate) fn master_timeout(&self) -> Duration {
+        let timeouts = self.parts.iter().map(|p| p.guard.master_timeout());
+        timeouts.max().unwrap_or_default()
+    }
+
+    /// The smallest extension cap of the groups holding a part.
+    pub(crate) fn max_lease(&self) -> Option<Duration> {
+        let caps = self
+            .parts
+            .iter()
+            .filter_map(|p| p.guard.default_max_lease());
+        caps.min()
     }
 
     /// Releases every hold (concurrently). `Ok(true)` when every group released its hold.

@@ -1,100 +1,75 @@
-//! [`ShardedRedlock::with_lock`](super::ShardedRedlock::with_lock): the work runs while the
-//! sharded lock is extended beside it, in the same task; [`ShardedContext`] tells the work
-//! the token and whether the lock was lost.
+//! [`ShardedRedlock::with_lock`](super::ShardedRedlock::with_lock): the core's lease
+//! (`lease.rs`) keeps a [`ShardedGuard`] extended, so a sharded lock has the same signals as a
+//! basic one: [`LeaseState`](crate::LeaseState) (jeopardy, the extension cap, `lost` no later
+//! than the validity deadline even while a renewal hangs).
 
 use std::future::Future;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
+use crate::lease::{Lease, LockContext, Renewable};
 
 use super::guard::ShardedGuard;
 
-/// What the closure of [`ShardedRedlock::with_lock`](super::ShardedRedlock::with_lock) gets.
-#[derive(Clone, Debug)]
-pub struct ShardedContext {
-    resource: String,
-    fencing_token: Option<u64>,
-    lost: CancellationToken,
+/// What the closure of [`ShardedRedlock::with_lock`](super::ShardedRedlock::with_lock) gets:
+/// the basic lock's [`LockContext`] (its fencing token is the sharded token).
+pub type ShardedContext = LockContext;
+
+impl Renewable for ShardedGuard {
+    fn resource(&self) -> &str {
+        ShardedGuard::resource(self)
+    }
+    fn fencing_token(&self) -> Option<u64> {
+        ShardedGuard::fencing_token(self)
+    }
+    fn valid_until(&self) -> Instant {
+        ShardedGuard::valid_until(self)
+    }
+    fn default_max_lease(&self) -> Option<Duration> {
+        self.max_lease()
+    }
+    fn extend_within(
+        &mut self,
+        ttl: Duration,
+        until: Instant,
+    ) -> impl Future<Output = Result<()>> + Send {
+        ShardedGuard::extend_waiting(self, ttl, Some(until))
+    }
+    fn master_timeout(&self) -> Duration {
+        self.master_timeout()
+    }
 }
 
-impl ShardedContext {
-    /// The resource held.
-    pub fn resource(&self) -> &str {
-        &self.resource
-    }
-
-    /// The sharded fencing token (see [`ShardedGuard::fencing_token`]).
-    pub fn fencing_token(&self) -> Option<u64> {
-        self.fencing_token
-    }
-
-    /// Whether the lock was lost (not extended before its validity ran out).
-    pub fn is_lost(&self) -> bool {
-        self.lost.is_cancelled()
-    }
-
-    /// Completes when the lock is lost; select on it to stop work that needs the lock.
-    pub async fn lost(&self) {
-        self.lost.cancelled().await;
-    }
-}
-
-/// Runs `work` while extending `guard` every third of `ttl`, then releases the guard.
-pub(crate) async fn run_extended<T, F, Fut>(
-    mut guard: ShardedGuard,
-    ttl: Duration,
-    work: F,
-) -> Result<T>
-where
-    F: FnOnce(ShardedContext) -> Fut,
-    Fut: Future<Output = T>,
-{
-    let lost = CancellationToken::new();
-    let context = ShardedContext {
-        resource: guard.resource().to_owned(),
-        fencing_token: guard.fencing_token(),
-        lost: lost.clone(),
-    };
-    let output = {
-        let work = work(context);
-        tokio::pin!(work);
-        tokio::select! {
-            out = &mut work => out,
-            never = keep_extended(&mut guard, ttl, &lost) => match never {},
+impl ShardedGuard {
+    /// Runs `work` while this lock is held, extending it to `ttl` every third of `ttl` by the
+    /// core's lease, and releases it after: as
+    /// [`LockGuard::with_watchdog`](crate::LockGuard::with_watchdog), with the smallest
+    /// extension cap of the groups ([`Builder::max_lease`](crate::Builder::max_lease)).
+    ///
+    /// # Errors
+    /// [`Error::InvalidTtl`] for a `ttl` an extend would refuse (then `work` does not run and
+    /// the lock is released); [`Error::LockLost`] if the lock was lost while `work` ran.
+    pub async fn with_watchdog<T, F, Fut>(self, ttl: Duration, work: F) -> Result<T>
+    where
+        F: FnOnce(LockContext) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        if let Err(invalid) = self.check_ttl(ttl) {
+            let _ = self.release().await;
+            return Err(invalid);
         }
-    };
-    let resource = guard.resource().to_owned();
-    let _ = guard.release().await;
-    if lost.is_cancelled() {
-        return Err(Error::LockLost { resource });
-    }
-    Ok(output)
-}
-
-/// Extends every third of `ttl`; retries failed extensions soon while validity lasts, then
-/// signals `lost` and stops extending (never returns: the work decides when to stop).
-async fn keep_extended(
-    guard: &mut ShardedGuard,
-    ttl: Duration,
-    lost: &CancellationToken,
-) -> std::convert::Infallible {
-    let mut next = Instant::now() + ttl / 3;
-    loop {
-        tokio::time::sleep_until(next.min(guard.valid_until())).await;
-        if !guard.is_valid() {
-            tracing::warn!(resource = guard.resource(), "sharded lock lost");
-            lost.cancel();
-            return std::future::pending().await;
+        let resource = self.resource().to_owned();
+        let (lease, context) = Lease::start(self, ttl);
+        let output = work(context).await;
+        let (guard, lost) = lease.stop().await;
+        if let Some(guard) = guard {
+            let _ = guard.release().await;
         }
-        next = match guard.extend(ttl).await {
-            Ok(()) => Instant::now() + ttl / 3,
-            Err(e) => {
-                tracing::debug!(resource = guard.resource(), error = %e, "extend failed");
-                Instant::now() + (ttl / 20).max(Duration::from_millis(10))
-            }
-        };
+        if lost {
+            return Err(Error::LockLost { resource });
+        }
+        Ok(output)
     }
 }

@@ -12,13 +12,31 @@
 //! groups in the same order and holds only groups before the one it waits for, so no cycle of
 //! waiters (deadlock) can form; waits are bounded by the acquire wait anyway.
 //!
+//! # Built on the core
+//! - Each group's share of a lock is won by the multi-resource acquire
+//!   (`Redlock::acquire_names`, `primitives/multi.rs`): the same names checks as the basic lock
+//!   (a name whose key is a fencing key, or under the key prefix with the interop layout, is
+//!   refused before any master is asked), the same round, retry loop, guard and rollback.
+//! - A lock over several groups is returned only while valid: its validity is the smallest of
+//!   the groups' holds, each measured from its own round's start minus its drift. A lock whose
+//!   first hold ran out while a later group was being won is given back and tried again while
+//!   the wait lasts (a single try then answers "not granted").
+//! - [`ShardedRedlock::with_lock`] keeps the lock by the core's lease (`lease.rs`): jeopardy,
+//!   the groups' extension cap (`Builder::max_lease`, the smallest), and `lost` no later than
+//!   the validity deadline even while a renewal hangs.
+//! - The stored spec records each group's key prefix and fencing key. A client learning a
+//!   group from it connects with those keys; a client given a group with other keys, or a
+//!   known group name with other masters (group identity: its name and its masters), gets
+//!   [`Error::TopologyMismatch`], and so does a change that would do either.
+//!
 //! # The topology on the masters
 //! Each topology has an **epoch**. It is stored (`store.rs`) on every master of every group as
 //! a hash with the spec (groups, weights, masters, max TTL, previous groups) and the newest
-//! epoch the master has seen. Every sharded acquire and extend runs in one script per master
-//! (`scripts/sharded_acquire.lua`) that first compares the client's epoch `c` with the
-//! master's `s`: `s > c` refuses with `STALETOPOLOGY`, touching nothing; `s < c` raises `s` to
-//! `c`; then the multi-resource acquire. A refused client reloads the newest stored spec and
+//! epoch the master has seen. Every sharded acquire and extend of a group is the
+//! multi-resource lock's (`scripts/multi_acquire.lua`, `multi_extend.lua`) with the epoch
+//! check on: the script first compares the client's epoch `c` with the master's `s`: `s > c`
+//! refuses with `STALETOPOLOGY`, touching nothing; `s < c` raises `s` to `c`; then the
+//! multi-resource acquire. A refused client reloads the newest stored spec and
 //! retries (a bounded number of times, within its wait). A client that never reloads is
 //! refused on a quorum of every group once a newer epoch is stored there: it cannot grant
 //! anything.
@@ -76,13 +94,39 @@
 //! 100,000 locks per second reaches it after 89 years) and epochs below `2^16` (32,767
 //! changes); past either the acquire or change fails with a typed error rather than wrap.
 //!
+//! # An epoch pins exactly one spec
+//! Each master stores, besides the spec, the newest epoch it has seen and the **digest** of
+//! the spec pinned to that epoch. A topology write and every sharded acquire carry both; a
+//! master refuses (`TOPOLOGYCONFLICT`) a write or an acquire whose digest differs from the one
+//! pinned to the same epoch, and pins its own otherwise. An extend carries the digest of its
+//! hold's spec and, for a joint hold, of that change's final spec (`Topology::final_of`), and
+//! is refused where another spec is pinned. So two specs of one epoch can never both be on a
+//! quorum of one group, and a hold granted under one was granted on a quorum that pinned it.
+//!
+//! Why that suffices: a spec at epoch `e >= 2` is a joint one built from the final spec of
+//! epoch `e - 1`, or that final spec; a final spec is written only after its joint one was on a
+//! quorum of every group (so finals are unique per epoch: two joint specs of one epoch share
+//! their previous groups and cannot both be on a quorum of one). Two joint specs of one epoch
+//! (an interrupted change's, stored on a few masters, and another one) therefore share the
+//! previous owner of every resource: holds under them exclude each other on that group, as in
+//! the `b <= a + 1` case above. Epoch 1 has no previous spec: a client routes by a first
+//! topology only once it is on a quorum of every group it names (`connect`; the same spec is
+//! accepted again), so at most one first topology is ever routed by.
+//!
+//! A change takes an epoch above every epoch a master reports (an acquire routed with a spec
+//! stored on few masters may have pinned it); an interrupted change is finished with exactly
+//! its stored joint spec, or, where another spec is pinned to its epoch, stored again under an
+//! epoch above every one reported, with the same previous groups (`change.rs`).
+//!
 //! # Not guaranteed
-//! - **One administrator at a time.** A master refuses a second spec under an epoch it has
-//!   (`TOPOLOGYCONFLICT`), but two concurrent [`change_groups`] calls can split the groups
-//!   between their two joint specs of the same epoch; clients may then route by either, and
-//!   the proof above (one placement per epoch) no longer applies. Run changes from one place.
-//! - **Data loss on a majority of a group** loses that group's stored epoch as well as its
-//!   keys (as for any Redlock): use AOF or the restart quarantine.
+//! - **Masters restarting without data** (issue 18, item 1: not done). A master that restarts
+//!   empty forgets its epoch and pinned digest and accepts the old epoch again; after such
+//!   restarts of a majority of a group (even one at a time, each after the restart
+//!   quarantine), a client that has not reloaded since a change may grant a resource that
+//!   moved. Use AOF (`appendfsync always`) on sharded groups' masters.
+//! - **Concurrent administrators** are not tested; run changes from one place. (Two changes
+//!   at once cannot both store a joint spec under one epoch on a quorum of a group: the loser
+//!   gets an error, and the next call finishes or replaces what it left.)
 //! - **Primitives other than the basic and multi-resource lock** are reached through
 //!   [`ShardedRedlock::group_for`]: they run on the resource's current owner group with that
 //!   group's guarantees, but they do not check the topology epoch and are **not** protected
@@ -133,9 +177,21 @@ struct Shared {
 pub(crate) struct View {
     pub(crate) topology: Topology,
     pub(crate) groups: BTreeMap<String, Redlock>,
+    /// The topology's digest, and during a joint phase its final topology's (computed once).
+    pub(crate) digest: String,
+    pub(crate) final_digest: Option<String>,
 }
 
 impl View {
+    pub(crate) fn new(topology: Topology, groups: BTreeMap<String, Redlock>) -> Self {
+        Self {
+            digest: topology.digest(),
+            final_digest: topology.final_of().map(|f| f.digest()),
+            topology,
+            groups,
+        }
+    }
+
     pub(crate) fn group(&self, name: &str) -> &Redlock {
         &self.groups[name]
     }
@@ -229,47 +285,59 @@ impl ShardedRedlock {
     }
 
     /// Builds the client: connect the given groups, load or store the topology.
+    ///
+    /// Bootstrap: a namespace's first topology (epoch 1) has no previous one whose placement
+    /// it shares with a rival, so it is routed by only once it is on a quorum of every group
+    /// it names. Two clients built at once with different groups: the masters pin the first
+    /// spec written to epoch 1, at most one spec reaches a quorum of a group, and each client
+    /// either adopts the stored spec (re-stored on a quorum of each of its groups: accepted
+    /// only where it is the pinned one) or gets [`Error::TopologyMismatch`].
     async fn connect(builder: ShardedBuilder) -> Result<Self> {
         let given = Topology::new(0, builder.max_ttl, builder.specs(), None)?;
         let groups = connect_groups(&builder, &given, &BTreeMap::new()).await?;
-        let mut view = View {
-            topology: given,
-            groups,
-        };
-        let stored = store::read_newest(&view.all()).await;
-        let topology = match stored {
-            Some((epoch, spec)) => {
-                let stored = Topology::decode(epoch, &spec)?;
-                if stored.groups != view.topology.groups || stored.max_ttl != builder.max_ttl {
-                    tracing::warn!(epoch, "the masters store another topology; routing by it");
-                }
-                stored
-            }
-            None => {
-                let first =
-                    Topology::new(1, view.topology.max_ttl, view.topology.groups.clone(), None)?;
-                match store::write_quorums(&view.all(), &first).await {
-                    Ok(()) => first,
-                    // Another client stored one first: use it.
-                    Err(Error::StaleTopology { .. }) => {
-                        let (epoch, spec) =
-                            store::read_newest(&view.all()).await.ok_or_else(|| {
-                                Error::StaleTopology {
-                                    epoch: 1,
-                                    reason: "first topology conflicted and none is readable".into(),
-                                }
-                            })?;
-                        Topology::decode(epoch, &spec)?
+        let mut stored = store::read_newest(&groups.values().collect::<Vec<_>>()).await;
+        let mut tries = 0;
+        let (topology, groups) = loop {
+            tries += 1;
+            let (topology, groups) = match stored {
+                Some((epoch, spec)) => {
+                    let stored = Topology::decode(epoch, &spec)?;
+                    topology::check_identity(&stored.all_groups(), &given.groups)?;
+                    if stored.groups != given.groups || stored.max_ttl != builder.max_ttl {
+                        tracing::warn!(epoch, "the masters store another topology; routing by it");
                     }
-                    Err(e) => return Err(e),
+                    let groups = connect_groups(&builder, &stored, &groups).await?;
+                    (stored, groups)
                 }
+                None => (
+                    Topology::new(1, given.max_ttl, given.groups.clone(), None)?,
+                    groups.clone(),
+                ),
+            };
+            if topology.epoch != 1 {
+                break (topology, groups);
+            }
+            let all: Vec<&Redlock> = groups.values().collect();
+            match store::write_quorums(&all, &topology).await {
+                Ok(()) => break (topology, groups),
+                // Another first topology got there first: adopt it if it is the pinned one.
+                Err(e) if store::is_stale(&e) && tries < 2 => {
+                    stored = store::read_newest(&all).await;
+                }
+                Err(e) if store::is_stale(&e) => {
+                    return Err(Error::TopologyMismatch {
+                        reason: format!(
+                            "another first topology was stored at the same time and neither is \
+                             on a quorum of every group ({e})"
+                        ),
+                    });
+                }
+                Err(e) => return Err(e),
             }
         };
-        view.groups = connect_groups(&builder, &topology, &view.groups).await?;
-        view.topology = topology;
         Ok(Self {
             shared: Arc::new(Shared {
-                view: std::sync::RwLock::new(Arc::new(view)),
+                view: std::sync::RwLock::new(Arc::new(View::new(topology, groups))),
                 builders: std::sync::Mutex::new(builder),
                 reloading: tokio::sync::Mutex::new(()),
             }),
@@ -288,7 +356,11 @@ impl ShardedRedlock {
         let Some((epoch, spec)) = store::read_newest(&view.all()).await else {
             return Ok(view.topology.epoch);
         };
-        if epoch <= view.topology.epoch {
+        let newer = epoch > view.topology.epoch;
+        // The same epoch with another spec: the one more masters store (an interrupted change
+        // replaced; the masters refuse the other from now on).
+        let replaced = epoch == view.topology.epoch && spec != view.topology.encode();
+        if !newer && !replaced {
             return Ok(view.topology.epoch);
         }
         self.adopt(Topology::decode(epoch, &spec)?).await?;
@@ -307,7 +379,7 @@ impl ShardedRedlock {
         let builder = self.builders();
         let current = self.view();
         let groups = connect_groups(&builder, &topology, &current.groups).await?;
-        Ok(View { topology, groups })
+        Ok(View::new(topology, groups))
     }
 
     pub(crate) fn builders(&self) -> ShardedBuilder {

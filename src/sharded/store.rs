@@ -21,9 +21,9 @@ pub(crate) fn topology_key(group: &Redlock) -> String {
     group.config().key("topology", "state")
 }
 
-/// The newest spec any master of `groups` stores, as `(spec_epoch, spec)`; `None` when none
-/// stores one. Every master is asked once, each call bounded by the per-master timeout.
-pub(crate) async fn read_newest(groups: &[&Redlock]) -> Option<(u64, String)> {
+/// What each answering master of `groups` stores (every master asked once, each call bounded
+/// by the per-master timeout).
+async fn read_all(groups: &[&Redlock]) -> Vec<Stored> {
     // A script rather than HMGET: one code path for real masters and the simulator's.
     let reads = groups.iter().map(|group| async move {
         let call = ScriptCall::new(&TOPOLOGY_READ, vec![topology_key(group)], Vec::new());
@@ -38,20 +38,56 @@ pub(crate) async fn read_newest(groups: &[&Redlock]) -> Option<(u64, String)> {
     answers
         .into_iter()
         .flatten()
-        .filter_map(|answer| parse_spec(answer.ok()?))
-        .max_by_key(|(epoch, _)| *epoch)
+        .filter_map(|answer| parse(answer.ok()?))
+        .collect()
 }
 
-fn parse_spec(value: Value) -> Option<(u64, String)> {
+/// The newest spec any master of `groups` stores, as `(spec_epoch, spec)`; `None` when none
+/// stores one. Of two specs under one epoch (an interrupted change's, and one that replaced
+/// it elsewhere: at most one of them is on a quorum anywhere), the one more masters store.
+pub(crate) async fn read_newest(groups: &[&Redlock]) -> Option<(u64, String)> {
+    let mut counts: std::collections::BTreeMap<(u64, String), usize> = Default::default();
+    for stored in read_all(groups).await {
+        if let Some(spec) = stored.spec {
+            *counts.entry(spec).or_default() += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .max_by_key(|((epoch, _), count)| (*epoch, *count))
+        .map(|(spec, _)| spec)
+}
+
+/// The highest epoch any answering master of `groups` has seen (stored by a write, or raised
+/// by an acquire routed with a spec that may be stored nowhere else).
+pub(crate) async fn highest_epoch(groups: &[&Redlock]) -> u64 {
+    let all = read_all(groups).await;
+    all.iter()
+        .map(|s| s.epoch.max(s.spec.as_ref().map_or(0, |(e, _)| *e)))
+        .max()
+        .unwrap_or(0)
+}
+
+/// One master's topology state.
+struct Stored {
+    spec: Option<(u64, String)>,
+    epoch: u64,
+}
+
+fn parse(value: Value) -> Option<Stored> {
     let Value::Array(fields) = value else {
         return None;
     };
-    let text = |v: &Value| match v {
-        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+    let text = |i: usize| match fields.get(i) {
+        Some(Value::BulkString(b)) => String::from_utf8(b.clone()).ok(),
         _ => None,
     };
-    let epoch = text(fields.first()?)?.parse().ok()?;
-    Some((epoch, text(fields.get(1)?)?))
+    let spec = match (text(0).and_then(|e| e.parse().ok()), text(1)) {
+        (Some(epoch), Some(spec)) => Some((epoch, spec)),
+        _ => None,
+    };
+    let epoch = text(2).and_then(|e| e.parse().ok()).unwrap_or(0);
+    Some(Stored { spec, epoch })
 }
 
 /// Stores `topology` on a quorum of every group of `groups`, concurrently. Masters that did
@@ -61,21 +97,21 @@ fn parse_spec(value: Value) -> Option<(u64, String)> {
 /// [`Error::StaleTopology`] when a master stores a newer or a conflicting spec (another
 /// change); [`Error::Unavailable`] when a group has no quorum of answering masters.
 pub(crate) async fn write_quorums(groups: &[&Redlock], topology: &Topology) -> Result<()> {
-    let spec = topology.encode();
+    let (spec, digest) = (topology.encode(), topology.digest());
     let writes = groups
         .iter()
-        .map(|group| write_quorum(group, topology.epoch, &spec));
+        .map(|group| write_quorum(group, topology.epoch, &spec, &digest));
     for result in futures::future::join_all(writes).await {
         result?;
     }
     Ok(())
 }
 
-async fn write_quorum(group: &Redlock, epoch: u64, spec: &str) -> Result<()> {
+async fn write_quorum(group: &Redlock, epoch: u64, spec: &str, digest: &str) -> Result<()> {
     let call = Arc::new(ScriptCall::new(
         &TOPOLOGY_WRITE,
         vec![topology_key(group)],
-        vec![epoch.to_string(), spec.to_owned()],
+        vec![epoch.to_string(), spec.to_owned(), digest.to_owned()],
     ));
     let masters = &group.inner.masters;
     let round = masters

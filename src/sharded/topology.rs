@@ -17,6 +17,24 @@ pub(crate) struct GroupSpec {
     pub(crate) name: String,
     pub(crate) weight: u32,
     pub(crate) masters: Vec<String>,
+    /// Where the group's locks and fencing counter live. `None` only in a spec stored by a
+    /// client that did not record them (format v1).
+    pub(crate) keys: Option<GroupKeys>,
+}
+
+/// A group's key prefix and fencing key: every client must use the same ones, or two clients
+/// would lock the same resource under two keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct GroupKeys {
+    pub(crate) prefix: String,
+    pub(crate) fence: String,
+}
+
+impl GroupSpec {
+    /// Whether `other` (the same name) disagrees on where the group's keys live.
+    pub(crate) fn keys_differ(&self, other: &GroupSpec) -> bool {
+        matches!((&self.keys, &other.keys), (Some(a), Some(b)) if a != b)
+    }
 }
 
 /// Groups, epoch, max TTL and (during a change) the previous groups.
@@ -104,11 +122,40 @@ impl Topology {
         all
     }
 
+    /// The digest of the stored form (MD5, hex): what the masters pin to the epoch and what
+    /// every acquire and extend is checked against (an epoch pins exactly one spec).
+    pub(crate) fn digest(&self) -> String {
+        use md5::{Digest, Md5};
+        Md5::digest(self.encode().as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// The final topology that ends this joint phase (the next epoch, the same groups, no
+    /// previous ones); `None` when this is not a joint phase.
+    pub(crate) fn final_of(&self) -> Option<Topology> {
+        self.is_joint().then(|| {
+            Topology::new(self.epoch + 1, self.max_ttl, self.groups.clone(), None)
+                .expect("the groups of a checked topology are checked")
+        })
+    }
+
     /// The stored form: one line per fact, deterministic (the write script compares specs).
+    /// Format v2 records each group's keys (hex, after `@`); v1 (no keys) is written only for
+    /// a spec read in v1, so that it re-encodes to the same bytes.
     pub(crate) fn encode(&self) -> String {
-        let mut out = format!("v1\nmax_ttl_ms {}\n", self.max_ttl.as_millis());
+        let v2 = self.all_groups().iter().all(|g| g.keys.is_some());
+        let mut out = format!(
+            "{}\nmax_ttl_ms {}\n",
+            if v2 { "v2" } else { "v1" },
+            self.max_ttl.as_millis()
+        );
         let mut line = |kind: &str, g: &GroupSpec| {
             out.push_str(&format!("{kind} {} {}", g.name, g.weight));
+            if let Some(k) = g.keys.as_ref().filter(|_| v2) {
+                out.push_str(&format!(" @{} @{}", hex(&k.prefix), hex(&k.fence)));
+            }
             for m in &g.masters {
                 out.push(' ');
                 out.push_str(m);
@@ -128,9 +175,11 @@ impl Topology {
     pub(crate) fn decode(epoch: u64, spec: &str) -> Result<Self> {
         let bad = |why: &str| Error::InvalidConfig(format!("stored topology {epoch}: {why}"));
         let mut lines = spec.lines();
-        if lines.next() != Some("v1") {
-            return Err(bad("unknown format"));
-        }
+        let v2 = match lines.next() {
+            Some("v1") => false,
+            Some("v2") => true,
+            _ => return Err(bad("unknown format")),
+        };
         let (mut max_ttl, mut groups, mut previous) = (None, Vec::new(), Vec::new());
         for line in lines {
             let mut words = line.split(' ');
@@ -143,11 +192,24 @@ impl Topology {
             let name = words.next().ok_or_else(|| bad("group name"))?.to_owned();
             let weight = words.next().and_then(|w| w.parse().ok());
             let weight = weight.ok_or_else(|| bad("group weight"))?;
+            let keys = if v2 {
+                let mut key = || {
+                    let word = words.next().and_then(|w| w.strip_prefix('@'));
+                    word.and_then(unhex).ok_or_else(|| bad("group keys"))
+                };
+                Some(GroupKeys {
+                    prefix: key()?,
+                    fence: key()?,
+                })
+            } else {
+                None
+            };
             let masters = words.map(str::to_owned).collect();
             let group = GroupSpec {
                 name,
                 weight,
                 masters,
+                keys,
             };
             match kind {
                 "group" => groups.push(group),
@@ -163,6 +225,57 @@ impl Topology {
             previous,
         )
     }
+}
+
+/// Group identity: a group is its name together with its masters and its keys. Refuses (a
+/// typed error) a group of `given` that has the name of a group of `known` but other masters
+/// (a group's masters cannot change under its name: resources would move to them without a
+/// joint phase) or other keys (the same resource would be locked under two keys).
+pub(crate) fn check_identity(known: &[&GroupSpec], given: &[GroupSpec]) -> Result<()> {
+    for g in given {
+        for k in known.iter().filter(|k| k.name == g.name) {
+            let redact = |m: &[String]| {
+                m.iter()
+                    .map(|u| crate::error::redact_url(u))
+                    .collect::<Vec<_>>()
+            };
+            if k.masters != g.masters {
+                return Err(Error::TopologyMismatch {
+                    reason: format!(
+                        "group {:?} is stored with masters {:?}, given {:?}: a group's masters \
+                         cannot change under its name (remove it and add one with a new name)",
+                        g.name,
+                        redact(&k.masters),
+                        redact(&g.masters)
+                    ),
+                });
+            }
+            if k.keys_differ(g) {
+                return Err(Error::TopologyMismatch {
+                    reason: format!(
+                        "group {:?} is stored with keys {:?}, given {:?} (key prefix, fencing key)",
+                        g.name, k.keys, g.keys
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn hex(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(word: &str) -> Option<String> {
+    if !word.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes = (0..word.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(word.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok()
 }
 
 /// The ring over the group names, each with its weight.
@@ -215,6 +328,10 @@ mod tests {
             name: name.into(),
             weight,
             masters: vec![format!("redis://{name}:6379")],
+            keys: Some(GroupKeys {
+                prefix: format!("{name} x:"),
+                fence: "f".into(),
+            }),
         }
     }
 
@@ -232,6 +349,11 @@ mod tests {
         assert_eq!(back.groups, t.groups);
         assert_eq!(back.previous, t.previous);
         assert_eq!(back.max_ttl, t.max_ttl);
+        // A v1 spec (no keys) re-encodes to the same bytes.
+        let v1 = "v1\nmax_ttl_ms 1000\ngroup a 1 redis://x:1\n";
+        let old = Topology::decode(3, v1).unwrap();
+        assert_eq!(old.groups[0].keys, None);
+        assert_eq!(old.encode(), v1);
     }
 
     #[test]
@@ -248,7 +370,7 @@ mod tests {
                 Err(Error::InvalidConfig(_))
             ));
         }
-        assert!(Topology::decode(1, "v2\n").is_err());
+        assert!(Topology::decode(1, "v3\n").is_err());
     }
 
     #[test]
