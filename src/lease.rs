@@ -256,6 +256,8 @@ async fn watchdog(
                 }
             },
         };
+        #[cfg(feature = "sim")]
+        crate::sim::stall("lease.renewed", guard.owner_token()).await;
         match renewal {
             Renewal::Extended => {
                 let _ = signals.valid_until.send(guard.valid_until());
