@@ -7,13 +7,17 @@
 #   sim/reintroduce/run.sh c-no-recheck-after-fence  # one patch
 #
 # The patches are never committed as code; each applies to a clean checkout of HEAD. The
-# scratch worktrees share this checkout's target directory (only the workspace's own crates
-# are rebuilt per patch). Replay a reported seed inside the scratch tree, which is kept when
+# scratch worktrees share one target directory of their own, target/reintroduce (seeded from
+# target/release on first use, so only the workspace's own crates are rebuilt per patch); not
+# this checkout's: cargo would take a scratch build for this checkout's, same crates, same hashes. Replay a reported seed inside the scratch tree, which is kept when
 # KEEP=1: SIM_SEED=n cargo test --release -p redquorum-sim --test sim -- --nocapture
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(git -C "$here" rev-parse --show-toplevel)"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target/reintroduce}"
+if [ ! -d "$CARGO_TARGET_DIR/release" ] && [ -d "$repo/target/release" ]; then
+    mkdir -p "$CARGO_TARGET_DIR" && cp -a "$repo/target/release" "$CARGO_TARGET_DIR/"
+fi
 export SIM_SEEDS="${SIM_SEEDS:-2000}"
 if [ "$#" -gt 0 ]; then
     patches=("$@")
