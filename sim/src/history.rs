@@ -126,8 +126,9 @@ impl Stall {
 pub mod allowed {
     /// A guard came back with no validity left: its client stalled after the validity check.
     pub const EXPIRED_GRANT: &str = "granted expired (stalled after the validity check)";
-    /// `lost()` fired after the validity deadline: the watchdog stalled with the outcome.
-    pub const LATE_LOST: &str = "lost() late (the watchdog stalled)";
+    /// `lost()` fired after the validity deadline: the watchdog stalled with a renewal's
+    /// outcome, or the guard was handed to it already expired.
+    pub const LATE_LOST: &str = "lost() late (the watchdog or the acquire stalled)";
     /// A holder used the lock past its validity (stalled or paused) while another held it.
     pub const OVERLAP_PAST_VALIDITY: &str = "overlap past the holder's validity";
     /// A holder used the lock past its validity (whether or not another held it meanwhile).
@@ -200,11 +201,16 @@ impl History {
     /// being `deadline`: late is a violation unless the watchdog stalled across the deadline.
     pub fn lost_signalled(&self, who: &str, owner: Option<&str>, deadline: Instant, at: Instant) {
         let mut i = self.inner();
-        if at <= deadline || i.stalls.is_none() {
+        // Tokio's timers tick in whole milliseconds: a wake-up at the deadline may come up to
+        // one tick after it.
+        if at <= deadline + Duration::from_millis(1) || i.stalls.is_none() {
             return;
         }
+        // The watchdog stalled with a renewal's outcome, or the guard came back from its
+        // acquire already expired (a stall after the acquire's validity check). Not a stall
+        // inside a renewal: the watchdog races the renewal against the deadline.
         let explained = i.stalls.iter().flatten().any(|s| {
-            s.point == "lease.renewed"
+            matches!(s.point, "lease.renewed" | "acquire.validated")
                 && owner.is_none_or(|o| o == s.owner)
                 && s.from <= deadline
                 && s.to >= deadline
