@@ -203,7 +203,8 @@ impl History {
         let mut i = self.inner();
         // Tokio's timers tick in whole milliseconds: a wake-up at the deadline may come up to
         // one tick after it.
-        if at <= deadline + Duration::from_millis(1) || i.stalls.is_none() {
+        let tick = Duration::from_millis(1);
+        if at <= deadline + tick || i.stalls.is_none() {
             return;
         }
         // The watchdog stalled with a renewal's outcome, or the guard came back from its
@@ -212,7 +213,7 @@ impl History {
         let explained = i.stalls.iter().flatten().any(|s| {
             matches!(s.point, "lease.renewed" | "acquire.validated")
                 && owner.is_none_or(|o| o == s.owner)
-                && s.from <= deadline
+                && s.from <= deadline + tick
                 && s.to >= deadline
         });
         if explained {
