@@ -10,6 +10,10 @@
 //! - Signals meant for `redquorum` itself (PIPE: its output is gone; ALRM: a timer armed on
 //!   it) *stop* the command on the kill schedule (TERM, then KILL after the grace), then the
 //!   lock is given back and `redquorum` exits with 128 + the signal.
+//! - Job-control stops (TSTP: a terminal's ^Z; TTIN, TTOU: a background read or write) are
+//!   caught and dropped: their default action stops `redquorum` but not the command, which
+//!   runs in a process group of its own, so the lock would expire while the command runs on.
+//!   They are caught (not ignored), so the command starts with their default actions.
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -24,6 +28,9 @@ pub const CAUGHT: [libc::c_int; 8] = [
     libc::SIGPIPE,
     libc::SIGALRM,
 ];
+
+/// Job-control stops, caught so that they cannot stop `redquorum`, and then dropped.
+pub const DROPPED: [libc::c_int; 3] = [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU];
 
 /// What to do with a signal caught while the command runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +50,8 @@ pub fn action(signal: libc::c_int) -> Action {
 
 pub struct Caught {
     streams: Vec<(libc::c_int, Signal)>,
+    /// Kept (never polled) so that tokio's handler stays installed for [`DROPPED`].
+    _dropped: Vec<Signal>,
 }
 
 impl Caught {
@@ -53,7 +62,14 @@ impl Caught {
             .iter()
             .map(|&s| Ok((s, signal(SignalKind::from_raw(s))?)))
             .collect::<std::io::Result<_>>()?;
-        Ok(Caught { streams })
+        let dropped = DROPPED
+            .iter()
+            .map(|&s| signal(SignalKind::from_raw(s)))
+            .collect::<std::io::Result<_>>()?;
+        Ok(Caught {
+            streams,
+            _dropped: dropped,
+        })
     }
 
     /// The next signal caught.

@@ -228,3 +228,71 @@ fn children_named(parent: i32, word: &str) -> Vec<i32> {
         })
         .collect()
 }
+
+/// Job-control stops (^Z is SIGTSTP; TTIN and TTOU stop a background process that touches the
+/// terminal) must not stop `redquorum` while its command runs: the command is in another
+/// process group, so it would run on while the lock expires. For each, `redquorum` keeps the
+/// lock through several TTLs and rivals never win while the command is alive. (On 1e92751,
+/// after SIGTSTP a rival won 1.07-1.14 s later with the command still running.)
+fn job_control_stops_leave_the_lock_held(subcommand: &str) -> anyhow::Result<()> {
+    let cluster = Cluster::start(3)?;
+    let dir = scratch(&format!("jobctl-{subcommand}"));
+    let stops = [
+        (libc::SIGTSTP, "TSTP"),
+        (libc::SIGTTIN, "TTIN"),
+        (libc::SIGTTOU, "TTOU"),
+    ];
+    for (signal, signame) in stops {
+        let name = format!("jobctl-{signame}");
+        let pidfile = dir.join(&name);
+        let mut holder = redquorum(&cluster, subcommand)
+            .args([&name, "--ttl", "1s", "--"])
+            .args([
+                "sh",
+                "-c",
+                r#"echo $$ > "$1"; while :; do sleep 0.05; done"#,
+                "cmd",
+            ])
+            .arg(&pidfile)
+            .spawn()?;
+        let pgid = group_of(
+            wait_for_file(&pidfile, Duration::from_secs(30))
+                .trim()
+                .parse()?,
+        );
+        kill(holder.id() as i32, signal);
+        // Three TTLs: a stopped redquorum would have let the lock expire by then.
+        let start = Instant::now();
+        let mut two_holders = None;
+        while start.elapsed() < Duration::from_secs(3) {
+            if rival(&cluster, subcommand, &name)? == Some(0) && group_alive(pgid) {
+                two_holders = Some(start.elapsed());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let still_running = holder.try_wait()?.is_none();
+        kill(holder.id() as i32, libc::SIGCONT);
+        kill(holder.id() as i32, libc::SIGTERM);
+        wait_for(&mut holder, Duration::from_secs(30));
+        kill(-pgid, libc::SIGKILL);
+        assert!(
+            two_holders.is_none(),
+            "{subcommand} {signame}: a rival won {:?} after the signal while the command \
+             (group {pgid}) was still running: two holders",
+            two_holders.unwrap()
+        );
+        assert!(still_running, "{subcommand} {signame}: redquorum exited");
+    }
+    Ok(())
+}
+
+#[test]
+fn lock_job_control_stops_leave_the_lock_held() -> anyhow::Result<()> {
+    job_control_stops_leave_the_lock_held("lock")
+}
+
+#[test]
+fn elect_job_control_stops_leave_the_leadership_held() -> anyhow::Result<()> {
+    job_control_stops_leave_the_lock_held("elect")
+}
