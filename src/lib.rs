@@ -203,7 +203,8 @@
 //! *Guarantees* (proofs in `src/sharded/mod.rs`): no two holders of a resource within validity,
 //! also during and after group changes and with clients that have not heard of a change (they
 //! are refused on a quorum of every group); fencing tokens ([`ShardedGuard::fencing_token`])
-//! strictly increase per resource across groups and changes: `(epoch << 48) | counter` of the
+//! of one resource exceed the token of every grant that completed before the round started,
+//! across groups and changes (as the basic lock's): `(epoch << 48) | counter` of the
 //! resource's owner group, with a typed error rather than a wrap past `2^48` grants per group
 //! or `2^16` epochs. A change moves exactly the resources whose ring owner changes.
 //!
@@ -241,8 +242,8 @@
 //! - `lock`: [`Redlock`]: connect, the acquire calls, retry policy.
 //! - `round`: one acquire round as named steps: prepare, send, decide, fence, validate, undo.
 //! - `drop_guard`: one clean-up-on-drop guard for every cancellation path.
-//! - `fencing`: sealing masters' fencing counters, the token write-back, and why tokens
-//!   strictly increase.
+//! - `fencing`: sealing masters' fencing counters, the token write-back, and how tokens are
+//!   ordered.
 //! - `guard`: [`LockGuard`] (extend, release, drop).
 //! - `interop`: the interop key layout ([`Builder::interop_keys`]): lock keys named as other
 //!   Redlock clients name them, so their locks and ours exclude each other.

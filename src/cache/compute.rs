@@ -140,7 +140,10 @@ impl Cache {
     /// it from there: one computation across processes while the fill lock has its quorum, and
     /// no `FillTimeout` caused by the node. Callers that come after the parked value expired
     /// compute again (one at a time) while the node stays down. The parked value is only read
-    /// when the node's read failed, so it never shadows what the node holds.
+    /// when the node's read failed, but it is not withdrawn by later writes: if the node comes
+    /// back, takes a newer value (or a delete) and stops answering again within the parked
+    /// value's lifetime, `get_or_compute` can return the older parked value (at most
+    /// `min(ttl, fill_wait)` after it was parked).
     ///
     /// # When the computing process dies
     /// Its fill lock is no longer extended and expires after at most the fill lock TTL; a

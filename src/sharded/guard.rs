@@ -78,8 +78,9 @@ impl ShardedGuard {
     }
 
     /// The fencing token of the first (for a single resource, the only) resource; `None` when
-    /// fencing is off. Strictly increasing per resource across groups and group changes (module
-    /// docs, "Fencing tokens"); tokens of different resources are not comparable.
+    /// fencing is off. Per resource, across groups and group changes, larger than the token of
+    /// every grant that completed before this lock's round started (module docs, "Fencing
+    /// tokens"); tokens of different resources are not comparable.
     pub fn fencing_token(&self) -> Option<u64> {
         self.tokens.first().and_then(|(_, t)| *t)
     }

@@ -79,18 +79,19 @@
 //! ends the extension of final-epoch holds (`with_lock` reports the lock lost at the end of
 //! its validity); a lock that must outlive a change must be re-acquired.
 //!
-//! # Fencing tokens: strictly increasing per resource
+//! # Fencing tokens: ordered as the basic lock's
 //! A sharded token is `(epoch << 48) | counter`, where `counter` is the fencing token of the
-//! resource's owner group in that epoch (the group's own namespace counter, strictly
-//! increasing per group, `fencing.rs`). During a joint phase the token comes from the new
-//! owner. Claim: if `H2` is granted after `H1` was granted, for the same resource, `H2`'s token
-//! is larger. Proof: `H1` (epoch `a`) raised the stored epoch to `>= a` on a quorum of each of
+//! resource's owner group in that epoch (the group's own namespace counter, ordered as
+//! `fencing.rs` proves: a grant whose round started after another grant completed gets a
+//! larger token; overlapping rounds are not ordered). During a joint phase the token comes
+//! from the new owner. Claim: if `H2`'s round started after `H1` was granted, for the same
+//! resource, `H2`'s token is larger. Proof: `H1` (epoch `a`) raised the stored epoch to `>= a` on a quorum of each of
 //! its groups before it was granted. If `H2`'s epoch `b` were `< a`: for `b = a - 1` the two
 //! placements share a group (previous section) whose quorum stores `>= a`, so `H2`'s acquire
 //! there is refused; for `b <= a - 2`, epoch `a` exists only after `a - 1` was stored on a
 //! quorum of every group, refusing `H2` as well. So `b >= a`. If `b > a`, the high bits are
 //! larger. If `b == a`, both tokens come from the same group's counter (the owner in that
-//! epoch), which strictly increases. The bound: counters below `2^48` (a group granting
+//! epoch), and `H2`'s round started after `H1`'s grant completed, so `fencing.rs` orders them. The bound: counters below `2^48` (a group granting
 //! 100,000 locks per second reaches it after 89 years) and epochs below `2^16` (32,767
 //! changes); past either the acquire or change fails with a typed error rather than wrap.
 //!
