@@ -193,11 +193,15 @@ impl LockGuard {
         span.record("votes", replies.granted());
         span.record("elapsed_us", t0.elapsed().as_micros() as u64);
         if round.decision == Decision::Won {
+            #[cfg(feature = "sim")]
+            crate::sim::stall("extend.quorum", &self.token).await;
             // From t0, with the TTL the masters were sent (whole milliseconds).
             let drift = drift(sent_ttl(ttl), config.drift_factor);
             return match valid_until(t0, sent_ttl(ttl), drift, Instant::now()) {
                 Some(until) => {
                     self.valid_until = until;
+                    #[cfg(feature = "sim")]
+                    crate::sim::stall("extend.validated", &self.token).await;
                     Ok(())
                 }
                 None => {

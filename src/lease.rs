@@ -128,6 +128,9 @@ pub(crate) trait Renewable: Send + 'static {
     ) -> impl Future<Output = crate::Result<()>> + Send;
     /// The per-master timeout: a renewal undecided for longer puts the lease in jeopardy.
     fn master_timeout(&self) -> Duration;
+    /// The owner token the simulator's stalls are keyed by.
+    #[cfg(feature = "sim")]
+    fn owner_token(&self) -> &str;
 
     fn is_valid(&self) -> bool {
         Instant::now() < self.valid_until()
@@ -161,6 +164,10 @@ impl Renewable for LockGuard {
     }
     fn master_timeout(&self) -> Duration {
         LockGuard::master_timeout(self)
+    }
+    #[cfg(feature = "sim")]
+    fn owner_token(&self) -> &str {
+        LockGuard::owner_token(self)
     }
 }
 
@@ -358,6 +365,8 @@ async fn watchdog<G: Renewable>(
         let Some(renewal) = renewal else {
             return guard;
         };
+        #[cfg(feature = "sim")]
+        crate::sim::stall("lease.renewed", guard.owner_token()).await;
         match renewal {
             Renewal::Extended => {
                 let _ = signals.valid_until.send(guard.valid_until());

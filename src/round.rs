@@ -192,6 +192,8 @@ impl Redlock {
         t0: Instant,
     ) -> RoundOutcome {
         let (held, token) = (&attempt.held, &attempt.token);
+        #[cfg(feature = "sim")]
+        crate::sim::stall("acquire.quorum", token).await;
         let choice = winning_choice(&round.answers, self.inner.masters.quorum());
         // Masters that granted another choice (a semaphore slot that lost) give it back.
         let others: Vec<Option<AcquireAnswer>> = round
@@ -215,6 +217,8 @@ impl Redlock {
             }
             return RoundOutcome::Unavailable(replies);
         };
+        #[cfg(feature = "sim")]
+        crate::sim::stall("acquire.fenced", token).await;
         // Validity counts from t0 with the TTL the masters were sent (whole milliseconds).
         let ttl = sent_ttl(attempt.ttl);
         let drift = drift(ttl, self.inner.config.drift_factor);
@@ -222,6 +226,8 @@ impl Redlock {
             self.undo(held, token, &round.answers).await;
             return RoundOutcome::Expired(replies);
         };
+        #[cfg(feature = "sim")]
+        crate::sim::stall("acquire.validated", token).await;
         RoundOutcome::Acquired {
             token: token.clone(),
             valid_until,

@@ -51,3 +51,33 @@ pub(crate) fn fill_seeded(bytes: &mut [u8]) -> bool {
         None => false,
     })
 }
+
+/// Decides whether the client stalls at a point of the protocol: called with the point's name
+/// and the owner token of the lock concerned; `Some(d)` freezes the calling task for `d` (in
+/// the simulator's virtual time), as a paused process (GC, VM steal, a busy runtime) would be.
+pub type Stalls = Box<dyn FnMut(&'static str, &str) -> Option<std::time::Duration>>;
+
+thread_local! {
+    static STALLS: RefCell<Option<Stalls>> = const { RefCell::new(None) };
+}
+
+/// From now on, on this thread, the library asks `stalls` at each stall point (`None`: never
+/// stalls). The points, in the order of a grant:
+/// - `acquire.quorum`: a quorum of the acquire's replies has arrived, nothing done with them;
+/// - `acquire.fenced`: the fencing write-back is done, the validity not yet checked;
+/// - `acquire.validated`: the validity was checked; the guard is about to be handed out (a
+///   stall here may outlast the validity: a documented non-guarantee of every lock service);
+/// - `extend.quorum`: a quorum of an extend's replies has arrived, its validity not computed;
+/// - `extend.validated`: the extend's validity was checked (as `acquire.validated`);
+/// - `lease.renewed`: the watchdog has its renewal's outcome, not yet signalled.
+pub fn set_stalls(stalls: Option<Stalls>) {
+    STALLS.with(|s| *s.borrow_mut() = stalls);
+}
+
+/// A stall point (see [`set_stalls`]): freezes the calling task if the simulator says so.
+pub(crate) async fn stall(point: &'static str, owner: &str) {
+    let pause = STALLS.with(|s| s.borrow_mut().as_mut().and_then(|f| f(point, owner)));
+    if let Some(pause) = pause {
+        tokio::time::sleep(pause).await;
+    }
+}

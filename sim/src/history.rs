@@ -89,6 +89,50 @@ struct Inner {
     acquires: u64,
     refusals: u64,
     errors: u64,
+    /// Client stalls so far (see [`Stall`]); `None` until a run enables the stall checks.
+    stalls: Option<Vec<Stall>>,
+    /// The tokio task of each holding's `hold` call (the task that acquired).
+    tasks: Vec<Option<tokio::task::Id>>,
+    /// Events a documented non-guarantee allows, by kind: counted and reported, never silenced.
+    non_guarantees: BTreeMap<&'static str, u64>,
+}
+
+/// One client stall: a task frozen at a point of the protocol (`redquorum::sim::set_stalls`)
+/// or while a holder worked (`holder.work`).
+#[derive(Clone, Debug)]
+pub struct Stall {
+    /// The point (`acquire.validated`, `lease.renewed`, ...).
+    pub point: &'static str,
+    /// The owner token of the lock concerned (empty for a holder's work).
+    pub owner: String,
+    /// The task that stalled.
+    pub task: Option<tokio::task::Id>,
+    /// From when to when.
+    pub from: Instant,
+    /// Until when.
+    pub to: Instant,
+}
+
+impl Stall {
+    /// Whether the stall came after the library's last validity check (of an acquire or an
+    /// extend) or while the holder worked: the client may come back past its validity, which
+    /// no lock service can prevent (a documented non-guarantee).
+    pub fn after_validity_check(&self) -> bool {
+        self.point.ends_with(".validated") || self.point == "holder.work"
+    }
+}
+
+/// Kinds of [`History::non_guarantee`] events.
+pub mod allowed {
+    /// A guard came back with no validity left: its client stalled after the validity check.
+    pub const EXPIRED_GRANT: &str = "granted expired (stalled after the validity check)";
+    /// `lost()` fired after the validity deadline: the watchdog stalled with a renewal's
+    /// outcome, or the guard was handed to it already expired.
+    pub const LATE_LOST: &str = "lost() late (the watchdog or the acquire stalled)";
+    /// A holder used the lock past its validity (stalled or paused) while another held it.
+    pub const OVERLAP_PAST_VALIDITY: &str = "overlap past the holder's validity";
+    /// A holder used the lock past its validity (whether or not another held it meanwhile).
+    pub const USED_PAST_VALIDITY: &str = "used past validity";
 }
 
 impl History {
@@ -98,10 +142,99 @@ impl History {
 
     /// Records a holding; returns its index, to close it later.
     pub fn hold(&self, holding: Holding) -> usize {
+        let task = tokio::task::try_id();
         let mut i = self.inner();
         i.acquires += 1;
+        // With the stall checks on: a guard with no validity left must be explained by a stall
+        // of the acquiring task after the library's validity check.
+        if i.stalls.is_some() && holding.acquired >= holding.valid_until && !holding.uncovered {
+            let explained = i.stalls.iter().flatten().any(|s| {
+                s.task == task
+                    && s.after_validity_check()
+                    && s.from >= holding.started
+                    && s.from <= holding.valid_until
+                    && s.to >= holding.valid_until
+            });
+            if explained {
+                *i.non_guarantees.entry(allowed::EXPIRED_GRANT).or_default() += 1;
+            } else {
+                let what = format!(
+                    "{}: {} granted with no validity left ({:?} past it) and no stall after \
+                     its validity check",
+                    holding.who,
+                    holding.resource,
+                    holding.acquired - holding.valid_until
+                );
+                i.violations.push(what);
+            }
+        }
         i.holdings.push(holding);
+        i.tasks.push(task);
         i.holdings.len() - 1
+    }
+
+    /// Turns on the stall checks (see [`stalled`](Self::stalled)).
+    pub fn check_stalls(&self) {
+        self.inner().stalls.get_or_insert_with(Vec::new);
+    }
+
+    /// How long the calling task has stalled since `from` (stalls that started since).
+    pub fn stalled_since(&self, from: Instant) -> Duration {
+        let task = tokio::task::try_id();
+        self.inner()
+            .stalls
+            .iter()
+            .flatten()
+            .filter(|s| s.task == task && s.from >= from)
+            .map(|s| s.to - s.from)
+            .sum()
+    }
+
+    /// Records a client stall.
+    pub fn stalled(&self, stall: Stall) {
+        if let Some(stalls) = self.inner().stalls.as_mut() {
+            stalls.push(stall);
+        }
+    }
+
+    /// `lost()` of a lease owned by `owner` (if known) fired at `at`, its validity deadline
+    /// being `deadline`: late is a violation unless the watchdog stalled across the deadline.
+    pub fn lost_signalled(&self, who: &str, owner: Option<&str>, deadline: Instant, at: Instant) {
+        let mut i = self.inner();
+        // Tokio's timers tick in whole milliseconds: a wake-up at the deadline may come up to
+        // one tick after it.
+        let tick = Duration::from_millis(1);
+        if at <= deadline + tick || i.stalls.is_none() {
+            return;
+        }
+        // The watchdog stalled with a renewal's outcome, or the guard came back from its
+        // acquire already expired (a stall after the acquire's validity check). Not a stall
+        // inside a renewal: the watchdog races the renewal against the deadline.
+        let explained = i.stalls.iter().flatten().any(|s| {
+            matches!(s.point, "lease.renewed" | "acquire.validated")
+                && owner.is_none_or(|o| o == s.owner)
+                && s.from <= deadline + tick
+                && s.to >= deadline
+        });
+        if explained {
+            *i.non_guarantees.entry(allowed::LATE_LOST).or_default() += 1;
+        } else {
+            let what = format!(
+                "{who}: lost() fired {:?} after the validity deadline, the watchdog not stalled",
+                at - deadline
+            );
+            i.violations.push(what);
+        }
+    }
+
+    /// Counts an event a documented non-guarantee allows.
+    pub fn non_guarantee(&self, kind: &'static str) {
+        *self.inner().non_guarantees.entry(kind).or_default() += 1;
+    }
+
+    /// The events documented non-guarantees allowed, by kind.
+    pub fn non_guarantees(&self) -> BTreeMap<&'static str, u64> {
+        self.inner().non_guarantees.clone()
     }
 
     /// The holding `index` was extended to `valid_until`.
@@ -181,6 +314,34 @@ pub fn overlaps(holdings: &[Holding], base: Instant) -> Vec<String> {
         }
     }
     out
+}
+
+/// Holders that used a lock past their validity (paused or stalled, then released late), and
+/// of those, the ones another holder overlapped after their validity ran out: both allowed by
+/// the documented non-guarantee (a client must check its validity and stop; a paused one
+/// cannot), so counted, not violations. Returns (used past validity, overlapped).
+pub fn past_validity(holdings: &[Holding]) -> (u64, u64) {
+    let (mut used, mut overlapped) = (0, 0);
+    for (i, a) in holdings.iter().enumerate() {
+        let Some(released) = a.released else { continue };
+        let from = a.valid_until.max(a.acquired);
+        if a.uncovered || released <= from {
+            continue;
+        }
+        used += 1;
+        let hit = holdings.iter().enumerate().any(|(j, b)| {
+            j != i
+                && b.resource == a.resource
+                && !b.uncovered
+                && a.kind.excludes(&b.kind)
+                && b.acquired < released
+                && from < b.end()
+        });
+        if hit {
+            overlapped += 1;
+        }
+    }
+    (used, overlapped)
 }
 
 /// More than `k` holders of one semaphore inside their validity windows at some instant, or

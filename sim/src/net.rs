@@ -32,6 +32,24 @@ pub struct Links {
     pub loss: f64,
     /// How long after a loss the connection is reset.
     pub reset_after: (Duration, Duration),
+    /// Slow messages (heavy-tailed, possibly past the per-master timeout), per master.
+    pub slow: Vec<SlowLink>,
+    /// Probability that one script run (`EVAL`, `EVALSHA`) keeps its master busy for a while,
+    /// and for how long (uniform): the master runs nothing else meanwhile, and the reply
+    /// leaves when the script is done (the script saw the clock of its start, as in Redis).
+    pub slow_scripts: (f64, Duration, Duration),
+}
+
+/// How the messages to and from one master are slowed down.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SlowLink {
+    /// Probability that a request is slow.
+    pub request: f64,
+    /// Probability that a reply is slow.
+    pub reply: f64,
+    /// Scale of the extra delay of a slow message: Pareto-distributed (shape 1.5, so a few are
+    /// many times the scale), capped at 8 times the scale.
+    pub scale: Duration,
 }
 
 impl Default for Links {
@@ -40,6 +58,8 @@ impl Default for Links {
             delay: (Duration::from_micros(50), Duration::from_micros(800)),
             loss: 0.0,
             reset_after: (Duration::from_millis(50), Duration::from_millis(500)),
+            slow: Vec::new(),
+            slow_scripts: (0.0, Duration::ZERO, Duration::ZERO),
         }
     }
 }
@@ -62,6 +82,10 @@ struct Node {
     cut: Option<Cut>,
     /// Added to the virtual time to make this master's wall clock.
     clock_offset_ms: i64,
+    /// How fast this master's clock runs against the clients' (1.0: the same rate).
+    clock_rate: f64,
+    /// A slow script keeps the master busy until then.
+    busy_until: Option<Instant>,
     /// Open connections, to reset them.
     conns: Vec<Arc<ConnState>>,
 }
@@ -95,6 +119,8 @@ impl Net {
                 paused: false,
                 cut: None,
                 clock_offset_ms: 0,
+                clock_rate: 1.0,
+                busy_until: None,
                 conns: Vec::new(),
             })
             .collect();
@@ -184,6 +210,7 @@ impl Net {
         let node = &mut s.nodes[i];
         node.up = true;
         node.paused = false;
+        node.busy_until = None;
         // Started `uptime` ago: restart it with its clock set back that far.
         let master = node.master.get_mut();
         master.set_now_ms(now.saturating_sub(uptime.as_millis() as u64));
@@ -214,6 +241,17 @@ impl Net {
         let mut s = self.state();
         s.nodes[i].clock_offset_ms += by_ms;
         s.log(format!("fault: clock {i} {by_ms:+} ms"));
+    }
+
+    /// Master `i`'s clock runs at `rate` times the clients' from now on (no jump: the rate
+    /// changes, the time it shows does not).
+    pub fn set_clock_rate(&self, i: usize, rate: f64) {
+        let mut s = self.state();
+        let before = s.wall_ms(i) as i64;
+        s.nodes[i].clock_rate = rate;
+        let after = s.wall_ms(i) as i64;
+        s.nodes[i].clock_offset_ms += before - after;
+        s.log(format!("fault: clock {i} runs at {rate:.4}"));
     }
 
     /// `SCRIPT FLUSH` on master `i`.
@@ -252,8 +290,10 @@ impl Net {
 
 impl State {
     fn wall_ms(&self, i: usize) -> u64 {
-        let elapsed = self.start.elapsed().as_millis() as i64;
-        (WALL_EPOCH_MS as i64 + elapsed + self.nodes[i].clock_offset_ms).max(0) as u64
+        let node = &self.nodes[i];
+        let micros = self.start.elapsed().as_micros() as f64 * node.clock_rate;
+        let elapsed = (micros / 1000.0).floor() as i64;
+        (WALL_EPOCH_MS as i64 + elapsed + node.clock_offset_ms).max(0) as u64
     }
 
     fn reset_all(&mut self, i: usize) {
@@ -266,6 +306,31 @@ impl State {
 
     fn delay(&mut self) -> Duration {
         let (lo, hi) = self.links.delay;
+        self.rng.random_range(lo..=hi)
+    }
+
+    /// The extra delay of one message to (`request`) or from master `i`: zero unless the
+    /// link is slow that way and this message drew it.
+    fn slow_extra(&mut self, i: usize, request: bool) -> Duration {
+        let Some(link) = self.links.slow.get(i).copied() else {
+            return Duration::ZERO;
+        };
+        let p = if request { link.request } else { link.reply };
+        if p <= 0.0 || !self.rng.random_bool(p.min(1.0)) {
+            return Duration::ZERO;
+        }
+        // Pareto with shape 1.5 and minimum `scale`, capped at 8 scales.
+        let u: f64 = self.rng.random_range(1e-9..1.0);
+        link.scale.mul_f64(u.powf(-1.0 / 1.5).min(8.0))
+    }
+
+    /// How long the script about to run keeps its master busy.
+    fn script_time(&mut self, name: &str) -> Duration {
+        let (p, lo, hi) = self.links.slow_scripts;
+        let script = matches!(name, "EVAL" | "EVALSHA" | "EVAL_RO" | "EVALSHA_RO");
+        if !script || p <= 0.0 || !self.rng.random_bool(p.min(1.0)) || hi < lo {
+            return Duration::ZERO;
+        }
         self.rng.random_range(lo..=hi)
     }
 
@@ -434,7 +499,7 @@ async fn deliver(
         .unwrap_or_default();
     let (arrival, lost_request) = {
         let mut s = net.state();
-        let at = Instant::now() + s.delay();
+        let at = Instant::now() + s.delay() + s.slow_extra(conn.node, true);
         let mut order = conn.order.lock().unwrap_or_else(|e| e.into_inner());
         order.0 = order.0.max(at);
         (order.0, s.lost())
@@ -449,19 +514,19 @@ async fn deliver(
         return;
     }
     // Wait out a pause (and this connection's earlier requests); a black hole swallows it.
-    let reply = loop {
+    let (reply, busy) = loop {
         if conn.dead.is_cancelled() {
             return;
         }
-        match execute(&net, &conn, seq, &args) {
-            Step::Done(reply) => break reply,
+        match execute(&net, &conn, seq, &args, &name) {
+            Step::Done(reply, busy) => break (reply, busy),
             Step::Wait => tokio::time::sleep(Duration::from_millis(1)).await,
             Step::Drop => return,
         }
     };
     let (back, lost_reply) = {
         let mut s = net.state();
-        let at = Instant::now() + s.delay();
+        let at = Instant::now() + busy + s.delay() + s.slow_extra(conn.node, false);
         let mut order = conn.order.lock().unwrap_or_else(|e| e.into_inner());
         order.1 = order.1.max(at);
         (order.1, s.lost())
@@ -480,14 +545,15 @@ async fn deliver(
 
 /// What became of a request that reached its master.
 enum Step {
-    Done(Value),
+    /// The reply, and how long the master took to run the command (it leaves after that).
+    Done(Value, Duration),
     /// Paused, or an earlier request of the connection has not run yet.
     Wait,
     /// Swallowed (a black hole) or refused (the process changed).
     Drop,
 }
 
-fn execute(net: &Net, conn: &Arc<ConnState>, seq: u64, args: &[Vec<u8>]) -> Step {
+fn execute(net: &Net, conn: &Arc<ConnState>, seq: u64, args: &[Vec<u8>], name: &str) -> Step {
     use std::sync::atomic::Ordering::Relaxed;
     let mut s = net.state();
     let node = &s.nodes[conn.node];
@@ -501,22 +567,32 @@ fn execute(net: &Net, conn: &Arc<ConnState>, seq: u64, args: &[Vec<u8>]) -> Step
         taint(net, conn);
         return Step::Drop;
     }
-    if node.paused || conn.executed.load(Relaxed) != seq {
+    let busy = node.busy_until.is_some_and(|until| Instant::now() < until);
+    if node.paused || busy || conn.executed.load(Relaxed) != seq {
         return Step::Wait;
+    }
+    let took = s.script_time(name);
+    if !took.is_zero() {
+        s.nodes[conn.node].busy_until = Some(Instant::now() + took);
     }
     let now = s.wall_ms(conn.node);
     let master = s.nodes[conn.node].master.get_mut();
     master.set_now_ms(now);
     let reply = transaction(master, conn, args).unwrap_or_else(|| master.execute(args));
     conn.executed.store(seq + 1, Relaxed);
+    let slow = if took.is_zero() {
+        String::new()
+    } else {
+        format!(" (busy {took:?})")
+    };
     s.log(format!(
-        "conn {} -> {}: {} => {}",
+        "conn {} -> {}: {} => {}{slow}",
         conn.id,
         conn.node,
         describe(args),
         short(&reply)
     ));
-    Step::Done(reply)
+    Step::Done(reply, took)
 }
 
 /// `MULTI`, a command queued after it, or `EXEC`/`DISCARD`, as Redis answers them (`None`

@@ -198,6 +198,16 @@ pub(crate) enum Probe {
 }
 
 impl Probe {
+    /// The owner token it looks for.
+    pub(crate) fn token(&self) -> &str {
+        match self {
+            Probe::Keys { token, .. }
+            | Probe::Reentrant { token, .. }
+            | Probe::Read { token, .. }
+            | Probe::Permit { token, .. } => token,
+        }
+    }
+
     /// How many masters hold it. For a permit, the most masters agreeing on one slot: a lease
     /// on another slot (a straggler of the acquire round) is no vote, as in the library.
     pub(crate) fn holders(&self, net: &Net) -> usize {
@@ -596,6 +606,9 @@ async fn under_watchdog(
             biased;
             _ = ctx.lost() => {
                 let at = Instant::now();
+                // lost() fires by the validity deadline, even while a renewal hangs.
+                let owner = probe.as_ref().map(Probe::token);
+                world.history.lost_signalled(who, owner, ctx.valid_until(), at);
                 for &i in &index {
                     world.history.released(i, at);
                 }

@@ -12,9 +12,10 @@ use tokio::time::Instant;
 
 use crate::cache;
 use crate::history::{
-    History, Holding, Kind, acquire_bound, overlaps, permits_exceeded, tokens_backwards,
+    History, Holding, Kind, Stall, acquire_bound, allowed, overlaps, past_validity,
+    permits_exceeded, tokens_backwards,
 };
-use crate::net::{Cut, Links, Net};
+use crate::net::{Cut, Links, Net, SlowLink};
 use crate::primitives;
 use crate::trace::Trace;
 
@@ -52,6 +53,68 @@ pub struct Plan {
     /// Whether the clients batch their script calls (`Builder::batching`, off by default in
     /// the library): both ways are simulated, half the seeds each.
     pub batching: bool,
+    /// The timing faults of the fault phase (drawn after `batching`).
+    pub timing: Timing,
+}
+
+/// Timing faults, drawn per seed: what breaks Redlock in production is a reply late but
+/// inside the per-master timeout, a client paused between a master's answer and acting on
+/// it, a master slow to run a script, a clock that runs fast. All in the fault phase only.
+#[derive(Clone, Debug)]
+pub struct Timing {
+    /// Per master: how often requests and replies are slow (some masters one way only:
+    /// request fast and reply slow, or the reverse), and the scale of their heavy-tailed
+    /// extra delay (from a fifth of the per-master timeout to a whole one; the tail reaches
+    /// eight scales, so past the timeout).
+    pub slow: Vec<SlowLink>,
+    /// Probability that a script run keeps its master busy 5 to 50 ms.
+    pub slow_scripts: f64,
+    /// Per master: how fast its clock runs against the clients' (within the drift allowance
+    /// of 1%: covered), for the whole run.
+    pub clock_rates: Vec<f64>,
+    /// Probability that a client stalls at each stall point of the library
+    /// (`redquorum::sim::set_stalls`) and while a holder works, for 1 to 300 ms.
+    pub stalls: f64,
+}
+
+impl Timing {
+    fn draw(rng: &mut StdRng, masters: usize, master_timeout: Duration) -> Self {
+        let slowness = [0.0, 0.02, 0.05, 0.15, 0.3][rng.random_range(0..5)];
+        let slow = (0..masters)
+            .map(|_| {
+                let scale = master_timeout.mul_f64(rng.random_range(0.2..1.0));
+                let (request, reply) = match rng.random_range(0..4) {
+                    0 => (slowness, 0.0),
+                    1 => (0.0, slowness),
+                    2 => (slowness, slowness),
+                    _ => (0.0, 0.0),
+                };
+                SlowLink {
+                    request,
+                    reply,
+                    scale,
+                }
+            })
+            .collect();
+        let slow_scripts = [0.0, 0.0, 0.02, 0.1][rng.random_range(0..4)];
+        let skewed = rng.random_bool(0.5);
+        let clock_rates = (0..masters)
+            .map(|_| {
+                if skewed {
+                    1.0 + rng.random_range(-0.009..0.009)
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        let stalls = [0.0, 0.02, 0.05, 0.15][rng.random_range(0..4)];
+        Self {
+            slow,
+            slow_scripts,
+            clock_rates,
+            stalls,
+        }
+    }
 }
 
 impl Plan {
@@ -59,15 +122,23 @@ impl Plan {
     pub fn draw(seed: u64) -> Self {
         let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_91a7);
         let masters = [3, 5, 5, 5][rng.random_range(0..4)];
+        // Drawn in the field order (the fields below keep their draws).
+        let clients = rng.random_range(1..=3);
+        let tasks = rng.random_range(1..=3);
+        let late_clients = rng.random_range(0..=2);
+        let ops = rng.random_range(3..=8);
+        let resources = rng.random_range(1..=3);
+        let ttl = Duration::from_millis(rng.random_range(300..=1500));
+        let master_timeout = Duration::from_millis(rng.random_range(10..=30));
         Self {
             masters,
-            clients: rng.random_range(1..=3),
-            tasks: rng.random_range(1..=3),
-            late_clients: rng.random_range(0..=2),
-            ops: rng.random_range(3..=8),
-            resources: rng.random_range(1..=3),
-            ttl: Duration::from_millis(rng.random_range(300..=1500)),
-            master_timeout: Duration::from_millis(rng.random_range(10..=30)),
+            clients,
+            tasks,
+            late_clients,
+            ops,
+            resources,
+            ttl,
+            master_timeout,
             quarantine: rng.random_bool(0.6),
             loss: if rng.random_bool(0.3) { 0.02 } else { 0.0 },
             faults: rng.random_range(0..=12),
@@ -78,6 +149,8 @@ impl Plan {
             cache_tasks: [0, 0, 1, 2, 3][rng.random_range(0..5)],
             // Drawn after `cache_tasks`, for the same reason.
             batching: rng.random_bool(0.5),
+            // Drawn after `batching`, for the same reason.
+            timing: Timing::draw(&mut rng, masters, master_timeout),
         }
     }
 }
@@ -92,6 +165,9 @@ pub struct Outcome {
     pub trace: Trace,
     /// (acquisitions, refusals, errors).
     pub counts: (u64, u64, u64),
+    /// Events a documented non-guarantee allowed (a client stalled past its validity), by
+    /// kind: reported, never counted as violations.
+    pub non_guarantees: std::collections::BTreeMap<&'static str, u64>,
 }
 
 /// Runs seed `seed`; `full_trace` keeps every line of the trace.
@@ -110,11 +186,13 @@ pub fn run_plan(seed: u64, plan: Plan, full_trace: bool) -> Outcome {
     let trace = Trace::keeping(if full_trace { 0 } else { 400 });
     let result = runtime.block_on(body(seed, plan.clone(), trace.clone()));
     redquorum::sim::unseed_rng();
+    redquorum::sim::set_stalls(None);
     Outcome {
         plan,
         violations: result.0,
         trace,
         counts: result.1,
+        non_guarantees: result.2,
     }
 }
 
@@ -130,9 +208,18 @@ pub(crate) struct World {
     /// the newcomer is new (its quarantine can only go by uptime), so its holdings then are
     /// not covered.
     last_takeover: Arc<std::sync::Mutex<Option<Instant>>>,
+    /// The client stalls of the run.
+    pub(crate) stalls: Stalls,
 }
 
-async fn body(seed: u64, plan: Plan, trace: Trace) -> (Vec<String>, (u64, u64, u64)) {
+/// What a run's body found: violations, counts, non-guarantee events.
+type Found = (
+    Vec<String>,
+    (u64, u64, u64),
+    std::collections::BTreeMap<&'static str, u64>,
+);
+
+async fn body(seed: u64, plan: Plan, trace: Trace) -> Found {
     // Time 0 of the trace (the network starts its clock now too): the checks report from it.
     let base = Instant::now();
     redquorum::sim::seed_rng(seed);
@@ -140,12 +227,22 @@ async fn body(seed: u64, plan: Plan, trace: Trace) -> (Vec<String>, (u64, u64, u
     // finding, and the handshake is some 30 commands.
     let net = Net::new(plan.masters, seed, Links::default(), trace.clone());
     net.log(format!("plan: {plan:?}"));
+    for (i, &rate) in plan.timing.clock_rates.iter().enumerate() {
+        if rate != 1.0 {
+            net.set_clock_rate(i, rate);
+        }
+    }
+    let history = History::default();
+    history.check_stalls();
+    let stalls = Stalls::new(seed, plan.timing.stalls, net.clone(), history.clone());
+    stalls.install();
     let world = World {
         net: net.clone(),
-        history: History::default(),
+        history,
         plan: plan.clone(),
         uncovered: Arc::default(),
         last_takeover: Arc::default(),
+        stalls: stalls.clone(),
     };
     let mut clients = Vec::new();
     for c in 0..plan.clients {
@@ -168,8 +265,15 @@ async fn body(seed: u64, plan: Plan, trace: Trace) -> (Vec<String>, (u64, u64, u
     let cache_log = cache::Log::new(base);
     net.set_links(Links {
         loss: plan.loss,
+        slow: plan.timing.slow.clone(),
+        slow_scripts: (
+            plan.timing.slow_scripts,
+            Duration::from_millis(5),
+            Duration::from_millis(50),
+        ),
         ..Links::default()
     });
+    stalls.set_on(true);
     // Fault phase: the workload and the fault injector run together.
     let injector = tokio::spawn(inject_faults(world.clone(), seed));
     let mut tasks = Vec::new();
@@ -220,6 +324,7 @@ async fn body(seed: u64, plan: Plan, trace: Trace) -> (Vec<String>, (u64, u64, u
     if let Err(e) = injector.await {
         panicked.push(format!("the fault injector panicked: {e}"));
     }
+    stalls.set_on(false);
     heal_everything(&world);
     // Quiet phase: no faults but script flushes; every key of it must be gone at the end.
     tokio::time::sleep(plan.ttl * 2).await;
@@ -285,8 +390,85 @@ async fn body(seed: u64, plan: Plan, trace: Trace) -> (Vec<String>, (u64, u64, u
     violations.extend(overlaps(&holdings, base));
     violations.extend(permits_exceeded(&holdings, base));
     violations.extend(tokens_backwards(&holdings));
+    let (used, overlapped) = past_validity(&holdings);
+    for (kind, n) in [
+        (allowed::USED_PAST_VALIDITY, used),
+        (allowed::OVERLAP_PAST_VALIDITY, overlapped),
+    ] {
+        for _ in 0..n {
+            world.history.non_guarantee(kind);
+        }
+    }
+    let non_guarantees = world.history.non_guarantees();
+    if !non_guarantees.is_empty() {
+        net.log(format!(
+            "allowed by documented non-guarantees: {non_guarantees:?}"
+        ));
+    }
     drop(clients);
-    (violations, world.history.counts())
+    (violations, world.history.counts(), non_guarantees)
+}
+
+/// The client stalls of a run: decided from their own seeded stream, recorded in the history
+/// (the checks tell a stall after a validity check, which the docs allow to outlast the
+/// validity, from one before it, which must not), and logged.
+#[derive(Clone)]
+pub(crate) struct Stalls(Arc<std::sync::Mutex<StallState>>);
+
+struct StallState {
+    rng: StdRng,
+    p: f64,
+    on: bool,
+    net: Net,
+    history: History,
+}
+
+impl Stalls {
+    fn new(seed: u64, p: f64, net: Net, history: History) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(StallState {
+            rng: StdRng::seed_from_u64(seed ^ 0x57a1_15ed),
+            p,
+            on: false,
+            net,
+            history,
+        })))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, StallState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_on(&self, on: bool) {
+        self.state().on = on;
+    }
+
+    /// Makes the library ask this run at its stall points.
+    fn install(&self) {
+        let me = self.clone();
+        redquorum::sim::set_stalls(Some(Box::new(move |point, owner| me.draw(point, owner))));
+    }
+
+    /// Whether the calling task stalls at `point` now, and for how long (1 to 300 ms,
+    /// log-uniform: mostly short, some far past a lock's validity); recorded as it is decided.
+    pub(crate) fn draw(&self, point: &'static str, owner: &str) -> Option<Duration> {
+        let mut s = self.state();
+        let p = s.p;
+        if !s.on || p <= 0.0 || !s.rng.random_bool(p) {
+            return None;
+        }
+        let ms = 300f64.powf(s.rng.random_range(0.0..1.0));
+        let pause = Duration::from_micros((ms * 1000.0) as u64);
+        let from = Instant::now();
+        s.history.stalled(Stall {
+            point,
+            owner: owner.to_owned(),
+            task: tokio::task::try_id(),
+            from,
+            to: from + pause,
+        });
+        s.net.log(format!("stall: {point} for {pause:?}"));
+        Some(pause)
+    }
 }
 
 async fn client(world: &World) -> redquorum::Result<Redlock> {
@@ -390,7 +572,10 @@ async fn workload(
                 }
             }
         };
-        let took = started.elapsed();
+        // A client stalled inside the call takes that much longer (its own stalls only).
+        let took = started
+            .elapsed()
+            .saturating_sub(world.history.stalled_since(started));
         if let Some(bound) = bound
             && took > bound
         {
@@ -446,6 +631,9 @@ async fn hold(
         1..=4 => Duration::from_micros(rng.random_range(0..500)),
         _ => remaining.mul_f64(rng.random_range(0.0..0.6)),
     };
+    // Or the holder's process stalls while it works (from the run's stall stream, so that the
+    // workload's own draws stay as they were).
+    let nap = nap + world.stalls.draw("holder.work", "").unwrap_or_default();
     tokio::time::sleep(nap).await;
     if lock.is_valid() && rng.random_bool(0.3) {
         match lock.extend(world.plan.ttl).await {

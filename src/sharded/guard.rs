@@ -162,6 +162,12 @@ impl ShardedGuard {
         timeouts.max().unwrap_or_default()
     }
 
+    /// The owner token of the first hold (the simulator keys its stalls by it).
+    #[cfg(feature = "sim")]
+    pub(crate) fn first_owner_token(&self) -> &str {
+        self.parts[0].guard.owner_token()
+    }
+
     /// The smallest extension cap of the groups holding a part.
     pub(crate) fn max_lease(&self) -> Option<Duration> {
         let caps = self

@@ -40,6 +40,10 @@ impl Renewable for ShardedGuard {
     fn master_timeout(&self) -> Duration {
         self.master_timeout()
     }
+    #[cfg(feature = "sim")]
+    fn owner_token(&self) -> &str {
+        self.first_owner_token()
+    }
 }
 
 impl ShardedGuard {
