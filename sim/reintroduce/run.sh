@@ -19,6 +19,8 @@ if [ ! -d "$CARGO_TARGET_DIR/release" ] && [ -d "$repo/target/release" ]; then
     mkdir -p "$CARGO_TARGET_DIR" && cp -a "$repo/target/release" "$CARGO_TARGET_DIR/"
 fi
 export SIM_SEEDS="${SIM_SEEDS:-2000}"
+# The timing faults are opt-in (sim/src/run.rs, timing_faults_on); these bugs need them.
+export SIM_TIMING=1
 if [ "$#" -gt 0 ]; then
     patches=("$@")
 else

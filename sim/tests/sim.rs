@@ -78,9 +78,14 @@ fn seeds() {
                             let original = outcome.plan.clone();
                             let small = shrink(seed, outcome, 40);
                             let report = format!(
-                                "replay: SIM_SEED={seed} {} cargo test --release -p redquorum-sim \
-                                 --test sim -- --nocapture\nplan (shrunk): {:?}\n\
+                                "replay: SIM_SEED={seed} {}{} cargo test --release -p \
+                                 redquorum-sim --test sim -- --nocapture\nplan (shrunk): {:?}\n\
                                  violations: {:#?}\ntrace tail:\n{}",
+                                if redquorum_sim::run::timing_faults_on() {
+                                    "SIM_TIMING=1 "
+                                } else {
+                                    ""
+                                },
                                 small.plan.overrides(&original),
                                 small.plan,
                                 small.violations,
