@@ -14,9 +14,9 @@ use std::time::Duration;
 use redis::Value;
 
 use crate::drop_guard::SpawnOnDrop;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::guard::LockGuard;
-use crate::lease::{Lease, LockContext};
+use crate::lease::LockContext;
 use crate::lock::Redlock;
 use crate::scripts::{DEQUEUE, EXTEND, LuaScript, RELEASE, ScriptCall};
 
@@ -208,9 +208,9 @@ impl LockGuard {
     /// renewal failed. The closure is not cancelled on loss; select on `lost()` to stop early.
     ///
     /// # Errors
-    /// [`Error::InvalidTtl`] for a `ttl` that [`extend`](Self::extend) would refuse: then
+    /// [`Error::InvalidTtl`](crate::Error::InvalidTtl) for a `ttl` that [`extend`](Self::extend) would refuse: then
     /// `work` does not run and the lock is released before the error is returned.
-    /// [`Error::LockLost`] if the lock was lost while `work` ran (its output is then dropped,
+    /// [`Error::LockLost`](crate::Error::LockLost) if the lock was lost while `work` ran (its output is then dropped,
     /// since it was produced without the lock).
     ///
     /// # Cancellation
@@ -243,25 +243,7 @@ impl LockGuard {
         F: FnOnce(LockContext) -> Fut,
         Fut: Future<Output = T>,
     {
-        if let Err(invalid) = self.check_ttl(ttl) {
-            // Every extend would be refused and, taken for a transient failure, retried until
-            // the lock ran out: `LockLost` instead of the caller's mistake. The guard is ours
-            // and `work` will not run, so give the lock back now rather than at its expiry.
-            let _ = self.release().await;
-            return Err(invalid);
-        }
-        let resource = self.resource().to_owned();
-        let (lease, context) = Lease::start_capped(self, ttl, max_lease);
-        let output = work(context).await;
-        let (guard, lost) = lease.stop().await;
-        if let Some(guard) = guard {
-            // The closure is done either way; a failed release only leaves keys to expire.
-            let _ = guard.release().await;
-        }
-        if lost {
-            return Err(Error::LockLost { resource });
-        }
-        Ok(output)
+        crate::lease::run_leased(self, ttl, max_lease, work).await
     }
 }
 

@@ -128,6 +128,10 @@ pub(crate) trait Renewable: Send + 'static {
     ) -> impl Future<Output = crate::Result<()>> + Send;
     /// The per-master timeout: a renewal undecided for longer puts the lease in jeopardy.
     fn master_timeout(&self) -> Duration;
+    /// Refuses a `ttl` an extend would refuse.
+    fn check_ttl(&self, ttl: Duration) -> crate::Result<()>;
+    /// Gives the lock back.
+    fn release(self) -> impl Future<Output = crate::Result<bool>> + Send;
     /// The owner token the simulator's stalls are keyed by.
     #[cfg(feature = "sim")]
     fn owner_token(&self) -> &str;
@@ -165,10 +169,54 @@ impl Renewable for LockGuard {
     fn master_timeout(&self) -> Duration {
         LockGuard::master_timeout(self)
     }
+    fn check_ttl(&self, ttl: Duration) -> crate::Result<()> {
+        LockGuard::check_ttl(self, ttl)
+    }
+    fn release(self) -> impl Future<Output = crate::Result<bool>> + Send {
+        LockGuard::release(self)
+    }
     #[cfg(feature = "sim")]
     fn owner_token(&self) -> &str {
         LockGuard::owner_token(self)
     }
+}
+
+/// Runs `work` while `guard` is held, kept extended to `ttl` by a [`Lease`] capped at
+/// `max_lease`, and releases it after: the body of every `with_watchdog` (basic and sharded).
+///
+/// # Errors
+/// The guard's `check_ttl` error for a `ttl` an extend would refuse (then `work` does not run
+/// and the lock is released); [`Error::LockLost`] if the lock was lost while `work` ran.
+pub(crate) async fn run_leased<G, T, F, Fut>(
+    guard: G,
+    ttl: Duration,
+    max_lease: Option<Duration>,
+    work: F,
+) -> crate::Result<T>
+where
+    G: Renewable,
+    F: FnOnce(LockContext) -> Fut,
+    Fut: Future<Output = T>,
+{
+    if let Err(invalid) = guard.check_ttl(ttl) {
+        // Every extend would be refused and, taken for a transient failure, retried until
+        // the lock ran out: `LockLost` instead of the caller's mistake. The guard is ours
+        // and `work` will not run, so give the lock back now rather than at its expiry.
+        let _ = guard.release().await;
+        return Err(invalid);
+    }
+    let resource = guard.resource().to_owned();
+    let (lease, context) = Lease::start_capped(guard, ttl, max_lease);
+    let output = work(context).await;
+    let (guard, lost) = lease.stop().await;
+    if let Some(guard) = guard {
+        // The closure is done either way; a failed release only leaves keys to expire.
+        let _ = guard.release().await;
+    }
+    if lost {
+        return Err(Error::LockLost { resource });
+    }
+    Ok(output)
 }
 
 /// A guard handed to a background task that keeps extending it.

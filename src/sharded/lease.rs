@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::error::{Error, Result};
-use crate::lease::{Lease, LockContext, Renewable};
+use crate::error::Result;
+use crate::lease::{LockContext, Renewable};
 
 use super::guard::ShardedGuard;
 
@@ -40,6 +40,12 @@ impl Renewable for ShardedGuard {
     fn master_timeout(&self) -> Duration {
         self.master_timeout()
     }
+    fn check_ttl(&self, ttl: Duration) -> Result<()> {
+        ShardedGuard::check_ttl(self, ttl)
+    }
+    fn release(self) -> impl Future<Output = Result<bool>> + Send {
+        ShardedGuard::release(self)
+    }
     #[cfg(feature = "sim")]
     fn owner_token(&self) -> &str {
         self.first_owner_token()
@@ -53,27 +59,14 @@ impl ShardedGuard {
     /// extension cap of the groups ([`Builder::max_lease`](crate::Builder::max_lease)).
     ///
     /// # Errors
-    /// [`Error::InvalidTtl`] for a `ttl` an extend would refuse (then `work` does not run and
-    /// the lock is released); [`Error::LockLost`] if the lock was lost while `work` ran.
+    /// [`Error::InvalidTtl`](crate::Error::InvalidTtl) for a `ttl` an extend would refuse (then `work` does not run and
+    /// the lock is released); [`Error::LockLost`](crate::Error::LockLost) if the lock was lost while `work` ran.
     pub async fn with_watchdog<T, F, Fut>(self, ttl: Duration, work: F) -> Result<T>
     where
         F: FnOnce(LockContext) -> Fut,
         Fut: Future<Output = T>,
     {
-        if let Err(invalid) = self.check_ttl(ttl) {
-            let _ = self.release().await;
-            return Err(invalid);
-        }
-        let resource = self.resource().to_owned();
-        let (lease, context) = Lease::start(self, ttl);
-        let output = work(context).await;
-        let (guard, lost) = lease.stop().await;
-        if let Some(guard) = guard {
-            let _ = guard.release().await;
-        }
-        if lost {
-            return Err(Error::LockLost { resource });
-        }
-        Ok(output)
+        let cap = self.max_lease();
+        crate::lease::run_leased(self, ttl, cap, work).await
     }
 }
