@@ -104,6 +104,21 @@ impl fmt::Display for MasterReply {
 pub struct Replies(pub(crate) Vec<MasterReply>);
 
 impl Replies {
+    /// The replies of a round's script answers (`None`: no answer before the round was
+    /// decided): `granted` tells a yes from a no; an error reply is kept as it is.
+    pub(crate) fn from_answers(
+        answers: &[Option<std::result::Result<redis::Value, MasterReply>>],
+        granted: impl Fn(&redis::Value) -> bool,
+    ) -> Self {
+        let reply = |a: &Option<std::result::Result<redis::Value, MasterReply>>| match a {
+            None => MasterReply::NoAnswer,
+            Some(Ok(v)) if granted(v) => MasterReply::Granted,
+            Some(Ok(_)) => MasterReply::Refused,
+            Some(Err(reply)) => reply.clone(),
+        };
+        Replies(answers.iter().map(reply).collect())
+    }
+
     /// The replies, indexed like the masters given to the builder.
     pub fn as_slice(&self) -> &[MasterReply] {
         &self.0

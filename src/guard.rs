@@ -312,17 +312,7 @@ impl LockGuard {
 }
 
 fn replies_of(answers: &[Option<std::result::Result<Value, MasterReply>>]) -> Replies {
-    Replies(
-        answers
-            .iter()
-            .map(|a| match a {
-                None => MasterReply::NoAnswer,
-                Some(Ok(Value::Int(1))) => MasterReply::Granted,
-                Some(Ok(_)) => MasterReply::Refused,
-                Some(Err(reply)) => reply.clone(),
-            })
-            .collect(),
-    )
+    Replies::from_answers(answers, |v| matches!(v, Value::Int(1)))
 }
 
 impl Drop for LockGuard {

@@ -163,30 +163,23 @@ impl Redlock {
     async fn held_by_quorum(&self, resource: &str, key: &str, token: &str) -> Result<()> {
         let inner = &self.inner;
         let call = Arc::new(ScriptCall::new(&INSPECT, vec![key.to_owned()], Vec::new()));
-        let holds = |answer: &std::result::Result<Value, MasterReply>| match answer {
-            Ok(Value::Array(items)) => matches!(items.as_slice(),
+        let holds = |value: &Value| match value {
+            Value::Array(items) => matches!(items.as_slice(),
                 [Value::BulkString(v), _] if v == token.as_bytes()),
             _ => false,
         };
         let round = inner
             .masters
-            .vote(inner.masters.quorum(), |m| m.run_owned(&call), holds)
+            .vote(
+                inner.masters.quorum(),
+                |m| m.run_owned(&call),
+                |answer: &std::result::Result<Value, MasterReply>| answer.as_ref().is_ok_and(holds),
+            )
             .await;
         if round.decision == Decision::Won {
             return Ok(());
         }
-        let replies = Replies(
-            round
-                .answers
-                .iter()
-                .map(|a| match a {
-                    None => MasterReply::NoAnswer,
-                    Some(a) if holds(a) => MasterReply::Granted,
-                    Some(Ok(_)) => MasterReply::Refused,
-                    Some(Err(reply)) => reply.clone(),
-                })
-                .collect(),
-        );
+        let replies = Replies::from_answers(&round.answers, holds);
         let n = inner.masters.len();
         if replies.refused() > n - inner.masters.quorum() {
             Err(Error::NotHeld {

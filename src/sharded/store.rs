@@ -124,18 +124,7 @@ async fn write_quorum(group: &Redlock, epoch: u64, spec: &str, digest: &str) -> 
     if round.decision == Decision::Won {
         return Ok(());
     }
-    let replies = Replies(
-        round
-            .answers
-            .into_iter()
-            .map(|a| match a {
-                Some(Ok(Value::Int(1))) => MasterReply::Granted,
-                Some(Ok(_)) => MasterReply::Refused,
-                Some(Err(reply)) => reply,
-                None => MasterReply::NoAnswer,
-            })
-            .collect(),
-    );
+    let replies = Replies::from_answers(&round.answers, |v| matches!(v, Value::Int(1)));
     match stale_reason(&replies) {
         Some(reason) => Err(Error::StaleTopology { epoch, reason }),
         None => Err(masters.unavailable(replies)),
