@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result, redact_url};
+use crate::invalid::{ArgumentReason, ConfigReason};
 use crate::lock::Redlock;
 
 /// Default number of acquire rounds: unbounded, so the acquire wait alone ends the retries.
@@ -160,10 +161,9 @@ impl Config {
             .saturating_add(self.master_timeout)
             .saturating_mul(2);
         if timeout < min {
-            return Err(Error::InvalidArgument(format!(
-                "waiter timeout {timeout:?} is shorter than {min:?} \
-                 (twice the retry delay, jitter and per-master timeout)"
-            )));
+            return Err(Error::InvalidArgument(
+                ArgumentReason::WaiterTimeoutTooShort { timeout, min },
+            ));
         }
         Ok(())
     }
@@ -494,41 +494,40 @@ impl Builder {
         if self.masters.is_empty() {
             return Err(Error::NoMasters);
         }
-        let bad = |what: &str| Err(Error::InvalidConfig(what.to_owned()));
+        let bad = |reason| Err(Error::InvalidConfig(reason));
+        let not_positive = |setting| bad(ConfigReason::NotPositive { setting });
         if c.master_timeout.is_zero() {
-            return bad("master timeout must be positive");
+            return not_positive("master timeout");
         }
         if c.connect_timeout.is_zero() {
-            return bad("connect timeout must be positive");
+            return not_positive("connect timeout");
         }
         if !(0.0..0.5).contains(&c.drift_factor) || c.drift_factor.is_nan() {
-            return bad("drift factor must be in [0, 0.5)");
+            return bad(ConfigReason::DriftFactor(c.drift_factor));
         }
         if c.retry_count == Some(0) {
-            return bad("retry count must be at least 1");
+            return bad(ConfigReason::NoRetries);
         }
         if c.retry_delay.saturating_add(c.retry_jitter) > Duration::from_secs(60) {
-            return bad("retry delay plus jitter must be at most 60 s");
+            return bad(ConfigReason::RetryDelayTooLong);
         }
         if c.max_lease.is_some_and(|cap| cap.is_zero()) {
-            return bad("max lease must be positive");
+            return not_positive("max lease");
         }
         if let Some(q) = c.restart_quarantine
             && q.is_zero()
         {
-            return bad("restart quarantine must be positive");
+            return not_positive("restart quarantine");
         }
         if c.fence_key.as_deref() == Some("") {
-            return bad("fencing key must not be empty");
+            return bad(ConfigReason::EmptyFenceKey);
         }
         if let Some(layout) = &c.interop {
             layout.validate()?;
             // Lock keys under the interop template must stay out of the space of this
             // library's own keys (markers, elections, topology: interop.rs check_lock_key).
             if c.key_prefix.is_empty() || layout.lock_key("").starts_with(&c.key_prefix) {
-                return bad(
-                    "the interop key template must not start with the key prefix, and the key prefix must not be empty (lock keys would share the library's own key space)",
-                );
+                return bad(ConfigReason::InteropSharesPrefix);
             }
         }
         crate::owner_id::check(&c.owner_id)

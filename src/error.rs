@@ -1,5 +1,6 @@
 //! The crate's one error type, and what each master answered in a round.
 
+use crate::invalid::{ArgumentReason, ConfigReason};
 use std::fmt;
 use std::time::Duration;
 
@@ -214,16 +215,17 @@ pub enum Error {
         /// The master's reply.
         reason: String,
     },
-    /// A builder setting is out of range.
+    /// A builder setting is out of range (or a stored topology does not parse); the reason
+    /// says which.
     #[error("invalid configuration: {0}")]
-    InvalidConfig(String),
+    InvalidConfig(ConfigReason),
     /// The resource name is empty (or a multi-resource lock was given no resource).
     #[error("resource name is empty")]
     EmptyResource,
     /// An argument of a lock primitive is out of range: zero semaphore permits, an empty
     /// reentrant owner id, a waiter timeout shorter than the retry interval.
     #[error("invalid argument: {0}")]
-    InvalidArgument(String),
+    InvalidArgument(ArgumentReason),
     /// The TTL is zero, too large, or leaves no validity after drift and the per-master timeout.
     #[error("invalid ttl {ttl:?}: {reason}")]
     InvalidTtl {

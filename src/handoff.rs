@@ -23,6 +23,7 @@ use crate::config::check_resource;
 use crate::error::{Error, MasterReply, Replies, Result};
 use crate::guard::LockGuard;
 use crate::held::HeldBy;
+use crate::invalid::ArgumentReason;
 use crate::lock::Redlock;
 use crate::quorum::Decision;
 use crate::scripts::{INSPECT, ScriptCall};
@@ -125,9 +126,7 @@ impl Redlock {
         check_resource(&handle.resource)?;
         self.config().check_lock_key(&handle.resource)?;
         if handle.owner_token.is_empty() {
-            return Err(Error::InvalidArgument(
-                "lock handle without owner token".into(),
-            ));
+            return Err(Error::InvalidArgument(ArgumentReason::HandleWithoutToken));
         }
         self.config().check_ttl(ttl)?;
         let key = self.config().lock_key(&handle.resource);

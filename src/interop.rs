@@ -17,6 +17,7 @@
 //! [`Builder::fence_key`]: crate::Builder::fence_key
 
 use crate::error::{Error, Result};
+use crate::invalid::{ArgumentReason, ConfigReason};
 
 /// The placeholder a key template must contain exactly once.
 pub const RESOURCE_PLACEHOLDER: &str = "{resource}";
@@ -53,12 +54,10 @@ impl KeyLayout {
 
     /// The template has the placeholder exactly once.
     pub(crate) fn validate(&self) -> Result<()> {
-        let bad = |why: String| Err(Error::InvalidConfig(why));
         if self.template.matches(RESOURCE_PLACEHOLDER).count() != 1 {
-            return bad(format!(
-                "interop key template {:?} must contain {RESOURCE_PLACEHOLDER} exactly once",
-                self.template
-            ));
+            return Err(Error::InvalidConfig(ConfigReason::InteropTemplate {
+                template: self.template.clone(),
+            }));
         }
         Ok(())
     }
@@ -71,19 +70,20 @@ impl crate::config::Config {
     pub(crate) fn check_lock_key(&self, resource: &str) -> Result<()> {
         let key = self.lock_key(resource);
         if key == self.fence_key() || key == self.fence_seal_key() {
-            return Err(Error::InvalidArgument(format!(
-                "resource {resource:?} names the fencing key {key:?}"
-            )));
+            return Err(Error::InvalidArgument(ArgumentReason::NamesFenceKey {
+                resource: resource.to_owned(),
+                key,
+            }));
         }
         // Under an open template the lock key could also be one of the library's own keys
         // (a waiter marker, which every release of the marked resource deletes; an election,
         // a topology): refuse anything under the key prefix.
         if self.interop.is_some() && key.starts_with(&self.key_prefix) {
-            return Err(Error::InvalidArgument(format!(
-                "resource {resource:?}: its lock key {key:?} is under the key prefix {:?}, \
-                 which holds this library's own keys",
-                self.key_prefix
-            )));
+            return Err(Error::InvalidArgument(ArgumentReason::UnderKeyPrefix {
+                resource: resource.to_owned(),
+                key,
+                prefix: self.key_prefix.clone(),
+            }));
         }
         Ok(())
     }

@@ -302,6 +302,7 @@ mod handoff;
 mod held;
 mod inspect;
 mod interop;
+pub mod invalid;
 mod lease;
 mod link;
 mod lock;

@@ -16,6 +16,7 @@ use crate::config::{MAX_TTL, check_resource};
 use crate::error::{Error, Result};
 use crate::guard::LockGuard;
 use crate::held::{Attempt, HeldBy};
+use crate::invalid::ArgumentReason;
 use crate::lease::LockContext;
 use crate::lock::{Redlock, Wake};
 use crate::scripts::{ACQUIRE, LOCK_DELAY_EXTEND, LOCK_DELAY_RELEASE, ScriptCall};
@@ -91,9 +92,10 @@ impl LockOptions {
 /// Rejects a lock-delay the masters could not keep.
 pub(crate) fn check_lock_delay(ttl: Duration, delay: Duration) -> Result<()> {
     if delay > MAX_TTL || ttl.saturating_add(delay) > MAX_TTL.saturating_mul(2) {
-        return Err(Error::InvalidArgument(format!(
-            "lock-delay {delay:?} must be at most {MAX_TTL:?}"
-        )));
+        return Err(Error::InvalidArgument(ArgumentReason::LockDelayTooLong {
+            delay,
+            max: MAX_TTL,
+        }));
     }
     Ok(())
 }
@@ -166,7 +168,7 @@ impl Redlock {
         self.config().check_ttl(options.ttl)?;
         check_lock_delay(options.ttl, options.lock_delay)?;
         if options.max_lease.is_some_and(|cap| cap.is_zero()) {
-            return Err(Error::InvalidArgument("max lease must be positive".into()));
+            return Err(Error::InvalidArgument(ArgumentReason::ZeroMaxLease));
         }
         Ok(())
     }

@@ -6,6 +6,7 @@
 //! a value without the suffix (written by an older client) reads as "owner unknown".
 
 use crate::error::{Error, Result};
+use crate::invalid::ConfigReason;
 
 /// The longest owner id accepted, in bytes: it is written to every master with every lock.
 pub const MAX_OWNER_ID_LEN: usize = 256;
@@ -29,12 +30,17 @@ pub fn default_owner_id() -> String {
 
 /// Rejects ids that would make the stored value hard to read or needlessly large.
 pub(crate) fn check(id: &str) -> Result<()> {
-    let bad = |why: &str| Err(Error::InvalidConfig(format!("owner id {id:?}: {why}")));
+    let bad = |problem| {
+        Err(Error::InvalidConfig(ConfigReason::OwnerId {
+            id: id.to_owned(),
+            problem,
+        }))
+    };
     if id.is_empty() {
         return bad("must not be empty");
     }
     if id.len() > MAX_OWNER_ID_LEN {
-        return bad(&format!("must be at most {MAX_OWNER_ID_LEN} bytes"));
+        return bad("must be at most MAX_OWNER_ID_LEN (256) bytes");
     }
     if id.chars().any(char::is_control) {
         return bad("must not contain control characters");

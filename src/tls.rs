@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use crate::error::{Error, MasterReply};
+use crate::invalid::ConfigReason;
 
 /// How `rediss://` masters are reached: which certificate authorities to trust, and the client
 /// certificate to present if the servers ask for one (mutual TLS).
@@ -169,11 +170,12 @@ impl TlsEndpoint {
         redis: RedisConnectionInfo,
         options: &TlsOptions,
     ) -> Result<Self, Error> {
-        let server_name = ServerName::try_from(host.clone())
-            .map_err(|e| Error::InvalidConfig(format!("TLS: server name {host:?}: {e}")))?;
+        let server_name = ServerName::try_from(host.clone()).map_err(|e| {
+            Error::InvalidConfig(ConfigReason::Tls(format!("server name {host:?}: {e}")))
+        })?;
         let config = options
             .client_config(insecure)
-            .map_err(Error::InvalidConfig)?;
+            .map_err(|e| Error::InvalidConfig(ConfigReason::Tls(e)))?;
         Ok(Self {
             host,
             port,

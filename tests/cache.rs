@@ -679,7 +679,13 @@ async fn from_redlock_shares_the_masters_and_build_checks_input() -> anyhow::Res
         .build()
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::InvalidConfig(redquorum::invalid::ConfigReason::NodesAndRedlock)
+        ),
+        "{err}"
+    );
     // The lock's per-master timeout is 100 ms: a 500 ms fill lock is below 10 of them.
     let err = Cache::from_redlock(&redlock)
         .fill_lock_ttl(Duration::from_millis(500))

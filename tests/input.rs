@@ -4,6 +4,7 @@ mod support;
 
 use std::time::Duration;
 
+use redquorum::invalid::ConfigReason;
 use redquorum::{Error, Redlock};
 use support::{client, values_everywhere};
 use testcluster::Cluster;
@@ -44,7 +45,10 @@ async fn no_masters_and_bad_urls_are_rejected() {
         .build()
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
+    assert!(
+        matches!(err, Error::InvalidConfig(ConfigReason::DriftFactor(f)) if f == 2.0),
+        "{err}"
+    );
 }
 
 /// The password of a Unix-socket URL (`?pass=`), which the client library reads, appears in no

@@ -116,6 +116,12 @@ async fn bad_owner_ids_are_typed_errors() {
             .build()
             .await
             .unwrap_err();
-        assert!(matches!(err, redquorum::Error::InvalidConfig(_)), "{err}");
+        assert!(
+            matches!(
+                err,
+                redquorum::Error::InvalidConfig(redquorum::invalid::ConfigReason::OwnerId { .. })
+            ),
+            "{err}"
+        );
     }
 }

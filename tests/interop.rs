@@ -8,6 +8,7 @@ mod support;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
+use redquorum::invalid::{ArgumentReason, ConfigReason};
 use redquorum::{Error, Redlock};
 use support::{counters_everywhere, direct, values_everywhere};
 use testcluster::Cluster;
@@ -260,7 +261,15 @@ async fn resources_that_name_the_fencing_keys_are_refused() -> anyhow::Result<()
         "redquorum:topology:state",
     ] {
         let err = redlock.acquire(name, TTL).await.unwrap_err();
-        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        assert!(
+            matches!(
+                err,
+                Error::InvalidArgument(
+                    ArgumentReason::NamesFenceKey { .. } | ArgumentReason::UnderKeyPrefix { .. }
+                )
+            ),
+            "{err}"
+        );
         let options = redquorum::LockOptions::new(TTL);
         let err = redlock
             .try_acquire_with_options(name, &options)
@@ -282,13 +291,24 @@ async fn resources_that_name_the_fencing_keys_are_refused() -> anyhow::Result<()
             .build()
             .await
             .unwrap_err();
-        assert!(matches!(err, Error::InvalidConfig(_)), "{template}: {err}");
+        assert!(
+            matches!(
+                err,
+                Error::InvalidConfig(
+                    ConfigReason::InteropTemplate { .. } | ConfigReason::InteropSharesPrefix
+                )
+            ),
+            "{template}: {err}"
+        );
     }
     let err = support::builder(&cluster)
         .fence_key("")
         .build()
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
+    assert!(
+        matches!(err, Error::InvalidConfig(ConfigReason::EmptyFenceKey)),
+        "{err}"
+    );
     Ok(())
 }

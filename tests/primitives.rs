@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use redquorum::invalid::ArgumentReason;
 use redquorum::{Error, LockGuard, Redlock};
 use support::{builder, client, direct, lock_key, values_everywhere};
 use testcluster::checker::{Checker, Holding};
@@ -272,7 +273,13 @@ async fn reentrant_owner_reenters_others_wait_for_the_last_release() -> anyhow::
         .expect("free after the last release");
     theirs.release().await?;
     let err = a.reentrant("").acquire("doc", ttl).await.unwrap_err();
-    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::InvalidArgument(ArgumentReason::EmptyReentrantOwner)
+        ),
+        "{err}"
+    );
     Ok(())
 }
 

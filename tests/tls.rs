@@ -143,7 +143,13 @@ async fn malformed_pem_is_a_config_error() {
         .build()
         .await
         .expect_err("a CA that does not parse");
-    assert!(matches!(e, Error::InvalidConfig(_)), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::InvalidConfig(redquorum::invalid::ConfigReason::Tls(_))
+        ),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

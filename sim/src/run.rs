@@ -585,7 +585,12 @@ async fn workload(
             6..=7 => match client.try_acquire(&resource, world.plan.ttl).await {
                 Ok(Some(lock)) => (Ok(lock), Some(acquire_bound(timeout, timeout))),
                 Ok(None) => (
-                    Err(Error::InvalidArgument("refused".into())),
+                    Err(Error::Contended {
+                        resource: resource.clone(),
+                        attempts: 1,
+                        waited: started.elapsed(),
+                        replies: Default::default(),
+                    }),
                     Some(acquire_bound(timeout, timeout)),
                 ),
                 Err(e) => (Err(e), Some(acquire_bound(timeout, timeout))),

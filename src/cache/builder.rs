@@ -15,6 +15,7 @@ use crate::master::{Master, Settings, connect_all};
 use crate::ring::{HashRing, RingNode};
 
 use super::{Cache, Inner};
+use crate::invalid::ConfigReason;
 
 /// Default bound on every exchange with one cache node (a whole per-node pipeline counts as
 /// one). As with the lock's [`DEFAULT_MASTER_TIMEOUT`](crate::DEFAULT_MASTER_TIMEOUT): a paused
@@ -213,9 +214,7 @@ impl CacheBuilder {
         self.validate()?;
         let redlock = match (self.nodes.as_deref(), &self.redlock) {
             (Some(_), Some(_)) => {
-                return Err(Error::InvalidConfig(
-                    "set either nodes or redlock, not both".into(),
-                ));
+                return Err(Error::InvalidConfig(ConfigReason::NodesAndRedlock));
             }
             (None, None) => return Err(Error::NoMasters),
             (Some([]), None) => return Err(Error::NoMasters),
@@ -225,7 +224,12 @@ impl CacheBuilder {
         redlock
             .config()
             .check_ttl(self.fill_lock_ttl)
-            .map_err(|e| Error::InvalidConfig(format!("fill lock ttl: {e}")))?;
+            .map_err(|e| {
+                Error::InvalidConfig(ConfigReason::FillLockTtl {
+                    ttl: self.fill_lock_ttl,
+                    reason: e.to_string(),
+                })
+            })?;
         let nodes = redlock.inner.masters.to_vec();
         #[cfg(feature = "sim")]
         let probe = self.network.is_none();
@@ -255,15 +259,15 @@ impl CacheBuilder {
     }
 
     fn validate(&self) -> Result<()> {
-        let bad = |what: &str| Err(Error::InvalidConfig(what.to_owned()));
+        let bad = |setting| Err(Error::InvalidConfig(ConfigReason::NotPositive { setting }));
         if self.node_timeout.is_zero() {
-            return bad("node timeout must be positive");
+            return bad("node timeout");
         }
         if self.connect_timeout.is_zero() {
-            return bad("connect timeout must be positive");
+            return bad("connect timeout");
         }
         if self.fill_wait.is_zero() {
-            return bad("fill wait must be positive");
+            return bad("fill wait");
         }
         Ok(())
     }

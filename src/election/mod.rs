@@ -22,6 +22,7 @@ use crate::config::deadline_after;
 use crate::error::{Error, MasterReply, Replies, Result};
 use crate::guard::LockGuard;
 use crate::held::{Attempt, HeldBy};
+use crate::invalid::ArgumentReason;
 use crate::lock::{Redlock, Wake};
 use crate::options::{check_lock_delay, millis};
 use crate::scripts::{
@@ -225,21 +226,23 @@ impl Election {
 
     fn check(&self, value: &str) -> Result<()> {
         if self.name.is_empty() {
-            return Err(Error::InvalidArgument("election name is empty".into()));
+            return Err(Error::InvalidArgument(ArgumentReason::EmptyElectionName));
         }
         if value.len() > MAX_VALUE_LEN {
-            return Err(Error::InvalidArgument(format!(
-                "candidate value is {} bytes, at most {MAX_VALUE_LEN}",
-                value.len()
-            )));
+            return Err(Error::InvalidArgument(
+                ArgumentReason::CandidateValueTooLong {
+                    len: value.len(),
+                    max: MAX_VALUE_LEN,
+                },
+            ));
         }
         if !self.redlock.config().fencing {
             return Err(Error::InvalidArgument(
-                "elections need fencing on (the term is the fencing token)".into(),
+                ArgumentReason::ElectionWithoutFencing,
             ));
         }
         if self.max_lease.is_some_and(|cap| cap.is_zero()) {
-            return Err(Error::InvalidArgument("max lease must be positive".into()));
+            return Err(Error::InvalidArgument(ArgumentReason::ZeroMaxLease));
         }
         self.check_observe_interval()?;
         self.redlock.config().check_ttl(self.ttl)?;
@@ -248,9 +251,7 @@ impl Election {
 
     fn check_observe_interval(&self) -> Result<()> {
         if self.observe_interval.is_zero() {
-            return Err(Error::InvalidArgument(
-                "observe interval must be positive".into(),
-            ));
+            return Err(Error::InvalidArgument(ArgumentReason::ZeroObserveInterval));
         }
         Ok(())
     }

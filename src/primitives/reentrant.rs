@@ -7,6 +7,7 @@ use crate::config::check_resource;
 use crate::error::{Error, Result};
 use crate::guard::LockGuard;
 use crate::held::{Attempt, HeldBy};
+use crate::invalid::ArgumentReason;
 use crate::lease::LockContext;
 use crate::lock::{Redlock, Wake};
 use crate::scripts::{REENTRANT_ACQUIRE, REENTRANT_EXTEND, REENTRANT_RELEASE, ScriptCall};
@@ -106,7 +107,7 @@ impl ReentrantLock {
         check_resource(resource)?;
         self.redlock.config().refuse_interop("reentrant lock")?;
         if self.owner.is_empty() {
-            return Err(Error::InvalidArgument("reentrant owner id is empty".into()));
+            return Err(Error::InvalidArgument(ArgumentReason::EmptyReentrantOwner));
         }
         self.redlock.config().check_ttl(ttl)
     }

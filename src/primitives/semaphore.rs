@@ -10,6 +10,7 @@ use crate::config::check_resource;
 use crate::error::{Error, MasterReply, Replies, Result};
 use crate::guard::LockGuard;
 use crate::held::{Attempt, HeldBy};
+use crate::invalid::ArgumentReason;
 use crate::lease::LockContext;
 use crate::lock::{Redlock, Wake};
 use crate::scripts::{
@@ -173,9 +174,7 @@ impl Semaphore {
 
     fn check_permits(&self) -> Result<()> {
         if self.permits == 0 {
-            return Err(Error::InvalidArgument(
-                "a semaphore needs at least one permit".into(),
-            ));
+            return Err(Error::InvalidArgument(ArgumentReason::NoPermits));
         }
         Ok(())
     }

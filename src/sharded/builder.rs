@@ -9,6 +9,7 @@ use crate::lock::Redlock;
 
 use super::ShardedRedlock;
 use super::topology::{GroupKeys, GroupSpec};
+use crate::invalid::ConfigReason;
 
 /// The default [`ShardedBuilder::max_ttl`]: the longest lock a sharded client grants, and how
 /// long the joint phase of a group change lasts.
@@ -69,9 +70,9 @@ impl ShardedBuilder {
     /// first topology on.
     pub async fn build(self) -> Result<ShardedRedlock> {
         if self.max_ttl.is_zero() || self.max_ttl > MAX_TTL {
-            return Err(Error::InvalidConfig(format!(
-                "max_ttl must be positive and at most {MAX_TTL:?}"
-            )));
+            return Err(Error::InvalidConfig(ConfigReason::ShardedMaxTtl {
+                max: MAX_TTL,
+            }));
         }
         ShardedRedlock::connect(self).await
     }

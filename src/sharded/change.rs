@@ -13,6 +13,7 @@ use crate::quorum::drift;
 use super::token::MAX_EPOCH;
 use super::topology::{GroupSpec, Topology};
 use super::{ShardedRedlock, View, store};
+use crate::invalid::ConfigReason;
 
 /// What a group change did and what it cost.
 #[derive(Clone, Debug)]
@@ -69,9 +70,9 @@ impl ShardedRedlock {
         let seen = store::highest_epoch(&self.view().all()).await;
         let epoch = current.epoch.max(seen) + 1;
         if epoch + 1 > MAX_EPOCH {
-            return Err(Error::InvalidConfig(format!(
-                "topology epochs are used up (max {MAX_EPOCH})"
-            )));
+            return Err(Error::InvalidConfig(ConfigReason::EpochsUsedUp {
+                max: MAX_EPOCH,
+            }));
         }
         let joint = Topology::new(epoch, current.max_ttl, specs, Some(current.groups))?;
         let t0 = Instant::now();
@@ -110,9 +111,9 @@ impl ShardedRedlock {
                 let seen = store::highest_epoch(&view.all()).await;
                 let epoch = joint.epoch.max(seen) + 1;
                 if epoch + 1 > MAX_EPOCH {
-                    return Err(Error::InvalidConfig(format!(
-                        "topology epochs are used up (max {MAX_EPOCH})"
-                    )));
+                    return Err(Error::InvalidConfig(ConfigReason::EpochsUsedUp {
+                        max: MAX_EPOCH,
+                    }));
                 }
                 tracing::warn!(
                     epoch = joint.epoch,
@@ -145,9 +146,9 @@ impl ShardedRedlock {
         let until = stored_at + joint_wait(&view);
         tokio::time::sleep_until(until).await;
         let waited = stored_at.elapsed();
-        let last = joint.final_of().ok_or_else(|| {
-            Error::InvalidConfig("finishing a change whose topology is not joint".into())
-        })?;
+        let last = joint
+            .final_of()
+            .ok_or_else(|| Error::InvalidConfig(ConfigReason::NotJoint))?;
         let t1 = Instant::now();
         store_everywhere(&view, &last).await?;
         let stored_in = t1.elapsed();

@@ -2,6 +2,7 @@
 //! (the proof is in the module docs of `sharded`, "Fencing tokens").
 
 use crate::error::{Error, Result};
+use crate::invalid::ConfigReason;
 
 /// Bits of the group counter in a token.
 pub(crate) const COUNTER_BITS: u32 = 48;
@@ -18,10 +19,12 @@ pub(crate) fn compose(epoch: u64, counter: Option<u64>) -> Result<Option<u64>> {
         return Ok(None);
     };
     if counter >> COUNTER_BITS != 0 || epoch > MAX_EPOCH {
-        return Err(Error::InvalidConfig(format!(
-            "fencing token out of range: epoch {epoch} (max {MAX_EPOCH}), \
-             group counter {counter} (max 2^{COUNTER_BITS} - 1)"
-        )));
+        return Err(Error::InvalidConfig(ConfigReason::TokenOutOfRange {
+            epoch,
+            max_epoch: MAX_EPOCH,
+            counter,
+            counter_bits: COUNTER_BITS,
+        }));
     }
     Ok(Some(epoch << COUNTER_BITS | counter))
 }

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::invalid::ConfigReason;
 use crate::ring::{HashRing, RingNode};
 
 /// The port that `RingNode::name` omits, so that a group's ring name is exactly its name (the
@@ -173,7 +174,7 @@ impl Topology {
 
     /// Parses [`encode`](Self::encode)'s output stored under `epoch`.
     pub(crate) fn decode(epoch: u64, spec: &str) -> Result<Self> {
-        let bad = |why: &str| Error::InvalidConfig(format!("stored topology {epoch}: {why}"));
+        let bad = |part| Error::InvalidConfig(ConfigReason::StoredTopology { epoch, part });
         let mut lines = spec.lines();
         let v2 = match lines.next() {
             Some("v1") => false,
@@ -295,7 +296,7 @@ fn owner_in<'a>(ring: &'a HashRing, resource: &str) -> &'a str {
 }
 
 fn check_groups(groups: &[GroupSpec]) -> Result<()> {
-    let bad = |why: String| Err(Error::InvalidConfig(why));
+    let bad = |why: String| Err(Error::InvalidConfig(ConfigReason::Groups(why)));
     if groups.is_empty() {
         return bad("a sharded lock needs at least one group".into());
     }
