@@ -2,48 +2,14 @@
 
 use std::time::Duration;
 
+use crate::defaults::{
+    DEFAULT_ACQUIRE_WAIT, DEFAULT_BATCHING, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRIFT_FACTOR,
+    DEFAULT_FENCING, DEFAULT_KEY_PREFIX, DEFAULT_MASTER_TIMEOUT, DEFAULT_RETRY_COUNT,
+    DEFAULT_RETRY_DELAY, DEFAULT_RETRY_JITTER, DEFAULT_WAKE_UPS, MAX_TTL, MIN_TTL_PER_TIMEOUT,
+};
 use crate::error::{Error, Result, redact_url};
 use crate::invalid::{ArgumentReason, ConfigReason};
 use crate::lock::Redlock;
-
-/// Default number of acquire rounds: unbounded, so the acquire wait alone ends the retries.
-pub const DEFAULT_RETRY_COUNT: Option<u32> = None;
-/// Default base delay between two acquire rounds.
-pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_millis(20);
-/// Default random jitter added to each retry delay (uniform in `0..=jitter`), so that
-/// contending clients do not retry in lockstep.
-pub const DEFAULT_RETRY_JITTER: Duration = Duration::from_millis(20);
-/// Default bound on every single call to one master. Small against the TTL, as the Redlock spec
-/// asks (5–50 ms for a 10 s TTL): a paused or black-holed master costs at most this much.
-pub const DEFAULT_MASTER_TIMEOUT: Duration = Duration::from_millis(50);
-/// Default bound on opening a connection to one master (at build and on reconnect).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-/// Default clock drift factor: the validity of a lock is shortened by `ttl * factor + 2 ms`.
-pub const DEFAULT_DRIFT_FACTOR: f64 = 0.01;
-pub use crate::quorum::DRIFT_FIXED;
-/// Default time [`Redlock::acquire`] keeps retrying before it gives up.
-pub const DEFAULT_ACQUIRE_WAIT: Duration = Duration::from_secs(10);
-/// Default prefix of every key this crate writes.
-pub const DEFAULT_KEY_PREFIX: &str = "redquorum:";
-/// Fencing tokens are on by default: they are what makes a lock safe against paused holders.
-pub const DEFAULT_FENCING: bool = true;
-/// Default waiter timeout of fair locks and of writers waiting on a read-write lock: how long a
-/// waiter's place (or a writer's intent) outlives its last attempt. A waiter that vanishes holds
-/// up the queue this long at most; a waiter that cannot poll within it loses its place.
-pub const DEFAULT_WAITER_TIMEOUT: Duration = Duration::from_secs(1);
-/// Waiting acquirers are woken by release messages (pub/sub) by default; see
-/// [`Builder::wake_ups`].
-pub const DEFAULT_WAKE_UPS: bool = true;
-/// Script calls are each sent as their own `EVALSHA` by default; batching is opt-in, see
-/// [`Builder::batching`] (measured: no gain in masters' CPU or throughput on the 2-core test
-/// machine, and single-task latency 8-9% worse; README "Performance").
-pub const DEFAULT_BATCHING: bool = false;
-/// Largest TTL accepted. Longer leases are almost always a bug (and a crashed holder would block
-/// the resource for that long); use [`Redlock::with_lock`] to hold a lock for long work.
-pub const MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
-/// The per-master timeout must be at most this fraction of a lock's TTL: a round may take up to
-/// one timeout, and that time is lost from the validity.
-pub const MIN_TTL_PER_TIMEOUT: u32 = 10;
 
 /// The fencing hash of a namespace: counter and generation in one key (see fencing.rs).
 #[derive(Clone, Debug)]
@@ -448,7 +414,7 @@ impl Builder {
 
     /// A human-readable name of this holder (default: `hostname/pid`), stored next to the owner
     /// token in the basic lock's value so that [`Redlock::inspect`] can show who holds a
-    /// lock. At most [`MAX_OWNER_ID_LEN`](crate::MAX_OWNER_ID_LEN) bytes, no control
+    /// lock. At most [`MAX_OWNER_ID_LEN`](crate::defaults::MAX_OWNER_ID_LEN) bytes, no control
     /// characters; it is not secret and not checked for uniqueness.
     pub fn owner_id(mut self, id: impl Into<String>) -> Self {
         self.config.owner_id = id.into();

@@ -43,7 +43,7 @@ pub enum ConfigReason {
          not be empty (lock keys would share the library's own key space)"
     )]
     InteropSharesPrefix,
-    /// An owner id that is empty, longer than [`MAX_OWNER_ID_LEN`](crate::MAX_OWNER_ID_LEN)
+    /// An owner id that is empty, longer than [`MAX_OWNER_ID_LEN`](crate::defaults::MAX_OWNER_ID_LEN)
     /// bytes, or holds control characters.
     #[error("owner id {id:?}: {problem}")]
     OwnerId {

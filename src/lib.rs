@@ -292,6 +292,7 @@
 mod batch;
 mod cache;
 mod config;
+pub mod defaults;
 mod drop_guard;
 mod election;
 mod endpoint;
@@ -327,19 +328,10 @@ pub mod sim;
 mod tls;
 
 pub use cache::{
-    Cache, CacheBuilder, CacheStats, CasOutcome, ComputeError, DEFAULT_CACHE_KEY_PREFIX,
-    DEFAULT_FILL_LOCK_TTL, DEFAULT_FILL_WAIT, DEFAULT_HASH_WITH_PREFIX, DEFAULT_NODE_TIMEOUT,
-    WriteOutcome, WriteReport,
+    Cache, CacheBuilder, CacheStats, CasOutcome, ComputeError, WriteOutcome, WriteReport,
 };
-pub use config::{
-    Builder, DEFAULT_ACQUIRE_WAIT, DEFAULT_BATCHING, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRIFT_FACTOR,
-    DEFAULT_FENCING, DEFAULT_KEY_PREFIX, DEFAULT_MASTER_TIMEOUT, DEFAULT_RETRY_COUNT,
-    DEFAULT_RETRY_DELAY, DEFAULT_RETRY_JITTER, DEFAULT_WAITER_TIMEOUT, DEFAULT_WAKE_UPS,
-    DRIFT_FIXED, MAX_TTL, MIN_TTL_PER_TIMEOUT,
-};
-pub use election::{
-    DEFAULT_ELECTION_TTL, DEFAULT_OBSERVE_INTERVAL, Election, Leader, Leadership, MAX_VALUE_LEN,
-};
+pub use config::Builder;
+pub use election::{Election, Leader, Leadership};
 pub use error::{Error, MasterReply, Replies, Result};
 pub use guard::LockGuard;
 pub use handoff::LockHandle;
@@ -348,17 +340,14 @@ pub use interop::RESOURCE_PLACEHOLDER;
 pub use lease::{LeaseState, LockContext};
 pub use lock::Redlock;
 pub use options::LockOptions;
-pub use owner_id::{MAX_OWNER_ID_LEN, default_owner_id};
+pub use owner_id::default_owner_id;
 pub use primitives::fair::FairLock;
 pub use primitives::reentrant::ReentrantLock;
 pub use primitives::rwlock::RwLock;
 pub use primitives::semaphore::Semaphore;
 pub use ring::{HashRing, RingNode};
 pub use selfcheck::{MasterReport, MasterSettings, MastersReport, NO_EVICTION};
-pub use sharded::{
-    ChangeReport, DEFAULT_SHARD_MAX_TTL, ShardedBuilder, ShardedContext, ShardedGuard,
-    ShardedRedlock,
-};
+pub use sharded::{ChangeReport, ShardedBuilder, ShardedContext, ShardedGuard, ShardedRedlock};
 #[cfg(feature = "tls")]
 pub use tls::TlsOptions;
 

@@ -12,7 +12,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::config::{MAX_TTL, check_resource};
+use crate::config::check_resource;
+use crate::defaults::MAX_TTL;
 use crate::error::{Error, Result};
 use crate::guard::LockGuard;
 use crate::held::{Attempt, HeldBy};
@@ -110,7 +111,7 @@ impl Redlock {
     ///
     /// # Errors
     /// As [`acquire`](Self::acquire), and [`Error::InvalidArgument`] for a lock-delay over
-    /// [`MAX_TTL`](crate::MAX_TTL).
+    /// [`MAX_TTL`](crate::defaults::MAX_TTL).
     pub async fn acquire_with_options(
         &self,
         resource: &str,

@@ -5,11 +5,9 @@
 //! colon, then the id. Every script compares the whole value, so nothing on the masters changes;
 //! a value without the suffix (written by an older client) reads as "owner unknown".
 
+use crate::defaults::MAX_OWNER_ID_LEN;
 use crate::error::{Error, Result};
 use crate::invalid::ConfigReason;
-
-/// The longest owner id accepted, in bytes: it is written to every master with every lock.
-pub const MAX_OWNER_ID_LEN: usize = 256;
 
 /// Length of the random owner token (`random::token`, 32 hex digits).
 const TOKEN_LEN: usize = 32;

@@ -45,7 +45,7 @@ async fn calls(cluster: &Cluster, i: usize, name: &str) -> u64 {
 
 /// The lock keys under `pattern` left on each master.
 async fn leftovers(cluster: &Cluster, pattern: &str) -> Vec<Vec<String>> {
-    let pattern = format!("{}lock:{pattern}", redquorum::DEFAULT_KEY_PREFIX);
+    let pattern = format!("{}lock:{pattern}", redquorum::defaults::DEFAULT_KEY_PREFIX);
     let mut out = Vec::new();
     for i in 0..cluster.len() {
         let mut c = direct(cluster, i).await;

@@ -39,7 +39,7 @@ fn reference_ring(cluster: &Cluster) -> HashRing {
 }
 
 fn data_key(key: &str) -> String {
-    format!("{}{key}", redquorum::DEFAULT_CACHE_KEY_PREFIX)
+    format!("{}{key}", redquorum::defaults::DEFAULT_CACHE_KEY_PREFIX)
 }
 
 async fn raw_get(cluster: &Cluster, node: usize, key: &str) -> Option<Vec<u8>> {

@@ -367,7 +367,7 @@ async fn bad_input_gets_typed_errors() {
             ArgumentReason::EmptyElectionName
         ))
     ));
-    let huge = "x".repeat(redquorum::MAX_VALUE_LEN + 1);
+    let huge = "x".repeat(redquorum::defaults::MAX_VALUE_LEN + 1);
     assert!(matches!(
         redlock.election("e").campaign(huge).await,
         Err(redquorum::Error::InvalidArgument(
@@ -578,7 +578,7 @@ async fn leader_is_unknown_not_absent_when_silent_masters_could_complete_a_quoru
         .ttl(Duration::from_secs(20))
         .observe_interval(Duration::from_millis(50));
     let leadership = election.campaign("a").await.unwrap();
-    let key = format!("{}election:honest", redquorum::DEFAULT_KEY_PREFIX);
+    let key = format!("{}election:honest", redquorum::defaults::DEFAULT_KEY_PREFIX);
     for i in [3, 4] {
         let mut c = support::direct(&cluster, i).await;
         let _: i64 = redis::cmd("DEL")

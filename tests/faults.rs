@@ -251,7 +251,7 @@ async fn no_key_is_left_behind_while_scripts_are_flushed() -> anyhow::Result<()>
     flusher.await?;
     // Releases return at a quorum; give the last stragglers a moment.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let pattern = format!("{}lock:flushed-*", redquorum::DEFAULT_KEY_PREFIX);
+    let pattern = format!("{}lock:flushed-*", redquorum::defaults::DEFAULT_KEY_PREFIX);
     for i in 0..5 {
         let mut c = direct(&cluster, i).await;
         let left: Vec<String> = redis::cmd("KEYS").arg(&pattern).query_async(&mut c).await?;

@@ -176,7 +176,7 @@ async fn with_watchdog_rejects_bad_ttls_before_running() -> anyhow::Result<()> {
     let ttl = Duration::from_secs(5);
     for bad in [
         Duration::ZERO,
-        redquorum::MAX_TTL + Duration::from_secs(1),
+        redquorum::defaults::MAX_TTL + Duration::from_secs(1),
         // Below 10x the tests' 100 ms per-master timeout.
         Duration::from_millis(500),
     ] {

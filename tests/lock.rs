@@ -243,7 +243,7 @@ async fn fencing_tokens_strictly_increase_across_clients() -> anyhow::Result<()>
 async fn fencing_write_back_raises_lagging_counters() -> anyhow::Result<()> {
     let cluster = Cluster::start(5)?;
     let redlock = client(&cluster).await;
-    let fence = format!("{}fence", redquorum::DEFAULT_KEY_PREFIX);
+    let fence = format!("{}fence", redquorum::defaults::DEFAULT_KEY_PREFIX);
     let mut c = direct(&cluster, 4).await;
     let _: () = redis::cmd("HSET")
         .arg(&fence)

@@ -18,7 +18,7 @@ use testcluster::checker::{Checker, Holding};
 use testcluster::{Cluster, DataOnRestart};
 use tokio::time::Instant;
 
-const PREFIX: &str = redquorum::DEFAULT_KEY_PREFIX;
+const PREFIX: &str = redquorum::defaults::DEFAULT_KEY_PREFIX;
 
 fn key(space: &str, name: &str) -> String {
     format!("{PREFIX}{space}:{name}")

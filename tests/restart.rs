@@ -122,7 +122,7 @@ async fn fencing_counters_are_reseeded_after_a_restart_without_data() -> anyhow:
     cluster.restart(1, DataOnRestart::Lose)?;
     // The first call after the restart notices the broken connections; keep going until the
     // restarted masters are back in the vote, with a bounded number of tries.
-    let fence = format!("{}fence", redquorum::DEFAULT_KEY_PREFIX);
+    let fence = format!("{}fence", redquorum::defaults::DEFAULT_KEY_PREFIX);
     for _ in 0..40 {
         let lock = redlock.acquire("fenced", Duration::from_secs(5)).await?;
         let token = lock.fencing_token().unwrap();
@@ -179,7 +179,7 @@ async fn a_whole_cluster_restart_with_data_does_not_block_locking() -> anyhow::R
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reseed_never_trusts_a_restarted_master_when_others_can_answer() -> anyhow::Result<()> {
     let cluster = Cluster::start(5)?;
-    let fence = format!("{}fence", redquorum::DEFAULT_KEY_PREFIX);
+    let fence = format!("{}fence", redquorum::defaults::DEFAULT_KEY_PREFIX);
     for (i, value) in [(0, 100), (1, 100), (2, 100), (3, 95), (4, 95)] {
         let mut c = support::direct(&cluster, i).await;
         let _: () = redis::cmd("SET")

@@ -575,7 +575,7 @@ async fn sharded_names_go_through_the_basic_name_checks() {
         .build()
         .await
         .unwrap();
-    let topology = format!("{}topology:state", redquorum::DEFAULT_KEY_PREFIX);
+    let topology = format!("{}topology:state", redquorum::defaults::DEFAULT_KEY_PREFIX);
     let err = interop
         .try_acquire(&topology, Duration::from_secs(1))
         .await

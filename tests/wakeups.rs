@@ -175,7 +175,10 @@ async fn a_waiter_that_marks_itself_just_before_the_release_is_woken() -> anyhow
     let mut direct = support::direct(&cluster, 0).await;
     for round in 0..8 {
         let resource = format!("edge-{round}");
-        let marker = format!("{}lock-waiting:{resource}", redquorum::DEFAULT_KEY_PREFIX);
+        let marker = format!(
+            "{}lock-waiting:{resource}",
+            redquorum::defaults::DEFAULT_KEY_PREFIX
+        );
         let waiter = polling_every(&cluster, SLOW_RETRY).build().await?;
         let guard = holder.acquire(&resource, TTL).await?;
         let waiting = tokio::spawn(async move { waiter.acquire(&resource, TTL).await });

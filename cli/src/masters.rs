@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use redquorum::{Error, MAX_TTL, MIN_TTL_PER_TIMEOUT, Redlock};
+use redquorum::defaults::{MAX_TTL, MIN_TTL_PER_TIMEOUT};
+use redquorum::{Error, Redlock};
 
 use crate::exit;
 
@@ -18,7 +19,7 @@ pub struct Connection {
           default_value = "50ms")]
     master_timeout: Duration,
     /// Prefix of the keys written (must match the other users of the lock).
-    #[arg(long, env = "REDQUORUM_KEY_PREFIX", default_value = redquorum::DEFAULT_KEY_PREFIX)]
+    #[arg(long, env = "REDQUORUM_KEY_PREFIX", default_value = redquorum::defaults::DEFAULT_KEY_PREFIX)]
     key_prefix: String,
     /// Do not count a master whose server process started less than this long ago (it may
     /// have lost keys it granted): set it to the largest TTL in use. Default: off.

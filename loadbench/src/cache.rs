@@ -60,7 +60,7 @@ impl RawCache {
 }
 
 fn data_key(key: &str) -> String {
-    format!("{}{key}", redquorum::DEFAULT_CACHE_KEY_PREFIX)
+    format!("{}{key}", redquorum::defaults::DEFAULT_CACHE_KEY_PREFIX)
 }
 
 impl CacheSubject {

@@ -253,7 +253,7 @@ fn record(setup: &Setup, who: &str, lock: &LockGuard, started: Instant) -> usize
 
 /// A resume that says "not held" must mean no quorum still has the exporter's keys.
 fn check_no_quorum_holds(setup: &Setup, owner: &str, who: &str) {
-    let key = format!("{}lock:{RESOURCE}", redquorum::DEFAULT_KEY_PREFIX);
+    let key = format!("{}lock:{RESOURCE}", redquorum::defaults::DEFAULT_KEY_PREFIX);
     let holders = (0..setup.net.len())
         .filter(|&i| get(&setup.net, i, &key).as_deref() == Some(owner))
         .count();

@@ -81,7 +81,7 @@ impl Prim {
     /// How to tell, behind the clients' backs, which masters hold the hold of owner token
     /// `token` (the library's key layout, `src/*.rs` and `scripts/*.lua`).
     fn probe(&self, token: &str) -> Probe {
-        let p = redquorum::DEFAULT_KEY_PREFIX;
+        let p = redquorum::defaults::DEFAULT_KEY_PREFIX;
         let token = token.to_owned();
         match self {
             Prim::Multi(names) => Probe::Keys {
@@ -516,7 +516,7 @@ async fn with_lock(
         .with_lock(&name, world.plan.ttl, |ctx| async move {
             // The closure does not see the owner token: ours is the value a quorum of masters
             // has right now, just after the grant (no other owner can have a quorum now).
-            let key = format!("{}lock:{resource}", redquorum::DEFAULT_KEY_PREFIX);
+            let key = format!("{}lock:{resource}", redquorum::defaults::DEFAULT_KEY_PREFIX);
             let mut values: BTreeMap<String, usize> = BTreeMap::new();
             for i in 0..world.net.len() {
                 if let Some(v) = get(&world.net, i, &key) {

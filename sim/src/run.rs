@@ -686,7 +686,11 @@ async fn hold(
         tokio::time::sleep(nap).await;
     }
     let at = Instant::now();
-    let key = format!("{}lock:{}", redquorum::DEFAULT_KEY_PREFIX, lock.resource());
+    let key = format!(
+        "{}lock:{}",
+        redquorum::defaults::DEFAULT_KEY_PREFIX,
+        lock.resource()
+    );
     let token = lock.owner_token().to_owned();
     if quiet {
         // No fault but script flushes: once the release's stragglers are done, no master may
@@ -732,7 +736,11 @@ pub(crate) fn get(net: &Net, i: usize, key: &str) -> Option<String> {
 
 /// "Not held" must mean that no quorum holds the lock.
 fn check_not_held(world: &World, lock: &LockGuard, who: &str, what: &str) {
-    let key = format!("{}lock:{}", redquorum::DEFAULT_KEY_PREFIX, lock.resource());
+    let key = format!(
+        "{}lock:{}",
+        redquorum::defaults::DEFAULT_KEY_PREFIX,
+        lock.resource()
+    );
     check_holders(world, &key, lock.owner_token(), who, what);
 }
 
@@ -750,7 +758,7 @@ fn check_holders(world: &World, key: &str, token: &str, who: &str, what: &str) {
 
 /// Keys of the quiet phase (of every primitive's key space) left on any master.
 fn leftovers(world: &World) -> Vec<String> {
-    let prefix = redquorum::DEFAULT_KEY_PREFIX;
+    let prefix = redquorum::defaults::DEFAULT_KEY_PREFIX;
     let mut out = Vec::new();
     for i in 0..world.net.len() {
         // The model has no KEYS command: its dump lists the live keys, in key order.
@@ -860,7 +868,7 @@ fn mark_uncovered(world: &World, why: &str) {
 /// Whether master `i`'s fencing counter is sealed for its current process: its fencing hash
 /// has a counter and a generation `<run_id>:<random>` of this process.
 fn sealed(net: &Net, i: usize) -> bool {
-    let key = format!("{}fence", redquorum::DEFAULT_KEY_PREFIX);
+    let key = format!("{}fence", redquorum::defaults::DEFAULT_KEY_PREFIX);
     let field =
         |f: &str| match net.exec_now(i, &[b"HGET".to_vec(), key.clone().into_bytes(), f.into()]) {
             crate::value::Value::Bulk(b) => Some(String::from_utf8_lossy(&b).into_owned()),

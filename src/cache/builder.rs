@@ -8,7 +8,10 @@ use std::time::Duration;
 use futures::future::join_all;
 use redis::Value;
 
-use crate::config::DEFAULT_CONNECT_TIMEOUT;
+use crate::defaults::{
+    DEFAULT_CACHE_KEY_PREFIX, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FILL_LOCK_TTL, DEFAULT_FILL_WAIT,
+    DEFAULT_HASH_WITH_PREFIX, DEFAULT_NODE_TIMEOUT,
+};
 use crate::error::{Error, MasterReply, Result, redact_url};
 use crate::lock::Redlock;
 use crate::master::{Master, Settings, connect_all};
@@ -16,24 +19,6 @@ use crate::ring::{HashRing, RingNode};
 
 use super::{Cache, Inner};
 use crate::invalid::ConfigReason;
-
-/// Default bound on every exchange with one cache node (a whole per-node pipeline counts as
-/// one). As with the lock's [`DEFAULT_MASTER_TIMEOUT`](crate::DEFAULT_MASTER_TIMEOUT): a paused
-/// or black-holed node costs a read at most this much, and its keys count as misses.
-pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_millis(50);
-/// Default prefix of every cache data key (`<prefix><key>`).
-pub const DEFAULT_CACHE_KEY_PREFIX: &str = "redquorum:cache:";
-/// By default the ring places a key by the key alone, without the prefix, as libmemcached
-/// does unless `MEMCACHED_BEHAVIOR_HASH_WITH_PREFIX_KEY` is set.
-pub const DEFAULT_HASH_WITH_PREFIX: bool = false;
-/// Default TTL of the lock that lets one caller across all processes compute a missing value
-/// in [`Cache::get_or_compute`]. It is extended while the computation runs, so it bounds only
-/// how long a crashed computing process holds the others up.
-pub const DEFAULT_FILL_LOCK_TTL: Duration = Duration::from_secs(5);
-/// Default time a [`Cache::get_or_compute`] caller waits for another caller's computation
-/// before it fails with [`Error::FillTimeout`]. Longer than [`DEFAULT_FILL_LOCK_TTL`], so that
-/// a caller outlives the lock of a computing process that died and computes itself.
-pub const DEFAULT_FILL_WAIT: Duration = Duration::from_secs(10);
 
 /// Configures a [`Cache`]. Created by [`Cache::builder`] or [`Cache::from_redlock`].
 ///
@@ -291,7 +276,7 @@ impl CacheBuilder {
                 // The fill lock's scripts, probed at every connect as the lock client's are
                 // (the cache's own commands are probed once, at build: `probe_permissions`).
                 probe_key: Some(config.lock_key(crate::endpoint::PROBE_RESOURCE)),
-                batching: crate::config::DEFAULT_BATCHING,
+                batching: crate::defaults::DEFAULT_BATCHING,
                 #[cfg(feature = "sim")]
                 network: self.network.clone(),
             },

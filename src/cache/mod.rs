@@ -39,10 +39,7 @@ use crate::lock::Redlock;
 use crate::master::Master;
 use crate::ring::{HashRing, RingNode};
 
-pub use builder::{
-    CacheBuilder, DEFAULT_CACHE_KEY_PREFIX, DEFAULT_FILL_LOCK_TTL, DEFAULT_FILL_WAIT,
-    DEFAULT_HASH_WITH_PREFIX, DEFAULT_NODE_TIMEOUT,
-};
+pub use builder::CacheBuilder;
 pub use compute::ComputeError;
 pub use outcome::{CacheStats, CasOutcome, WriteOutcome, WriteReport};
 

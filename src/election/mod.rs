@@ -19,6 +19,7 @@ use redis::Value;
 use tokio::time::Instant;
 
 use crate::config::deadline_after;
+use crate::defaults::{DEFAULT_ELECTION_TTL, DEFAULT_OBSERVE_INTERVAL, MAX_VALUE_LEN};
 use crate::error::{Error, MasterReply, Replies, Result};
 use crate::guard::LockGuard;
 use crate::held::{Attempt, HeldBy};
@@ -30,17 +31,6 @@ use crate::scripts::{
 };
 
 pub use leadership::Leadership;
-
-/// Leadership TTL unless [`Election::ttl`] says otherwise.
-pub const DEFAULT_ELECTION_TTL: Duration = Duration::from_secs(10);
-
-/// How often [`Election::observe`] reads the leader unless [`Election::observe_interval`] says
-/// otherwise.
-pub const DEFAULT_OBSERVE_INTERVAL: Duration = Duration::from_millis(100);
-
-/// Longest value a candidate may publish (it is stored on every master and read by every
-/// observer).
-pub const MAX_VALUE_LEN: usize = 64 * 1024;
 
 /// One election, by name. Created by [`Redlock::election`]; cheap to clone. The settings
 /// (`ttl`, `lock_delay`, `max_lease`, `observe_interval`) are builder-style.
@@ -127,7 +117,7 @@ impl Election {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for an empty name, a value over [`MAX_VALUE_LEN`] bytes, fencing
-    /// off, a zero cap or a lock-delay over [`MAX_TTL`](crate::MAX_TTL); [`Error::InvalidTtl`];
+    /// off, a zero cap or a lock-delay over [`MAX_TTL`](crate::defaults::MAX_TTL); [`Error::InvalidTtl`];
     /// [`Error::Unavailable`] when masters fail hard (connections refused) so no quorum is
     /// possible.
     pub async fn campaign(&self, value: impl Into<String>) -> Result<Leadership> {

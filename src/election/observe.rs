@@ -14,7 +14,7 @@ impl Election {
     /// resignation is announced (with wake-ups on, [`Builder::wake_ups`](crate::Builder::wake_ups):
     /// one pub/sub connection per master per stream) and every
     /// [`observe_interval`](Self::observe_interval) (default
-    /// [`DEFAULT_OBSERVE_INTERVAL`](super::DEFAULT_OBSERVE_INTERVAL)), which also catches
+    /// [`DEFAULT_OBSERVE_INTERVAL`](crate::defaults::DEFAULT_OBSERVE_INTERVAL)), which also catches
     /// leaders that expired without resigning and lost messages. Each read is bounded by one
     /// per-master timeout, and a read that cannot reach a quorum is skipped (the leader is
     /// unknown then, not absent). Leaders that come and go between two reads are not seen.

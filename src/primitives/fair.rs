@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use redis::Value;
 
-use crate::config::{DEFAULT_WAITER_TIMEOUT, check_resource};
+use crate::config::check_resource;
+use crate::defaults::DEFAULT_WAITER_TIMEOUT;
 #[cfg(doc)]
 use crate::error::Error;
 use crate::error::{MasterReply, Replies, Result};

@@ -3,7 +3,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::config::{DEFAULT_WAITER_TIMEOUT, check_resource};
+use crate::config::check_resource;
+use crate::defaults::DEFAULT_WAITER_TIMEOUT;
 use crate::error::Result;
 use crate::guard::LockGuard;
 use crate::held::{Attempt, HeldBy, LeaveOnDrop, leave_now, leave_on_drop, new_token};

@@ -138,7 +138,7 @@ impl ShardedRedlock {
     fn wait_setting(&self) -> Duration {
         let view = self.view();
         let waits = view.groups.values().map(|g| g.config().acquire_wait);
-        waits.max().unwrap_or(crate::config::DEFAULT_ACQUIRE_WAIT)
+        waits.max().unwrap_or(crate::defaults::DEFAULT_ACQUIRE_WAIT)
     }
 
     /// Acquires `names` by the current view; on a stale-topology refusal, reloads and tries

@@ -3,17 +3,14 @@
 
 use std::time::Duration;
 
-use crate::config::{Builder, MAX_TTL};
+use crate::config::Builder;
+use crate::defaults::{DEFAULT_SHARD_MAX_TTL, MAX_TTL};
 use crate::error::{Error, Result};
 use crate::lock::Redlock;
 
 use super::ShardedRedlock;
 use super::topology::{GroupKeys, GroupSpec};
 use crate::invalid::ConfigReason;
-
-/// The default [`ShardedBuilder::max_ttl`]: the longest lock a sharded client grants, and how
-/// long the joint phase of a group change lasts.
-pub const DEFAULT_SHARD_MAX_TTL: Duration = Duration::from_secs(60);
 
 /// Configures and connects a [`ShardedRedlock`]. Created by [`ShardedRedlock::builder`].
 #[must_use]

@@ -151,7 +151,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::lock::Redlock;
 
-pub use builder::{DEFAULT_SHARD_MAX_TTL, ShardedBuilder};
+pub use builder::ShardedBuilder;
 pub use change::ChangeReport;
 pub use guard::ShardedGuard;
 pub use lease::ShardedContext;

@@ -26,7 +26,7 @@ pub fn batching_from_env() -> bool {
     match std::env::var("REDQUORUM_TEST_BATCHING").as_deref() {
         Ok("1") => true,
         Ok("0") => false,
-        _ => redquorum::DEFAULT_BATCHING,
+        _ => redquorum::defaults::DEFAULT_BATCHING,
     }
 }
 
@@ -93,7 +93,7 @@ pub async fn values_everywhere(cluster: &Cluster, key: &str) -> Vec<Option<Strin
 }
 
 pub fn lock_key(resource: &str) -> String {
-    format!("{}lock:{resource}", redquorum::DEFAULT_KEY_PREFIX)
+    format!("{}lock:{resource}", redquorum::defaults::DEFAULT_KEY_PREFIX)
 }
 
 /// Median of a set of durations.
