@@ -253,7 +253,7 @@ async fn the_first_renewal_comes_in_time_for_the_guards_validity() {
 
 /// Three of five masters answer every renewal after the per-master timeout, but the renewals
 /// land: the key stays on all five masters, so the lease is held and `lost` must not fire (the
-/// README's "no `lost` while a quorum holds"). A renewal's late replies count while the
+/// guide's "no `lost` while a quorum holds", `docs/coordination.md`). A renewal's late replies count while the
 /// validity lasts: each proves the key was still this owner's and is extended from no earlier
 /// than the renewal's start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
