@@ -24,11 +24,7 @@ async fn jeopardy_then_lost_by_the_deadline_while_renewals_hang() {
     let cluster = Cluster::start(5).expect("cluster");
     // The largest timeout the TTL allows: renewals hang as long as they can.
     let ttl = Duration::from_secs(2);
-    let redlock = builder(&cluster)
-        .master_timeout(ttl / 10)
-        .build()
-        .await
-        .unwrap();
+    let redlock = support::client_with_slow_renewals(&cluster, ttl).await;
     let mut late = Vec::new();
     let mut tasks = Vec::new();
     for i in 0..6u64 {
