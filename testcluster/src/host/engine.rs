@@ -402,23 +402,10 @@ pub(crate) fn reap_stale() {
     ) else {
         return;
     };
-    let mut stale = Vec::new();
-    for line in list.lines() {
-        let Some((name, owner)) = line.split_once('\t') else {
-            continue;
-        };
-        if let Some(pid) = owner
-            .strip_prefix("pid-")
-            .and_then(|p| p.parse::<u32>().ok())
-            && pid != std::process::id()
-            && !Path::new(&format!("/proc/{pid}")).exists()
-        {
-            stale.push(name.to_string());
-        }
-    }
+    let stale = stale_names(&list);
     if !stale.is_empty() {
         let mut args = vec!["rm", "-f"];
-        args.extend(stale.iter().map(String::as_str));
+        args.extend(stale);
         let _ = docker(&args, CMD_TIMEOUT);
     }
     if let Ok(nets) = docker(
@@ -432,18 +419,36 @@ pub(crate) fn reap_stale() {
         ],
         CMD_TIMEOUT,
     ) {
-        for line in nets.lines() {
-            let Some((name, owner)) = line.split_once('\t') else {
-                continue;
-            };
-            if let Some(pid) = owner
+        for name in stale_names(&nets) {
+            let _ = docker(&["network", "rm", name], CMD_TIMEOUT);
+        }
+    }
+}
+
+/// The names in a `docker ... --format "{{.Name}}\t{{.Label "testcluster.owner"}}"` listing
+/// whose owner (`pid-N`) is a process that no longer exists (never this one).
+fn stale_names(listing: &str) -> Vec<&str> {
+    listing
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .filter(|(_, owner)| {
+            owner
                 .strip_prefix("pid-")
                 .and_then(|p| p.parse::<u32>().ok())
-                && pid != std::process::id()
-                && !Path::new(&format!("/proc/{pid}")).exists()
-            {
-                let _ = docker(&["network", "rm", name], CMD_TIMEOUT);
-            }
-        }
+                .is_some_and(|pid| {
+                    pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+                })
+        })
+        .map(|(name, _)| name)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stale_names_are_those_of_dead_owners() {
+        let me = std::process::id();
+        let listing = format!("ours\tpid-{me}\ngone\tpid-4294967295\ncli\tdetached\nbare\n");
+        assert_eq!(super::stale_names(&listing), ["gone"]);
     }
 }
