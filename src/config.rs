@@ -355,8 +355,8 @@ impl Builder {
     ///
     /// Only [`Redlock::acquire`] and the multi-resource lock use this layout; the other
     /// primitives fail with [`Error::InteropUnsupported`](crate::Error::InteropUnsupported).
-    /// A resource whose key would be the fencing counter's is refused. See the README's
-    /// "Interop with other Redlock clients".
+    /// A resource whose key would be the fencing counter's is refused. See the guide's
+    /// "Interop with other Redlock clients" (`docs/production.md`).
     pub fn interop_keys(mut self, template: impl Into<String>) -> Self {
         self.config.interop = Some(crate::interop::KeyLayout::new(&template.into()));
         self
@@ -404,7 +404,7 @@ impl Builder {
     /// master gets each call at once as a plain `EVALSHA`. The cost: a batch runs its entries
     /// through one generated script (a Lua function call and argument copying per entry), so
     /// the masters' CPU per operation does not fall in proportion to the commands saved (see
-    /// the README's Performance section), and an entry waits for the call in flight before it
+    /// the guide's `docs/performance.md`), and an entry waits for the call in flight before it
     /// leaves. Off: every operation is its own `EVALSHA` per master, as in other Redlock
     /// clients. Safety is the same either way.
     pub fn batching(mut self, on: bool) -> Self {

@@ -39,7 +39,7 @@ pub const DEFAULT_WAITER_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_WAKE_UPS: bool = true;
 /// Script calls are each sent as their own `EVALSHA` by default; batching is opt-in, see
 /// [`Builder::batching`] (measured: no gain in masters' CPU or throughput on the 2-core test
-/// machine, and single-task latency 8-9% worse; README "Performance").
+/// machine, and single-task latency 8-9% worse; guide, `docs/performance.md`).
 pub const DEFAULT_BATCHING: bool = false;
 
 // The cache (`Cache::builder`).

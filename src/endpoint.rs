@@ -275,7 +275,7 @@ impl Access {
 impl crate::Builder {
     /// Logs in to every master as this ACL user (`AUTH username password`), unless the
     /// master's URL carries a username or password of its own (`redis://user:pass@host`),
-    /// which then wins. See the README ("TLS and ACL") for the minimal ACL rule.
+    /// which then wins. See the guide (`docs/production.md`, "ACL users") for the minimal ACL rule.
     pub fn credentials(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
         self.access
             .set_credentials(Some(username.into()), password.into());

@@ -278,7 +278,8 @@
 //! [`Election::leader`] and [`Election::observe`] are advisory reads. Every watchdog reports a
 //! [`LeaseState`] (held, jeopardy, capped, lost) and may be capped ([`Builder::max_lease`]).
 //! [`LockOptions::lock_delay`] keeps an abandoned lock unavailable for a delay after its TTL.
-//! The README's sections of the same names give the guarantees and non-guarantees.
+//! The guide's coordination page (`docs/coordination.md`) gives their guarantees and
+//! non-guarantees; the README lists them in short.
 //!
 //! ## Cancellation
 //! Dropping an `acquire` future part-way rolls its round back in the background. Dropping a
@@ -351,7 +352,28 @@ pub use sharded::{ChangeReport, ShardedBuilder, ShardedContext, ShardedGuard, Sh
 #[cfg(feature = "tls")]
 pub use tls::TlsOptions;
 
-// Compiles the README's example as a doctest, so the README cannot drift from the API.
+// Compiles the Rust blocks of the README and of the guide (`docs/`) as doctests, so neither can
+// drift from the API. Doctest-only: the pages are not rendered into the crate docs.
 #[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-struct ReadmeDoctests;
+mod guide_doctests {
+    #[doc = include_str!("../README.md")]
+    struct Readme;
+    #[doc = include_str!("../docs/primitives.md")]
+    struct Primitives;
+    #[doc = include_str!("../docs/coordination.md")]
+    struct Coordination;
+    #[doc = include_str!("../docs/cli.md")]
+    struct Cli;
+    #[doc = include_str!("../docs/cache-and-ring.md")]
+    struct CacheAndRing;
+    #[doc = include_str!("../docs/sharding.md")]
+    struct Sharding;
+    #[doc = include_str!("../docs/production.md")]
+    struct Production;
+    #[doc = include_str!("../docs/failure-testing.md")]
+    struct FailureTesting;
+    #[doc = include_str!("../docs/simulation.md")]
+    struct Simulation;
+    #[doc = include_str!("../docs/performance.md")]
+    struct Performance;
+}

@@ -6,7 +6,7 @@
 //! label allocations and nothing else. Without the feature, the recording functions are empty
 //! and the names below stay for reference.
 //!
-//! The README's "Metrics" table lists every name with its labels; this module is its source.
+//! The guide's "Metrics" table (`docs/production.md`) lists every name with its labels; this module is its source.
 //! Recording happens in few places only: the end of an acquire, waiting or single-round
 //! (`lock.rs`), the round's
 //! decision (`round.rs`), extend and release (`guard.rs`), the watchdog (`lease.rs`), the

@@ -8,8 +8,9 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use rand::rngs::StdRng;
-use rand::{RngCore, SeedableRng};
+// ChaCha12 is what `rand::rngs::StdRng` is (the same stream for the same seed).
+use rand_chacha::ChaCha12Rng as StdRng;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
 use redis::{RedisResult, Value};
 
 /// A simulated network of masters.

@@ -1,6 +1,6 @@
-//! ACL users and Unix sockets: the minimal ACL rule of the README is enough for every lock
-//! primitive, wake-ups and fencing; a user lacking a command or key the client needs fails the
-//! build with a typed error naming the master and the permission; credentials come from the
+//! ACL users and Unix sockets: the minimal ACL rule of `docs/production.md` is enough for every
+//! lock primitive, wake-ups and fencing; a user lacking a command or key the client needs fails
+//! the build with a typed error naming the master and the permission; credentials come from the
 //! URL or the builder; masters on Unix sockets form a quorum.
 
 mod support;
@@ -17,7 +17,7 @@ const PASSWORD: &str = "s3cret-pw";
 /// logging in: a client that ignored its credentials would fail.
 const ADMIN_PASSWORD: &str = "admin-pw";
 
-/// The rule the README gives for a lock user (default key prefix), after `ACL SETUSER <user>`.
+/// The rule the guide (`docs/production.md`) gives for a lock user (default key prefix), after `ACL SETUSER <user>`.
 const LOCK_USER_RULE: &str = "reset on ~redquorum:* resetchannels &redquorum:released:* \
     -@all +ping +info +mget +script|load +evalsha +eval +publish +subscribe +unsubscribe \
     +get +set +del +exists +incr +pexpire +pttl +time +hget +hset +hdel +hexists +hgetall +hlen +hmget +hincrby +type \
@@ -190,7 +190,7 @@ async fn unix_socket_masters_form_a_quorum() -> anyhow::Result<()> {
 }
 
 /// The cache over its own TLS nodes, logged in as a user with the lock rule plus the cache's
-/// `MULTI`/`EXEC` (the README's cache rule): every write is confirmed and read back. A missing
+/// `MULTI`/`EXEC` (the guide's cache rule): every write is confirmed and read back. A missing
 /// permission would show as dropped writes and misses, which the assertions catch.
 #[cfg(feature = "tls")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

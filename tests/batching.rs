@@ -20,7 +20,7 @@ async fn client(cluster: &Cluster) -> Redlock {
         .unwrap_or_else(|e| panic!("build failed: {e}\n{}", cluster.logs()))
 }
 use testcluster::Cluster;
-use testcluster::checker::{Checker, Holding};
+use testcluster::checker::Checker;
 use tokio::time::Instant;
 
 const TTL: Duration = Duration::from_secs(30);
@@ -197,7 +197,7 @@ async fn no_key_is_left_behind_while_scripts_are_flushed_under_batching() -> any
     let cluster = Cluster::start(5)?;
     // A generous per-master timeout: a release sent alone whose caller stops waiting before
     // its NOSCRIPT answer is not re-sent as EVAL (a known gap, not batching's: see the
-    // README); this test is about batches meeting a flushed cache, not about timeouts.
+    // README's non-guarantees); this test is about batches meeting a flushed cache, not about timeouts.
     let redlock = support::builder(&cluster)
         .batching(true)
         .master_timeout(Duration::from_secs(1))
@@ -269,14 +269,10 @@ async fn mutual_exclusion_holds_under_batching() -> anyhow::Result<()> {
                     let acquired_at = Instant::now();
                     held += 1;
                     tokio::time::sleep(Duration::from_millis(1)).await;
-                    checker.record(Holding {
-                        client: id * 100 + t,
-                        resource: resource.clone(),
-                        acquired_at: acquired_at.into_std(),
-                        valid_until: lock.valid_until().into_std(),
-                        released_at: Some(Instant::now().into_std()),
-                        fencing_token: lock.fencing_token(),
-                    });
+                    checker.record(
+                        support::holding_of(id * 100 + t, &resource, &lock, acquired_at)
+                            .released(Instant::now().into_std()),
+                    );
                     let _ = lock.release().await;
                 }
                 held

@@ -61,14 +61,13 @@ impl Process {
 /// A leadership as the checker sees it: from campaign's return to resign (or crash), valid
 /// until its last extension's deadline.
 fn holding(client: usize, leadership: &Leadership, acquired_at: Instant) -> Holding {
-    Holding {
+    Holding::new(
         client,
-        resource: leadership.election().to_owned(),
-        acquired_at: acquired_at.into_std(),
-        valid_until: (Instant::now() + leadership.remaining()).into_std(),
-        released_at: None,
-        fencing_token: Some(leadership.term()),
-    }
+        leadership.election(),
+        acquired_at.into_std(),
+        (Instant::now() + leadership.remaining()).into_std(),
+        Some(leadership.term()),
+    )
 }
 
 /// Candidates in their own runtimes campaign, lead for a random while, then resign or crash
@@ -467,11 +466,7 @@ async fn observe_is_woken_by_a_resignation() {
 async fn leadership_signals_jeopardy_lost_and_cap() {
     let cluster = Cluster::start(5).expect("cluster");
     let ttl = Duration::from_secs(2);
-    let redlock = builder(&cluster)
-        .master_timeout(ttl / 10)
-        .build()
-        .await
-        .unwrap();
+    let redlock = support::client_with_slow_renewals(&cluster, ttl).await;
     let leadership = redlock
         .election("signals")
         .ttl(ttl)
@@ -534,11 +529,7 @@ async fn the_cap_counts_from_the_win() {
         .build()
         .expect("cluster");
     let ttl = Duration::from_secs(4);
-    let redlock = builder(&cluster)
-        .master_timeout(ttl / 10)
-        .build()
-        .await
-        .unwrap();
+    let redlock = support::client_with_slow_renewals(&cluster, ttl).await;
     let one_way = Duration::from_millis(100);
     for i in 0..5 {
         cluster.set_latency(i, one_way).unwrap();

@@ -151,11 +151,7 @@ async fn an_address_taken_over_by_a_stale_server_is_sealed_before_it_votes() -> 
     let last = take_tokens(&a, 4).await?;
     cluster.heal(3)?;
     cluster.heal(4)?;
-    let to = standby
-        .direct_url(0)
-        .trim_start_matches("redis://")
-        .parse()?;
-    cluster.redirect(2, to)?;
+    support::take_over(&cluster, 2, &standby)?;
     cluster.cut_off(0, Cut::BlackHole)?;
     cluster.cut_off(1, Cut::BlackHole)?;
     let b = support::client(&cluster).await;
@@ -205,7 +201,7 @@ async fn a_new_namespace_needs_every_master_once() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The exact token claim (README, "Fencing tokens"): a grant whose round started after another
+/// The exact token claim (README, "Fencing tokens increase"): a grant whose round started after another
 /// grant completed (of any resource) gets a larger token. Grants whose rounds overlap are not
 /// ordered by the proof: concurrent grants of different resources may share a token, and a
 /// waiter's round already in flight when the previous holder's grant completed is not ordered

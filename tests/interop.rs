@@ -10,7 +10,7 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redquorum::invalid::{ArgumentReason, ConfigReason};
 use redquorum::{Error, Redlock};
-use support::{counters_everywhere, direct, values_everywhere};
+use support::{counters_everywhere, direct, peer_set, values_everywhere};
 use testcluster::Cluster;
 
 const TTL: Duration = Duration::from_secs(10);
@@ -46,17 +46,7 @@ impl PeerLock {
     async fn acquire_on(&self, cluster: &Cluster, masters: &[usize], ttl: Duration) -> usize {
         let mut granted = 0;
         for &i in masters {
-            let mut c = direct(cluster, i).await;
-            let ok: Option<String> = redis::cmd("SET")
-                .arg(&self.key)
-                .arg(&self.value)
-                .arg("NX")
-                .arg("PX")
-                .arg(ttl.as_millis() as u64)
-                .query_async(&mut c)
-                .await
-                .unwrap();
-            granted += usize::from(ok.is_some());
+            granted += usize::from(peer_set(cluster, i, &self.key, &self.value, ttl).await);
         }
         granted
     }

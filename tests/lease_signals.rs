@@ -24,11 +24,7 @@ async fn jeopardy_then_lost_by_the_deadline_while_renewals_hang() {
     let cluster = Cluster::start(5).expect("cluster");
     // The largest timeout the TTL allows: renewals hang as long as they can.
     let ttl = Duration::from_secs(2);
-    let redlock = builder(&cluster)
-        .master_timeout(ttl / 10)
-        .build()
-        .await
-        .unwrap();
+    let redlock = support::client_with_slow_renewals(&cluster, ttl).await;
     let mut late = Vec::new();
     let mut tasks = Vec::new();
     for i in 0..6u64 {
@@ -253,7 +249,7 @@ async fn the_first_renewal_comes_in_time_for_the_guards_validity() {
 
 /// Three of five masters answer every renewal after the per-master timeout, but the renewals
 /// land: the key stays on all five masters, so the lease is held and `lost` must not fire (the
-/// README's "no `lost` while a quorum holds"). A renewal's late replies count while the
+/// guide's "no `lost` while a quorum holds", `docs/coordination.md`). A renewal's late replies count while the
 /// validity lasts: each proves the key was still this owner's and is extended from no earlier
 /// than the renewal's start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

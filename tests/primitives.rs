@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use redquorum::invalid::ArgumentReason;
 use redquorum::{Error, LockGuard, Redlock};
-use support::{builder, client, direct, lock_key, values_everywhere};
+use support::{builder, client, direct, holding_of, lock_key, values_everywhere};
 use testcluster::checker::{Checker, Holding};
 use testcluster::{Cluster, DataOnRestart};
 use tokio::time::Instant;
@@ -44,17 +44,6 @@ async fn on<T: redis::FromRedisValue>(cluster: &Cluster, i: usize, cmd: &mut red
 async fn master_now_ms(cluster: &Cluster, i: usize) -> u64 {
     let (secs, micros): (u64, u64) = on(cluster, i, &mut redis::cmd("TIME")).await;
     secs * 1000 + micros / 1000
-}
-
-fn holding(client: usize, resource: &str, lock: &LockGuard, acquired_at: Instant) -> Holding {
-    Holding {
-        client,
-        resource: resource.to_owned(),
-        acquired_at: acquired_at.into_std(),
-        valid_until: lock.valid_until().into_std(),
-        released_at: Some(Instant::now().into_std()),
-        fencing_token: lock.fencing_token(),
-    }
 }
 
 /// The largest number of holdings of `resource` whose windows are open at one instant.
@@ -198,7 +187,8 @@ async fn multi_locks_in_any_order_never_deadlock_or_overlap() -> anyhow::Result<
                 let t = Instant::now();
                 tokio::time::sleep(Duration::from_millis(3)).await;
                 for name in &set {
-                    checker.record(holding(id, name, &lock, t));
+                    checker
+                        .record(holding_of(id, name, &lock, t).released(Instant::now().into_std()));
                 }
                 lock.release().await?;
                 done += 1;
@@ -580,7 +570,9 @@ async fn rw_lock_writers_do_not_starve_and_never_overlap_anyone() -> anyhow::Res
                 let hold = if is_writer { 5 } else { 40 };
                 tokio::time::sleep(Duration::from_millis(hold)).await;
                 let client = if is_writer { WRITER + id } else { id };
-                checker.record(holding(client, "hot", &lock, acquired));
+                checker.record(
+                    holding_of(client, "hot", &lock, acquired).released(Instant::now().into_std()),
+                );
                 lock.release().await?;
                 if is_writer {
                     // Gaps without a writer, so that readers are served too.
@@ -804,7 +796,10 @@ async fn workload(
                         let acquired = Instant::now();
                         tokio::time::sleep(Duration::from_millis(3)).await;
                         for r in resources {
-                            checker.record(holding(who, r, &guards[0], acquired));
+                            checker.record(
+                                holding_of(who, r, &guards[0], acquired)
+                                    .released(Instant::now().into_std()),
+                            );
                         }
                         while let Some(g) = guards.pop() {
                             let _ = g.release().await;

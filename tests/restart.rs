@@ -7,22 +7,10 @@ mod support;
 use std::time::Duration;
 
 use redquorum::{LockGuard, Redlock};
-use support::builder;
-use testcluster::checker::{Checker, Holding};
+use support::{builder, holding};
+use testcluster::checker::Checker;
 use testcluster::{Cluster, Cut, DataOnRestart};
 use tokio::time::Instant;
-
-fn holding(client: usize, lock: &LockGuard) -> Holding {
-    let now = Instant::now();
-    Holding {
-        client,
-        resource: lock.resource().to_owned(),
-        acquired_at: now.into_std(),
-        valid_until: lock.valid_until().into_std(),
-        released_at: None,
-        fencing_token: lock.fencing_token(),
-    }
-}
 
 /// A holds the lock on masters 0, 1, 2 only (3 and 4 were down). Master 2 then restarts
 /// without its data, so only 0 and 1 still hold A's key, and masters 2, 3, 4 form a majority
@@ -44,13 +32,13 @@ async fn restart_without_data_and_no_protection_allows_an_overlap_that_is_report
     let checker = Checker::new();
     let a = support::client(&cluster).await;
     let lock_a = lock_held_on_exactly_0_1_2(&cluster, &a).await?;
-    checker.record(holding(1, &lock_a));
+    checker.record(holding(1, &lock_a, Instant::now()));
     let b = builder(&cluster).build().await?;
     let lock_b = b
         .acquire_with_wait("precious", Duration::from_secs(10), Duration::from_secs(3))
         .await
         .expect("without protection the second client gets the lock");
-    checker.record(holding(2, &lock_b));
+    checker.record(holding(2, &lock_b, Instant::now()));
     let overlaps = checker.overlaps();
     assert_eq!(overlaps.len(), 1, "{overlaps:?}");
     println!("reported: {}", overlaps[0]);
@@ -73,30 +61,11 @@ async fn restart_quarantine_prevents_the_overlap() -> anyhow::Result<()> {
     // Let the masters' uptime pass the quarantine so the first lock can be had at all.
     tokio::time::sleep(quarantine + Duration::from_millis(1100)).await;
     let checker = Checker::new();
-    let a = builder(&cluster)
-        .restart_quarantine(quarantine)
-        .build()
-        .await?;
+    let a = quarantined(&cluster, quarantine).await?;
     let lock_a = lock_held_on_exactly_0_1_2(&cluster, &a).await?;
-    checker.record(holding(1, &lock_a));
-    let b = builder(&cluster)
-        .restart_quarantine(quarantine)
-        .build()
-        .await?;
-    let attempt = b
-        .acquire_with_wait("precious", Duration::from_secs(10), Duration::from_secs(1))
-        .await;
-    if let Ok(lock_b) = &attempt {
-        checker.record(holding(2, lock_b));
-    }
-    assert!(checker.overlaps().is_empty(), "{:?}", checker.overlaps());
-    let err = attempt.expect_err("the restarted masters must not vote yet");
-    let replies = err.replies().expect("replies");
-    assert_eq!(
-        replies.as_slice()[2],
-        redquorum::MasterReply::Quarantined,
-        "{err}"
-    );
+    checker.record(holding(1, &lock_a, Instant::now()));
+    let b = quarantined(&cluster, quarantine).await?;
+    b_is_refused_by_the_quarantine(&b, &checker, "the restarted masters").await;
     // Once the quarantine has passed (A's lock expired by then too), B gets the lock.
     drop(lock_a);
     tokio::time::sleep(quarantine).await;
@@ -231,21 +200,31 @@ struct Takeover {
 }
 
 /// B tries for a second: it must not get the lock A holds (the checker sees no overlap), and
-/// master 2 (the replacement) must be what stopped it: quarantined.
-async fn b_is_refused_by_the_quarantine(b: &Redlock, checker: &Checker) {
+/// master 2 (restarted, or the replacement: `who`) must be what stopped it: quarantined.
+async fn b_is_refused_by_the_quarantine(b: &Redlock, checker: &Checker, who: &str) {
     let attempt = b
         .acquire_with_wait("precious", Duration::from_secs(10), Duration::from_secs(1))
         .await;
     if let Ok(lock_b) = &attempt {
-        checker.record(holding(2, lock_b));
+        checker.record(holding(2, lock_b, Instant::now()));
     }
     assert!(checker.overlaps().is_empty(), "{:?}", checker.overlaps());
-    let err = attempt.expect_err("the replacement must not vote yet");
+    let Err(err) = attempt else {
+        panic!("{who} must not vote yet")
+    };
     assert_eq!(
         err.replies().expect("replies").as_slice()[2],
         redquorum::MasterReply::Quarantined,
         "{err}"
     );
+}
+
+/// A client that does not count a master's votes for `quarantine` after it (re)started.
+async fn quarantined(cluster: &Cluster, quarantine: Duration) -> redquorum::Result<Redlock> {
+    builder(cluster)
+        .restart_quarantine(quarantine)
+        .build()
+        .await
 }
 
 async fn takeover_of_master_2() -> anyhow::Result<Takeover> {
@@ -254,25 +233,15 @@ async fn takeover_of_master_2() -> anyhow::Result<Takeover> {
     let quarantine = Duration::from_secs(3);
     tokio::time::sleep(quarantine + Duration::from_millis(1100)).await;
     let checker = Checker::new();
-    let b = builder(&cluster)
-        .restart_quarantine(quarantine)
-        .build()
-        .await?;
-    let a = builder(&cluster)
-        .restart_quarantine(quarantine)
-        .build()
-        .await?;
+    let b = quarantined(&cluster, quarantine).await?;
+    let a = quarantined(&cluster, quarantine).await?;
     cluster.cut_off(3, Cut::BlackHole)?;
     cluster.cut_off(4, Cut::BlackHole)?;
     let lock_a = a.acquire("precious", Duration::from_secs(10)).await?;
-    checker.record(holding(1, &lock_a));
+    checker.record(holding(1, &lock_a, Instant::now()));
     cluster.heal(3)?;
     cluster.heal(4)?;
-    let to = standby
-        .direct_url(0)
-        .trim_start_matches("redis://")
-        .parse()?;
-    cluster.redirect(2, to)?;
+    support::take_over(&cluster, 2, &standby)?;
     Ok(Takeover {
         cluster,
         _standby: standby,
@@ -299,7 +268,7 @@ async fn a_replacement_with_a_long_uptime_is_quarantined_from_when_it_is_seen() 
         b,
         _lock_a,
     } = takeover_of_master_2().await?;
-    b_is_refused_by_the_quarantine(&b, &checker).await;
+    b_is_refused_by_the_quarantine(&b, &checker, "the replacement").await;
     Ok(())
 }
 
@@ -335,6 +304,6 @@ async fn a_replacement_stays_quarantined_across_reconnects() -> anyhow::Result<(
     cluster.cut_off(2, Cut::Reset)?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     cluster.heal(2)?;
-    b_is_refused_by_the_quarantine(&b, &checker).await;
+    b_is_refused_by_the_quarantine(&b, &checker, "the replacement").await;
     Ok(())
 }

@@ -14,8 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rand::Rng;
-use redquorum::{LockGuard, Redlock};
-use testcluster::checker::{Checker, FencedStore, Holding};
+use redquorum::Redlock;
+use support::holding;
+use testcluster::checker::{Checker, FencedStore, Overlap};
 use testcluster::{Backend, Cluster, Cut, DataOnRestart};
 use tokio::time::Instant;
 
@@ -34,17 +35,6 @@ fn start(faketime: bool) -> Cluster {
         .faketime(faketime)
         .build()
         .expect("starting the cluster")
-}
-
-fn holding(client: usize, lock: &LockGuard, acquired_at: Instant) -> Holding {
-    Holding {
-        client,
-        resource: lock.resource().to_owned(),
-        acquired_at: acquired_at.into_std(),
-        valid_until: lock.valid_until().into_std(),
-        released_at: None,
-        fencing_token: lock.fencing_token(),
-    }
 }
 
 /// What a load run saw.
@@ -111,9 +101,9 @@ async fn run_clients(
                         let token = lock.fencing_token().expect("fencing on");
                         store.write(&checker, id, &resource, token);
                         tokio::time::sleep(Duration::from_millis(2)).await;
-                        let mut h = holding(id, &lock, acquired_at);
-                        h.released_at = Some(Instant::now().into_std());
-                        checker.record(h);
+                        checker.record(
+                            holding(id, &lock, acquired_at).released(Instant::now().into_std()),
+                        );
                         let _ = lock.release().await;
                     }
                     Err(_) => {
@@ -283,15 +273,7 @@ async fn paused_holder_is_seen_by_the_checker_and_stopped_by_fencing() {
     checker.record(believed);
     checker.record(holding(2, &lock_b, t_b));
     let overlaps = checker.overlaps();
-    println!(
-        "paused holder: {} overlap(s) seen ({}), stale write {}",
-        overlaps.len(),
-        overlaps
-            .first()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
-        if a_wrote { "ACCEPTED" } else { "rejected" }
-    );
+    report("paused holder", &overlaps, a_wrote);
     assert_eq!(overlaps.len(), 1, "the checker must see the pause overlap");
     assert!(
         !a_wrote,
@@ -301,6 +283,23 @@ async fn paused_holder_is_seen_by_the_checker_and_stopped_by_fencing() {
     // What the library told A: its validity had ended before B acquired. No overlap there.
     assert!(!lock_a.is_valid());
     assert!(lock_a.valid_until() <= t_b);
+}
+
+/// Prints what a scenario with a stale holder saw: the overlaps, and whether its write got in.
+fn report(scenario: &str, overlaps: &[Overlap], stale_write_accepted: bool) {
+    println!(
+        "{scenario}: {} overlap(s) seen ({}), stale write {}",
+        overlaps.len(),
+        overlaps
+            .first()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        if stale_write_accepted {
+            "ACCEPTED"
+        } else {
+            "rejected"
+        }
+    );
 }
 
 /// One master's clock jumps forward past the TTL: it expires the lock early, a second client
@@ -337,14 +336,10 @@ async fn clock_jump_overlap_is_reported_and_fencing_stops_the_stale_write() {
     );
     assert!(store.write(&checker, 2, "ledger", token_b));
     let a_wrote = store.write(&checker, 1, "ledger", token_a);
-    println!(
-        "clock jump: {} overlap(s) ({}), tokens A {token_a} B {token_b}, stale write {}",
-        overlaps.len(),
-        overlaps
-            .first()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
-        if a_wrote { "ACCEPTED" } else { "rejected" }
+    report(
+        &format!("clock jump, tokens A {token_a} B {token_b}"),
+        &overlaps,
+        a_wrote,
     );
     assert_eq!(overlaps.len(), 1, "the checker must report the overlap");
     assert!(!a_wrote, "fencing must stop A's stale write");

@@ -36,6 +36,19 @@ async fn info_field(cluster: &Cluster, i: usize, section: &str, name: &str) -> S
         .to_owned()
 }
 
+/// A build that refuses evicting masters fails, naming master 0.
+async fn assert_refuses_master_0(builder: redquorum::Builder) {
+    let err = builder
+        .refuse_evicting_masters(true)
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::EvictingMaster { index: 0, .. }),
+        "{err}"
+    );
+}
+
 fn settings(report: &MastersReport, i: usize) -> &redquorum::MasterSettings {
     report.masters[i]
         .settings
@@ -88,10 +101,7 @@ async fn build_warns_about_eviction_and_missing_persistence() -> anyhow::Result<
     config_set(&cluster, 1, "maxmemory-policy", "volatile-lru").await;
     config_set(&cluster, 2, "appendonly", "no").await;
 
-    let (logs, capture) = support::capture_logs();
-    let redlock = support::client(&cluster).await;
-    let text = logs.lock().unwrap().clone();
-    drop(capture);
+    let (redlock, text) = support::logged(support::client(&cluster)).await;
     let evicting: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("volatile-lru"))
@@ -116,13 +126,9 @@ async fn build_warns_about_eviction_and_missing_persistence() -> anyhow::Result<
         "{table}"
     );
 
-    let (logs, capture) = support::capture_logs();
-    let quarantined = support::builder(&cluster)
-        .restart_quarantine(Duration::from_secs(1))
-        .build()
-        .await?;
-    let text = logs.lock().unwrap().clone();
-    drop(capture);
+    let quarantined = support::builder(&cluster).restart_quarantine(Duration::from_secs(1));
+    let (quarantined, text) = support::logged(quarantined.build()).await;
+    let quarantined = quarantined?;
     assert!(!text.contains("no append-only file"), "{text}");
     assert!(text.contains("volatile-lru"), "{text}");
     assert!(
@@ -179,11 +185,7 @@ async fn without_config_permission_info_is_the_fallback() -> anyhow::Result<()> 
         .iter()
         .map(|u| u.replace("redis://", "redis://locker:pw@"))
         .collect();
-    let builder = || {
-        redquorum::Redlock::builder()
-            .masters(urls.clone())
-            .master_timeout(support::TEST_MASTER_TIMEOUT)
-    };
+    let builder = || support::builder_for(urls.clone());
     let redlock = builder().build().await?;
     let report = redlock.masters_report().await;
     for i in 0..3 {
@@ -202,15 +204,7 @@ async fn without_config_permission_info_is_the_fallback() -> anyhow::Result<()> 
         Some("noeviction")
     );
     assert!(!report.to_string().contains(":pw@"), "{report}");
-    let err = builder()
-        .refuse_evicting_masters(true)
-        .build()
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, Error::EvictingMaster { index: 0, .. }),
-        "{err}"
-    );
+    assert_refuses_master_0(builder()).await;
     Ok(())
 }
 
@@ -220,13 +214,9 @@ async fn without_config_permission_info_is_the_fallback() -> anyhow::Result<()> 
 async fn a_master_down_at_build_is_reported_not_checked() -> anyhow::Result<()> {
     let cluster = Cluster::start(3)?;
     cluster.kill(2)?;
-    let (logs, capture) = support::capture_logs();
-    let redlock = support::builder(&cluster)
-        .refuse_evicting_masters(true)
-        .build()
-        .await?;
-    let text = logs.lock().unwrap().clone();
-    drop(capture);
+    let refusing = support::builder(&cluster).refuse_evicting_masters(true);
+    let (redlock, text) = support::logged(refusing.build()).await;
+    let redlock = redlock?;
     let report = redlock.masters_report().await;
     assert!(report.masters[2].settings.is_err(), "{report}");
     assert!(report.masters[0].settings.is_ok(), "{report}");
@@ -312,25 +302,13 @@ async fn renamed_config_falls_back_to_info() -> anyhow::Result<()> {
         "--maxmemory-policy",
         "allkeys-lfu",
     ])?;
-    let builder = || {
-        redquorum::Redlock::builder()
-            .masters([server.url()])
-            .master_timeout(support::TEST_MASTER_TIMEOUT)
-    };
+    let builder = || support::builder_for([server.url()]);
     let report = builder().build().await?.masters_report().await;
     let s = settings(&report, 0);
     assert!(!s.config_readable, "{report}");
     assert_eq!(s.maxmemory_policy.as_deref(), Some("allkeys-lfu"));
     assert_eq!(s.aof_enabled, Some(false));
     assert_eq!(s.appendfsync, None);
-    let err = builder()
-        .refuse_evicting_masters(true)
-        .build()
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, Error::EvictingMaster { index: 0, .. }),
-        "{err}"
-    );
+    assert_refuses_master_0(builder()).await;
     Ok(())
 }

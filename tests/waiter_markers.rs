@@ -24,17 +24,8 @@ fn polling_every(cluster: &Cluster, delay: Duration) -> redquorum::Builder {
 /// Writes `key = value` with a TTL on every master, as a peer's `SET key value NX PX` would.
 async fn peer_sets(cluster: &Cluster, key: &str, value: &str, ttl: Duration) {
     for i in 0..cluster.len() {
-        let mut c = support::direct(cluster, i).await;
-        let set: Option<String> = redis::cmd("SET")
-            .arg(key)
-            .arg(value)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl.as_millis() as u64)
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        assert_eq!(set.as_deref(), Some("OK"), "peer's SET on master {i}");
+        let set = support::peer_set(cluster, i, key, value, ttl).await;
+        assert!(set, "peer's SET on master {i}");
     }
 }
 

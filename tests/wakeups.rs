@@ -6,6 +6,7 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use redquorum::LockGuard;
 use testcluster::Cluster;
 use tokio::time::Instant;
 
@@ -21,6 +22,25 @@ fn polling_every(cluster: &Cluster, delay: Duration) -> redquorum::Builder {
         .retry_jitter(Duration::ZERO)
 }
 
+/// What a spawned waiter got, and when.
+type Waiting = tokio::task::JoinHandle<(redquorum::Result<LockGuard>, Instant)>;
+
+/// Lets `waiting` settle for `settle`, releases `guard`, and returns the waiter's lock and how
+/// long after the release it got it.
+async fn release_to(
+    cluster: &Cluster,
+    guard: LockGuard,
+    waiting: Waiting,
+    settle: Duration,
+) -> anyhow::Result<(LockGuard, Duration)> {
+    tokio::time::sleep(settle).await;
+    let released_at = Instant::now();
+    assert!(guard.release().await?, "release must succeed");
+    let (got, acquired_at) = waiting.await?;
+    let got = got.unwrap_or_else(|e| panic!("waiter failed: {e}\n{}", cluster.logs()));
+    Ok((got, acquired_at - released_at))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn waiter_in_another_client_is_woken_by_the_release() -> anyhow::Result<()> {
     let cluster = Cluster::start(5)?;
@@ -32,12 +52,7 @@ async fn waiter_in_another_client_is_woken_by_the_release() -> anyhow::Result<()
         (got, Instant::now())
     });
     // Let the waiter fail its rounds, subscribe and settle into its (long) retry delay.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let released_at = Instant::now();
-    assert!(guard.release().await?, "release must succeed");
-    let (got, acquired_at) = waiting.await?;
-    let got = got.unwrap_or_else(|e| panic!("waiter failed: {e}\n{}", cluster.logs()));
-    let handoff = acquired_at - released_at;
+    let (got, handoff) = release_to(&cluster, guard, waiting, Duration::from_millis(500)).await?;
     assert!(
         handoff < Duration::from_secs(1),
         "the waiter took {handoff:?} after the release: it was not woken (retry delay {SLOW_RETRY:?})"
@@ -230,12 +245,8 @@ async fn a_short_ttl_waiter_on_a_long_held_lock_is_woken() -> anyhow::Result<()>
         (got, Instant::now())
     });
     // Twice the waiter's TTL: a marker that lived for SHORT_TTL has expired by now.
-    tokio::time::sleep(SHORT_TTL * 2 + Duration::from_millis(500)).await;
-    let released_at = Instant::now();
-    assert!(guard.release().await?, "release must succeed");
-    let (got, acquired_at) = waiting.await?;
-    let got = got.unwrap_or_else(|e| panic!("waiter failed: {e}\n{}", cluster.logs()));
-    let handoff = acquired_at - released_at;
+    let settle = SHORT_TTL * 2 + Duration::from_millis(500);
+    let (got, handoff) = release_to(&cluster, guard, waiting, settle).await?;
     assert!(
         handoff < Duration::from_secs(3),
         "the waiter took {handoff:?} after the release: it was not woken (retry delay \
@@ -261,12 +272,7 @@ async fn a_waiter_with_lock_options_is_woken() -> anyhow::Result<()> {
         let got = waiter.acquire_with_options("options-held", &options).await;
         (got, Instant::now())
     });
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let released_at = Instant::now();
-    assert!(guard.release().await?, "release must succeed");
-    let (got, acquired_at) = waiting.await?;
-    let got = got.unwrap_or_else(|e| panic!("waiter failed: {e}\n{}", cluster.logs()));
-    let handoff = acquired_at - released_at;
+    let (got, handoff) = release_to(&cluster, guard, waiting, Duration::from_millis(800)).await?;
     assert!(
         handoff < Duration::from_secs(3),
         "the options waiter took {handoff:?} after the release: not woken (retry delay \

@@ -7,7 +7,7 @@
 //! which kills its whole process group. What can still escape: a process that leaves the
 //! group (`setsid`, `setpgid`, a daemon that double-forks into a new session), and anything
 //! started elsewhere on the command's behalf (a systemd unit, a job in a queue, a remote
-//! shell). See the README's CLI section.
+//! shell). See the guide's `docs/cli.md`.
 
 use std::ffi::OsString;
 use std::io;

@@ -1,7 +1,7 @@
 //! `redquorum`: run commands under a Redlock held over a quorum of Redis masters, and look at
 //! locks. One file per subcommand; adding one is a variant here and a module.
 //!
-//! Exit codes: see `exit.rs` (and the README's CLI section).
+//! Exit codes: see `exit.rs` (and the guide's `docs/cli.md`).
 
 // `eprintln!` and `println!` panic when the stream is closed (EPIPE); a panic while a command
 // runs would end `redquorum` without giving the lock back (the guard then kills the command,

@@ -8,8 +8,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::{
-    group_alive, group_of, overlaps, redquorum, scratch, sections, stderr_of, unix_ms, wait_for,
-    wait_for_file,
+    assert_distinct_names_overlap, assert_stopped_when_deleted, exclusive_sections,
+    paused_majority, redquorum, scratch, stderr_of, wait_for, wait_for_file,
 };
 use testcluster::Cluster;
 
@@ -45,16 +45,14 @@ fn candidates_lead_one_at_a_time_and_hand_over_on_resign() -> anyhow::Result<()>
         .arg("0.3");
         children.push(cmd.spawn()?);
     }
-    for child in &mut children {
-        let status = wait_for(child, Duration::from_secs(120));
-        assert_eq!(status.code(), Some(0), "{}", stderr_of(child));
-    }
-    let found = sections(&std::fs::read_to_string(&log)?);
+    // Never two leaders, and terms strictly increase in the order the leaders ran.
+    let found = exclusive_sections(
+        &mut children,
+        Duration::from_secs(120),
+        &log,
+        "two leaders ran",
+    )?;
     assert_eq!(found.len(), CANDIDATES, "{found:?}");
-    assert_eq!(overlaps(&found), 0, "two leaders ran at once: {found:?}");
-    // Terms strictly increase in the order the leaders ran.
-    let terms: Vec<u64> = found.iter().map(|s| s.2.parse().unwrap()).collect();
-    assert!(terms.windows(2).all(|w| w[0] < w[1]), "{terms:?}");
     // Hand-over: from one command's end to the next one's start (both logged by the children,
     // so this includes the resignation, the wake-up, the campaign and starting `sh`).
     let gaps_ms: Vec<u128> = found
@@ -73,25 +71,13 @@ fn candidates_lead_one_at_a_time_and_hand_over_on_resign() -> anyhow::Result<()>
     );
 
     // The check can fail: the same children in distinct elections do run at once.
-    let log = dir.join("control");
-    let mut children = Vec::new();
-    for i in 0..4 {
-        let mut cmd = redquorum(&cluster, "elect");
-        cmd.args([&format!("own-{i}"), "--ttl", "10s", "--"])
-            .args(["sh", "-c", LOGGING_CHILD, "child"])
-            .arg(&log)
-            .arg("1.5");
-        children.push(cmd.spawn()?);
-    }
-    for child in &mut children {
-        wait_for(child, Duration::from_secs(60));
-    }
-    let found = sections(&std::fs::read_to_string(&log)?);
-    assert!(
-        overlaps(&found) > 0,
-        "control runs should overlap: {found:?}"
-    );
-    Ok(())
+    assert_distinct_names_overlap(
+        &cluster,
+        "elect",
+        "10s",
+        LOGGING_CHILD,
+        &dir.join("control"),
+    )
 }
 
 /// The worst case for a leader: a majority of masters paused while its command runs, and a
@@ -100,62 +86,9 @@ fn candidates_lead_one_at_a_time_and_hand_over_on_resign() -> anyhow::Result<()>
 #[test]
 fn a_paused_majority_stops_the_leaders_command_before_validity_ends() -> anyhow::Result<()> {
     let cluster = Cluster::start(5)?;
-    let dir = scratch("elect-paused");
-    let pidfile = dir.join("pid");
-    let ttl = Duration::from_secs(3);
-    let mut cmd = redquorum(&cluster, "elect");
-    cmd.args(["paused", "--ttl", "3s", "--grace", "300ms", "--"])
-        .args([
-            "sh",
-            "-c",
-            r#"trap "" TERM; echo $$ > "$1"; sleep 60"#,
-            "child",
-        ])
-        .arg(&pidfile);
-    let mut child = cmd.spawn()?;
-    let pgid = group_of(
-        wait_for_file(&pidfile, Duration::from_secs(30))
-            .trim()
-            .parse()?,
-    );
-    // Let a few extensions happen, then pause a majority.
-    std::thread::sleep(Duration::from_millis(1500));
-    let paused_at = unix_ms();
-    for i in 0..3 {
-        cluster.pause(i)?;
-    }
-    let watch_until = Instant::now() + Duration::from_secs(15);
-    while group_alive(pgid) && Instant::now() < watch_until {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let died_at = unix_ms();
-    let status = wait_for(&mut child, Duration::from_secs(15));
-    for i in 0..3 {
-        cluster.resume(i)?;
-    }
-    let stderr = stderr_of(&mut child);
-    assert_eq!(status.code(), Some(124), "{stderr}");
-    assert!(!group_alive(pgid), "the command's group outlived redquorum");
+    let run = paused_majority(&cluster, "elect")?;
+    let (stderr, died_at, deadline) = (&run.stderr, run.died_at, run.deadline);
     assert!(stderr.contains("leadership of \"paused\""), "{stderr}");
-    assert!(stderr.contains("late_ms=0"), "{stderr}");
-    let deadline: u128 = stderr
-        .split("deadline_unix_ms=")
-        .nth(1)
-        .and_then(|s| s.trim_end_matches([')', '\n']).parse().ok())
-        .unwrap_or_else(|| panic!("no deadline reported: {stderr}"));
-    // Independent of what redquorum says: every renewal that could have succeeded started
-    // before the pause, so no validity outlasts `paused_at + ttl`.
-    let bound = paused_at + ttl.as_millis();
-    assert!(
-        died_at < bound,
-        "died {} ms after the pause",
-        died_at - paused_at
-    );
-    assert!(
-        died_at < deadline,
-        "died {} ms after the deadline",
-        died_at - deadline
-    );
     // Nor much earlier: the command ignores SIGTERM, so it can only die of the SIGKILL, due
     // at the deadline less the kill margin (200 ms here); TERM was due 300 ms before that.
     // Stopping at a stale deadline (one not moved by the renewals) would be far earlier.
@@ -167,9 +100,9 @@ fn a_paused_majority_stops_the_leaders_command_before_validity_ends() -> anyhow:
     println!(
         "elect, paused majority: command gone {} ms after the pause, {} ms before redquorum's \
          validity deadline (as seen by the test), {} ms before pause + ttl; redquorum: {}",
-        died_at - paused_at,
+        died_at - run.paused_at,
         deadline - died_at,
-        bound - died_at,
+        run.bound - died_at,
         stderr.trim()
     );
     Ok(())
@@ -241,29 +174,7 @@ fn exit_codes_signals_and_a_deleted_leadership() -> anyhow::Result<()> {
 
     // Lost: the leadership vanishes from every master (an operator's DEL, data loss); the
     // next renewal finds it gone and the command is stopped at once, long before the TTL.
-    let mut victim = redquorum(&cluster, "elect")
-        .args(["victim", "--ttl", "1500ms", "--", "sh", "-c"])
-        .arg(r#"echo x > "$1"; sleep 60"#)
-        .arg("v")
-        .arg(dir.join("victim"))
-        .spawn()?;
-    wait_for_file(&dir.join("victim"), Duration::from_secs(30));
-    let deleted = Instant::now();
-    for i in 0..cluster.len() {
-        let mut c = redis::Client::open(cluster.direct_url(i))?.get_connection()?;
-        let _: () = redis::cmd("DEL")
-            .arg("redquorum:election:victim")
-            .query(&mut c)?;
-    }
-    let status = wait_for(&mut victim, Duration::from_secs(30));
-    let err = stderr_of(&mut victim);
-    assert_eq!(status.code(), Some(124), "{err}");
-    assert!(err.contains("was lost"), "{err}");
-    assert!(
-        deleted.elapsed() < Duration::from_millis(1500),
-        "{:?}",
-        deleted.elapsed()
-    );
+    assert_stopped_when_deleted(&cluster, "elect", "redquorum:election:victim", &dir)?;
 
     // Bad arguments are redquorum's own failure.
     assert_eq!(run(&["codes", "--ttl", "10ms", "--", "true"])?.0, Some(125));

@@ -8,8 +8,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use support::{
-    group_alive, group_of, overlaps, redquorum, scratch, sections, stderr_of, unix_ms, wait_for,
-    wait_for_file,
+    assert_distinct_names_overlap, assert_stopped_when_deleted, delete_everywhere,
+    exclusive_sections, group_alive, group_in, paused_majority, redquorum, scratch, stderr_of,
+    wait_for, wait_for_file,
 };
 use testcluster::Cluster;
 
@@ -32,38 +33,17 @@ fn concurrent_invocations_never_overlap() -> anyhow::Result<()> {
             .arg("0.15");
         children.push(cmd.spawn()?);
     }
-    for child in &mut children {
-        let status = wait_for(child, Duration::from_secs(90));
-        assert_eq!(status.code(), Some(0), "{}", stderr_of(child));
-    }
-    let found = sections(&std::fs::read_to_string(&log)?);
+    // No overlap, and fencing tokens increase in the order the sections ran.
+    let found = exclusive_sections(
+        &mut children,
+        Duration::from_secs(90),
+        &log,
+        "critical sections ran",
+    )?;
     assert_eq!(found.len(), RUNS, "{found:?}");
-    assert_eq!(overlaps(&found), 0, "critical sections overlap: {found:?}");
-    // Fencing tokens increase in the order the sections ran.
-    let tokens: Vec<u64> = found.iter().map(|s| s.2.parse().unwrap()).collect();
-    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "{tokens:?}");
 
     // The check can fail: the same children on distinct locks do overlap.
-    let log = dir.join("control");
-    let mut children = Vec::new();
-    for i in 0..4 {
-        let mut cmd = redquorum(&cluster, "lock");
-        // Long sections, so that staggered process starts on a loaded machine still overlap.
-        cmd.args([&format!("own-{i}"), "--ttl", "2s", "--"])
-            .args(["sh", "-c", LOGGING_CHILD, "child"])
-            .arg(&log)
-            .arg("1.5");
-        children.push(cmd.spawn()?);
-    }
-    for child in &mut children {
-        wait_for(child, Duration::from_secs(60));
-    }
-    let found = sections(&std::fs::read_to_string(&log)?);
-    assert!(
-        overlaps(&found) > 0,
-        "control runs should overlap: {found:?}"
-    );
-    Ok(())
+    assert_distinct_names_overlap(&cluster, "lock", "2s", LOGGING_CHILD, &dir.join("control"))
 }
 
 /// The worst case: a majority of masters paused (SIGSTOP) while the command runs, and a command
@@ -72,70 +52,14 @@ fn concurrent_invocations_never_overlap() -> anyhow::Result<()> {
 #[test]
 fn a_paused_majority_stops_the_command_before_validity_ends() -> anyhow::Result<()> {
     let cluster = Cluster::start(5)?;
-    let dir = scratch("paused");
-    let pidfile = dir.join("pid");
-    let ttl = Duration::from_secs(3);
-    let mut cmd = redquorum(&cluster, "lock");
-    cmd.args(["paused", "--ttl", "3s", "--grace", "300ms", "--"])
-        .args([
-            "sh",
-            "-c",
-            r#"trap "" TERM; echo $$ > "$1"; sleep 60"#,
-            "child",
-        ])
-        .arg(&pidfile);
-    let mut child = cmd.spawn()?;
-    let pgid = group_of(
-        wait_for_file(&pidfile, Duration::from_secs(30))
-            .trim()
-            .parse()?,
-    );
-    // Let a few extensions happen, then pause a majority.
-    std::thread::sleep(Duration::from_millis(1500));
-    let paused_at = unix_ms();
-    for i in 0..3 {
-        cluster.pause(i)?;
-    }
-    // Watch the command's process group die, on this process's own clock.
-    let watch_until = Instant::now() + Duration::from_secs(15);
-    while group_alive(pgid) && Instant::now() < watch_until {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let died_at = unix_ms();
-    let status = wait_for(&mut child, Duration::from_secs(15));
-    for i in 0..3 {
-        cluster.resume(i)?;
-    }
-    let stderr = stderr_of(&mut child);
-    println!("pause at {paused_at}, command gone at {died_at}; redquorum: {stderr}");
-    assert_eq!(status.code(), Some(124), "{stderr}");
-    assert!(!group_alive(pgid), "the command's group outlived redquorum");
-    let deadline: u128 = stderr
-        .split("deadline_unix_ms=")
-        .nth(1)
-        .and_then(|s| s.trim_end_matches([')', '\n']).parse().ok())
-        .unwrap_or_else(|| panic!("no deadline reported: {stderr}"));
-    assert!(stderr.contains("late_ms=0"), "{stderr}");
-    // Independent of what redquorum says: every extension that could have succeeded started
-    // before the pause, so no validity outlasts `paused_at + ttl`.
-    let bound = paused_at + ttl.as_millis();
-    assert!(
-        died_at < bound,
-        "died {} ms after the pause",
-        died_at - paused_at
-    );
-    assert!(
-        died_at < deadline,
-        "died {} ms after the deadline",
-        died_at - deadline
-    );
+    let run = paused_majority(&cluster, "lock")?;
     println!(
         "paused majority: command gone {} ms after the pause, {} ms before redquorum's validity \
          deadline (as seen by the test), {} ms before pause + ttl; redquorum: {}",
-        died_at - paused_at,
-        deadline - died_at,
-        bound - died_at,
-        stderr.trim()
+        run.died_at - run.paused_at,
+        run.deadline - run.died_at,
+        run.bound - run.died_at,
+        run.stderr.trim()
     );
     Ok(())
 }
@@ -189,38 +113,7 @@ fn exit_codes() -> anyhow::Result<()> {
 
     // Lost: the keys vanish from every master (as after an operator's DEL, or data loss); the
     // next extension finds them gone and the command is stopped at once, long before the TTL.
-    let mut victim = redquorum(&cluster, "lock")
-        .args([
-            "victim",
-            "--ttl",
-            "1500ms",
-            "--",
-            "sh",
-            "-c",
-            r#"echo x > "$1"; sleep 60"#,
-            "v",
-        ])
-        .arg(dir.join("victim"))
-        .spawn()?;
-    wait_for_file(&dir.join("victim"), Duration::from_secs(30));
-    let deleted = Instant::now();
-    for i in 0..cluster.len() {
-        let mut c = redis::Client::open(cluster.direct_url(i))?.get_connection()?;
-        let _: () = redis::cmd("DEL")
-            .arg("redquorum:lock:victim")
-            .query(&mut c)?;
-    }
-    let status = wait_for(&mut victim, Duration::from_secs(30));
-    let err = stderr_of(&mut victim);
-    assert_eq!(status.code(), Some(124), "{err}");
-    assert!(err.contains("was lost"), "{err}");
-    // One extension interval (ttl/3), a round and the stop: inside the TTL (1.5 s), with room
-    // for a loaded machine.
-    assert!(
-        deleted.elapsed() < Duration::from_millis(1500),
-        "{:?}",
-        deleted.elapsed()
-    );
+    assert_stopped_when_deleted(&cluster, "lock", "redquorum:lock:victim", &dir)?;
 
     // Lost again, with a command that obeys SIGTERM but left a child behind that ignores it:
     // that child must not outlive redquorum (it would keep working without the lock).
@@ -231,17 +124,8 @@ fn exit_codes() -> anyhow::Result<()> {
         .args(["v"])
         .arg(&pidfile)
         .spawn()?;
-    let pgid = group_of(
-        wait_for_file(&pidfile, Duration::from_secs(30))
-            .trim()
-            .parse()?,
-    );
-    for i in 0..cluster.len() {
-        let mut c = redis::Client::open(cluster.direct_url(i))?.get_connection()?;
-        let _: () = redis::cmd("DEL")
-            .arg("redquorum:lock:victim")
-            .query(&mut c)?;
-    }
+    let pgid = group_in(&pidfile);
+    delete_everywhere(&cluster, "redquorum:lock:victim")?;
     let status = wait_for(&mut victim, Duration::from_secs(30));
     assert_eq!(status.code(), Some(124), "{}", stderr_of(&mut victim));
     std::thread::sleep(Duration::from_millis(50));

@@ -6,10 +6,11 @@
 
 mod support;
 
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use support::{
-    group_alive, group_of, process_alive, redquorum, scratch, stderr_of, wait_for, wait_for_file,
+    group_alive, group_in, group_of, pid_in, process_alive, redquorum, scratch, stderr_of, wait_for,
 };
 use testcluster::Cluster;
 
@@ -54,11 +55,7 @@ fn every_signal_stops_the_command_before_the_lease_goes(subcommand: &str) -> any
             .args(["sh", "-c", SLOW_TO_DIE, "cmd"])
             .arg(&pidfile)
             .spawn()?;
-        let pgid = group_of(
-            wait_for_file(&pidfile, Duration::from_secs(30))
-                .trim()
-                .parse()?,
-        );
+        let pgid = group_in(&pidfile);
         assert_eq!(rival(&cluster, subcommand, &name)?, Some(75), "{signame}");
         kill(holder.id() as i32, signal);
         let until = Instant::now() + Duration::from_secs(8);
@@ -127,22 +124,8 @@ fn sigkill_takes_the_command_along(subcommand: &str) -> anyhow::Result<()> {
         .arg("cmd")
         .arg(&pidfile)
         .spawn()?;
-    let pgid = group_of(
-        wait_for_file(&pidfile, Duration::from_secs(30))
-            .trim()
-            .parse()?,
-    );
-    kill(holder.id() as i32, libc::SIGKILL);
-    let killed = Instant::now();
-    wait_for(&mut holder, Duration::from_secs(5));
-    while group_alive(pgid) && killed.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let gone_after = killed.elapsed();
-    let alive = group_alive(pgid);
-    if alive {
-        kill(-pgid, libc::SIGKILL);
-    }
+    let pgid = group_in(&pidfile);
+    let (gone_after, alive) = kill_9(&mut holder, pgid, || group_alive(pgid));
     assert!(
         !alive && gone_after < Duration::from_secs(1),
         "{subcommand}: the command's group outlived a kill -9 of redquorum by {gone_after:?} \
@@ -165,7 +148,7 @@ fn elect_sigkill_takes_the_command_along() -> anyhow::Result<()> {
 /// The guard (a second process that kills the command's group) killed first, then
 /// `redquorum`: the command itself still dies, by its parent-death signal (PR_SET_PDEATHSIG,
 /// set before exec). Its own child, which the parent-death signal does not reach, is the gap the
-/// README documents.
+/// guide (`docs/cli.md`) documents.
 #[cfg(target_os = "linux")]
 #[test]
 fn without_the_guard_the_parent_death_signal_still_ends_the_command() -> anyhow::Result<()> {
@@ -178,9 +161,7 @@ fn without_the_guard_the_parent_death_signal_still_ends_the_command() -> anyhow:
         .arg("cmd")
         .arg(&pidfile)
         .spawn()?;
-    let command: i32 = wait_for_file(&pidfile, Duration::from_secs(30))
-        .trim()
-        .parse()?;
+    let command = pid_in(&pidfile);
     let group = group_of(command);
     let guards = children_named(holder.id() as i32, "__guard");
     assert_eq!(guards.len(), 1, "one guard per command: {guards:?}");
@@ -191,22 +172,30 @@ fn without_the_guard_the_parent_death_signal_still_ends_the_command() -> anyhow:
         process_alive(command),
         "killing the guard must not stop the command"
     );
-    kill(holder.id() as i32, libc::SIGKILL);
-    let killed = Instant::now();
-    wait_for(&mut holder, Duration::from_secs(5));
-    while process_alive(command) && killed.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let gone_after = killed.elapsed();
-    let alive = process_alive(command);
-    if alive {
-        kill(-group, libc::SIGKILL);
-    }
+    let (gone_after, alive) = kill_9(&mut holder, group, || process_alive(command));
     assert!(
         !alive && gone_after < Duration::from_secs(1),
         "the command outlived redquorum by {gone_after:?} without its guard"
     );
     Ok(())
+}
+
+/// `kill -9` of `redquorum` (`holder`), then up to 5 s for `alive` to turn false: how long it
+/// took, and whether it was still alive then (its process `group` is then killed, so that no
+/// command outlives the test).
+fn kill_9(holder: &mut Child, group: i32, alive: impl Fn() -> bool) -> (Duration, bool) {
+    kill(holder.id() as i32, libc::SIGKILL);
+    let killed = Instant::now();
+    wait_for(holder, Duration::from_secs(5));
+    while alive() && killed.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let gone_after = killed.elapsed();
+    let still = alive();
+    if still {
+        kill(-group, libc::SIGKILL);
+    }
+    (gone_after, still)
 }
 
 /// Live children of `parent` whose command line contains `word`.
@@ -255,11 +244,7 @@ fn job_control_stops_leave_the_lock_held(subcommand: &str) -> anyhow::Result<()>
             ])
             .arg(&pidfile)
             .spawn()?;
-        let pgid = group_of(
-            wait_for_file(&pidfile, Duration::from_secs(30))
-                .trim()
-                .parse()?,
-        );
+        let pgid = group_in(&pidfile);
         kill(holder.id() as i32, signal);
         // Three TTLs: a stopped redquorum would have let the lock expire by then.
         let start = Instant::now();

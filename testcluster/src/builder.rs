@@ -6,12 +6,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::cluster::{Backend, Cluster, Node};
-use crate::docker;
 use crate::error::{Error, Result};
+use crate::host::engine;
 use crate::host::{AnyHost, Container, DockerHost, DockerNet, FIRST_START_ATTEMPTS, ProcessHost};
 use crate::ports;
-use crate::process::{self, Spec};
 use crate::proxy::FaultProxy;
+use crate::server::{self, Spec};
 use crate::tls::{TestPki, TlsMode, TlsSpec};
 
 /// Masters started by [`Cluster::builder`] unless told otherwise (the usual Redlock N).
@@ -169,7 +169,7 @@ impl ClusterBuilder {
                         lib.display()
                     )));
                 }
-                None if !process::clock_shim_available() => {
+                None if !server::clock_shim_available() => {
                     return Err(Error::Config(
                         "faketime(true) but this build has no clock shim (no C compiler at build time); set faketime_lib".into(),
                     ));
@@ -178,7 +178,7 @@ impl ClusterBuilder {
             }
         }
         let backend = match self.backend {
-            Backend::Auto if docker::engine_available(AUTO_DOCKER_PROBE) => Backend::Docker,
+            Backend::Auto if engine::engine_available(AUTO_DOCKER_PROBE) => Backend::Docker,
             Backend::Auto => Backend::Process,
             b => b,
         };
@@ -194,9 +194,9 @@ impl ClusterBuilder {
                 "the docker backend supports at most {MAX_DOCKER_MASTERS} masters"
             )));
         }
-        docker::ensure_image(&self.redis_server)?;
+        engine::ensure_image(&self.redis_server)?;
         static REAPED: std::sync::Once = std::sync::Once::new();
-        REAPED.call_once(docker::reap_stale);
+        REAPED.call_once(engine::reap_stale);
         let n = DIR_COUNTER.fetch_add(1, Ordering::Relaxed);
         let network = format!("testcluster-{}-{n}", std::process::id());
         // Detached (CLI) clusters outlive their creator, so must not look stale to reap_stale.
@@ -205,7 +205,7 @@ impl ClusterBuilder {
         } else {
             format!("testcluster.owner=pid-{}", std::process::id())
         };
-        let prefix = docker::create_network(&network, &owner)?;
+        let prefix = engine::create_network(&network, &owner)?;
         let net = DockerNet {
             network: network.clone(),
             via_ip: true,
@@ -302,7 +302,7 @@ impl ClusterBuilder {
         let faketime = self.faketime.then(|| {
             self.faketime_lib
                 .clone()
-                .unwrap_or_else(|| dir.join(process::CLOCK_SHIM_NAME))
+                .unwrap_or_else(|| dir.join(server::CLOCK_SHIM_NAME))
         });
         Ok(Spec {
             redis_server: self.redis_server.clone(),

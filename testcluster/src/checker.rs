@@ -30,6 +30,33 @@ pub struct Holding {
 }
 
 impl Holding {
+    /// A holding not released (yet): `client` held `resource` from `acquired_at` until
+    /// `valid_until`, with `fencing_token`.
+    pub fn new(
+        client: usize,
+        resource: impl Into<String>,
+        acquired_at: Instant,
+        valid_until: Instant,
+        fencing_token: Option<u64>,
+    ) -> Self {
+        Holding {
+            client,
+            resource: resource.into(),
+            acquired_at,
+            valid_until,
+            released_at: None,
+            fencing_token,
+        }
+    }
+
+    /// The same holding, released at `at`.
+    pub fn released(self, at: Instant) -> Self {
+        Holding {
+            released_at: Some(at),
+            ..self
+        }
+    }
+
     /// The end of the window in which this client could rightly act: its validity, or its
     /// release if earlier.
     pub fn window_end(&self) -> Instant {
@@ -213,14 +240,13 @@ mod tests {
     use super::*;
 
     fn holding(client: usize, start_ms: u64, end_ms: u64, token: u64, base: Instant) -> Holding {
-        Holding {
+        Holding::new(
             client,
-            resource: "r".into(),
-            acquired_at: base + Duration::from_millis(start_ms),
-            valid_until: base + Duration::from_millis(end_ms),
-            released_at: None,
-            fencing_token: Some(token),
-        }
+            "r",
+            base + Duration::from_millis(start_ms),
+            base + Duration::from_millis(end_ms),
+            Some(token),
+        )
     }
 
     #[test]
@@ -252,14 +278,13 @@ mod tests {
         let c = Checker::new();
         let store = FencedStore::new();
         let now = Instant::now();
-        c.record(Holding {
-            client: 1,
-            resource: "r".into(),
-            acquired_at: now,
-            valid_until: now + Duration::from_secs(60),
-            released_at: None,
-            fencing_token: Some(5),
-        });
+        c.record(Holding::new(
+            1,
+            "r",
+            now,
+            now + Duration::from_secs(60),
+            Some(5),
+        ));
         assert!(store.write(&c, 1, "r", 5));
         assert!(store.write(&c, 2, "r", 7)); // client 2 never recorded a holding: stale
         assert!(!store.write(&c, 1, "r", 5)); // lower than 7: rejected

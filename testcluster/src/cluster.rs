@@ -10,8 +10,8 @@ use crate::builder::ClusterBuilder;
 use crate::error::{Error, Result};
 use crate::host::{self, AnyHost, DockerNet, Host};
 use crate::ports;
-use crate::process::{self, Spec};
 use crate::proxy::{FaultProxy, Faults};
+use crate::server::{self, Spec};
 use crate::state::{MasterRecord, State};
 use crate::tls::TestPki;
 
@@ -227,7 +227,7 @@ impl Cluster {
         let tls = host.spec().tls?;
         let via_ip = self.network.as_ref().is_some_and(|n| n.via_ip);
         Some(match host.container() {
-            Some(c) if via_ip => format!("rediss://{}:{}", c.ip, crate::docker::TLS_PORT),
+            Some(c) if via_ip => format!("rediss://{}:{}", c.ip, crate::host::engine::TLS_PORT),
             _ => format!("rediss://127.0.0.1:{}", tls.port),
         })
     }
@@ -370,7 +370,7 @@ impl Cluster {
     pub fn set_clock_offset(&self, i: usize, offset_secs: i64) -> Result<()> {
         let node = self.node(i)?;
         self.require_faketime(node)?;
-        process::write_clock(&node.host().spec().clock_path(), offset_secs)
+        server::write_clock(&node.host().spec().clock_path(), offset_secs)
     }
 
     /// Master `i`'s current total clock offset in seconds.
@@ -380,7 +380,7 @@ impl Cluster {
     pub fn clock_offset(&self, i: usize) -> Result<i64> {
         let node = self.node(i)?;
         self.require_faketime(node)?;
-        Ok(process::read_clock(&node.host().spec().clock_path()))
+        Ok(server::read_clock(&node.host().spec().clock_path()))
     }
 
     fn require_faketime(&self, node: &Node) -> Result<()> {

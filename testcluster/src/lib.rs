@@ -66,20 +66,19 @@
 mod builder;
 pub mod checker;
 mod cluster;
-mod docker;
 mod error;
 mod host;
 mod ports;
-mod process;
 mod proxy;
 pub mod resp;
+mod server;
 mod state;
 mod tls;
 
 pub use builder::{ClusterBuilder, DEFAULT_MASTERS, DEFAULT_REDIS_SERVER};
 pub use cluster::{Backend, Cluster, Cut, DataOnRestart, Status};
-pub use docker::{IMAGE as DOCKER_IMAGE, engine_available as docker_available};
 pub use error::{Error, Result};
+pub use host::engine::{IMAGE as DOCKER_IMAGE, engine_available as docker_available};
 pub use proxy::{FaultProxy, Faults};
 pub use state::State;
 pub use tls::{TestPki, TlsMode};

@@ -6,18 +6,40 @@ pub mod exercise;
 
 use std::time::Duration;
 
-use redquorum::Redlock;
+use redquorum::{LockGuard, Redlock};
 use testcluster::Cluster;
+use testcluster::checker::Holding;
+use tokio::time::Instant;
 
 /// Per-master timeout for tests: still far below every TTL used, but generous enough that a
 /// healthy master on a busy 2-core machine running tests in parallel does not look dead.
 pub const TEST_MASTER_TIMEOUT: Duration = Duration::from_millis(100);
 
 pub fn builder(cluster: &Cluster) -> redquorum::Builder {
+    builder_for(cluster.urls())
+}
+
+/// [`builder`] for masters given by URL (a user's credentials in them, a server of a test's
+/// own).
+pub fn builder_for<I, S>(urls: I) -> redquorum::Builder
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
     Redlock::builder()
-        .masters(cluster.urls())
+        .masters(urls)
         .master_timeout(TEST_MASTER_TIMEOUT)
         .batching(batching_from_env())
+}
+
+/// A client whose per-master timeout is the largest `ttl` allows (a tenth of it), so that
+/// renewals against stopped masters hang as long as they can.
+pub async fn client_with_slow_renewals(cluster: &Cluster, ttl: Duration) -> Redlock {
+    builder(cluster)
+        .master_timeout(ttl / 10)
+        .build()
+        .await
+        .unwrap()
 }
 
 /// `REDQUORUM_TEST_BATCHING=1` runs a suite with batched rounds on (`tools/dev.sh test` runs
@@ -51,11 +73,45 @@ pub async fn direct(cluster: &Cluster, i: usize) -> redis::aio::MultiplexedConne
         })
 }
 
-/// The value of `key` on every running master (None where absent or the master is down).
+/// A peer client's lock: `SET key value NX PX ttl` on master `i`, bypassing any proxy; whether
+/// it was set.
+pub async fn peer_set(cluster: &Cluster, i: usize, key: &str, value: &str, ttl: Duration) -> bool {
+    let mut c = direct(cluster, i).await;
+    let set: Option<String> = redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .arg("NX")
+        .arg("PX")
+        .arg(ttl.as_millis() as u64)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    set.is_some()
+}
+
+/// Points master `i`'s proxy at master 0 of `standby`: another server takes over the address.
+pub fn take_over(cluster: &Cluster, i: usize, standby: &Cluster) -> anyhow::Result<()> {
+    let to = standby
+        .direct_url(0)
+        .trim_start_matches("redis://")
+        .parse()?;
+    cluster.redirect(i, to)?;
+    Ok(())
+}
+
 /// Each master's fencing counter (field `n` of the fencing hash `key`), `None` where the
 /// counter is missing or the master is stopped.
-#[allow(dead_code)]
 pub async fn counters_everywhere(cluster: &Cluster, key: &str) -> Vec<Option<String>> {
+    everywhere(cluster, || redis::cmd("HGET").arg(key).arg("n").clone()).await
+}
+
+/// The value of `key` on every running master (None where absent or the master is down).
+pub async fn values_everywhere(cluster: &Cluster, key: &str) -> Vec<Option<String>> {
+    everywhere(cluster, || redis::cmd("GET").arg(key).clone()).await
+}
+
+/// `cmd`'s answer from every running master, `None` for the stopped ones.
+async fn everywhere(cluster: &Cluster, cmd: impl Fn() -> redis::Cmd) -> Vec<Option<String>> {
     let mut out = Vec::new();
     for i in 0..cluster.len() {
         if !cluster.is_running(i) {
@@ -63,33 +119,30 @@ pub async fn counters_everywhere(cluster: &Cluster, key: &str) -> Vec<Option<Str
             continue;
         }
         let mut c = direct(cluster, i).await;
-        let v: Option<String> = redis::cmd("HGET")
-            .arg(key)
-            .arg("n")
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        out.push(v);
+        out.push(cmd().query_async(&mut c).await.unwrap());
     }
     out
 }
 
-pub async fn values_everywhere(cluster: &Cluster, key: &str) -> Vec<Option<String>> {
-    let mut out = Vec::new();
-    for i in 0..cluster.len() {
-        if !cluster.is_running(i) {
-            out.push(None);
-            continue;
-        }
-        let mut c = direct(cluster, i).await;
-        let v: Option<String> = redis::cmd("GET")
-            .arg(key)
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        out.push(v);
-    }
-    out
+/// The checker's record of `lock` held by `client` since `acquired_at`, not released (yet).
+pub fn holding(client: usize, lock: &LockGuard, acquired_at: Instant) -> Holding {
+    holding_of(client, lock.resource(), lock, acquired_at)
+}
+
+/// The same for one `resource` of `lock` (a multi-resource guard holds several).
+pub fn holding_of(
+    client: usize,
+    resource: &str,
+    lock: &LockGuard,
+    acquired_at: Instant,
+) -> Holding {
+    Holding::new(
+        client,
+        resource,
+        acquired_at.into_std(),
+        lock.valid_until().into_std(),
+        lock.fencing_token(),
+    )
 }
 
 pub fn lock_key(resource: &str) -> String {
@@ -112,6 +165,16 @@ pub fn capture_logs() -> (
     let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let guard = tracing::subscriber::set_default(Capture(text.clone()));
     (text, guard)
+}
+
+/// Runs `work` and returns its output with everything it logged through `tracing` (see
+/// [`capture_logs`]: await it on the test's own thread).
+pub async fn logged<T>(work: impl std::future::Future<Output = T>) -> (T, String) {
+    let (logs, capture) = capture_logs();
+    let out = work.await;
+    let text = logs.lock().unwrap().clone();
+    drop(capture);
+    (out, text)
 }
 
 /// A `tracing` subscriber that appends every field it sees to a string.

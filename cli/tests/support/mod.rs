@@ -70,6 +70,15 @@ pub fn unix_ms() -> u128 {
         .as_millis()
 }
 
+/// Deletes `key` on every master, bypassing any proxy (an operator's `DEL`, or data loss).
+pub fn delete_everywhere(cluster: &Cluster, key: &str) -> anyhow::Result<()> {
+    for i in 0..cluster.len() {
+        let mut c = redis::Client::open(cluster.direct_url(i))?.get_connection()?;
+        let _: () = redis::cmd("DEL").arg(key).query(&mut c)?;
+    }
+    Ok(())
+}
+
 /// A scratch directory for one test.
 pub fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("redquorum-cli-{name}-{}", std::process::id()));
@@ -84,6 +93,19 @@ fn stat_fields(pid: i32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (_, rest) = stat.rsplit_once(')')?;
     Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// The pid a command wrote to `pidfile` once it runs (waits up to 30 s for it).
+pub fn pid_in(pidfile: &Path) -> i32 {
+    let text = wait_for_file(pidfile, Duration::from_secs(30));
+    text.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{pidfile:?} holds no pid ({e}): {text:?}"))
+}
+
+/// The process group of the command whose pid is in `pidfile`, once it runs.
+pub fn group_in(pidfile: &Path) -> i32 {
+    group_of(pid_in(pidfile))
 }
 
 /// The process group of `pid` (the command's group is its guard's, not its own pid).
@@ -138,4 +160,166 @@ pub fn sections(log: &str) -> Vec<(u128, u128, String)> {
 
 pub fn overlaps(sections: &[(u128, u128, String)]) -> usize {
     sections.windows(2).filter(|w| w[1].0 < w[0].1).count()
+}
+
+/// The control run of an exclusion test: the same `logging_child` (arguments: the log file,
+/// then the section's length in seconds) under four *distinct* names of `redquorum
+/// SUBCOMMAND` does run at once, so the overlap check can fail.
+pub fn assert_distinct_names_overlap(
+    cluster: &Cluster,
+    subcommand: &str,
+    ttl: &str,
+    logging_child: &str,
+    log: &Path,
+) -> anyhow::Result<()> {
+    let mut children = Vec::new();
+    for i in 0..4 {
+        let mut cmd = redquorum(cluster, subcommand);
+        // Long sections, so that staggered process starts on a loaded machine still overlap.
+        cmd.args([&format!("own-{i}"), "--ttl", ttl, "--"])
+            .args(["sh", "-c", logging_child, "child"])
+            .arg(log)
+            .arg("1.5");
+        children.push(cmd.spawn()?);
+    }
+    for child in &mut children {
+        wait_for(child, Duration::from_secs(60));
+    }
+    let found = sections(&std::fs::read_to_string(log)?);
+    assert!(
+        overlaps(&found) > 0,
+        "control runs should overlap: {found:?}"
+    );
+    Ok(())
+}
+
+/// What [`paused_majority`] saw, in unix ms on this process's clock.
+pub struct PausedMajority {
+    /// `redquorum`'s stderr.
+    pub stderr: String,
+    pub paused_at: u128,
+    /// When the command's process group was seen gone.
+    pub died_at: u128,
+    /// The validity deadline `redquorum` reported.
+    pub deadline: u128,
+    /// `paused_at + ttl`: no validity can outlast it.
+    pub bound: u128,
+}
+
+/// The worst case: a majority of masters paused (SIGSTOP) while `redquorum SUBCOMMAND paused`
+/// runs a command that ignores SIGTERM. Asserts what holds for every subcommand: exit code
+/// 124, the command's process group gone, no late stop (`late_ms=0`), and death before both
+/// `paused_at + ttl` and the reported deadline (every extension that could have succeeded
+/// started before the pause).
+pub fn paused_majority(cluster: &Cluster, subcommand: &str) -> anyhow::Result<PausedMajority> {
+    let dir = scratch(&format!("{subcommand}-paused"));
+    let pidfile = dir.join("pid");
+    let ttl = Duration::from_secs(3);
+    let mut cmd = redquorum(cluster, subcommand);
+    cmd.args(["paused", "--ttl", "3s", "--grace", "300ms", "--"])
+        .args([
+            "sh",
+            "-c",
+            r#"trap "" TERM; echo $$ > "$1"; sleep 60"#,
+            "child",
+        ])
+        .arg(&pidfile);
+    let mut child = cmd.spawn()?;
+    let pgid = group_in(&pidfile);
+    // Let a few extensions happen, then pause a majority.
+    std::thread::sleep(Duration::from_millis(1500));
+    let paused_at = unix_ms();
+    for i in 0..3 {
+        cluster.pause(i)?;
+    }
+    // Watch the command's process group die, on this process's own clock.
+    let watch_until = Instant::now() + Duration::from_secs(15);
+    while group_alive(pgid) && Instant::now() < watch_until {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let died_at = unix_ms();
+    let status = wait_for(&mut child, Duration::from_secs(15));
+    for i in 0..3 {
+        cluster.resume(i)?;
+    }
+    let stderr = stderr_of(&mut child);
+    println!("{subcommand}: pause at {paused_at}, command gone at {died_at}; redquorum: {stderr}");
+    assert_eq!(status.code(), Some(124), "{stderr}");
+    assert!(!group_alive(pgid), "the command's group outlived redquorum");
+    assert!(stderr.contains("late_ms=0"), "{stderr}");
+    let deadline: u128 = stderr
+        .split("deadline_unix_ms=")
+        .nth(1)
+        .and_then(|s| s.trim_end_matches([')', '\n']).parse().ok())
+        .unwrap_or_else(|| panic!("no deadline reported: {stderr}"));
+    let bound = paused_at + ttl.as_millis();
+    assert!(
+        died_at < bound,
+        "died {} ms after the pause",
+        died_at - paused_at
+    );
+    assert!(
+        died_at < deadline,
+        "died {} ms after the deadline",
+        died_at - deadline
+    );
+    Ok(PausedMajority {
+        stderr,
+        paused_at,
+        died_at,
+        deadline,
+        bound,
+    })
+}
+
+/// Waits for every child (each must exit 0 within `limit`), then reads the critical sections
+/// they logged to `log` and asserts that none overlap (`what`: who must not overlap) and that
+/// their fencing tokens (terms) strictly increase in the order the sections ran.
+pub fn exclusive_sections(
+    children: &mut [Child],
+    limit: Duration,
+    log: &Path,
+    what: &str,
+) -> anyhow::Result<Vec<(u128, u128, String)>> {
+    for child in children.iter_mut() {
+        let status = wait_for(child, limit);
+        assert_eq!(status.code(), Some(0), "{}", stderr_of(child));
+    }
+    let found = sections(&std::fs::read_to_string(log)?);
+    assert_eq!(overlaps(&found), 0, "{what} at once: {found:?}");
+    let tokens: Vec<u64> = found.iter().map(|s| s.2.parse().unwrap()).collect();
+    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "{tokens:?}");
+    Ok(found)
+}
+
+/// `redquorum SUBCOMMAND victim --ttl 1500ms` runs a command; then `key` (its lock or
+/// leadership) vanishes from every master. The next extension finds it gone and the command
+/// is stopped at once (exit 124, "was lost"): one extension interval (ttl/3), a round and the
+/// stop, inside the TTL (1.5 s) with room for a loaded machine.
+pub fn assert_stopped_when_deleted(
+    cluster: &Cluster,
+    subcommand: &str,
+    key: &str,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let mark = dir.join(format!("{subcommand}-victim"));
+    let mut victim = redquorum(cluster, subcommand)
+        .args(["victim", "--ttl", "1500ms", "--", "sh", "-c"])
+        .arg(r#"echo x > "$1"; sleep 60"#)
+        .arg("v")
+        .arg(&mark)
+        .spawn()?;
+    wait_for_file(&mark, Duration::from_secs(30));
+    let deleted = Instant::now();
+    delete_everywhere(cluster, key)?;
+    let status = wait_for(&mut victim, Duration::from_secs(30));
+    let err = stderr_of(&mut victim);
+    assert_eq!(status.code(), Some(124), "{err}");
+    assert!(err.contains("was lost"), "{err}");
+    assert!(
+        deleted.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        deleted.elapsed()
+    );
+    Ok(())
 }

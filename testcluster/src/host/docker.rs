@@ -1,17 +1,17 @@
 //! [`DockerHost`]: a master as a container on the cluster's private network.
 //!
-//! The `docker` CLI helpers, the image and the network live in `crate::docker`; this is
+//! The `docker` CLI helpers, the image and the network live in `engine.rs`; this is
 //! one master's life cycle on top of them.
 
 use std::sync::{Mutex, MutexGuard};
 use std::thread;
 
+use super::engine;
 use super::{BIND_RETRIES, BIND_RETRY_PAUSE, FIRST_START_ATTEMPTS, Host, not_ready};
 use crate::cluster::{Cut, DataOnRestart, Status};
-use crate::docker;
 use crate::error::{Error, Result};
 use crate::ports;
-use crate::process::{self, Spec};
+use crate::server::{self, Spec};
 
 /// The cluster's private docker network.
 #[derive(Debug, Clone)]
@@ -28,7 +28,7 @@ pub(crate) struct Container {
     pub ip: String,
 }
 
-/// One container of [`IMAGE`](docker::IMAGE), driven through the `docker` CLI.
+/// One container of [`IMAGE`](engine::IMAGE), driven through the `docker` CLI.
 #[derive(Debug)]
 pub(crate) struct DockerHost {
     spec: Spec,
@@ -57,7 +57,7 @@ impl DockerHost {
         let name = &self.container.name;
         let mut started = Err(Error::NoFreePort { attempts: 0 });
         for _ in 0..FIRST_START_ATTEMPTS {
-            started = docker::run_container(&docker::RunArgs {
+            started = engine::run_container(&engine::RunArgs {
                 spec: &self.spec,
                 name,
                 network: &self.net.network,
@@ -66,7 +66,7 @@ impl DockerHost {
             });
             match &started {
                 Err(Error::Docker { stderr, .. }) if is_port_taken(stderr) => {
-                    let _ = docker::docker(&["rm", "-f", name], docker::CMD_TIMEOUT);
+                    let _ = engine::docker(&["rm", "-f", name], engine::CMD_TIMEOUT);
                     ports::release(self.spec.port);
                     self.spec.port = ports::reserve()?;
                 }
@@ -100,7 +100,7 @@ impl DockerHost {
         match self.status() {
             Status::Down => Err(Error::NotRunning { index }),
             s if s == want_from => {
-                docker::docker(&[cmd, self.name()], docker::CMD_TIMEOUT).map(|_| ())
+                engine::docker(&[cmd, self.name()], engine::CMD_TIMEOUT).map(|_| ())
             }
             _ => Ok(()),
         }
@@ -113,16 +113,16 @@ impl DockerHost {
             s => {
                 // The engine refuses to kill a paused container.
                 if s == Status::Paused {
-                    docker::docker(&["unpause", self.name()], docker::CMD_TIMEOUT)?;
+                    engine::docker(&["unpause", self.name()], engine::CMD_TIMEOUT)?;
                 }
-                docker::docker(&["kill", self.name()], docker::CMD_TIMEOUT)?;
+                engine::docker(&["kill", self.name()], engine::CMD_TIMEOUT)?;
                 Ok(())
             }
         }
     }
 
     fn exited(&self) -> Option<String> {
-        match docker::status(self.name()).as_deref() {
+        match engine::status(self.name()).as_deref() {
             Some("running") | Some("paused") | Some("created") | Some("restarting") => None,
             Some(other) => Some(format!("container is {other}")),
             None => Some("container is gone".into()),
@@ -153,7 +153,7 @@ impl Host for DockerHost {
     }
 
     fn pid(&self) -> Option<u32> {
-        docker::pid(self.name())
+        engine::pid(self.name())
     }
 
     /// Containers are found again by name, never by pid.
@@ -162,7 +162,7 @@ impl Host for DockerHost {
     }
 
     fn status(&self) -> Status {
-        match docker::status(self.name()).as_deref() {
+        match engine::status(self.name()).as_deref() {
             Some("running") => Status::Running,
             Some("paused") => Status::Paused,
             _ => Status::Down,
@@ -195,7 +195,7 @@ impl Host for DockerHost {
         }
         let mut started = Ok(String::new());
         for _ in 0..BIND_RETRIES {
-            started = docker::docker(&["start", self.name()], docker::CMD_TIMEOUT);
+            started = engine::docker(&["start", self.name()], engine::CMD_TIMEOUT);
             match &started {
                 Err(Error::Docker { stderr, .. }) if is_port_taken(stderr) => {
                     thread::sleep(BIND_RETRY_PAUSE)
@@ -204,13 +204,13 @@ impl Host for DockerHost {
             }
         }
         started?;
-        process::wait_ready_at(&self.direct_url(), &self.spec, 10, || self.exited())
+        server::wait_ready_at(&self.direct_url(), &self.spec, 10, || self.exited())
             .map_err(|e| not_ready(index, &self.spec, &e))
     }
 
     /// Waits on the published port: `via_ip` is only settled once every master is up.
     fn wait_first_start(&mut self, index: usize) -> Result<()> {
-        process::wait_ready_at(&self.spec.url(), &self.spec, 10, || self.exited())
+        server::wait_ready_at(&self.spec.url(), &self.spec, 10, || self.exited())
             .map_err(|e| not_ready(index, &self.spec, &e))
     }
 
@@ -226,7 +226,7 @@ impl Host for DockerHost {
         let _lock = self.lock();
         // Idempotent, and correct for a CLI invocation that has no memory of earlier ones.
         Some(
-            match docker::docker(
+            match engine::docker(
                 &[
                     "network",
                     "disconnect",
@@ -234,7 +234,7 @@ impl Host for DockerHost {
                     &self.net.network,
                     self.name(),
                 ],
-                docker::CMD_TIMEOUT,
+                engine::CMD_TIMEOUT,
             ) {
                 Err(Error::Docker { stderr, .. }) if stderr.contains("is not connected") => Ok(()),
                 r => r.map(|_| ()),
@@ -246,7 +246,7 @@ impl Host for DockerHost {
     fn heal(&self) -> Option<Result<()>> {
         let _lock = self.lock();
         Some(
-            match docker::docker(
+            match engine::docker(
                 &[
                     "network",
                     "connect",
@@ -255,7 +255,7 @@ impl Host for DockerHost {
                     &self.net.network,
                     self.name(),
                 ],
-                docker::CMD_TIMEOUT,
+                engine::CMD_TIMEOUT,
             ) {
                 Err(Error::Docker { stderr, .. }) if stderr.contains("already exists") => Ok(()),
                 r => r.map(|_| ()),
@@ -281,9 +281,9 @@ pub(crate) fn remove(containers: &[&str], network: Option<&str>) {
     if !containers.is_empty() {
         let mut args = vec!["rm", "-f", "-v"];
         args.extend(containers);
-        let _ = docker::docker(&args, docker::CMD_TIMEOUT);
+        let _ = engine::docker(&args, engine::CMD_TIMEOUT);
     }
     if let Some(network) = network {
-        let _ = docker::docker(&["network", "rm", network], docker::CMD_TIMEOUT);
+        let _ = engine::docker(&["network", "rm", network], engine::CMD_TIMEOUT);
     }
 }

@@ -8,6 +8,7 @@
 //! inputs (see `ProcessHost::start`, `DockerHost::start`).
 
 mod docker;
+pub(crate) mod engine;
 mod process;
 
 use std::fmt;
@@ -18,7 +19,7 @@ pub(crate) use process::ProcessHost;
 
 use crate::cluster::{Cut, DataOnRestart, Status};
 use crate::error::{Error, Result};
-use crate::process::{NotReady, READY_TIMEOUT, Spec};
+use crate::server::{NotReady, READY_TIMEOUT, Spec};
 
 /// How many times a restart retries when its port is briefly taken by someone else.
 const BIND_RETRIES: usize = 20;

@@ -9,7 +9,7 @@ use super::{BIND_RETRIES, BIND_RETRY_PAUSE, Container, FIRST_START_ATTEMPTS, Hos
 use crate::cluster::{Cut, DataOnRestart, Status};
 use crate::error::{Error, Result};
 use crate::ports;
-use crate::process::{self, NotReady, Spec};
+use crate::server::{self, NotReady, Spec};
 
 /// A master's mutable run state.
 #[derive(Debug, Default)]
@@ -33,7 +33,7 @@ impl Run {
             }
         }
         match self.pid {
-            Some(pid) if process::pid_is_redis(pid) => true,
+            Some(pid) if server::pid_is_redis(pid) => true,
             _ => {
                 self.pid = None;
                 false
@@ -49,7 +49,7 @@ impl Run {
                 Err(e) => Some(e.to_string()),
             },
             None => match self.pid {
-                Some(pid) if process::pid_is_redis(pid) => None,
+                Some(pid) if server::pid_is_redis(pid) => None,
                 _ => Some("process is gone".into()),
             },
         }
@@ -61,10 +61,10 @@ impl Run {
             let _ = child.kill();
             let _ = child.wait();
         } else if let Some(pid) = self.pid
-            && process::pid_is_redis(pid)
+            && server::pid_is_redis(pid)
         {
-            let _ = process::signal(pid, libc::SIGKILL);
-            process::wait_gone(pid, Duration::from_secs(5));
+            let _ = server::signal(pid, libc::SIGKILL);
+            server::wait_gone(pid, Duration::from_secs(5));
         }
         self.pid = None;
     }
@@ -117,11 +117,11 @@ impl ProcessHost {
             (true, Some(pid)) => pid,
             _ => return Err(Error::NotRunning { index }),
         };
-        process::signal(pid, sig).map_err(|e| Error::io(format!("signalling pid {pid}"), e))?;
+        server::signal(pid, sig).map_err(|e| Error::io(format!("signalling pid {pid}"), e))?;
         // Signals are asynchronous; a test that pauses and immediately measures must not
         // race the scheduler. 200 x 5 ms bounds the wait.
         for _ in 0..200 {
-            let is_stopped = matches!(process::proc_state(pid), Some('T') | Some('t'));
+            let is_stopped = matches!(server::proc_state(pid), Some('T') | Some('t'));
             if is_stopped == stopped {
                 return Ok(());
             }
@@ -161,7 +161,7 @@ impl Host for ProcessHost {
         if !run.alive() {
             return Status::Down;
         }
-        match run.pid.and_then(process::proc_state) {
+        match run.pid.and_then(server::proc_state) {
             Some('T') | Some('t') => Status::Paused,
             _ => Status::Running,
         }
@@ -194,7 +194,7 @@ impl Host for ProcessHost {
         let mut last = NotReady::TimedOut;
         for _ in 0..BIND_RETRIES {
             run.set_child(self.spec.spawn()?);
-            match process::wait_ready(&self.spec, || run.exited()) {
+            match server::wait_ready(&self.spec, || run.exited()) {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     run.kill();
@@ -221,7 +221,7 @@ impl Host for ProcessHost {
         for _ in 0..FIRST_START_ATTEMPTS {
             let res = {
                 let mut run = self.run();
-                process::wait_ready(&self.spec, || run.exited())
+                server::wait_ready(&self.spec, || run.exited())
             };
             match res {
                 Ok(()) => return Ok(()),

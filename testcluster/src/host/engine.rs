@@ -1,4 +1,5 @@
-//! The docker backend: the `docker` CLI, a locally built image, a private network.
+//! The Docker engine under the docker host (`docker.rs`): the `docker` CLI, a locally built
+//! image, a private network.
 //!
 //! Nothing is pulled: the image `redquorum-redis:local` is built `FROM scratch` out of the
 //! host's own `redis-server`, the shared libraries `ldd` lists for it and the clock shim,
@@ -17,7 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::process::{self, Spec};
+use crate::server::{self, Spec};
 
 /// The image the docker backend runs (and builds when missing or stale).
 pub const IMAGE: &str = "redquorum-redis:local";
@@ -143,7 +144,7 @@ fn fingerprint(redis: &Path) -> Result<String> {
     let bin = fs::read(redis).map_err(|e| Error::io(format!("reading {}", redis.display()), e))?;
     let mut h = DefaultHasher::new();
     bin.hash(&mut h);
-    process::clock_shim_bytes().hash(&mut h);
+    server::clock_shim_bytes().hash(&mut h);
     DOCKERFILE.hash(&mut h);
     Ok(format!("{:016x}", h.finish()))
 }
@@ -195,8 +196,8 @@ pub(crate) fn ensure_image(redis_server: &Path) -> Result<()> {
         let shim_dir = root.join("usr/lib/testcluster");
         fs::create_dir_all(&shim_dir).map_err(|e| Error::io("creating shim dir", e))?;
         fs::write(
-            shim_dir.join(process::CLOCK_SHIM_NAME),
-            process::clock_shim_bytes(),
+            shim_dir.join(server::CLOCK_SHIM_NAME),
+            server::clock_shim_bytes(),
         )
         .map_err(|e| Error::io("writing clock shim", e))?;
         for d in ["data", "tmp", "etc"] {
@@ -314,8 +315,8 @@ pub(crate) fn run_container(a: &RunArgs<'_>) -> Result<()> {
         args.extend(["-p".into(), format!("127.0.0.1:{}:{TLS_PORT}", tls.port)]);
     }
     if let Some(lib) = &spec.faketime {
-        let in_container = if *lib == spec.dir.join(process::CLOCK_SHIM_NAME) {
-            format!("{MOUNT}/{}", process::CLOCK_SHIM_NAME)
+        let in_container = if *lib == spec.dir.join(server::CLOCK_SHIM_NAME) {
+            format!("{MOUNT}/{}", server::CLOCK_SHIM_NAME)
         } else {
             args.extend([
                 "-v".into(),
@@ -401,23 +402,10 @@ pub(crate) fn reap_stale() {
     ) else {
         return;
     };
-    let mut stale = Vec::new();
-    for line in list.lines() {
-        let Some((name, owner)) = line.split_once('\t') else {
-            continue;
-        };
-        if let Some(pid) = owner
-            .strip_prefix("pid-")
-            .and_then(|p| p.parse::<u32>().ok())
-            && pid != std::process::id()
-            && !Path::new(&format!("/proc/{pid}")).exists()
-        {
-            stale.push(name.to_string());
-        }
-    }
+    let stale = stale_names(&list);
     if !stale.is_empty() {
         let mut args = vec!["rm", "-f"];
-        args.extend(stale.iter().map(String::as_str));
+        args.extend(stale);
         let _ = docker(&args, CMD_TIMEOUT);
     }
     if let Ok(nets) = docker(
@@ -431,18 +419,36 @@ pub(crate) fn reap_stale() {
         ],
         CMD_TIMEOUT,
     ) {
-        for line in nets.lines() {
-            let Some((name, owner)) = line.split_once('\t') else {
-                continue;
-            };
-            if let Some(pid) = owner
+        for name in stale_names(&nets) {
+            let _ = docker(&["network", "rm", name], CMD_TIMEOUT);
+        }
+    }
+}
+
+/// The names in a `docker ... --format "{{.Name}}\t{{.Label "testcluster.owner"}}"` listing
+/// whose owner (`pid-N`) is a process that no longer exists (never this one).
+fn stale_names(listing: &str) -> Vec<&str> {
+    listing
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .filter(|(_, owner)| {
+            owner
                 .strip_prefix("pid-")
                 .and_then(|p| p.parse::<u32>().ok())
-                && pid != std::process::id()
-                && !Path::new(&format!("/proc/{pid}")).exists()
-            {
-                let _ = docker(&["network", "rm", name], CMD_TIMEOUT);
-            }
-        }
+                .is_some_and(|pid| {
+                    pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+                })
+        })
+        .map(|(name, _)| name)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stale_names_are_those_of_dead_owners() {
+        let me = std::process::id();
+        let listing = format!("ours\tpid-{me}\ngone\tpid-4294967295\ncli\tdetached\nbare\n");
+        assert_eq!(super::stale_names(&listing), ["gone"]);
     }
 }

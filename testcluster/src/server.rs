@@ -1,4 +1,7 @@
-//! The process backend: one `redis-server` child per master, in its own temp dir.
+//! One `redis-server` as both backends run it: its [`Spec`] (port, temp dir, log, clock file),
+//! its command line, spawning and readiness; and the process-level helpers (signals, `/proc`
+//! state, the clock shim and file) that the process host (`host/process.rs`) and the cluster
+//! use. The backends themselves live in `host/`.
 
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
