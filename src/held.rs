@@ -18,6 +18,7 @@ use crate::error::Result;
 use crate::guard::LockGuard;
 use crate::lease::LockContext;
 use crate::lock::Redlock;
+use crate::scripts::millis;
 use crate::scripts::{DEQUEUE, EXTEND, LuaScript, RELEASE, ScriptCall};
 
 /// How a hold is kept and given back on every master.
@@ -71,7 +72,7 @@ impl HeldBy {
     }
 
     pub(crate) fn extend_call(&self, token: &str, ttl: Duration) -> ScriptCall {
-        let mut args = vec![token.to_owned(), (ttl.as_millis() as u64).to_string()];
+        let mut args = vec![token.to_owned(), millis(ttl)];
         args.extend(self.extra_args.iter().cloned());
         ScriptCall::new(self.extend, self.keys.clone(), args)
     }

@@ -18,6 +18,7 @@ use crate::masters::Masters;
 use crate::notify::Wakeups;
 use crate::quorum::quorum;
 use crate::round::RoundOutcome;
+use crate::scripts::millis;
 use crate::scripts::{ACQUIRE, ScriptCall};
 
 /// A Redlock client over N independent Redis masters.
@@ -192,11 +193,7 @@ impl Redlock {
                 ScriptCall::new(
                     &ACQUIRE,
                     keys,
-                    vec![
-                        token.to_owned(),
-                        (ttl.as_millis() as u64).to_string(),
-                        config.fencing_arg(),
-                    ],
+                    vec![token.to_owned(), millis(ttl), config.fencing_arg()],
                 )
             },
         )

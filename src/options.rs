@@ -20,7 +20,7 @@ use crate::held::{Attempt, HeldBy};
 use crate::invalid::ArgumentReason;
 use crate::lease::LockContext;
 use crate::lock::{Redlock, Wake};
-use crate::scripts::{ACQUIRE, LOCK_DELAY_EXTEND, LOCK_DELAY_RELEASE, ScriptCall};
+use crate::scripts::{ACQUIRE, LOCK_DELAY_EXTEND, LOCK_DELAY_RELEASE, ScriptCall, millis};
 
 /// How to take one lock: its TTL and the per-lock settings that differ from the client's.
 ///
@@ -99,11 +99,6 @@ pub(crate) fn check_lock_delay(ttl: Duration, delay: Duration) -> Result<()> {
         }));
     }
     Ok(())
-}
-
-/// Milliseconds as the scripts take them.
-pub(crate) fn millis(d: Duration) -> String {
-    (d.as_millis() as u64).to_string()
 }
 
 impl Redlock {
@@ -213,7 +208,7 @@ impl Redlock {
                 vec![
                     token.to_owned(),
                     // Whole milliseconds of each, as validity counts the TTL (quorum.rs).
-                    (ttl.as_millis() as u64 + delay.as_millis() as u64).to_string(),
+                    millis(ttl + delay),
                     config.fencing_arg(),
                 ],
             )

@@ -8,8 +8,15 @@
 //! reads) fall back to `EVAL` with the source at once.
 
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use redis::Cmd;
+
+/// A duration as the scripts take it: whole milliseconds, as a decimal string (truncated, as
+/// validity counts the TTL; quorum.rs).
+pub(crate) fn millis(d: Duration) -> String {
+    (d.as_millis() as u64).to_string()
+}
 
 /// One Lua script with its SHA1, computed once.
 pub(crate) struct LuaScript {

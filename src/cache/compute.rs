@@ -321,7 +321,7 @@ impl Cache {
         set.arg(self.parking_key(key))
             .arg(value.as_ref())
             .arg("PX")
-            .arg(life.as_millis() as u64);
+            .arg(crate::scripts::millis(life));
         let set = std::sync::Arc::new(set);
         let round = masters
             .vote(

@@ -441,7 +441,7 @@ fn push_set(pipe: &mut redis::Pipeline, data_key: &str, value: &[u8], ttl: Durat
         .arg(data_key)
         .arg(value)
         .arg("PX")
-        .arg(ttl.as_millis() as u64);
+        .arg(crate::scripts::millis(ttl));
     pipe.cmd("DEL").arg(version_key(data_key));
 }
 

@@ -13,6 +13,7 @@ use redis::{ServerErrorKind, Value};
 
 use crate::error::{Error, Result};
 use crate::scripts::CACHE_VERSIONED as VERSIONED;
+use crate::scripts::millis;
 
 use super::{Cache, CasOutcome, Unconfirmed, VERSION_COUNTER_KEY, check_ttl, version_key};
 
@@ -69,7 +70,7 @@ impl Cache {
     ) -> Result<CasOutcome> {
         check_ttl(ttl)?;
         let expected = expected.map(|v| v.to_string()).unwrap_or_default();
-        let ttl_ms = (ttl.as_millis() as u64).to_string();
+        let ttl_ms = millis(ttl);
         let args = [
             b"cas".as_slice(),
             expected.as_bytes(),

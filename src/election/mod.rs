@@ -25,7 +25,8 @@ use crate::guard::LockGuard;
 use crate::held::{Attempt, HeldBy};
 use crate::invalid::ArgumentReason;
 use crate::lock::{Redlock, Wake};
-use crate::options::{check_lock_delay, millis};
+use crate::options::check_lock_delay;
+use crate::scripts::millis;
 use crate::scripts::{
     ELECTION_ACQUIRE, ELECTION_EXTEND, ELECTION_READ, ELECTION_RELEASE, ELECTION_TERM, ScriptCall,
 };

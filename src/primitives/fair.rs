@@ -16,6 +16,7 @@ use crate::held::{Attempt, HeldBy, LeaveOnDrop, leave_now, leave_on_drop, new_to
 use crate::lease::LockContext;
 use crate::lock::{Redlock, Wake};
 use crate::quorum::Decision;
+use crate::scripts::millis;
 use crate::scripts::{EXTEND, FAIR_ACQUIRE, FAIR_RELEASE, FAIR_TICKET, RELEASE, ScriptCall};
 
 /// A fair lock on one resource. Created by [`Redlock::fair_lock`]; cheap to clone.
@@ -238,11 +239,11 @@ impl FairLock {
                 keys,
                 vec![
                     token.to_owned(),
-                    (ttl.as_millis() as u64).to_string(),
+                    millis(ttl),
                     config.fencing_arg(),
                     waiter.to_owned(),
                     ticket.to_string(),
-                    (self.waiter_timeout.as_millis() as u64).to_string(),
+                    millis(self.waiter_timeout),
                 ],
             )
         })

@@ -9,6 +9,7 @@ use crate::guard::LockGuard;
 use crate::held::{Attempt, HeldBy};
 use crate::lease::LockContext;
 use crate::lock::{Redlock, Wake};
+use crate::scripts::millis;
 use crate::scripts::{MULTI_ACQUIRE, MULTI_EXTEND, MULTI_RELEASE, ScriptCall};
 
 impl Redlock {
@@ -155,7 +156,7 @@ impl Redlock {
             choice_arg: false,
             announce: false,
         };
-        let mut args = vec![(ttl.as_millis() as u64).to_string(), config.fencing_arg()];
+        let mut args = vec![millis(ttl), config.fencing_arg()];
         if let Some(c) = check {
             args.extend([c.epoch.to_string(), c.digest.clone()]);
         }

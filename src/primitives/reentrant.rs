@@ -10,6 +10,7 @@ use crate::held::{Attempt, HeldBy};
 use crate::invalid::ArgumentReason;
 use crate::lease::LockContext;
 use crate::lock::{Redlock, Wake};
+use crate::scripts::millis;
 use crate::scripts::{REENTRANT_ACQUIRE, REENTRANT_EXTEND, REENTRANT_RELEASE, ScriptCall};
 
 /// A reentrant lock for one owner. Created by [`Redlock::reentrant`]; cheap to clone.
@@ -131,7 +132,7 @@ impl ReentrantLock {
                 vec![key, config.fence_key()],
                 vec![
                     token.to_owned(),
-                    (ttl.as_millis() as u64).to_string(),
+                    millis(ttl),
                     config.fencing_arg(),
                     self.owner.clone(),
                 ],

@@ -10,6 +10,7 @@ use crate::guard::LockGuard;
 use crate::held::{Attempt, HeldBy, LeaveOnDrop, leave_now, leave_on_drop, new_token};
 use crate::lease::LockContext;
 use crate::lock::{Redlock, Wake};
+use crate::scripts::millis;
 use crate::scripts::{
     EXTEND, RELEASE, RW_READ_ACQUIRE, RW_READ_EXTEND, RW_READ_RELEASE, RW_WRITE_ACQUIRE,
     RW_WRITE_RELEASE, ScriptCall,
@@ -231,11 +232,7 @@ impl RwLock {
             ScriptCall::new(
                 &RW_READ_ACQUIRE,
                 keys,
-                vec![
-                    token.to_owned(),
-                    (ttl.as_millis() as u64).to_string(),
-                    config.fencing_arg(),
-                ],
+                vec![token.to_owned(), millis(ttl), config.fencing_arg()],
             )
         })
     }
@@ -261,10 +258,10 @@ impl RwLock {
                 keys,
                 vec![
                     token.to_owned(),
-                    (ttl.as_millis() as u64).to_string(),
+                    millis(ttl),
                     config.fencing_arg(),
                     writer.to_owned(),
-                    (self.waiter_timeout.as_millis() as u64).to_string(),
+                    millis(self.waiter_timeout),
                 ],
             )
         })

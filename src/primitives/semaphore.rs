@@ -13,6 +13,7 @@ use crate::held::{Attempt, HeldBy};
 use crate::invalid::ArgumentReason;
 use crate::lease::LockContext;
 use crate::lock::{Redlock, Wake};
+use crate::scripts::millis;
 use crate::scripts::{
     SEMAPHORE_ACQUIRE, SEMAPHORE_EXTEND, SEMAPHORE_HELD, SEMAPHORE_RELEASE, ScriptCall,
 };
@@ -206,7 +207,7 @@ impl Semaphore {
                 vec![key, config.fence_key()],
                 vec![
                     token.to_owned(),
-                    (ttl.as_millis() as u64).to_string(),
+                    millis(ttl),
                     config.fencing_arg(),
                     self.permits.to_string(),
                 ],
