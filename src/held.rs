@@ -50,16 +50,51 @@ impl HeldBy {
     /// the resource's waiter marker (notify.rs), carried as a second key: an extend refreshes
     /// it (extend.lua), an announced release deletes it, a rollback ignores it (release.lua).
     pub(crate) fn lock(key: String, marker: String) -> Self {
+        Self::new("lock", vec![key, marker], &EXTEND, &RELEASE).announced()
+    }
+
+    /// A hold of `kind` on `keys`, kept by `extend` and given back by `release` (which also
+    /// rolls back a failed round), with no extra arguments and no announcement.
+    pub(crate) fn new(
+        kind: &'static str,
+        keys: Vec<String>,
+        extend: &'static LuaScript,
+        release: &'static LuaScript,
+    ) -> Self {
         Self {
-            kind: "lock",
-            keys: vec![key, marker],
-            extend: &EXTEND,
-            release: &RELEASE,
-            rollback: &RELEASE,
+            kind,
+            keys,
+            extend,
+            release,
+            rollback: release,
             extra_args: Vec::new(),
             choice_arg: false,
-            announce: true,
+            announce: false,
         }
+    }
+
+    /// A failed round is undone with `rollback` instead of the release.
+    pub(crate) fn rollback(mut self, rollback: &'static LuaScript) -> Self {
+        self.rollback = rollback;
+        self
+    }
+
+    /// `args` follow the token (and the TTL) in every extend, release and rollback call.
+    pub(crate) fn args(mut self, args: Vec<String>) -> Self {
+        self.extra_args = args;
+        self
+    }
+
+    /// The round's winning choice is appended to the extra arguments ([`Self::chosen`]).
+    pub(crate) fn choice_arg(mut self) -> Self {
+        self.choice_arg = true;
+        self
+    }
+
+    /// The release announces itself for wake-ups (notify.rs).
+    pub(crate) fn announced(mut self) -> Self {
+        self.announce = true;
+        self
     }
 
     /// This hold, once its round won `choice`.

@@ -180,18 +180,16 @@ impl Redlock {
                 crate::notify::waiter_marker(&config.key_prefix, resource),
             )
         } else {
-            HeldBy {
-                // Not "lock": a hand-off handle does not carry the delay, and a resume would
-                // extend the key with the plain script, dropping the delay window.
-                kind: "lock-delay",
-                keys: vec![key.clone()],
-                extend: &LOCK_DELAY_EXTEND,
-                release: &LOCK_DELAY_RELEASE,
-                rollback: &LOCK_DELAY_RELEASE,
-                extra_args: vec![millis(delay)],
-                choice_arg: false,
-                announce: true,
-            }
+            // Not "lock": a hand-off handle does not carry the delay, and a resume would
+            // extend the key with the plain script, dropping the delay window.
+            HeldBy::new(
+                "lock-delay",
+                vec![key.clone()],
+                &LOCK_DELAY_EXTEND,
+                &LOCK_DELAY_RELEASE,
+            )
+            .args(vec![millis(delay)])
+            .announced()
         };
         let ttl = options.ttl;
         let mut keys = vec![key, config.fence_key()];

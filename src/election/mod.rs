@@ -260,16 +260,14 @@ impl Election {
         let config = self.redlock.config();
         let key = self.key();
         let delay = millis(self.lock_delay);
-        let held = HeldBy {
-            kind: "election",
-            keys: vec![key.clone()],
-            extend: &ELECTION_EXTEND,
-            release: &ELECTION_RELEASE,
-            rollback: &ELECTION_RELEASE,
-            extra_args: vec![delay.clone()],
-            choice_arg: false,
-            announce: true,
-        };
+        let held = HeldBy::new(
+            "election",
+            vec![key.clone()],
+            &ELECTION_EXTEND,
+            &ELECTION_RELEASE,
+        )
+        .args(vec![delay.clone()])
+        .announced();
         Attempt::new(self.ttl, held, |token| {
             ScriptCall::new(
                 &ELECTION_ACQUIRE,

@@ -220,17 +220,10 @@ impl FairLock {
     fn attempt(&self, ttl: Duration, waiter: &str, ticket: u64) -> Attempt {
         let config = self.redlock.config();
         let [lock, queue, waiters] = self.keys();
-        let held = HeldBy {
-            kind: "fair",
-            keys: vec![lock, queue, waiters],
-            extend: &EXTEND,
-            release: &FAIR_RELEASE,
+        let held = HeldBy::new("fair", vec![lock, queue, waiters], &EXTEND, &FAIR_RELEASE)
             // A failed round gives the lock key back but keeps the waiter's place.
-            rollback: &RELEASE,
-            extra_args: vec![waiter.to_owned()],
-            choice_arg: false,
-            announce: false,
-        };
+            .rollback(&RELEASE)
+            .args(vec![waiter.to_owned()]);
         let mut keys = held.keys.clone();
         keys.push(config.fence_key());
         Attempt::new(ttl, held, |token| {

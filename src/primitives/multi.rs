@@ -137,25 +137,17 @@ impl Redlock {
         // release script skips it).
         keys.extend(check.map(|c| c.key.clone()));
         keys.extend(names.iter().map(|n| config.lock_key(n)));
-        let held = HeldBy {
-            kind: if check.is_some() { "sharded" } else { "multi" },
-            keys: keys.clone(),
-            extend: &MULTI_EXTEND,
-            release: &MULTI_RELEASE,
-            rollback: &MULTI_RELEASE,
-            extra_args: check
-                .map(|c| {
-                    vec![
-                        c.extendable_until.to_string(),
-                        c.epoch.to_string(),
-                        c.digest.clone(),
-                        c.final_digest.clone().unwrap_or_default(),
-                    ]
-                })
-                .unwrap_or_default(),
-            choice_arg: false,
-            announce: false,
-        };
+        let kind = if check.is_some() { "sharded" } else { "multi" };
+        let held = HeldBy::new(kind, keys.clone(), &MULTI_EXTEND, &MULTI_RELEASE).args(
+            check.map_or_else(Vec::new, |c| {
+                vec![
+                    c.extendable_until.to_string(),
+                    c.epoch.to_string(),
+                    c.digest.clone(),
+                    c.final_digest.clone().unwrap_or_default(),
+                ]
+            }),
+        );
         let mut args = vec![millis(ttl), config.fencing_arg()];
         if let Some(c) = check {
             args.extend([c.epoch.to_string(), c.digest.clone()]);

@@ -116,16 +116,13 @@ impl ReentrantLock {
     fn attempt(&self, resource: &str, ttl: Duration) -> Attempt {
         let config = self.redlock.config();
         let key = config.key("reentrant", resource);
-        let held = HeldBy {
-            kind: "reentrant",
-            keys: vec![key.clone()],
-            extend: &REENTRANT_EXTEND,
-            release: &REENTRANT_RELEASE,
-            rollback: &REENTRANT_RELEASE,
-            extra_args: vec![self.owner.clone()],
-            choice_arg: false,
-            announce: false,
-        };
+        let held = HeldBy::new(
+            "reentrant",
+            vec![key.clone()],
+            &REENTRANT_EXTEND,
+            &REENTRANT_RELEASE,
+        )
+        .args(vec![self.owner.clone()]);
         Attempt::new(ttl, held, |token| {
             ScriptCall::new(
                 &REENTRANT_ACQUIRE,

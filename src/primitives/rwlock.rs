@@ -216,16 +216,7 @@ impl RwLock {
 
     fn read_attempt(&self, ttl: Duration) -> Attempt {
         let config = self.redlock.config();
-        let held = HeldBy {
-            kind: "read",
-            keys: self.keys(),
-            extend: &RW_READ_EXTEND,
-            release: &RW_READ_RELEASE,
-            rollback: &RW_READ_RELEASE,
-            extra_args: Vec::new(),
-            choice_arg: false,
-            announce: false,
-        };
+        let held = HeldBy::new("read", self.keys(), &RW_READ_EXTEND, &RW_READ_RELEASE);
         let mut keys = held.keys.clone();
         keys.push(config.fence_key());
         Attempt::new(ttl, held, |token| {
@@ -239,17 +230,10 @@ impl RwLock {
 
     fn write_attempt(&self, ttl: Duration, writer: &str) -> Attempt {
         let config = self.redlock.config();
-        let held = HeldBy {
-            kind: "write",
-            keys: self.keys(),
-            extend: &EXTEND,
-            release: &RW_WRITE_RELEASE,
+        let held = HeldBy::new("write", self.keys(), &EXTEND, &RW_WRITE_RELEASE)
             // A failed round gives the writer key back but keeps the intent.
-            rollback: &RELEASE,
-            extra_args: vec![writer.to_owned()],
-            choice_arg: false,
-            announce: false,
-        };
+            .rollback(&RELEASE)
+            .args(vec![writer.to_owned()]);
         let mut keys = held.keys.clone();
         keys.push(config.fence_key());
         Attempt::new(ttl, held, |token| {

@@ -190,17 +190,14 @@ impl Semaphore {
     fn attempt(&self, ttl: Duration) -> Attempt {
         let config = self.redlock.config();
         let key = config.key("semaphore", &self.resource);
-        let held = HeldBy {
-            kind: "semaphore",
-            keys: vec![key.clone()],
-            extend: &SEMAPHORE_EXTEND,
-            release: &SEMAPHORE_RELEASE,
-            rollback: &SEMAPHORE_RELEASE,
-            extra_args: Vec::new(),
-            // Extend needs the slot won: a lease on another slot is not a vote.
-            choice_arg: true,
-            announce: false,
-        };
+        let held = HeldBy::new(
+            "semaphore",
+            vec![key.clone()],
+            &SEMAPHORE_EXTEND,
+            &SEMAPHORE_RELEASE,
+        )
+        // Extend needs the slot won: a lease on another slot is not a vote.
+        .choice_arg();
         Attempt::new(ttl, held, |token| {
             ScriptCall::new(
                 &SEMAPHORE_ACQUIRE,
