@@ -107,17 +107,30 @@ pub struct Replies(pub(crate) Vec<MasterReply>);
 impl Replies {
     /// The replies of a round's script answers (`None`: no answer before the round was
     /// decided): `granted` tells a yes from a no; an error reply is kept as it is.
-    pub(crate) fn from_answers(
-        answers: &[Option<std::result::Result<redis::Value, MasterReply>>],
-        granted: impl Fn(&redis::Value) -> bool,
+    pub(crate) fn from_answers<T>(
+        answers: &[Option<std::result::Result<T, MasterReply>>],
+        granted: impl Fn(&T) -> bool,
     ) -> Self {
-        let reply = |a: &Option<std::result::Result<redis::Value, MasterReply>>| match a {
+        let reply = |a: &Option<std::result::Result<T, MasterReply>>| match a {
             None => MasterReply::NoAnswer,
             Some(Ok(v)) if granted(v) => MasterReply::Granted,
             Some(Ok(_)) => MasterReply::Refused,
             Some(Err(reply)) => reply.clone(),
         };
         Replies(answers.iter().map(reply).collect())
+    }
+
+    /// The replies of a call every master answered or failed: an answer counts as granted.
+    pub(crate) fn from_results<T>(results: &[std::result::Result<T, MasterReply>]) -> Self {
+        Replies(
+            results
+                .iter()
+                .map(|r| match r {
+                    Ok(_) => MasterReply::Granted,
+                    Err(reply) => reply.clone(),
+                })
+                .collect(),
+        )
     }
 
     /// The replies, indexed like the masters given to the builder.
@@ -376,6 +389,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// A round failed because too many of the `masters` failed (`replies`).
+    pub(crate) fn unavailable(masters: usize, replies: Replies) -> Self {
+        Self::Unavailable {
+            failed: replies.failures(),
+            masters,
+            replies,
+        }
+    }
+
     /// The lock is held by someone else (the acquire wait or retry count ran out).
     pub fn is_contended(&self) -> bool {
         matches!(self, Self::Contended { .. })

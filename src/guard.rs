@@ -302,11 +302,7 @@ impl LockGuard {
                 replies,
             }
         } else {
-            Error::Unavailable {
-                failed: replies.failures(),
-                masters: n,
-                replies,
-            }
+            Error::unavailable(n, replies)
         }
     }
 }

@@ -186,11 +186,7 @@ impl Redlock {
                 replies,
             })
         } else {
-            Err(Error::Unavailable {
-                failed: replies.failures(),
-                masters: n,
-                replies,
-            })
+            Err(Error::unavailable(n, replies))
         }
     }
 }

@@ -281,11 +281,7 @@ impl Redlock {
                     RoundOutcome::Unavailable(replies)
                         if !replies.as_slice().iter().any(MasterReply::is_transient) =>
                     {
-                        return Err(Error::Unavailable {
-                            failed: replies.failures(),
-                            masters: self.masters(),
-                            replies,
-                        });
+                        return Err(Error::unavailable(self.masters(), replies));
                     }
                     RoundOutcome::Unavailable(replies) => (replies, GaveUp::Unavailable),
                     RoundOutcome::Contended(replies) => (replies, GaveUp::Contended),
@@ -318,11 +314,7 @@ impl Redlock {
                             waited,
                             replies,
                         },
-                        GaveUp::Unavailable => Error::Unavailable {
-                            failed: replies.failures(),
-                            masters: self.masters(),
-                            replies,
-                        },
+                        GaveUp::Unavailable => Error::unavailable(self.masters(), replies),
                     });
                 }
                 match (wakeups, waiter.as_mut()) {
@@ -400,11 +392,7 @@ impl Redlock {
                 )))
             }
             RoundOutcome::Contended(_) | RoundOutcome::Expired(_) => Ok(None),
-            RoundOutcome::Unavailable(replies) => Err(Error::Unavailable {
-                failed: replies.failures(),
-                masters: self.masters(),
-                replies,
-            }),
+            RoundOutcome::Unavailable(replies) => Err(Error::unavailable(self.masters(), replies)),
         }
     }
 

@@ -623,15 +623,7 @@ pub(crate) async fn connect_all(
             why: format!("same run_id {}", known[first]),
         });
     }
-    let replies = Replies(
-        results
-            .into_iter()
-            .map(|r| match r {
-                Ok(()) => MasterReply::Granted,
-                Err(reply) => reply,
-            })
-            .collect(),
-    );
+    let replies = Replies::from_results(&results);
     Ok((masters, replies))
 }
 

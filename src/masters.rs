@@ -142,10 +142,6 @@ impl Masters {
 
     /// The error of a round that failed because too many masters failed.
     pub(crate) fn unavailable(&self, replies: Replies) -> Error {
-        Error::Unavailable {
-            failed: replies.failures(),
-            masters: self.len(),
-            replies,
-        }
+        Error::unavailable(self.len(), replies)
     }
 }

@@ -293,17 +293,7 @@ impl Redlock {
 
 /// What each master answered, for errors and traces.
 fn replies_of(answers: &[Option<AcquireAnswer>]) -> Replies {
-    Replies(
-        answers
-            .iter()
-            .map(|a| match a {
-                None => MasterReply::NoAnswer,
-                Some(Ok(Some(_))) => MasterReply::Granted,
-                Some(Ok(None)) => MasterReply::Refused,
-                Some(Err(reply)) => reply.clone(),
-            })
-            .collect(),
-    )
+    Replies::from_answers(answers, Option::is_some)
 }
 
 /// A grant as a master answered it: the grant, and the seal generation it came with (fencing

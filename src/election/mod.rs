@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use crate::config::deadline_after;
 use crate::defaults::{DEFAULT_ELECTION_TTL, DEFAULT_OBSERVE_INTERVAL, MAX_VALUE_LEN};
-use crate::error::{Error, MasterReply, Replies, Result};
+use crate::error::{Error, Replies, Result};
 use crate::guard::LockGuard;
 use crate::held::{Attempt, HeldBy};
 use crate::invalid::ArgumentReason;
@@ -193,15 +193,7 @@ impl Election {
         let inner = &self.redlock.inner;
         let call = ScriptCall::new(&ELECTION_READ, vec![self.key()], Vec::new());
         let answers = inner.masters.ask_each(|m| m.run(&call)).await;
-        let replies = Replies(
-            answers
-                .iter()
-                .map(|a| match a {
-                    Ok(_) => MasterReply::Granted,
-                    Err(e) => e.clone(),
-                })
-                .collect(),
-        );
+        let replies = Replies::from_results(&answers);
         let reads: Vec<Option<Held>> = answers
             .into_iter()
             .filter_map(|a| a.ok())
@@ -303,18 +295,9 @@ impl Election {
         if round.decision == crate::quorum::Decision::Won {
             return Ok(());
         }
-        Err(Replies(
-            round
-                .answers
-                .iter()
-                .map(|a| match a {
-                    None => MasterReply::NoAnswer,
-                    Some(Ok(Value::Int(1))) => MasterReply::Granted,
-                    Some(Ok(_)) => MasterReply::Refused,
-                    Some(Err(reply)) => reply.clone(),
-                })
-                .collect(),
-        ))
+        Err(Replies::from_answers(&round.answers, |v| {
+            matches!(v, Value::Int(1))
+        }))
     }
 }
 

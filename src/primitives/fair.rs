@@ -10,7 +10,7 @@ use crate::config::check_resource;
 use crate::defaults::DEFAULT_WAITER_TIMEOUT;
 #[cfg(doc)]
 use crate::error::Error;
-use crate::error::{MasterReply, Replies, Result};
+use crate::error::{Replies, Result};
 use crate::guard::LockGuard;
 use crate::held::{Attempt, HeldBy, LeaveOnDrop, leave_now, leave_on_drop, new_token};
 use crate::lease::LockContext;
@@ -203,17 +203,7 @@ impl FairLock {
                 .unwrap_or(1);
             return Ok(ticket);
         }
-        let replies = Replies(
-            round
-                .answers
-                .into_iter()
-                .map(|a| match a {
-                    None => MasterReply::NoAnswer,
-                    Some(Ok(_)) => MasterReply::Granted,
-                    Some(Err(reply)) => reply,
-                })
-                .collect(),
-        );
+        let replies = Replies::from_answers(&round.answers, |_| true);
         Err(inner.masters.unavailable(replies))
     }
 

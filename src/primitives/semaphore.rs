@@ -155,15 +155,7 @@ impl Semaphore {
             .await;
         let answered = answers.iter().filter(|a| a.is_ok()).count();
         if answered < inner.masters.quorum() {
-            let replies = Replies(
-                answers
-                    .into_iter()
-                    .map(|a| match a {
-                        Ok(_) => MasterReply::Granted,
-                        Err(reply) => reply,
-                    })
-                    .collect(),
-            );
+            let replies = Replies::from_results(&answers);
             return Err(inner.masters.unavailable(replies));
         }
         Ok(free_on_a_quorum(
