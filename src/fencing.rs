@@ -125,8 +125,7 @@ impl Ballot<SealRead> for SealTally {
 impl Redlock {
     /// Whether some connected master's fencing counter is not sealed (one atomic load each).
     pub(crate) fn has_unsealed_masters(&self) -> bool {
-        self.inner
-            .masters
+        self.master_set()
             .iter()
             .any(|m| m.is_connected() && !m.is_sealed())
     }
@@ -137,12 +136,11 @@ impl Redlock {
     /// claimed master from them (`fence_seal.lua`, refused unless the claim is still pending).
     /// See the module docs for why this keeps tokens increasing.
     pub(crate) async fn seal_masters(&self, deadline: Instant) {
-        let inner = &self.inner;
-        let Some(keys) = inner.config.fence_keys() else {
+        let Some(keys) = self.config().fence_keys() else {
             return;
         };
-        let unsealed: Vec<(usize, u64)> = inner
-            .masters
+        let unsealed: Vec<(usize, u64)> = self
+            .master_set()
             .iter()
             .enumerate()
             .filter(|(_, m)| m.is_connected() && !m.is_sealed())
@@ -154,7 +152,7 @@ impl Redlock {
         // 1. Claim, before any counter is read: from here on these masters do not vote until
         //    sealed, and a seal computed from reads older than its claim cannot exist.
         let claims = unsealed.iter().map(|&(i, epoch)| {
-            let master = inner.masters.get(i).clone();
+            let master = self.master_set().get(i).clone();
             let key = keys.counter.clone();
             async move {
                 let run_id = master.identity()?.run_id;
@@ -177,7 +175,7 @@ impl Redlock {
                 // Sealed by another client: its generation is all there is to learn.
                 Claim::Sealed(generation) => {
                     tracing::debug!(master = i, "fencing counter found sealed");
-                    inner.masters.get(i).mark_sealed(epoch, generation);
+                    self.master_set().get(i).mark_sealed(epoch, generation);
                 }
                 Claim::Pending(claim) => pending.push((i, epoch, run_id, claim)),
             }
@@ -188,12 +186,12 @@ impl Redlock {
         // 2. Read every master's counter, done at a quorum of sealed ones (or all answers).
         let read = Arc::new(fence_read(&keys));
         let tally = SealTally {
-            n: inner.masters.len(),
-            quorum: inner.masters.quorum(),
+            n: self.master_set().len(),
+            quorum: self.master_set().quorum(),
             sealed: 0,
             answered: 0,
         };
-        let round = inner.masters.ask(
+        let round = self.master_set().ask(
             |master| {
                 let master = master.clone();
                 let read = read.clone();
@@ -214,7 +212,7 @@ impl Redlock {
             return;
         };
         let answers: Vec<&(FenceState, bool)> = round.answers.iter().flatten().flatten().collect();
-        if round.decision != Decision::Won && answers.len() < inner.masters.len() {
+        if round.decision != Decision::Won && answers.len() < self.master_set().len() {
             tracing::debug!(
                 "fencing seal postponed: neither a quorum of sealed masters nor all answered"
             );
@@ -235,7 +233,7 @@ impl Redlock {
         }
         // 3. Seal: accepted only while this very claim is pending there.
         let seals = pending.into_iter().map(|(i, epoch, run_id, claim)| {
-            let master = inner.masters.get(i).clone();
+            let master = self.master_set().get(i).clone();
             let key = keys.counter.clone();
             async move {
                 let generation = format!("{run_id}:{}", crate::random::token());
@@ -266,21 +264,20 @@ impl Redlock {
     /// Masters whose grant already returned the maximum hold it; only the others are written,
     /// so when the counters are in step (the usual case) this costs no round trip at all.
     pub(crate) async fn fence_write_back(&self, grants: &[(usize, u64)]) -> Option<u64> {
-        let inner = &self.inner;
         let token = grants.iter().map(|(_, v)| *v).max()?;
         let at_max = grants.iter().filter(|(_, v)| *v == token).count();
-        let quorum = inner.masters.quorum();
+        let quorum = self.master_set().quorum();
         if at_max >= quorum {
             return Some(token);
         }
         // Only sealed masters count, each raised for the generation this client knows: a
         // raise that lands after the master lost that generation is refused there.
-        let others: Vec<usize> = (0..inner.masters.len())
+        let others: Vec<usize> = (0..self.master_set().len())
             .filter(|i| !grants.iter().any(|(g, v)| g == i && *v == token))
             .collect();
-        let (key, value) = (inner.config.fence_key(), token.to_string());
-        let round = inner
-            .masters
+        let (key, value) = (self.config().fence_key(), token.to_string());
+        let round = self
+            .master_set()
             .vote_among(
                 &others,
                 quorum - at_max,

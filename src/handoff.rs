@@ -160,17 +160,16 @@ impl Redlock {
     /// unless they expire meanwhile. `NotHeld` only when so many masters answered "not held"
     /// that no quorum can hold it.
     async fn held_by_quorum(&self, resource: &str, key: &str, token: &str) -> Result<()> {
-        let inner = &self.inner;
         let call = Arc::new(ScriptCall::new(&INSPECT, vec![key.to_owned()], Vec::new()));
         let holds = |value: &Value| match value {
             Value::Array(items) => matches!(items.as_slice(),
                 [Value::BulkString(v), _] if v == token.as_bytes()),
             _ => false,
         };
-        let round = inner
-            .masters
+        let round = self
+            .master_set()
             .vote(
-                inner.masters.quorum(),
+                self.master_set().quorum(),
                 |m| m.run_owned(&call),
                 |answer: &std::result::Result<Value, MasterReply>| answer.as_ref().is_ok_and(holds),
             )
@@ -179,8 +178,8 @@ impl Redlock {
             return Ok(());
         }
         let replies = Replies::from_answers(&round.answers, holds);
-        let n = inner.masters.len();
-        if replies.refused() > n - inner.masters.quorum() {
+        let n = self.master_set().len();
+        if replies.refused() > n - self.master_set().quorum() {
             Err(Error::NotHeld {
                 resource: resource.to_owned(),
                 replies,

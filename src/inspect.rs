@@ -99,8 +99,7 @@ impl Redlock {
         check_resource(resource)?;
         let call = ScriptCall::new(&INSPECT, vec![self.config().lock_key(resource)], vec![]);
         let masters = self
-            .inner
-            .masters
+            .master_set()
             .ask_each(|master| {
                 let call = &call;
                 // A master that restarted recently may have forgotten holds: its "free" means

@@ -427,6 +427,16 @@ impl Redlock {
     pub(crate) fn config(&self) -> &Config {
         &self.inner.config
     }
+
+    /// The masters, for the layers above the core that ask them (primitives, coordination).
+    pub(crate) fn master_set(&self) -> &Masters {
+        &self.inner.masters
+    }
+
+    /// The release-message listener, when wake-ups are on (notify.rs).
+    pub(crate) fn wakeups(&self) -> Option<&Wakeups> {
+        self.inner.wakeups.as_ref()
+    }
 }
 
 /// For the cache, which connects its own nodes and locks over them.

@@ -116,7 +116,7 @@ impl Redlock {
         let wait = options.wait.unwrap_or(self.config().acquire_wait);
         // As `acquire_with_wait`: a caller that will wait for a release message marks itself
         // on refusal, so that the release publishes (notify.rs).
-        let waits = self.inner.wakeups.is_some() && !wait.is_zero();
+        let waits = self.wakeups().is_some() && !wait.is_zero();
         self.acquire_loop(resource, options.ttl, wait, Wake::OnRelease, || {
             self.delayed_attempt(resource, options, waits)
         })

@@ -172,8 +172,7 @@ impl Redlock {
     pub async fn masters_report(&self) -> MastersReport {
         let timeout = self.config().connect_timeout;
         let reads = self
-            .inner
-            .masters
+            .master_set()
             .iter()
             .map(|master| read_master(master.clone(), timeout));
         MastersReport {

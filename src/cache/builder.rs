@@ -215,7 +215,7 @@ impl CacheBuilder {
                     reason: e.to_string(),
                 })
             })?;
-        let nodes = redlock.inner.masters.to_vec();
+        let nodes = redlock.master_set().to_vec();
         #[cfg(feature = "sim")]
         let probe = self.network.is_none();
         #[cfg(not(feature = "sim"))]

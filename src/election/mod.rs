@@ -159,7 +159,7 @@ impl Election {
             tracing::debug!(election = %self.name, "term not recorded on a quorum; campaigning again");
             let _ = guard.release().await;
             if Instant::now() >= deadline {
-                return Err(self.redlock.inner.masters.unavailable(replies));
+                return Err(self.redlock.master_set().unavailable(replies));
             }
         }
     }
@@ -190,20 +190,20 @@ impl Election {
     /// # Errors
     /// As [`leader`](Self::leader).
     pub async fn leader_lease(&self) -> Result<Option<(Leader, Duration)>> {
-        let inner = &self.redlock.inner;
+        let redlock = &self.redlock;
         let call = ScriptCall::new(&ELECTION_READ, vec![self.key()], Vec::new());
-        let answers = inner.masters.ask_each(|m| m.run(&call)).await;
+        let answers = redlock.master_set().ask_each(|m| m.run(&call)).await;
         let replies = Replies::from_results(&answers);
         let reads: Vec<Option<Held>> = answers
             .into_iter()
             .filter_map(|a| a.ok())
             .map(parse_read)
             .collect();
-        let quorum = inner.masters.quorum();
-        let silent = inner.masters.len() - reads.len();
+        let quorum = redlock.master_set().quorum();
+        let silent = redlock.master_set().len() - reads.len();
         match read_leader(&reads, silent, quorum) {
             Some(leader) => Ok(leader),
-            None => Err(inner.masters.unavailable(replies)),
+            None => Err(redlock.master_set().unavailable(replies)),
         }
     }
 
@@ -278,16 +278,16 @@ impl Election {
     /// Writes the term into the leadership hashes: `Ok` when a quorum recorded it, else what
     /// each master answered.
     async fn record_term(&self, guard: &LockGuard, term: u64) -> std::result::Result<(), Replies> {
-        let inner = &self.redlock.inner;
+        let redlock = &self.redlock;
         let call = std::sync::Arc::new(ScriptCall::new(
             &ELECTION_TERM,
             vec![self.key()],
             vec![guard.token().to_owned(), term.to_string()],
         ));
-        let round = inner
-            .masters
+        let round = redlock
+            .master_set()
             .vote(
-                inner.masters.quorum(),
+                redlock.master_set().quorum(),
                 |master| master.run_owned(&call),
                 |answer| matches!(answer, Ok(Value::Int(1))),
             )

@@ -66,13 +66,13 @@ impl Election {
 impl Election {
     /// Release messages of this election, when the client has wake-ups on.
     fn listen(&self) -> Option<mpsc::Receiver<()>> {
-        let inner = &self.redlock.inner;
-        let wakeups = inner.wakeups.as_ref()?;
-        let channel = crate::notify::channel(&inner.config.key_prefix, &self.resource());
+        let redlock = &self.redlock;
+        let wakeups = redlock.wakeups()?;
+        let channel = crate::notify::channel(&redlock.config().key_prefix, &self.resource());
         Some(super::announcements::listen(
             wakeups.endpoints(),
             channel,
-            inner.config.connect_timeout,
+            redlock.config().connect_timeout,
         ))
     }
 }

@@ -180,13 +180,13 @@ impl FairLock {
 
     /// The ticket round: the largest ticket queued on a quorum of masters, plus one.
     async fn ticket(&self) -> Result<u64> {
-        let inner = &self.redlock.inner;
+        let redlock = &self.redlock;
         let [_, queue, _] = self.keys();
         let call = Arc::new(ScriptCall::new(&FAIR_TICKET, vec![queue], vec![]));
-        let round = inner
-            .masters
+        let round = redlock
+            .master_set()
             .vote(
-                inner.masters.quorum(),
+                redlock.master_set().quorum(),
                 |master| master.run_owned(&call),
                 |answer| matches!(answer, Ok(Value::Int(_))),
             )
@@ -204,7 +204,7 @@ impl FairLock {
             return Ok(ticket);
         }
         let replies = Replies::from_answers(&round.answers, |_| true);
-        Err(inner.masters.unavailable(replies))
+        Err(redlock.master_set().unavailable(replies))
     }
 
     fn attempt(&self, ttl: Duration, waiter: &str, ticket: u64) -> Attempt {

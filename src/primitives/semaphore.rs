@@ -126,11 +126,11 @@ impl Semaphore {
         check_resource(&self.resource)?;
         self.redlock.config().refuse_interop("semaphore")?;
         self.check_permits()?;
-        let inner = &self.redlock.inner;
+        let redlock = &self.redlock;
         let key = self.redlock.config().key("semaphore", &self.resource);
         let call = ScriptCall::new(&SEMAPHORE_HELD, vec![key], vec![]);
-        let answers = inner
-            .masters
+        let answers = redlock
+            .master_set()
             .ask_each(|master| {
                 let call = &call;
                 let quarantined = self.redlock.is_quarantined(master);
@@ -154,14 +154,14 @@ impl Semaphore {
             })
             .await;
         let answered = answers.iter().filter(|a| a.is_ok()).count();
-        if answered < inner.masters.quorum() {
+        if answered < redlock.master_set().quorum() {
             let replies = Replies::from_results(&answers);
-            return Err(inner.masters.unavailable(replies));
+            return Err(redlock.master_set().unavailable(replies));
         }
         Ok(free_on_a_quorum(
             self.permits,
             answers.iter().filter_map(|a| a.as_ref().ok()),
-            inner.masters.quorum(),
+            redlock.master_set().quorum(),
         ))
     }
 
