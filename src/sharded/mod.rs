@@ -128,14 +128,22 @@
 //! quorum" above means a quorum of sealed masters, and it stays true across restarts one
 //! after another: the restarted masters come back with the quorum's epoch and pins.
 //!
+//! # One administrator at a time
+//! A change first takes a *change lock* (`change.rs`): a key on each master, set on a quorum of
+//! every group the change involves (the current topology's groups, previous ones included,
+//! and the new ones), waiting while another administrator holds it. Every topology write of
+//! the change carries the lock's token, and a master refuses it (`TOPOLOGYBUSY`) unless its
+//! lock key holds that token; writes stop once the lock's validity ran out. Two locks cannot
+//! both hold a quorum of one group (the basic lock's argument), so the writes of two changes
+//! never both reach a quorum of a group in the same period: changes run one after the other,
+//! each on the topology the previous one left (it reloads under the lock). A change that
+//! cannot take the lock on a quorum of some group writes nothing.
+//!
 //! # Not guaranteed
 //! - **Every master of a group that knew an epoch losing its state before one of them is
 //!   sealed again** (most of a group restarting without data at once, say): the group's
 //!   topology is then sealed from what is left (logged), and an old view may be accepted
 //!   there again (`seal.rs`). Use AOF (`appendfsync always`) on sharded groups' masters.
-//! - **Concurrent administrators** are not tested; run changes from one place. (Two changes
-//!   at once cannot both store a joint spec under one epoch on a quorum of a group: the loser
-//!   gets an error, and the next call finishes or replaces what it left.)
 //! - **Primitives other than the basic and multi-resource lock** are reached through
 //!   [`ShardedRedlock::group_for`]: they run on the resource's current owner group with that
 //!   group's guarantees, but they do not check the topology epoch and are **not** protected
@@ -328,7 +336,7 @@ impl ShardedRedlock {
                 break (topology, groups);
             }
             let all: Vec<&Redlock> = groups.values().collect();
-            match store::write_quorums(&all, &topology).await {
+            match store::write_quorums(&all, &topology, None).await {
                 Ok(()) => break (topology, groups),
                 // Another first topology got there first: adopt it if it is the pinned one.
                 Err(e) if store::is_stale(&e) && tries < 2 => {
