@@ -213,9 +213,10 @@
 //! change cannot be extended once the next change is stored (`with_lock` reports it lost; the
 //! hold must be re-acquired); a group most of whose masters lose their topology
 //! state at once may accept an old view again (restarts one after another are covered: a
-//! restarted master's topology is sealed from a quorum before it votes; use AOF anyway); the other primitives,
-//! reached through [`ShardedRedlock::group_for`], run on the owner group but are not protected
-//! across a change; with unequal weights libmemcached's formula re-scales every group's points
+//! restarted master's topology is sealed from a quorum before it votes; use AOF anyway); the other primitives
+//! (reentrant, fair, read-write, semaphore) are not epoch-checked:
+//! [`ShardedRedlock::group_for`] refuses them with a typed error, and
+//! [`ShardedRedlock::group_for_unchecked`] hands out the owner group unprotected across changes; with unequal weights libmemcached's formula re-scales every group's points
 //! on a change, so some resources also move between groups that stay (counted in the tests).
 //!
 //! ## Layout

@@ -1033,3 +1033,48 @@ async fn concurrent_administrators_are_serialised() {
         "one final topology: {views:#?}"
     );
 }
+
+/// Item 7: the primitives other than the lock (reentrant, fair, read-write, semaphore) are not
+/// epoch-checked, so `group_for` refuses them with a typed error; before, it handed out the
+/// owner group, and a semaphore permit taken there by a client with the old view stayed valid
+/// after a change moved the resource, next to a permit on the new owner beyond the limit.
+/// `group_for_unchecked` still hands it out, by name unprotected (shown here: two permits of a
+/// one-permit semaphore, one per group).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primitives_are_refused_unless_asked_for_unchecked() {
+    let (a, b) = (start(3), start(3));
+    let max_ttl = Duration::from_secs(1);
+    let stale = sharded(&[("a", 1, &a)], max_ttl).await;
+    let admin = sharded(&[("a", 1, &a)], max_ttl).await;
+    let err = stale.group_for("jobs").unwrap_err();
+    assert!(
+        matches!(err, redquorum::Error::NotEpochChecked { .. }) && err.is_invalid_input(),
+        "{err}"
+    );
+    let moved = (0..1000)
+        .map(|i| format!("sem{i}"))
+        .find(|r| ring(&[("a", 1), ("b", 1)]).node_for(r).unwrap().host() == "b")
+        .unwrap();
+    // A plain group's TTL (the sharded max TTL does not apply): outlives the change.
+    let ttl = Duration::from_secs(5);
+    let old = stale.group_for_unchecked(&moved);
+    let first = old.semaphore(&moved, 1).acquire(ttl).await.unwrap();
+    admin
+        .change_groups([
+            ("a", 1, support::builder(&a)),
+            ("b", 1, support::builder(&b)),
+        ])
+        .await
+        .unwrap();
+    assert!(
+        admin.group_for(&moved).is_err(),
+        "refused on every topology"
+    );
+    let new = admin.group_for_unchecked(&moved);
+    let second = new.semaphore(&moved, 1).try_acquire(ttl).await.unwrap();
+    println!("unchecked: permits on the old and the new owner: {first:?}, {second:?}");
+    assert!(
+        second.is_some() && first.is_valid(),
+        "the unchecked handle is what its name says: not protected across a change"
+    );
+}

@@ -144,10 +144,13 @@
 //!   sealed again** (most of a group restarting without data at once, say): the group's
 //!   topology is then sealed from what is left (logged), and an old view may be accepted
 //!   there again (`seal.rs`). Use AOF (`appendfsync always`) on sharded groups' masters.
-//! - **Primitives other than the basic and multi-resource lock** are reached through
-//!   [`ShardedRedlock::group_for`]: they run on the resource's current owner group with that
-//!   group's guarantees, but they do not check the topology epoch and are **not** protected
-//!   across a group change.
+//! - **Primitives other than the basic and multi-resource lock** (reentrant, fair, read-write,
+//!   semaphore) are not epoch-checked: [`ShardedRedlock::group_for`] refuses them with
+//!   [`Error::NotEpochChecked`]. [`ShardedRedlock::group_for_unchecked`] hands out the owner
+//!   group anyway, for callers who keep changes from moving what they hold there: its holds
+//!   are **not** protected across a change. (Checking them would take the epoch check in each
+//!   primitive's scripts and a joint-phase acquire on two groups, which a semaphore's or a
+//!   fair lock's queue cannot split.)
 //!
 //! [`change_groups`]: ShardedRedlock::change_groups
 
@@ -277,10 +280,31 @@ impl ShardedRedlock {
             .collect()
     }
 
-    /// The owner group's [`Redlock`], for the primitives (reentrant, fair, read-write,
-    /// semaphore). They run with that group's guarantees but **do not** check the topology
-    /// epoch: they are not protected across a group change ([crate docs](crate#sharding)).
-    pub fn group_for(&self, resource: &str) -> Redlock {
+    /// Refused: the primitives other than the lock (reentrant, fair, read-write, semaphore)
+    /// are not epoch-checked, so on a resource's owner group they would not be protected
+    /// across a group change (a holder on the old owner and another on the new one). Use
+    /// [`acquire`](Self::acquire) and [`acquire_many`](Self::acquire_many), which are; or,
+    /// knowing that no change will move the resource while it is held,
+    /// [`group_for_unchecked`](Self::group_for_unchecked).
+    ///
+    /// # Errors
+    /// Always [`Error::NotEpochChecked`].
+    pub fn group_for(&self, resource: &str) -> Result<Redlock> {
+        Err(Error::NotEpochChecked {
+            reason: format!(
+                "the primitives on {resource:?}'s owner group ({}) do not check the topology                  epoch; use the sharded lock, or group_for_unchecked where no change can move                  the resource while it is held",
+                self.owner(resource)
+            ),
+        })
+    }
+
+    /// The owner group's [`Redlock`] **without** the topology epoch check: whatever runs on it
+    /// (reentrant, fair, read-write, semaphore, or a plain lock) has that group's guarantees
+    /// only while no group change moves `resource`. A change that moves it lets a client of
+    /// the new topology hold it on the new owner while a hold taken here is still valid (and
+    /// keeps extending) on the old one. For primitives on groups whose membership you freeze,
+    /// or whose resources you drain before a change.
+    pub fn group_for_unchecked(&self, resource: &str) -> Redlock {
         let view = self.view();
         view.group(view.topology.owner(resource)).clone()
     }
