@@ -1078,3 +1078,64 @@ async fn primitives_are_refused_unless_asked_for_unchecked() {
         "the unchecked handle is what its name says: not protected across a change"
     );
 }
+
+/// Item 1, a topology state stored for another server process: masters 0 and 1 of `a` restart
+/// empty and get their topology hash back from an old snapshot (`RESTORE` of a `DUMP` taken
+/// at epoch 1, as a standby or an old backup would bring), after a change moved `r` from `a`
+/// to `b`. Before: they voted with the old epoch, and a client that had not reloaded granted
+/// `r` on `a` while it was held on `b`. Now a state whose seal generation names another
+/// process does not vote until sealed again from the group (the third master's epoch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_topology_restored_from_another_process_does_not_vote() {
+    let (a, b) = (start(3), start(3));
+    let max_ttl = Duration::from_secs(1);
+    let stale = sharded(&[("a", 1, &a)], max_ttl).await;
+    let admin = sharded(&[("a", 1, &a)], max_ttl).await;
+    let key = "redquorum:topology:state";
+    let mut dumps = Vec::new();
+    for i in 0..2 {
+        let mut conn = support::direct(&a, i).await;
+        let dump: Vec<u8> = redis::cmd("DUMP")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        dumps.push(dump);
+    }
+    admin
+        .change_groups([
+            ("a", 1, support::builder(&a)),
+            ("b", 1, support::builder(&b)),
+        ])
+        .await
+        .unwrap();
+    let r = (0..1000)
+        .map(|i| format!("r{i}"))
+        .find(|r| admin.owner(r) == "b")
+        .unwrap();
+    for (i, dump) in dumps.iter().enumerate() {
+        a.restart(i, testcluster::DataOnRestart::Lose).unwrap();
+        let mut conn = support::direct(&a, i).await;
+        let _: () = redis::cmd("RESTORE")
+            .arg(key)
+            .arg(0)
+            .arg(dump.as_slice())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let ttl = Duration::from_secs(1);
+    let held = admin.acquire(&r, ttl).await.unwrap();
+    assert_eq!(held.groups(), vec!["b"]);
+    // Waiting (the restarted masters' fencing counters are sealed on the way), for less
+    // than the holder's validity.
+    let got = stale
+        .acquire_with_wait(&r, ttl, Duration::from_millis(600))
+        .await;
+    println!("stale client: {got:?} (epoch now {})", stale.epoch());
+    assert!(
+        got.is_err() && held.is_valid(),
+        "two holders of {r}: {got:?} and {held:?}"
+    );
+    assert!(got.unwrap_err().is_contended(), "held on b");
+}
