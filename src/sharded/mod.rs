@@ -137,7 +137,10 @@
 //! both hold a quorum of one group (the basic lock's argument), so the writes of two changes
 //! never both reach a quorum of a group in the same period: changes run one after the other,
 //! each on the topology the previous one left (it reloads under the lock). A change that
-//! cannot take the lock on a quorum of some group writes nothing.
+//! cannot take the lock on a quorum of some group writes nothing. The lock's exclusion is the
+//! basic lock's (lost change-lock keys on a majority of a group void it, as for any lock);
+//! safety does not rest on it alone: without it, two changes still cannot store two specs of
+//! one epoch on a quorum of a group (the pins above), they only fail and retry.
 //!
 //! # Not guaranteed
 //! - **Every master of a group that knew an epoch losing its state before one of them is
