@@ -224,6 +224,21 @@ script!(
     TOPOLOGY_READ,
     "topology_read"
 );
+script!(
+    /// Sharded lock: one master's change lock (sharded/change.rs).
+    TOPOLOGY_CHANGE_LOCK,
+    "topology_change_lock"
+);
+script!(
+    /// Sharded lock, sealing a master's topology, step 1: claim it (sharded/seal.rs).
+    TOPOLOGY_CLAIM,
+    "topology_claim"
+);
+script!(
+    /// Sharded lock, sealing a master's topology, step 2: merge and seal, if the claim holds.
+    TOPOLOGY_SEAL,
+    "topology_seal"
+);
 
 /// Every script, for loading them on each new connection.
 pub(crate) fn all() -> Vec<&'static LuaScript> {
@@ -264,6 +279,9 @@ pub(crate) fn all() -> Vec<&'static LuaScript> {
         &ELECTION_READ,
         &TOPOLOGY_WRITE,
         &TOPOLOGY_READ,
+        &TOPOLOGY_CLAIM,
+        &TOPOLOGY_SEAL,
+        &TOPOLOGY_CHANGE_LOCK,
     ]
 }
 
