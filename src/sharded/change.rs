@@ -274,7 +274,7 @@ async fn lock_group(group: &Redlock, token: &str, ttl: Duration) -> Result<bool>
         vec![store::change_key(group)],
         vec![token.to_owned(), (ttl.as_millis() as u64).to_string()],
     ));
-    let masters = &group.inner.masters;
+    let masters = group.master_set();
     let round = masters
         .vote(
             masters.quorum(),

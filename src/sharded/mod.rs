@@ -476,10 +476,9 @@ async fn connect_groups(
 }
 
 fn same_masters(redlock: &Redlock, spec: &GroupSpec) -> bool {
-    redlock.inner.masters.len() == spec.masters.len()
+    redlock.master_set().len() == spec.masters.len()
         && redlock
-            .inner
-            .masters
+            .master_set()
             .iter()
             .zip(&spec.masters)
             .all(|(m, url)| m.addr == crate::error::redact_url(url))

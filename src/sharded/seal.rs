@@ -103,7 +103,7 @@ pub(crate) async fn seal_group(group: &Redlock, deadline: Instant) -> bool {
 }
 
 async fn seal(group: &Redlock) -> bool {
-    let masters = &group.inner.masters;
+    let masters = group.master_set();
     let key = topology_key(group);
     // 1. Claim, before any state is read: from here on these masters do not vote until
     //    sealed, and a seal merged from reads older than its claim cannot exist.

@@ -35,8 +35,7 @@ async fn read_all(groups: &[&Redlock]) -> Vec<Stored> {
         let call = ScriptCall::new(&TOPOLOGY_READ, vec![topology_key(group)], Vec::new());
         let call = &call;
         group
-            .inner
-            .masters
+            .master_set()
             .ask_each(|master| async move { master.run(call).await })
             .await
     });
@@ -135,7 +134,7 @@ async fn write_quorum(
         args.push(token.to_owned());
     }
     let call = Arc::new(ScriptCall::new(&TOPOLOGY_WRITE, keys, args));
-    let masters = &group.inner.masters;
+    let masters = group.master_set();
     let round = masters
         .vote(
             masters.quorum(),
