@@ -315,7 +315,7 @@ impl Cache {
     /// Written before the fill lock is released, so the next winner finds it. Best effort:
     /// `true` when a quorum of the masters stored it.
     async fn park(&self, key: &str, value: &Bytes, ttl: Duration) -> bool {
-        let masters = &self.inner.redlock.inner.masters;
+        let masters = self.inner.redlock.master_set();
         let life = ttl.min(self.inner.fill_wait).max(Duration::from_millis(1));
         let mut set = redis::cmd("SET");
         set.arg(self.parking_key(key))
@@ -338,7 +338,7 @@ impl Cache {
 
     /// A value parked for `key` by [`park`](Self::park), from the first master that has it.
     async fn parked(&self, key: &str) -> Option<Bytes> {
-        let masters = &self.inner.redlock.inner.masters;
+        let masters = self.inner.redlock.master_set();
         let mut get = redis::cmd("GET");
         get.arg(self.parking_key(key));
         let get = std::sync::Arc::new(get);
