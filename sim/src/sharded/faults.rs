@@ -1,0 +1,171 @@
+//! The sharded run's fault injector: the main run's faults (`run.rs`, `inject_faults`) over
+//! the group slots, and faults of most of one group (at once, or one master after another).
+
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::time::Instant;
+
+use crate::net::Cut;
+use crate::run::sealed;
+
+use super::{GROUP, World};
+
+/// Injects the plan's faults, one every 10 to 400 ms.
+pub(crate) async fn inject(world: World, seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xfa17_5a4d);
+    let quorum = GROUP / 2 + 1;
+    for _ in 0..world.plan.faults {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(10..400))).await;
+        let slot = rng.random_range(0..world.plan.slots);
+        let masters: Vec<usize> = world.masters(slot).collect();
+        let i = masters[rng.random_range(0..GROUP)];
+        // Most of the group: `quorum` masters from `i` on, wrapping.
+        let most: Vec<usize> = (0..quorum)
+            .map(|k| masters[(i - masters[0] + k) % GROUP])
+            .collect();
+        match rng.random_range(0..13) {
+            0 => pause(&world, &[i], rng.random_range(5..300)),
+            1 => crash(&world, &[i], rng.random_range(5..300)),
+            2 => lose_data(&world, &[i]),
+            3 => {
+                let uptime = Duration::from_secs(rng.random_range(1..100_000));
+                if lose_data_allowed(&world, &[i]) {
+                    world.net.take_over(i, uptime);
+                    lost(&world, &[i], "a takeover");
+                    *world
+                        .last_takeover
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                }
+            }
+            4 | 5 => cut(&world, &[i], rng.random_bool(0.5), rng.random_range(5..500)),
+            6 => world.net.flush_scripts(i),
+            7 if world.plan.uncovered_faults => {
+                let by = rng.random_range(-5_000..5_000);
+                world.net.jump_clock(i, by);
+                world.side.uncovered(&world, "a master's clock jumped");
+            }
+            8 => lose_data(&world, &most),
+            9 => {
+                // One after another, each once the previous one's quarantine has passed.
+                let gap = world.plan.max_ttl.mul_f64(2.5) + Duration::from_millis(50);
+                let world = world.clone();
+                tokio::spawn(async move {
+                    for m in most {
+                        lose_data(&world, &[m]);
+                        tokio::time::sleep(gap).await;
+                    }
+                });
+            }
+            10 => cut(
+                &world,
+                &most,
+                rng.random_bool(0.5),
+                rng.random_range(50..800),
+            ),
+            11 => pause(&world, &most, rng.random_range(50..500)),
+            12 => crash(&world, &most, rng.random_range(50..500)),
+            _ => {}
+        }
+    }
+}
+
+fn pause(world: &World, masters: &[usize], ms: u64) {
+    for &m in masters {
+        world.net.pause(m);
+    }
+    let (net, masters) = (world.net.clone(), masters.to_vec());
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        for m in masters {
+            net.resume(m);
+        }
+    });
+}
+
+/// Crashes `masters`, restarting them with their data `ms` later.
+fn crash(world: &World, masters: &[usize], ms: u64) {
+    for &m in masters {
+        world.net.crash(m);
+    }
+    let (net, masters) = (world.net.clone(), masters.to_vec());
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        for m in masters {
+            net.restart(m, true);
+        }
+    });
+}
+
+fn cut(world: &World, masters: &[usize], black_hole: bool, ms: u64) {
+    let how = if black_hole {
+        Cut::BlackHole
+    } else {
+        Cut::Refuse
+    };
+    for &m in masters {
+        world.net.cut(m, Some(how));
+    }
+    let (net, masters) = (world.net.clone(), masters.to_vec());
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        for m in masters {
+            net.cut(m, None);
+        }
+    });
+}
+
+/// Whether `masters` (of one group) may lose their data now: at least one master of their
+/// group keeps a sealed fencing counter (if every master lost it, tokens may go backwards, a
+/// documented limit the run does not draw), or the group never counted a token.
+fn lose_data_allowed(world: &World, masters: &[usize]) -> bool {
+    let slot = masters[0] / GROUP;
+    let counted = |m: usize| {
+        let key = format!("{}fence", redquorum::DEFAULT_KEY_PREFIX);
+        let args = [b"HGET".to_vec(), key.into_bytes(), b"n".to_vec()];
+        matches!(world.net.exec_now(m, &args), crate::value::Value::Bulk(_))
+    };
+    // A group that never counted a token has no counter to lose.
+    !world.masters(slot).any(counted)
+        || world
+            .masters(slot)
+            .any(|m| !masters.contains(&m) && sealed(&world.net, m))
+}
+
+/// Restarts `masters` (of one group) without their data, at once.
+fn lose_data(world: &World, masters: &[usize]) {
+    if !lose_data_allowed(world, masters) {
+        return;
+    }
+    for &m in masters {
+        world.net.restart(m, false);
+    }
+    lost(world, masters, "a restart without data");
+}
+
+/// `masters` (of one group) just lost their data (locks, fencing counter, topology).
+fn lost(world: &World, masters: &[usize], what: &str) {
+    let slot = masters[0] / GROUP;
+    for &m in masters {
+        world.side.topology_lost(world, m);
+    }
+    if !world.plan.quarantine {
+        world
+            .side
+            .uncovered(world, &format!("{what} without the restart quarantine"));
+    }
+    let unsealed = world
+        .masters(slot)
+        .filter(|&m| !sealed(&world.net, m))
+        .count();
+    if unsealed > GROUP / 2 {
+        world.side.fence_lost_at(world, slot);
+    }
+}
+
+/// Ends every fault still in force.
+pub(crate) fn heal_everything(world: &World) {
+    crate::run::heal_everything(&world.net);
+}
