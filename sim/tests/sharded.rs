@@ -18,13 +18,12 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
-/// A worker's first failing seed with its report, its (acquired, refused, errors), and the
-/// events documented non-guarantees allowed, by kind.
-type WorkerResult = (
-    Option<(u64, String)>,
-    (u64, u64, u64),
-    BTreeMap<&'static str, u64>,
-);
+/// Counts by kind.
+type Counts = BTreeMap<&'static str, u64>;
+
+/// A worker's first failing seed with its report, its (acquired, refused, errors), the events
+/// documented non-guarantees allowed, by kind, and the scenarios run, by kind.
+type WorkerResult = (Option<(u64, String)>, (u64, u64, u64), Counts, Counts);
 
 #[test]
 fn sharded_seeds() {
@@ -38,6 +37,7 @@ fn sharded_seeds() {
             "allowed by documented non-guarantees: {:?}",
             outcome.non_guarantees
         );
+        println!("scenarios: {:?}", outcome.events);
         assert!(
             outcome.violations.is_empty(),
             "sharded seed {seed}: {:#?}",
@@ -56,7 +56,8 @@ fn sharded_seeds() {
             .map(|w| {
                 scope.spawn(move || {
                     let mut totals = (0, 0, 0);
-                    let mut allowed: BTreeMap<&'static str, u64> = BTreeMap::new();
+                    let mut allowed = Counts::new();
+                    let mut events = Counts::new();
                     for seed in (first + w..first + count).step_by(workers as usize) {
                         if seed > lowest.load(std::sync::atomic::Ordering::Relaxed) {
                             break;
@@ -67,6 +68,9 @@ fn sharded_seeds() {
                         totals.2 += outcome.counts.2;
                         for (kind, n) in &outcome.non_guarantees {
                             *allowed.entry(kind).or_default() += n;
+                        }
+                        for (kind, n) in &outcome.events {
+                            *events.entry(kind).or_default() += n;
                         }
                         if !outcome.violations.is_empty() {
                             lowest.fetch_min(seed, std::sync::atomic::Ordering::Relaxed);
@@ -86,10 +90,10 @@ fn sharded_seeds() {
                                 small.violations,
                                 small.trace.render()
                             );
-                            return (Some((seed, report)), totals, allowed);
+                            return (Some((seed, report)), totals, allowed, events);
                         }
                     }
-                    (None, totals, allowed)
+                    (None, totals, allowed, events)
                 })
             })
             .collect();
@@ -98,25 +102,28 @@ fn sharded_seeds() {
             .map(|h| h.join().expect("a simulation worker panicked"))
             .collect()
     });
-    let totals = results
-        .iter()
-        .fold((0, 0, 0), |t, (_, c, _)| (t.0 + c.0, t.1 + c.1, t.2 + c.2));
-    let mut allowed: BTreeMap<&'static str, u64> = BTreeMap::new();
-    for (_, _, a) in &results {
+    let totals = results.iter().fold((0, 0, 0), |t, (_, c, _, _)| {
+        (t.0 + c.0, t.1 + c.1, t.2 + c.2)
+    });
+    let (mut allowed, mut events) = (Counts::new(), Counts::new());
+    for (_, _, a, e) in &results {
         for (kind, n) in a {
             *allowed.entry(kind).or_default() += n;
+        }
+        for (kind, n) in e {
+            *events.entry(kind).or_default() += n;
         }
     }
     if let Some((seed, report)) = results
         .into_iter()
-        .filter_map(|(failure, _, _)| failure)
+        .filter_map(|(failure, _, _, _)| failure)
         .min_by_key(|(seed, _)| *seed)
     {
         panic!("sharded seed {seed} failed\n{report}");
     }
     println!(
         "{count} sharded seeds on {workers} threads in {:?}: {} acquisitions, {} refused, {} \
-         errors\nallowed by documented non-guarantees: {allowed:?}",
+         errors\nallowed by documented non-guarantees: {allowed:?}\nscenarios: {events:#?}",
         started.elapsed(),
         totals.0,
         totals.1,

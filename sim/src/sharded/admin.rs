@@ -121,6 +121,14 @@ async fn changes(world: World, who: String, client: ShardedRedlock, mut rng: Std
         };
         world.side.admin(false, max_ttl * 2);
         finished = matches!(result, Some(Ok(_)));
+        world.side.event(match (&result, same_name) {
+            (None, _) => "change: cut part-way",
+            (Some(Err(Error::TopologyMismatch { .. })), Some(_)) => {
+                "change: same name, other masters: refused"
+            }
+            (Some(Err(_)), _) => "change: failed",
+            (Some(Ok(_)), _) => "change: done",
+        });
         match result {
             None => world.net.log(format!("{who}: change cut part-way")),
             Some(Ok(report)) => {

@@ -49,6 +49,8 @@ struct Inner {
     admins_in: usize,
     concurrent_since: Option<Instant>,
     violations: Vec<String>,
+    /// How often each scenario happened (the run's coverage, reported with the counts).
+    events: BTreeMap<&'static str, u64>,
 }
 
 /// A span of time in which a documented non-guarantee holds, maybe only for one group slot.
@@ -64,6 +66,16 @@ struct Window {
 impl Side {
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Scenario `kind` happened once more.
+    pub(crate) fn event(&self, kind: &'static str) {
+        *self.inner().events.entry(kind).or_default() += 1;
+    }
+
+    /// How often each scenario happened.
+    pub(crate) fn events(&self) -> BTreeMap<&'static str, u64> {
+        self.inner().events.clone()
     }
 
     /// Holding `index` held `groups` under `epoch`.
@@ -147,6 +159,7 @@ impl Side {
         if entering {
             i.admins_in += 1;
             if i.admins_in == 2 {
+                *i.events.entry("two changes at once").or_default() += 1;
                 i.concurrent_since = Some(now);
             }
         } else {

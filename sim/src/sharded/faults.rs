@@ -28,11 +28,12 @@ pub(crate) async fn inject(world: World, seed: u64) {
         match rng.random_range(0..13) {
             0 => pause(&world, &[i], rng.random_range(5..300)),
             1 => crash(&world, &[i], rng.random_range(5..300)),
-            2 => lose_data(&world, &[i]),
+            2 => lose_data(&world, &[i], "fault: a restart without data"),
             3 => {
                 let uptime = Duration::from_secs(rng.random_range(1..100_000));
                 if lose_data_allowed(&world, &[i]) {
                     world.net.take_over(i, uptime);
+                    world.side.event("fault: a takeover");
                     lost(&world, &[i], "a takeover");
                     *world
                         .last_takeover
@@ -45,28 +46,45 @@ pub(crate) async fn inject(world: World, seed: u64) {
             7 if world.plan.uncovered_faults => {
                 let by = rng.random_range(-5_000..5_000);
                 world.net.jump_clock(i, by);
+                world.side.event("fault: a clock jump");
                 world.side.uncovered(&world, "a master's clock jumped");
             }
-            8 => lose_data(&world, &most),
+            8 => lose_data(
+                &world,
+                &most,
+                "fault: most of a group restarted without data at once",
+            ),
             9 => {
                 // One after another, each once the previous one's quarantine has passed.
                 let gap = world.plan.max_ttl.mul_f64(2.5) + Duration::from_millis(50);
                 let world = world.clone();
                 tokio::spawn(async move {
                     for m in most {
-                        lose_data(&world, &[m]);
+                        let what = "fault: a restart without data (most of a group, one by one)";
+                        lose_data(&world, &[m], what);
                         tokio::time::sleep(gap).await;
                     }
                 });
             }
-            10 => cut(
-                &world,
-                &most,
-                rng.random_bool(0.5),
-                rng.random_range(50..800),
-            ),
-            11 => pause(&world, &most, rng.random_range(50..500)),
-            12 => crash(&world, &most, rng.random_range(50..500)),
+            10 => {
+                world.side.event("fault: most of a group cut off");
+                cut(
+                    &world,
+                    &most,
+                    rng.random_bool(0.5),
+                    rng.random_range(50..800),
+                );
+            }
+            11 => {
+                world.side.event("fault: most of a group paused");
+                pause(&world, &most, rng.random_range(50..500));
+            }
+            12 => {
+                world
+                    .side
+                    .event("fault: most of a group crashed (restarted with data)");
+                crash(&world, &most, rng.random_range(50..500));
+            }
             _ => {}
         }
     }
@@ -135,10 +153,11 @@ fn lose_data_allowed(world: &World, masters: &[usize]) -> bool {
 }
 
 /// Restarts `masters` (of one group) without their data, at once.
-fn lose_data(world: &World, masters: &[usize]) {
+fn lose_data(world: &World, masters: &[usize], what: &'static str) {
     if !lose_data_allowed(world, masters) {
         return;
     }
+    world.side.event(what);
     for &m in masters {
         world.net.restart(m, false);
     }

@@ -196,6 +196,8 @@ pub struct ShardedOutcome {
     pub counts: (u64, u64, u64),
     /// Events a documented non-guarantee allowed, by kind: reported, never violations.
     pub non_guarantees: BTreeMap<&'static str, u64>,
+    /// How often each scenario happened (faults, changes, clients): the run's coverage.
+    pub events: BTreeMap<&'static str, u64>,
 }
 
 /// Runs sharded seed `seed` with its own plan.
@@ -211,7 +213,7 @@ pub fn run_sharded_plan(seed: u64, plan: ShardedPlan, full_trace: bool) -> Shard
         .build()
         .expect("runtime");
     let trace = Trace::keeping(if full_trace { 0 } else { 400 });
-    let (violations, counts, non_guarantees) =
+    let (violations, counts, non_guarantees, events) =
         runtime.block_on(body(seed, plan.clone(), trace.clone()));
     redquorum::sim::unseed_rng();
     redquorum::sim::set_stalls(None);
@@ -221,6 +223,7 @@ pub fn run_sharded_plan(seed: u64, plan: ShardedPlan, full_trace: bool) -> Shard
         trace,
         counts,
         non_guarantees,
+        events,
     }
 }
 
@@ -312,7 +315,12 @@ pub(crate) fn slot_of(name: &str) -> Option<usize> {
     name.strip_prefix('g')?.parse().ok()
 }
 
-type Found = (Vec<String>, (u64, u64, u64), BTreeMap<&'static str, u64>);
+type Found = (
+    Vec<String>,
+    (u64, u64, u64),
+    BTreeMap<&'static str, u64>,
+    BTreeMap<&'static str, u64>,
+);
 
 async fn body(seed: u64, plan: ShardedPlan, trace: Trace) -> Found {
     let base = Instant::now();
@@ -348,7 +356,7 @@ async fn body(seed: u64, plan: ShardedPlan, trace: Trace) -> Found {
         }
     }
     if clients.is_empty() {
-        return (Vec::new(), (0, 0, 0), BTreeMap::new());
+        return (Vec::new(), (0, 0, 0), BTreeMap::new(), BTreeMap::new());
     }
     net.set_links(Links {
         loss: plan.loss,
@@ -434,5 +442,6 @@ async fn body(seed: u64, plan: ShardedPlan, trace: Trace) -> Found {
         ));
     }
     drop(clients);
-    (violations, world.history.counts(), non_guarantees)
+    let events = world.side.events();
+    (violations, world.history.counts(), non_guarantees, events)
 }

@@ -46,6 +46,9 @@ pub(crate) async fn first_clients(
             Err(e) => world.net.log(format!("client {c} could not be built: {e}")),
         }
     }
+    if plan.racing_bootstrap {
+        world.side.event("racing first topologies");
+    }
     let routes: Vec<_> = clients.iter().map(|c| (c.epoch(), c.groups())).collect();
     if routes.windows(2).any(|w| w[0] != w[1]) {
         world.history.violation(format!(
@@ -71,6 +74,7 @@ pub(crate) async fn stale(task: Task, ops: usize) {
     task.0
         .net
         .log(format!("{}: wakes at epoch {}", task.2, task.1.epoch()));
+    task.0.side.event("stale client woke");
     run(task, ops, "r", false).await;
 }
 
@@ -86,6 +90,7 @@ pub(crate) async fn late(world: World, who: String, mut rng: StdRng, first: Vec<
             return;
         }
     };
+    world.side.event("late client built");
     world.net.log(format!(
         "{who}: built, routes by epoch {} {:?}",
         client.epoch(),
@@ -181,6 +186,9 @@ fn record(
 ) -> Vec<usize> {
     let acquired = Instant::now();
     let groups: Vec<String> = guard.groups().into_iter().map(str::to_owned).collect();
+    if groups.len() > 1 {
+        world.side.event("hold over two groups");
+    }
     world.net.log(format!(
         "{who}: holds {guard:?} until +{:?}",
         guard.remaining()
@@ -234,7 +242,10 @@ async fn hold(args: HoldArgs<'_>, mut guard: ShardedGuard, quiet: bool, uncovere
                     .net
                     .log(format!("{who}: extended to +{:?}", guard.remaining()));
             }
-            Err(e) => world.net.log(format!("{who}: extend failed: {e}")),
+            Err(e) => {
+                world.side.event("extend refused or failed");
+                world.net.log(format!("{who}: extend failed: {e}"));
+            }
         }
         let nap = guard.remaining().mul_f64(rng.random_range(0.0..0.5));
         tokio::time::sleep(nap).await;
@@ -300,6 +311,7 @@ async fn with_lock(
                         world.history.lost_signalled(who, None, ctx.valid_until(), at);
                         world.history.released(index, at);
                         world.net.log(format!("{who}: lost {resource} under the lease"));
+                        world.side.event("lease lost");
                         return;
                     }
                     _ = tokio::time::sleep(step.min(until - now)) => {}
