@@ -116,7 +116,8 @@ BUGS = {
           "            match store::write_quorums(&all, &topology).await {\n"
           "                Ok(()) => break (topology, groups),\n",
           "            match store::write_quorums(&all, &topology).await {\n"
-          "                Ok(()) | Err(_) if true => break (topology, groups),\n")],
+          "                Ok(()) => break (topology, groups),\n"
+          "                Err(_) if true => break (topology, groups),\n")],
     ),
     "sharded-lease-no-cap": (
         "sharded with_lock ignores the groups' extension cap (max_lease)",

@@ -95,15 +95,19 @@ impl Side {
         });
     }
 
-    /// Master `m` just lost its data: if its group had a topology, the group is unsealed until
-    /// `m` stores it again (at least the newest spec epoch its group's masters store).
-    pub(crate) fn topology_lost(&self, world: &World, m: usize) {
-        let slot = m / GROUP;
-        let need = world
+    /// The newest spec epoch stored on a master of group slot `slot` (0: none).
+    pub(crate) fn spec_epoch(world: &World, slot: usize) -> u64 {
+        world
             .masters(slot)
             .map(|i| topology(world, i).spec_epoch)
             .max()
-            .unwrap_or(0);
+            .unwrap_or(0)
+    }
+
+    /// Master `m` just lost its data, its group storing spec epoch `need` before: if its group
+    /// had a topology, the group is unsealed until `m` stores it again (at least `need`).
+    pub(crate) fn topology_lost(&self, world: &World, m: usize, need: u64) {
+        let slot = m / GROUP;
         if need == 0 {
             return;
         }

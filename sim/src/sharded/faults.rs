@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use crate::net::Cut;
 use crate::run::sealed;
 
+use super::check::Side;
 use super::{GROUP, World};
 
 /// Injects the plan's faults, one every 10 to 400 ms.
@@ -25,16 +26,17 @@ pub(crate) async fn inject(world: World, seed: u64) {
         let most: Vec<usize> = (0..quorum)
             .map(|k| masters[(i - masters[0] + k) % GROUP])
             .collect();
-        match rng.random_range(0..13) {
+        match rng.random_range(0..15) {
             0 => pause(&world, &[i], rng.random_range(5..300)),
             1 => crash(&world, &[i], rng.random_range(5..300)),
             2 => lose_data(&world, &[i], "fault: a restart without data"),
             3 => {
                 let uptime = Duration::from_secs(rng.random_range(1..100_000));
                 if lose_data_allowed(&world, &[i]) {
+                    let need = Side::spec_epoch(&world, slot);
                     world.net.take_over(i, uptime);
                     world.side.event("fault: a takeover");
-                    lost(&world, &[i], "a takeover");
+                    lost(&world, &[i], need, "a takeover");
                     *world
                         .last_takeover
                         .lock()
@@ -84,6 +86,29 @@ pub(crate) async fn inject(world: World, seed: u64) {
                     .side
                     .event("fault: most of a group crashed (restarted with data)");
                 crash(&world, &most, rng.random_range(50..500));
+            }
+            13 => {
+                world
+                    .side
+                    .event("fault: a whole group crashed (restarted with data)");
+                crash(&world, &masters, rng.random_range(50..500));
+            }
+            14 => {
+                // Every master of the group at once: its fencing counter may go backwards
+                // (README "Fencing counters"), which the checks count, not overlook.
+                world
+                    .side
+                    .event("fault: a whole group restarted without data at once");
+                let need = Side::spec_epoch(&world, slot);
+                for &m in &masters {
+                    world.net.restart(m, false);
+                }
+                lost(
+                    &world,
+                    &masters,
+                    need,
+                    "a whole group restarted without data",
+                );
             }
             _ => {}
         }
@@ -158,17 +183,19 @@ fn lose_data(world: &World, masters: &[usize], what: &'static str) {
         return;
     }
     world.side.event(what);
+    let need = Side::spec_epoch(world, masters[0] / GROUP);
     for &m in masters {
         world.net.restart(m, false);
     }
-    lost(world, masters, "a restart without data");
+    lost(world, masters, need, "a restart without data");
 }
 
 /// `masters` (of one group) just lost their data (locks, fencing counter, topology).
-fn lost(world: &World, masters: &[usize], what: &str) {
+/// `need`: the newest spec epoch the group stored before.
+fn lost(world: &World, masters: &[usize], need: u64, what: &str) {
     let slot = masters[0] / GROUP;
     for &m in masters {
-        world.side.topology_lost(world, m);
+        world.side.topology_lost(world, m, need);
     }
     if !world.plan.quarantine {
         world
