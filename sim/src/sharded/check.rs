@@ -193,7 +193,11 @@ impl Side {
             return Some(allowed::UNCOVERED);
         }
         let i = self.inner();
-        for w in &i.windows {
+        // An uncovered fault first: it explains the others (data lost without the quarantine
+        // also loses the topology).
+        let uncovered = i.windows.iter().filter(|w| w.kind == allowed::UNCOVERED);
+        let others = i.windows.iter().filter(|w| w.kind != allowed::UNCOVERED);
+        for w in uncovered.chain(others) {
             if w.kind == allowed::FENCE_LOST
                 || (w.kind == allowed::TOPOLOGY_LOST && TOPOLOGY_SEALED)
                 || (w.kind == allowed::CONCURRENT_ADMINS && CONCURRENT_ADMINS_SAFE)
@@ -318,7 +322,10 @@ pub(crate) fn verdict(world: &World) -> (Vec<String>, BTreeMap<&'static str, u64
     let mut out = side.inner().violations.clone();
     let mut allowed: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut verdict = |found: String, allowance: Option<&'static str>| match allowance {
-        Some(kind) => *allowed.entry(kind).or_default() += 1,
+        Some(kind) => {
+            world.net.log(format!("allowed ({kind}): {found}"));
+            *allowed.entry(kind).or_default() += 1;
+        }
         None => out.push(found),
     };
     // Every holding is a mutex holding of one resource (a sharded lock on two resources is
