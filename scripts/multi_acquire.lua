@@ -9,14 +9,19 @@
 -- Returns -2, touching nothing, when fencing is on and the fencing hash has no generation: the
 -- master lost it (restart without data, flush, eviction) or is being sealed, and must be sealed
 -- before it votes.
--- Sharded: refuses with the error STALETOPOLOGY, touching nothing, when this master stores a
+-- Sharded: refuses with the error TOPOLOGYUNSEALED, touching nothing, when the topology hash has
+-- no seal generation (gen): the master lost its topology state (restart without data, flush) or
+-- is being sealed, and must be sealed from a quorum first (src/sharded/seal.rs). Refuses with
+-- STALETOPOLOGY, touching nothing, when this master stores a
 -- newer epoch (a client with an old view must not grant what the new view forbids), and with
 -- TOPOLOGYCONFLICT when this master pins another spec's digest to the same epoch (an epoch
 -- pins exactly one spec). Otherwise raises the stored epoch to ARGV[4] and pins ARGV[5] to it,
 -- so that older views and other specs of this epoch are refused here from now on.
 -- Returns -1 when any of the keys is held (by anyone, an older round of ours included), else,
 -- when granted, {new counter, generation} with fencing on (the client counts the vote only if
--- the generation is the one it knows for this master), 0 with fencing off. Checks every key
+-- the generation is the one it knows for this master), 0 with fencing off; sharded,
+-- {new counter or 0, generation or nil, topology generation} (the client counts the vote only
+-- if the topology generation names the server process it knows there). Checks every key
 -- before setting any, so a master never holds part of the set.
 local gen = false
 if ARGV[3] == '1' then
@@ -26,8 +31,13 @@ if ARGV[3] == '1' then
   end
 end
 local first = 2
+local sealed = false
 if ARGV[4] then
   first = 3
+  sealed = redis.call('HGET', KEYS[2], 'gen')
+  if not sealed then
+    return redis.error_reply('TOPOLOGYUNSEALED topology state not sealed on this master')
+  end
   local t = {redis.call('HGET', KEYS[2], 'epoch'), redis.call('HGET', KEYS[2], 'digest')}
   local stored = tonumber(t[1] or '0')
   local given = tonumber(ARGV[4])
@@ -49,7 +59,14 @@ end
 for i = first, #KEYS do
   redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
 end
+local counter = 0
 if gen then
-  return {redis.call('HINCRBY', KEYS[1], 'n', 1), gen}
+  counter = redis.call('HINCRBY', KEYS[1], 'n', 1)
+end
+if sealed then
+  return {counter, gen, sealed}
+end
+if gen then
+  return {counter, gen}
 end
 return 0

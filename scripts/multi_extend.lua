@@ -6,10 +6,18 @@
 -- final spec (else empty); KEYS[1] is then the group's topology hash. Refuses with the error
 -- STALETOPOLOGY when the stored epoch is past ARGV[3], or past ARGV[4] with another spec than
 -- that final one; with TOPOLOGYCONFLICT when ARGV[4] is stored with another spec.
+-- Sharded: refuses with TOPOLOGYUNSEALED when the topology hash has no seal generation (gen;
+-- src/sharded/seal.rs), and answers {1, gen} when extended (the client counts it only if gen
+-- names the server process it knows there).
 -- Never re-creates an expired key and never deletes. Returns 1 if extended, 0 otherwise.
 local first = 1
+local sealed = false
 if ARGV[3] then
   first = 2
+  sealed = redis.call('HGET', KEYS[1], 'gen')
+  if not sealed then
+    return redis.error_reply('TOPOLOGYUNSEALED topology state not sealed on this master')
+  end
   local t = {redis.call('HGET', KEYS[1], 'epoch'), redis.call('HGET', KEYS[1], 'digest')}
   local stored = tonumber(t[1] or '0')
   if stored > tonumber(ARGV[3]) then
@@ -29,5 +37,8 @@ for i = first, #KEYS do
 end
 for i = first, #KEYS do
   redis.call('PEXPIRE', KEYS[i], ARGV[2])
+end
+if sealed then
+  return {1, sealed}
 end
 return 1

@@ -179,10 +179,12 @@ impl LockGuard {
                         if quarantined {
                             return Err(MasterReply::Quarantined);
                         }
-                        match wait {
+                        let answer = match wait {
                             Some(wait) => master.run_within(&call, wait).await,
                             None => master.run(&call).await,
-                        }
+                        };
+                        // A sharded hold's extend answers with the topology's seal generation.
+                        crate::master::topology_checked(&master, answer)
                     }
                 },
                 |answer| matches!(answer, Ok(Value::Int(1))),

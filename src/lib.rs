@@ -212,8 +212,9 @@
 //! change cannot be extended once the next change is stored (`with_lock` reports it lost; the
 //! hold must be re-acquired); changes should come from one administrator at a time (concurrent
 //! changes are not tested; an epoch pins one spec on the masters, so two joint specs of one
-//! epoch cannot both reach a quorum of a group); masters that restart without data forget the
-//! stored epoch (even one at a time: use AOF on sharded groups); the other primitives,
+//! epoch cannot both reach a quorum of a group); a group most of whose masters lose their topology
+//! state at once may accept an old view again (restarts one after another are covered: a
+//! restarted master's topology is sealed from a quorum before it votes; use AOF anyway); the other primitives,
 //! reached through [`ShardedRedlock::group_for`], run on the owner group but are not protected
 //! across a change; with unequal weights libmemcached's formula re-scales every group's points
 //! on a change, so some resources also move between groups that stay (counted in the tests).

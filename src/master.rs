@@ -197,6 +197,16 @@ impl Master {
             .is_some_and(|g| g.as_bytes() == answered)
     }
 
+    /// Whether a seal generation (`<run_id>:<random>`, as a master answered it) was made for
+    /// the server process this client knows behind this master.
+    pub(crate) fn is_process_generation(&self, generation: &[u8]) -> bool {
+        let Ok(generation) = std::str::from_utf8(generation) else {
+            return false;
+        };
+        self.identity()
+            .is_some_and(|id| generation_is_for(generation, &id.run_id))
+    }
+
     /// The state a seal starting now would cover; pass it to [`mark_sealed`](Self::mark_sealed).
     pub(crate) fn seal_epoch(&self) -> u64 {
         self.seal_epoch.load(Ordering::Acquire)
@@ -668,6 +678,37 @@ impl FenceState {
             counter,
             generation,
         })
+    }
+}
+
+/// The reply of a master whose sharded topology state is not sealed for its server process
+/// (`sharded/seal.rs`): what the scripts answer when the state has no seal generation, and what
+/// the client makes of a reply whose generation names another process.
+pub(crate) fn topology_unsealed() -> MasterReply {
+    MasterReply::ServerError(
+        "TOPOLOGYUNSEALED topology state stored for another server process".into(),
+    )
+}
+
+/// A sharded extend's or topology write's answer, with its topology seal generation checked:
+/// `{1, gen}` (extend) or `gen` (write) counts as `1` only where `gen` names the server process
+/// this client knows behind `master`; other answers are returned as they are.
+pub(crate) fn topology_checked(
+    master: &Master,
+    answer: Result<Value, MasterReply>,
+) -> Result<Value, MasterReply> {
+    let generation = match &answer {
+        Ok(Value::Array(items)) => match items.as_slice() {
+            [Value::Int(1), Value::BulkString(g)] => g,
+            _ => return answer,
+        },
+        Ok(Value::BulkString(g)) => g,
+        _ => return answer,
+    };
+    if master.is_process_generation(generation) {
+        Ok(Value::Int(1))
+    } else {
+        Err(topology_unsealed())
     }
 }
 

@@ -306,9 +306,10 @@ fn replies_of(answers: &[Option<AcquireAnswer>]) -> Replies {
     )
 }
 
-/// A grant as a master answered it: the grant, and the seal generation it came with (fencing
-/// on), to be checked against the one this client knows for that master.
-type Parsed = std::result::Result<Option<(Grant, Option<Vec<u8>>)>, MasterReply>;
+/// A grant as a master answered it: the grant, the seal generation it came with (fencing on),
+/// to be checked against the one this client knows for that master, and (sharded) the
+/// topology's seal generation, to be checked against the master's server process.
+type Parsed = std::result::Result<Option<(Grant, Option<Vec<u8>>, Option<Vec<u8>>)>, MasterReply>;
 
 fn parse_acquire(value: Value) -> Parsed {
     let unexpected =
@@ -321,20 +322,30 @@ fn parse_acquire(value: Value) -> Parsed {
         Value::Int(-1) => Ok(None),
         // Fencing on and the hash has no generation: nothing was set (fencing.rs).
         Value::Int(-2) => Err(MasterReply::Unsealed),
-        Value::Int(v) if v >= 0 => Ok(Some((grant(v, 0), None))),
+        Value::Int(v) if v >= 0 => Ok(Some((grant(v, 0), None, None))),
         // Fencing on: [counter, generation]; scripts that choose (the semaphore's slot) answer
-        // [counter, choice] or, fenced, [counter, choice, generation].
+        // [counter, choice] or, fenced, [counter, choice, generation]; the sharded lock's
+        // [counter or 0, generation or nil, topology generation].
         Value::Array(items) => match items.as_slice() {
             [Value::Int(fence), Value::BulkString(g)] if *fence >= 0 => {
-                Ok(Some((grant(*fence, 0), Some(g.clone()))))
+                Ok(Some((grant(*fence, 0), Some(g.clone()), None)))
             }
             [Value::Int(fence), Value::Int(choice)] if *fence >= 0 && *choice >= 0 => {
-                Ok(Some((grant(*fence, *choice), None)))
+                Ok(Some((grant(*fence, *choice), None, None)))
             }
             [Value::Int(fence), Value::Int(choice), Value::BulkString(g)]
                 if *fence >= 0 && *choice >= 0 =>
             {
-                Ok(Some((grant(*fence, *choice), Some(g.clone()))))
+                Ok(Some((grant(*fence, *choice), Some(g.clone()), None)))
+            }
+            [Value::Int(fence), g, Value::BulkString(topology)]
+                if *fence >= 0 && matches!(g, Value::BulkString(_) | Value::Nil) =>
+            {
+                let g = match g {
+                    Value::BulkString(g) => Some(g.clone()),
+                    _ => None,
+                };
+                Ok(Some((grant(*fence, 0), g, Some(topology.clone()))))
             }
             _ => Err(unexpected(&Value::Array(items))),
         },
@@ -345,10 +356,19 @@ fn parse_acquire(value: Value) -> Parsed {
 /// With fencing on, a grant counts only if it came with the generation this client knows for
 /// the master: another one means the master lost its counter and was sealed again since (or
 /// is not the state this client sealed), so its counter may not be above the last token yet.
+///
+/// A sharded grant counts only if the topology's seal generation names the server process this
+/// client knows behind the master (`sharded/seal.rs`): a topology hash stored by another
+/// process (an old snapshot, a takeover) may be older than what a quorum knows.
 fn checked(answer: Parsed, master: &Master, fencing: bool) -> AcquireAnswer {
     match answer? {
         None => Ok(None),
-        Some((grant, generation)) => {
+        Some((grant, generation, topology)) => {
+            if let Some(topology) = topology
+                && !master.is_process_generation(&topology)
+            {
+                return Err(crate::master::topology_unsealed());
+            }
             if fencing && !generation.is_some_and(|g| master.is_generation(&g)) {
                 return Err(MasterReply::Unsealed);
             }

@@ -217,6 +217,16 @@ script!(
     TOPOLOGY_READ,
     "topology_read"
 );
+script!(
+    /// Sharded lock, sealing a master's topology, step 1: claim it (sharded/seal.rs).
+    TOPOLOGY_CLAIM,
+    "topology_claim"
+);
+script!(
+    /// Sharded lock, sealing a master's topology, step 2: merge and seal, if the claim holds.
+    TOPOLOGY_SEAL,
+    "topology_seal"
+);
 
 /// Every script, for loading them on each new connection.
 pub(crate) fn all() -> Vec<&'static LuaScript> {
@@ -257,6 +267,8 @@ pub(crate) fn all() -> Vec<&'static LuaScript> {
         &ELECTION_READ,
         &TOPOLOGY_WRITE,
         &TOPOLOGY_READ,
+        &TOPOLOGY_CLAIM,
+        &TOPOLOGY_SEAL,
     ]
 }
 

@@ -793,3 +793,131 @@ async fn racing_first_topologies_end_in_one_spec() {
     }
     println!("clients built per round: {outcomes:?}");
 }
+
+/// A sharded client over `groups` whose groups wait out `quarantine` after a master restarts.
+async fn sharded_quarantined(
+    groups: &[(&str, &Cluster)],
+    max_ttl: Duration,
+    quarantine: Duration,
+) -> ShardedRedlock {
+    let mut b = ShardedRedlock::builder().max_ttl(max_ttl).template(
+        redquorum::Redlock::builder()
+            .master_timeout(support::TEST_MASTER_TIMEOUT)
+            .restart_quarantine(quarantine),
+    );
+    for (name, cluster) in groups {
+        b = b.group(
+            *name,
+            1,
+            support::builder(cluster).restart_quarantine(quarantine),
+        );
+    }
+    b.build().await.expect("building the sharded client")
+}
+
+/// Makes `client` see a new server process behind master `i` of `group` (a restart), without
+/// any master answering it: the others are paused, so no refusal for a stale topology reaches
+/// it. Its restart quarantine for that master starts now.
+async fn observe_restart(client: &ShardedRedlock, group: &Cluster, i: usize, name: &str) {
+    let others: Vec<usize> = (0..group.len()).filter(|&j| j != i).collect();
+    for &j in &others {
+        group.pause(j).unwrap();
+    }
+    let probe = client.try_acquire(name, Duration::from_secs(1)).await;
+    assert!(
+        !matches!(probe, Ok(Some(_))),
+        "the probe cannot be granted: {probe:?}"
+    );
+    for &j in &others {
+        group.resume(j).unwrap();
+    }
+}
+
+/// Issue 18, second example (item 1, the sealed topology). Two of group `a`'s three masters
+/// restart without data, one after the other; each time the client sees the new process and
+/// waits out the restart quarantine, and a majority is never down at once. A client built
+/// before a change (which moved `r` from `a` to `c`) and never refused since then tries `r`
+/// while someone holds it on `c`. Before: the two empty masters counted as epoch 0, accepted
+/// the old epoch and granted `r` on `a` (two holders). Now they do not vote until their
+/// topology is sealed from what the group reports (the third master's epoch), and the client
+/// is refused for its stale view, reloads and finds `r` held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restarts_without_data_one_after_another_do_not_let_an_old_view_grant() {
+    let (a, b, c) = (start(3), start(3), start(3));
+    let (max_ttl, quarantine) = (Duration::from_secs(1), Duration::from_millis(1500));
+    // The masters' uptime (whole seconds) must pass the quarantine before anyone can vote.
+    tokio::time::sleep(quarantine + Duration::from_millis(1100)).await;
+    let old = [("a", &a), ("b", &b)];
+    let stale = sharded_quarantined(&old, max_ttl, quarantine).await;
+    let admin = sharded_quarantined(&old, max_ttl, quarantine).await;
+    let r = (0..5000)
+        .map(|i| format!("r{i}"))
+        .find(|r| {
+            ring(&[("a", 1), ("b", 1)]).node_for(r).unwrap().host() == "a"
+                && ring(&[("a", 1), ("b", 1), ("c", 1)])
+                    .node_for(r)
+                    .unwrap()
+                    .host()
+                    == "c"
+        })
+        .unwrap();
+    let probe = (0..5000)
+        .map(|i| format!("probe{i}"))
+        .find(|p| stale.owner(p) == "a")
+        .unwrap();
+    admin
+        .change_groups([
+            ("a", 1, support::builder(&a).restart_quarantine(quarantine)),
+            ("b", 1, support::builder(&b).restart_quarantine(quarantine)),
+            ("c", 1, support::builder(&c).restart_quarantine(quarantine)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!((stale.epoch(), admin.epoch()), (1, 3));
+    let ttl = Duration::from_secs(1);
+    let held = admin.acquire(&r, ttl).await.unwrap();
+    assert_eq!(held.groups(), vec!["c"]);
+    // The holder keeps its hold on `c` throughout.
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let keeper = tokio::spawn(async move {
+        let mut held = held;
+        loop {
+            tokio::select! {
+                _ = &mut stop_rx => break,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+            held.extend(ttl).await.expect("the holder keeps its hold");
+        }
+        held
+    });
+    for i in 0..2 {
+        a.restart(i, testcluster::DataOnRestart::Lose).unwrap();
+        observe_restart(&stale, &a, i, &probe).await;
+        tokio::time::sleep(quarantine + Duration::from_millis(200)).await;
+    }
+    assert_eq!(stale.epoch(), 1, "never refused since it was built");
+    let got = stale.try_acquire(&r, ttl).await;
+    stop_tx.send(()).unwrap();
+    let held = keeper.await.unwrap();
+    println!(
+        "stale client: {got:?} (epoch now {}); holder {held:?}",
+        stale.epoch()
+    );
+    let got = got.unwrap();
+    assert!(
+        got.is_none() && held.is_valid(),
+        "two holders of {r}: {got:?} and {held:?}"
+    );
+    assert_eq!(stale.epoch(), 3, "refused for its view, it reloaded");
+    // The restarted masters were sealed with the group's epoch: an old view is refused there.
+    for i in 0..2 {
+        let mut conn = support::direct(&a, i).await;
+        let epoch: Option<u64> = redis::cmd("HGET")
+            .arg("redquorum:topology:state")
+            .arg("epoch")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(epoch, Some(3), "master {i} of a");
+    }
+}

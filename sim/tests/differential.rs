@@ -731,19 +731,80 @@ fn scenario_multi(h: &mut Harness) {
     );
 }
 
+/// Seals the topology hash `t` through both steps (sharded/seal.rs): claim it for the process
+/// of `generation` (`<run>:<random>`), then merge `merged` (epoch, digest, spec epoch, spec)
+/// with that generation. Returns the seal's reply.
+fn seal_topology(h: &mut Harness, t: &str, generation: &str, merged: [&str; 4]) -> Value {
+    let run = generation.split(':').next().expect("run:random");
+    let claim = match h.script("topology_claim", &[t], &[run, "c0"]) {
+        Value::Array(items) => items[1].clone(),
+        other => panic!("topology_claim: {other:?}"),
+    };
+    let Value::Bulk(claim) = claim else {
+        panic!("topology_claim left no claim to seal: {claim:?}");
+    };
+    let claim = String::from_utf8(claim).expect("utf-8 claim");
+    let [epoch, digest, spec_epoch, spec] = merged;
+    h.script(
+        "topology_seal",
+        &[t],
+        &[&claim, generation, epoch, digest, spec_epoch, spec],
+    )
+}
+
+/// A sharded grant without fencing: `[0, nil, topology generation]`.
+fn sharded_grant(generation: &str) -> Value {
+    Value::Array(vec![int(0), Value::Nil, bulk(generation)])
+}
+
 fn scenario_sharded(h: &mut Harness) {
     h.context = "scenario: sharded lock (multi scripts with the epoch check) and topology".into();
     h.flush();
     let spec = "v1\nmax_ttl_ms 1000\ngroup a 1 redis://x:1\n";
-    // No topology yet: read nils, acquire at epoch 1 raises the stored epoch and pins d1.
+    // No topology yet: read nils; unsealed, so acquires, extends and writes are refused
+    // (TOPOLOGYUNSEALED), touching nothing.
     h.script("topology_read", &["t"], &[]);
+    h.script(
+        "multi_acquire",
+        &["fc", "t", "s1"],
+        &["o1", "30000", "0", "1", "d1"],
+    );
+    h.script(
+        "multi_extend",
+        &["t", "s1"],
+        &["o1", "30000", "1", "1", "d1", ""],
+    );
+    h.script("topology_write", &["t"], &["1", spec, "d1"]);
+    // A claim for run A, adopted again by a second claim of the same process; a claim of
+    // another process replaces it, and the first process's seal is refused.
+    h.script("topology_claim", &["t"], &["runA", "c1"]);
+    h.script("topology_claim", &["t"], &["runA", "c2"]);
+    h.script("topology_claim", &["t"], &["runB", "c3"]);
+    assert_eq!(
+        h.script(
+            "topology_seal",
+            &["t"],
+            &["runA:c1", "runA:g1", "0", "", "0", ""]
+        ),
+        int(-1),
+        "claim gone"
+    );
+    assert_eq!(
+        seal_topology(h, "t", "runA:g1", ["0", "", "0", ""]),
+        int(1),
+        "sealed at epoch 0 (nothing read)"
+    );
+    h.script("topology_read", &["t"], &[]);
+    // Sealed for run A: a claim for run A writes nothing.
+    h.script("topology_claim", &["t"], &["runA", "c4"]);
+    // Acquire at epoch 1 raises the stored epoch and pins d1.
     assert_eq!(
         h.script(
             "multi_acquire",
             &["fc", "t", "s1"],
             &["o1", "30000", "0", "1", "d1"]
         ),
-        int(0)
+        sharded_grant("runA:g1")
     );
     assert_eq!(
         h.script(
@@ -763,11 +824,11 @@ fn scenario_sharded(h: &mut Harness) {
     h.script("topology_write", &["t"], &["1", spec, "dX"]); // TOPOLOGYCONFLICT
     assert_eq!(
         h.script("topology_write", &["t"], &["2", spec, "d2"]),
-        int(1)
+        bulk("runA:g1")
     );
     assert_eq!(
         h.script("topology_write", &["t"], &["2", spec, "d2"]),
-        int(1),
+        bulk("runA:g1"),
         "same spec again"
     );
     h.script("topology_write", &["t"], &["2", "v1\nother\n", "d3"]); // TOPOLOGYCONFLICT
@@ -791,7 +852,7 @@ fn scenario_sharded(h: &mut Harness) {
             &["t", "s1"],
             &["o1", "30000", "2", "1", "d1", "d2"]
         ),
-        int(1)
+        Value::Array(vec![int(1), bulk("runA:g1")])
     );
     h.script(
         "multi_extend",
@@ -804,7 +865,7 @@ fn scenario_sharded(h: &mut Harness) {
             &["fc", "t", "s3"],
             &["o3", "30000", "0", "3", "d3"]
         ),
-        int(0),
+        sharded_grant("runA:g1"),
         "a newer epoch raises the stored one"
     );
     h.script(
@@ -821,6 +882,26 @@ fn scenario_sharded(h: &mut Harness) {
         h.script("multi_release", &["t", "s1"], &["o1", "2"]),
         int(0)
     );
+    h.script("topology_read", &["t"], &[]);
+    // A process that finds run A's seal (a restart from a snapshot): claimed and sealed again.
+    // The merge only restricts: a lower epoch read keeps the stored one; the same epoch with
+    // another digest pins 'conflict'; a newer spec replaces the stored one.
+    assert_eq!(
+        seal_topology(h, "t", "runB:g1", ["1", "d1", "1", spec]),
+        int(1)
+    );
+    h.script("topology_read", &["t"], &[]);
+    assert_eq!(
+        seal_topology(h, "t", "runC:g1", ["3", "dZ", "4", "v1\nnewer\n"]),
+        int(1)
+    );
+    h.script("topology_read", &["t"], &[]);
+    h.script(
+        "multi_acquire",
+        &["fc", "t", "s6"],
+        &["o6", "30000", "0", "3", "d3"],
+    ); // TOPOLOGYCONFLICT
+    assert_eq!(seal_topology(h, "t", "runD:g1", ["5", "", "0", ""]), int(1));
     h.script("topology_read", &["t"], &[]);
 }
 
@@ -1515,6 +1596,25 @@ impl Gen {
                 (vec![self.key("tp").into()], vec![epoch, spec, digest])
             }
             "topology_read" => (vec![self.key("tp").into()], Vec::new()),
+            "topology_claim" => (
+                vec![self.key("tp").into()],
+                vec![
+                    self.pick(&["runA", "runB"]).into(),
+                    self.pick(&["c1", "c2"]).into(),
+                ],
+            ),
+            "topology_seal" => (
+                vec![self.key("tp").into()],
+                vec![
+                    self.pick(&["runA:c0", "runA:c1", "runA:c2", "runB:c1"])
+                        .into(),
+                    self.generation(),
+                    self.pick(&["0", "1", "2", "3"]).into(),
+                    self.pick(&["", "da", "db", "conflict"]).into(),
+                    self.pick(&["0", "1", "2", "3"]).into(),
+                    self.pick(&["v1\nspec a\n", "v1\nspec b\n"]).into(),
+                ],
+            ),
             "reentrant_acquire" => {
                 let hold = self.pick(&["h1", "h2", "h3"]).into();
                 (
@@ -1669,6 +1769,10 @@ fn random_run(h: &mut Harness, seed: u64, steps: usize) {
     // A sealed counter most of the time, so fenced calls do more than return -2.
     if g.rng.random_bool(0.8) {
         seal(h, "fc", "1", "runA:g1");
+    }
+    // A sealed topology most of the time, so sharded calls do more than refuse.
+    if g.rng.random_bool(0.8) {
+        seal_topology(h, "tp", "runA:g1", ["0", "", "0", ""]);
     }
     for _ in 0..steps {
         if g.rng.random_range(0..10) == 0 {

@@ -16,12 +16,16 @@ use crate::lock::Redlock;
 use crate::primitives::multi::{EpochCheck, Patience as Rounds, sorted_names};
 
 use super::guard::{Part, ShardedGuard};
-use super::store::{is_stale, topology_key};
+use super::store::{is_stale, is_unsealed, topology_key};
 use super::{ShardedRedlock, View};
 
 /// Reloads (after a stale-topology refusal) before an acquire gives up: a change takes two
 /// epochs, so two reloads normally suffice; one spare for a change racing the retry.
 const MAX_RELOADS: u32 = 3;
+
+/// Seals (after a refusal by masters whose topology state is not sealed, seal.rs) before an
+/// acquire gives up: one normally suffices; one spare for a master lost again meanwhile.
+const MAX_SEALS: u32 = 2;
 
 /// Whether a round may wait (retrying within a deadline) or is a single try.
 #[derive(Clone, Copy)]
@@ -152,12 +156,32 @@ impl ShardedRedlock {
         patience: Patience,
     ) -> Result<Option<ShardedGuard>> {
         let started = Instant::now();
-        let (mut reloads, mut expired) = (0, 0u32);
+        let (mut reloads, mut expired, mut seals) = (0, 0u32, 0);
         loop {
             let view = self.view();
             check_ttl(&view, ttl)?;
             check_names(&view, names)?;
-            match acquire_in(&view, names, ttl, patience).await {
+            let outcome = acquire_in(&view, names, ttl, patience).await;
+            if let Err(e) = &outcome
+                && is_unsealed(e)
+                && seals < MAX_SEALS
+            {
+                // Masters whose topology state is not sealed for their process did not vote:
+                // seal them from a quorum (seal.rs), then try again (after a reload, if the
+                // others refused this view).
+                seals += 1;
+                let deadline = match patience {
+                    Patience::Until(deadline) => deadline,
+                    Patience::Once => Instant::now() + self.wait_setting(),
+                };
+                for group in plan(&view, names).into_keys() {
+                    super::seal::seal_group(view.group(group), deadline).await;
+                }
+                if !is_stale(e) {
+                    continue;
+                }
+            }
+            match outcome {
                 Err(e) if is_stale(&e) && reloads < MAX_RELOADS => {
                     reloads += 1;
                     let before = view.topology.epoch;

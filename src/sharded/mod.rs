@@ -119,12 +119,20 @@
 //! its stored joint spec, or, where another spec is pinned to its epoch, stored again under an
 //! epoch above every one reported, with the same previous groups (`change.rs`).
 //!
+//! # A sealed topology
+//! Everything above counts only masters whose topology state is *sealed* for the server
+//! process that answers (`seal.rs`, with the invariant and its proof): a master that lost its
+//! state (restart without data, flush) or holds one stored for another process (an old
+//! snapshot, a takeover) refuses or is not counted in sharded acquires, extends and topology
+//! writes until its state is merged again from what a quorum of its group reports. So "on a
+//! quorum" above means a quorum of sealed masters, and it stays true across restarts one
+//! after another: the restarted masters come back with the quorum's epoch and pins.
+//!
 //! # Not guaranteed
-//! - **Masters restarting without data** (issue 18, item 1: not done). A master that restarts
-//!   empty forgets its epoch and pinned digest and accepts the old epoch again; after such
-//!   restarts of a majority of a group (even one at a time, each after the restart
-//!   quarantine), a client that has not reloaded since a change may grant a resource that
-//!   moved. Use AOF (`appendfsync always`) on sharded groups' masters.
+//! - **Every master of a group that knew an epoch losing its state before one of them is
+//!   sealed again** (most of a group restarting without data at once, say): the group's
+//!   topology is then sealed from what is left (logged), and an old view may be accepted
+//!   there again (`seal.rs`). Use AOF (`appendfsync always`) on sharded groups' masters.
 //! - **Concurrent administrators** are not tested; run changes from one place. (Two changes
 //!   at once cannot both store a joint spec under one epoch on a quorum of a group: the loser
 //!   gets an error, and the next call finishes or replaces what it left.)
@@ -140,6 +148,7 @@ mod builder;
 mod change;
 mod guard;
 mod lease;
+mod seal;
 mod store;
 mod token;
 mod topology;

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use redis::Value;
+use tokio::time::Instant;
 
 use crate::error::{Error, MasterReply, Replies, Result};
 use crate::lock::Redlock;
@@ -108,6 +109,9 @@ pub(crate) async fn write_quorums(groups: &[&Redlock], topology: &Topology) -> R
 }
 
 async fn write_quorum(group: &Redlock, epoch: u64, spec: &str, digest: &str) -> Result<()> {
+    // Only masters sealed for their process count (seal.rs): seal those that are not first.
+    let deadline = Instant::now() + group.config().acquire_wait;
+    super::seal::seal_group(group, deadline).await;
     let call = Arc::new(ScriptCall::new(
         &TOPOLOGY_WRITE,
         vec![topology_key(group)],
@@ -117,7 +121,10 @@ async fn write_quorum(group: &Redlock, epoch: u64, spec: &str, digest: &str) -> 
     let round = masters
         .vote(
             masters.quorum(),
-            |master| master.run_owned(&call),
+            |master| {
+                let (master, call) = (master.clone(), call.clone());
+                async move { crate::master::topology_checked(&master, master.run(&call).await) }
+            },
             |answer| matches!(answer, Ok(Value::Int(1))),
         )
         .await;
@@ -129,6 +136,16 @@ async fn write_quorum(group: &Redlock, epoch: u64, spec: &str, digest: &str) -> 
         Some(reason) => Err(Error::StaleTopology { epoch, reason }),
         None => Err(masters.unavailable(replies)),
     }
+}
+
+/// Whether a master refused because its topology state is not sealed for its process
+/// (seal.rs): seal the group, then try again.
+pub(crate) fn is_unsealed(error: &Error) -> bool {
+    error.replies().is_some_and(|r| {
+        r.as_slice()
+            .iter()
+            .any(|r| matches!(r, MasterReply::ServerError(e) if e.contains("TOPOLOGYUNSEALED")))
+    })
 }
 
 /// What a master said when it refused for a newer or conflicting topology, if one did.
