@@ -21,6 +21,12 @@ pub mod allowed {
     /// restart without data, a takeover) that was not stored again since: README "Sharding",
     /// non-guarantees ("Masters restarting without data", issue 18 item 1).
     pub const TOPOLOGY_LOST: &str = "sharded: a group's master lost its topology state (item 1)";
+    /// With the sealed topology (item 1): an overlap, token or pin involving a group most of
+    /// whose masters had lost their topology state before any of them was sealed again: what
+    /// `src/sharded/seal.rs` says remains ("every master that kept a restriction losing its
+    /// state before one of them is sealed again (a majority of a group at once, say)").
+    pub const TOPOLOGY_MAJORITY_LOST: &str =
+        "sharded: most of a group lost its topology state before a seal (seal.rs: what remains)";
     /// During or soon after two `change_groups` at once: README "Sharding", non-guarantees
     /// ("Concurrent change_groups calls are not tested", issue 18 item 5).
     pub const CONCURRENT_ADMINS: &str = "sharded: two administrators changed the groups at once";
@@ -114,13 +120,38 @@ impl Side {
         world.net.log(format!(
             "master {m} lost the topology of group g{slot} (spec epoch {need})"
         ));
-        self.inner().windows.push(Window {
+        let mut i = self.inner();
+        i.windows.push(Window {
             kind: allowed::TOPOLOGY_LOST,
             slot: Some(slot),
             master: Some((m, need)),
             from: Instant::now(),
             to: None,
         });
+        let open = |w: &&Window| w.slot == Some(slot) && w.to.is_none();
+        let lost = i
+            .windows
+            .iter()
+            .filter(open)
+            .filter(|w| w.kind == allowed::TOPOLOGY_LOST)
+            .count();
+        let already = i
+            .windows
+            .iter()
+            .filter(open)
+            .any(|w| w.kind == allowed::TOPOLOGY_MAJORITY_LOST);
+        if lost > GROUP / 2 && !already {
+            world.net.log(format!(
+                "most of g{slot} lost its topology state before a seal"
+            ));
+            i.windows.push(Window {
+                kind: allowed::TOPOLOGY_MAJORITY_LOST,
+                slot: Some(slot),
+                master: None,
+                from: Instant::now(),
+                to: None,
+            });
+        }
     }
 
     /// Most of group slot `slot`'s masters lost their fencing counters at once: tokens of the
@@ -232,14 +263,15 @@ impl Side {
         let lost = i
             .windows
             .iter()
-            .any(|w| w.kind == allowed::TOPOLOGY_LOST && w.slot == Some(slot) && !TOPOLOGY_SEALED);
-        if lost {
+            .filter(|w| w.slot == Some(slot) && topology_allows(w.kind))
+            .map(|w| w.kind)
+            .next();
+        if let Some(kind) = lost {
             world.net.log(format!(
-                "two specs pinned to epoch {epoch} on a quorum of g{slot} (a master lost its \
-                 topology: allowed)"
+                "allowed ({kind}): two specs pinned to epoch {epoch} on a quorum of g{slot}"
             ));
             drop(i);
-            world.history.non_guarantee(allowed::TOPOLOGY_LOST);
+            world.history.non_guarantee(kind);
             return;
         }
         i.violations.push(format!(
@@ -247,14 +279,19 @@ impl Side {
         ));
     }
 
-    /// Ends the lost-topology windows of masters that store their group's topology again.
-    fn resealed(&self, world: &World, m: usize, spec_epoch: u64) {
+    /// Ends the lost-topology windows of masters that store their group's topology again
+    /// (sealed: with a seal generation; before item 1: with the spec epoch it lost).
+    fn resealed(&self, world: &World, m: usize, state: &State) {
         let mut i = self.inner();
         for w in i.windows.iter_mut() {
             if let Some((master, need)) = w.master
                 && master == m
                 && w.to.is_none()
-                && spec_epoch >= need
+                && (if TOPOLOGY_SEALED {
+                    state.sealed
+                } else {
+                    state.spec_epoch >= need
+                })
             {
                 w.to = Some(Instant::now());
                 world
@@ -265,11 +302,23 @@ impl Side {
     }
 }
 
+/// Whether a lost-topology window of `kind` allows an overlap, token or pin: before item 1
+/// any lost state does; with the sealed topology, only most of a group's at once.
+fn topology_allows(kind: &str) -> bool {
+    match kind {
+        allowed::TOPOLOGY_LOST => !TOPOLOGY_SEALED,
+        allowed::TOPOLOGY_MAJORITY_LOST => true,
+        _ => false,
+    }
+}
+
 /// One master's topology state, read directly.
 struct State {
     epoch: u64,
     digest: Option<String>,
     spec_epoch: u64,
+    /// With a seal generation (`gen`, item 1).
+    sealed: bool,
 }
 
 fn topology(world: &World, i: usize) -> State {
@@ -286,6 +335,7 @@ fn topology(world: &World, i: usize) -> State {
         epoch: number("epoch"),
         digest: field("digest"),
         spec_epoch: number("spec_epoch"),
+        sealed: field("gen").is_some(),
     }
 }
 
@@ -298,7 +348,7 @@ pub(crate) async fn observe(world: World, done: CancellationToken) {
             let mut count: BTreeMap<(u64, String), usize> = BTreeMap::new();
             for m in world.masters(slot) {
                 let state = topology(&world, m);
-                world.side.resealed(&world, m, state.spec_epoch);
+                world.side.resealed(&world, m, &state);
                 if let Some(digest) = state.digest {
                     *count.entry((state.epoch, digest)).or_default() += 1;
                 }

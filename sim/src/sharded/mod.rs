@@ -59,11 +59,11 @@ pub use check::allowed;
 pub const GROUP: usize = 3;
 
 /// Whether the library seals the topology (issue 18 item 1: a master whose topology state is
-/// missing or was stored for another process does not vote until re-stored from a quorum).
-/// Until it does, an overlap that involves a group with a master that lost its topology state
-/// is the documented non-guarantee "masters restarting without data"; once it does, set this
-/// and they are violations.
-pub const TOPOLOGY_SEALED: bool = false;
+/// missing or was stored for another process does not vote until re-stored from a quorum): it
+/// does since branch `shardcore`'s item 1 was merged. Without it, an overlap that involves a
+/// group with a master that lost its topology state is the documented non-guarantee "masters
+/// restarting without data" (counted); with it, such an overlap is a violation.
+pub const TOPOLOGY_SEALED: bool = true;
 
 /// Whether concurrent administrators are safe (issue 18 item 5). Until they are, an overlap
 /// during (or within two max TTLs after) two changes running at once is the documented

@@ -232,7 +232,11 @@ async fn hold(args: HoldArgs<'_>, mut guard: ShardedGuard, quiet: bool, uncovere
     };
     let nap = nap + world.stalls.draw("holder.work", "").unwrap_or_default();
     tokio::time::sleep(nap).await;
-    if guard.is_valid() && rng.random_bool(0.3) {
+    // Sometimes extended, up to four times in a row: a hold kept across a group change.
+    let mut extends = 0;
+    while guard.is_valid() && extends < 4 && rng.random_bool(if extends == 0 { 0.35 } else { 0.6 })
+    {
+        extends += 1;
         match guard.extend(ttl).await {
             Ok(()) => {
                 for &i in &index {
@@ -245,9 +249,10 @@ async fn hold(args: HoldArgs<'_>, mut guard: ShardedGuard, quiet: bool, uncovere
             Err(e) => {
                 world.side.event("extend refused or failed");
                 world.net.log(format!("{who}: extend failed: {e}"));
+                break;
             }
         }
-        let nap = guard.remaining().mul_f64(rng.random_range(0.0..0.5));
+        let nap = guard.remaining().mul_f64(rng.random_range(0.2..0.7));
         tokio::time::sleep(nap).await;
     }
     let at = Instant::now();
@@ -272,7 +277,7 @@ async fn with_lock(
     ttl: Duration,
     uncovered: bool,
 ) {
-    let work = Duration::from_millis(rng.random_range(0..=(ttl.as_millis() as u64) * 3));
+    let work = Duration::from_millis(rng.random_range(0..=(ttl.as_millis() as u64) * 4));
     let started = Instant::now();
     let (groups, epoch) = (client.placement(resource), client.epoch());
     let result = client
