@@ -1,6 +1,9 @@
 -- Sharded lock: store a topology (groups, weights, epoch, joint phase) on one master.
 -- KEYS[1] = topology hash; ARGV[1] = epoch of the topology, ARGV[2] = its encoded spec,
--- ARGV[3] = the spec's digest.
+-- ARGV[3] = the spec's digest; for a change (not a first topology), KEYS[2] = the change lock
+-- key and ARGV[4] = the changing administrator's token: refused with TOPOLOGYBUSY, touching
+-- nothing, unless this master's change lock holds that token (topology_change_lock.lua), so a
+-- write of an administrator whose lock expired or was taken over never lands.
 -- Refuses with TOPOLOGYUNSEALED, touching nothing, when the hash has no seal generation (gen):
 -- the master lost its topology state (restart without data, flush) or is being sealed, and
 -- must be sealed from a quorum first (src/sharded/seal.rs).
@@ -14,6 +17,9 @@ local given = tonumber(ARGV[1])
 local t = {}
 for i, field in ipairs({'epoch', 'digest', 'spec_epoch', 'spec', 'gen'}) do
   t[i] = redis.call('HGET', KEYS[1], field)
+end
+if ARGV[4] and redis.call('GET', KEYS[2]) ~= ARGV[4] then
+  return redis.error_reply('TOPOLOGYBUSY the change lock is not held by this change here')
 end
 if not t[5] then
   return redis.error_reply('TOPOLOGYUNSEALED topology state not sealed on this master')

@@ -371,6 +371,15 @@ pub enum Error {
         /// What differs.
         reason: String,
     },
+    /// A sharded client refused an operation that its topology epoch check does not cover:
+    /// the reentrant, fair, read-write and semaphore primitives on a resource's owner group
+    /// ([`ShardedRedlock::group_for`](crate::ShardedRedlock::group_for)) would not be
+    /// protected across a group change (a holder on the old owner and one on the new).
+    #[error("not epoch-checked across sharded group changes: {reason}")]
+    NotEpochChecked {
+        /// What was refused, and what to use instead.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -421,6 +430,7 @@ impl Error {
                 | Self::Denied { .. }
                 | Self::InteropUnsupported { .. }
                 | Self::EvictingMaster { .. }
+                | Self::NotEpochChecked { .. }
         )
     }
 

@@ -206,17 +206,17 @@
 //! of one resource exceed the token of every grant that completed before the round started,
 //! across groups and changes (as the basic lock's): `(epoch << 48) | counter` of the
 //! resource's owner group, with a typed error rather than a wrap past `2^48` grants per group
-//! or `2^16` epochs. A change moves exactly the resources whose ring owner changes.
+//! or `2^16` epochs. A change moves exactly the resources whose ring owner changes; concurrent changes are
+//! serialised by a change lock on a quorum of every group involved.
 //!
 //! *Not*: TTLs and extensions above the stored max TTL are refused, and a hold granted before a
 //! change cannot be extended once the next change is stored (`with_lock` reports it lost; the
-//! hold must be re-acquired); changes should come from one administrator at a time (concurrent
-//! changes are not tested; an epoch pins one spec on the masters, so two joint specs of one
-//! epoch cannot both reach a quorum of a group); a group most of whose masters lose their topology
+//! hold must be re-acquired); a group most of whose masters lose their topology
 //! state at once may accept an old view again (restarts one after another are covered: a
-//! restarted master's topology is sealed from a quorum before it votes; use AOF anyway); the other primitives,
-//! reached through [`ShardedRedlock::group_for`], run on the owner group but are not protected
-//! across a change; with unequal weights libmemcached's formula re-scales every group's points
+//! restarted master's topology is sealed from a quorum before it votes; use AOF anyway); the other primitives
+//! (reentrant, fair, read-write, semaphore) are not epoch-checked:
+//! [`ShardedRedlock::group_for`] refuses them with a typed error, and
+//! [`ShardedRedlock::group_for_unchecked`] hands out the owner group unprotected across changes; with unequal weights libmemcached's formula re-scales every group's points
 //! on a change, so some resources also move between groups that stay (counted in the tests).
 //!
 //! ## Layout

@@ -218,6 +218,11 @@ script!(
     "topology_read"
 );
 script!(
+    /// Sharded lock: one master's change lock (sharded/change.rs).
+    TOPOLOGY_CHANGE_LOCK,
+    "topology_change_lock"
+);
+script!(
     /// Sharded lock, sealing a master's topology, step 1: claim it (sharded/seal.rs).
     TOPOLOGY_CLAIM,
     "topology_claim"
@@ -269,6 +274,7 @@ pub(crate) fn all() -> Vec<&'static LuaScript> {
         &TOPOLOGY_READ,
         &TOPOLOGY_CLAIM,
         &TOPOLOGY_SEAL,
+        &TOPOLOGY_CHANGE_LOCK,
     ]
 }
 

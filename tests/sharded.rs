@@ -657,7 +657,8 @@ async fn a_group_keeps_its_masters_under_its_name() {
 /// client then takes `r` (by the first spec: on `c` and an old group) and keeps extending it,
 /// while under the final epoch `r` lives on `d`, where someone else takes it. Fixed: an epoch
 /// pins one spec (the masters refuse the client's acquire under the other spec; it reloads
-/// the stored one) and a change takes an epoch above every epoch the masters report.
+/// the stored one) and a change takes an epoch above every epoch the masters report; and
+/// since the change lock, the interrupted change cannot store its spec at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_second_spec_under_an_interrupted_changes_epoch_gives_no_second_holder() {
     let proxied = || {
@@ -695,10 +696,13 @@ async fn a_second_spec_under_an_interrupted_changes_epoch_gives_no_second_holder
     };
     let err = admin.change_groups(target(("c", &c))).await.unwrap_err();
     assert!(err.is_unavailable(), "{err}");
+    // Since the change lock (item 5), a change writes nothing before it holds a quorum of
+    // every group involved: the interrupted change stored no spec for a client to route by
+    // (before: its joint spec reached one master of each group, and the client reloaded it).
     assert_eq!(
         client.reload().await.unwrap(),
-        2,
-        "the client routes by the first spec"
+        1,
+        "nothing of the interrupted change is stored"
     );
     for i in 1..3 {
         a.heal(i).unwrap();
@@ -920,4 +924,218 @@ async fn restarts_without_data_one_after_another_do_not_let_an_old_view_grant() 
             .unwrap();
         assert_eq!(epoch, Some(3), "master {i} of a");
     }
+}
+
+/// Item 5, concurrent administrators: three clients change the groups at the same moment, to
+/// three different targets, while four others take turns on resources (many of which move)
+/// and every holding goes to the checker. The changes are serialised by the change lock (a
+/// quorum of every group involved; each topology write refused where the lock is not held):
+/// each call waits for the one before and completes (before: one won the epoch, the other two
+/// failed with `TOPOLOGYCONFLICT`), no two holders at any moment, tokens per resource
+/// strictly increase, and every client ends on one stored topology.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_administrators_are_serialised() {
+    let (a, b, c, d) = (start(3), start(3), start(3), start(3));
+    let max_ttl = Duration::from_secs(1);
+    let groups = [("a", 1, &a), ("b", 1, &b)];
+    let mut admins = Vec::new();
+    for _ in 0..3 {
+        admins.push(sharded(&groups, max_ttl).await);
+    }
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(sharded(&groups, max_ttl).await);
+    }
+    let (checker, store) = (Arc::new(Checker::new()), Arc::new(FencedStore::new()));
+    let stop = Instant::now() + Duration::from_secs(7);
+    let mut tasks = Vec::new();
+    for (id, client) in clients.iter().cloned().enumerate() {
+        let (checker, store) = (checker.clone(), store.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut granted, mut i) = (0usize, id);
+            while Instant::now() < stop {
+                i += 1;
+                let resource = format!("res{}", i % 16);
+                let wait = Duration::from_millis(500);
+                let Ok(lock) = client
+                    .acquire_with_wait(&resource, Duration::from_secs(1), wait)
+                    .await
+                else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let acquired_at = Instant::now();
+                granted += 1;
+                store.write(&checker, id, &resource, lock.fencing_token().unwrap());
+                tokio::time::sleep(Duration::from_millis(3)).await;
+                let mut h = holding(id, &resource, &lock, acquired_at);
+                h.released_at = Some(Instant::now().into_std());
+                checker.record(h);
+                let _ = lock.release().await;
+            }
+            granted
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let targets = [
+        [("a", &a), ("b", &b), ("c", &c)].to_vec(),
+        [("a", &a), ("b", &b), ("d", &d)].to_vec(),
+        [("a", &a), ("c", &c), ("d", &d)].to_vec(),
+    ];
+    let changes = admins.iter().zip(targets).map(|(admin, target)| {
+        let target: Vec<_> = target
+            .into_iter()
+            .map(|(n, cluster)| (n, 1, support::builder(cluster)))
+            .collect();
+        let admin = admin.clone();
+        tokio::spawn(async move { admin.change_groups(target).await })
+    });
+    let results: Vec<_> = futures::future::join_all(changes)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    println!("changes: {results:#?}");
+    // One after the other, each on the topology the previous one left. Before the change
+    // lock, the three took the same epoch: one won, the others failed (TOPOLOGYCONFLICT).
+    let mut epochs: Vec<u64> = results
+        .iter()
+        .map(|r| match r {
+            Ok(report) => report.joint_epoch,
+            Err(e) => panic!("a change failed: {e}"),
+        })
+        .collect();
+    epochs.sort_unstable();
+    assert_eq!(epochs, vec![2, 4, 6], "three changes in turn");
+    let granted: usize = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(|t| t.unwrap())
+        .sum();
+    println!("{granted} holds");
+    assert!(granted > 50, "the load ran: {granted} holds");
+    let overlaps = checker.overlaps();
+    assert!(overlaps.is_empty(), "two holders: {overlaps:#?}");
+    let regressions = token_regressions(&checker);
+    assert!(
+        regressions.is_empty(),
+        "tokens went backwards: {regressions:#?}"
+    );
+    assert!(checker.stale_writes_accepted().is_empty());
+    // Every client (after a reload) routes by one final topology.
+    let mut views = Vec::new();
+    for x in admins.iter().chain(&clients) {
+        x.reload().await.unwrap();
+        views.push((x.epoch(), x.is_joint(), x.groups()));
+    }
+    assert!(
+        views.iter().all(|v| *v == views[0]) && !views[0].1,
+        "one final topology: {views:#?}"
+    );
+}
+
+/// Item 7: the primitives other than the lock (reentrant, fair, read-write, semaphore) are not
+/// epoch-checked, so `group_for` refuses them with a typed error; before, it handed out the
+/// owner group, and a semaphore permit taken there by a client with the old view stayed valid
+/// after a change moved the resource, next to a permit on the new owner beyond the limit.
+/// `group_for_unchecked` still hands it out, by name unprotected (shown here: two permits of a
+/// one-permit semaphore, one per group).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primitives_are_refused_unless_asked_for_unchecked() {
+    let (a, b) = (start(3), start(3));
+    let max_ttl = Duration::from_secs(1);
+    let stale = sharded(&[("a", 1, &a)], max_ttl).await;
+    let admin = sharded(&[("a", 1, &a)], max_ttl).await;
+    let err = stale.group_for("jobs").unwrap_err();
+    assert!(
+        matches!(err, redquorum::Error::NotEpochChecked { .. }) && err.is_invalid_input(),
+        "{err}"
+    );
+    let moved = (0..1000)
+        .map(|i| format!("sem{i}"))
+        .find(|r| ring(&[("a", 1), ("b", 1)]).node_for(r).unwrap().host() == "b")
+        .unwrap();
+    // A plain group's TTL (the sharded max TTL does not apply): outlives the change.
+    let ttl = Duration::from_secs(5);
+    let old = stale.group_for_unchecked(&moved);
+    let first = old.semaphore(&moved, 1).acquire(ttl).await.unwrap();
+    admin
+        .change_groups([
+            ("a", 1, support::builder(&a)),
+            ("b", 1, support::builder(&b)),
+        ])
+        .await
+        .unwrap();
+    assert!(
+        admin.group_for(&moved).is_err(),
+        "refused on every topology"
+    );
+    let new = admin.group_for_unchecked(&moved);
+    let second = new.semaphore(&moved, 1).try_acquire(ttl).await.unwrap();
+    println!("unchecked: permits on the old and the new owner: {first:?}, {second:?}");
+    assert!(
+        second.is_some() && first.is_valid(),
+        "the unchecked handle is what its name says: not protected across a change"
+    );
+}
+
+/// Item 1, a topology state stored for another server process: masters 0 and 1 of `a` restart
+/// empty and get their topology hash back from an old snapshot (`RESTORE` of a `DUMP` taken
+/// at epoch 1, as a standby or an old backup would bring), after a change moved `r` from `a`
+/// to `b`. Before: they voted with the old epoch, and a client that had not reloaded granted
+/// `r` on `a` while it was held on `b`. Now a state whose seal generation names another
+/// process does not vote until sealed again from the group (the third master's epoch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_topology_restored_from_another_process_does_not_vote() {
+    let (a, b) = (start(3), start(3));
+    let max_ttl = Duration::from_secs(1);
+    let stale = sharded(&[("a", 1, &a)], max_ttl).await;
+    let admin = sharded(&[("a", 1, &a)], max_ttl).await;
+    let key = "redquorum:topology:state";
+    let mut dumps = Vec::new();
+    for i in 0..2 {
+        let mut conn = support::direct(&a, i).await;
+        let dump: Vec<u8> = redis::cmd("DUMP")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        dumps.push(dump);
+    }
+    admin
+        .change_groups([
+            ("a", 1, support::builder(&a)),
+            ("b", 1, support::builder(&b)),
+        ])
+        .await
+        .unwrap();
+    let r = (0..1000)
+        .map(|i| format!("r{i}"))
+        .find(|r| admin.owner(r) == "b")
+        .unwrap();
+    for (i, dump) in dumps.iter().enumerate() {
+        a.restart(i, testcluster::DataOnRestart::Lose).unwrap();
+        let mut conn = support::direct(&a, i).await;
+        let _: () = redis::cmd("RESTORE")
+            .arg(key)
+            .arg(0)
+            .arg(dump.as_slice())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let ttl = Duration::from_secs(1);
+    let held = admin.acquire(&r, ttl).await.unwrap();
+    assert_eq!(held.groups(), vec!["b"]);
+    // Waiting (the restarted masters' fencing counters are sealed on the way), for less
+    // than the holder's validity.
+    let got = stale
+        .acquire_with_wait(&r, ttl, Duration::from_millis(600))
+        .await;
+    println!("stale client: {got:?} (epoch now {})", stale.epoch());
+    assert!(
+        got.is_err() && held.is_valid(),
+        "two holders of {r}: {got:?} and {held:?}"
+    );
+    assert!(got.unwrap_err().is_contended(), "held on b");
 }

@@ -903,6 +903,35 @@ fn scenario_sharded(h: &mut Harness) {
     ); // TOPOLOGYCONFLICT
     assert_eq!(seal_topology(h, "t", "runD:g1", ["5", "", "0", ""]), int(1));
     h.script("topology_read", &["t"], &[]);
+    // The change lock: taken, renewed by its holder, refused to another; a change's write
+    // lands only where its lock is held (TOPOLOGYBUSY otherwise); released by its holder only.
+    assert_eq!(
+        h.script("topology_change_lock", &["cl"], &["adm1", "30000"]),
+        int(1)
+    );
+    assert_eq!(
+        h.script("topology_change_lock", &["cl"], &["adm1", "30000"]),
+        int(1)
+    );
+    assert_eq!(
+        h.script("topology_change_lock", &["cl"], &["adm2", "30000"]),
+        int(0)
+    );
+    h.script("topology_write", &["t", "cl"], &["6", spec, "d6", "adm2"]); // TOPOLOGYBUSY
+    assert_eq!(
+        h.script("topology_write", &["t", "cl"], &["6", spec, "d6", "adm1"]),
+        bulk("runD:g1")
+    );
+    assert_eq!(
+        h.script("topology_change_lock", &["cl"], &["adm2", "0"]),
+        int(1)
+    );
+    assert_eq!(
+        h.script("topology_change_lock", &["cl"], &["adm1", "0"]),
+        int(1)
+    );
+    h.script("topology_write", &["t", "cl"], &["8", spec, "d8", "adm1"]); // TOPOLOGYBUSY
+    h.script("topology_read", &["t"], &[]);
 }
 
 fn scenario_reentrant(h: &mut Harness) {
@@ -1453,6 +1482,15 @@ impl Gen {
         }
     }
 
+    /// A TTL, or (1 time in 4) "0": the change lock's release.
+    fn ttl_or_zero(&mut self) -> String {
+        if self.rng.random_range(0..4) == 0 {
+            "0".into()
+        } else {
+            self.ttl()
+        }
+    }
+
     fn ttl(&mut self) -> String {
         if self.rng.random_range(0..4) == 0 {
             self.tiny = true;
@@ -1593,8 +1631,18 @@ impl Gen {
                 let epoch = self.pick(&["1", "2", "3"]).into();
                 let spec = self.pick(&["v1\nspec a\n", "v1\nspec b\n"]).into();
                 let digest = self.pick(&["da", "db"]).into();
-                (vec![self.key("tp").into()], vec![epoch, spec, digest])
+                let (mut keys, mut args) = (vec![self.key("tp").into()], vec![epoch, spec, digest]);
+                // Half of the writes as a change's, under the change lock.
+                if self.rng.random_bool(0.5) {
+                    keys.push(self.key("cl").into());
+                    args.push(self.pick(&["adm1", "adm2"]).into());
+                }
+                (keys, args)
             }
+            "topology_change_lock" => (
+                vec![self.key("cl").into()],
+                vec![self.pick(&["adm1", "adm2"]).into(), self.ttl_or_zero()],
+            ),
             "topology_read" => (vec![self.key("tp").into()], Vec::new()),
             "topology_claim" => (
                 vec![self.key("tp").into()],

@@ -139,7 +139,7 @@ impl ShardedRedlock {
     }
 
     /// The acquire wait of the groups (the longest, if they differ).
-    fn wait_setting(&self) -> Duration {
+    pub(crate) fn wait_setting(&self) -> Duration {
         let view = self.view();
         let waits = view.groups.values().map(|g| g.config().acquire_wait);
         waits.max().unwrap_or(crate::config::DEFAULT_ACQUIRE_WAIT)

@@ -1,14 +1,19 @@
 //! Group changes: store the joint topology, wait out every lock granted before it, store the
 //! final one (module docs, "A group change").
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::join_all;
+use redis::Value;
 use tokio::time::Instant;
 
 use crate::config::Builder;
 use crate::error::{Error, Result};
 use crate::lock::Redlock;
-use crate::quorum::drift;
+use crate::quorum::{Decision, drift};
+use crate::scripts::{ScriptCall, TOPOLOGY_CHANGE_LOCK};
 
 use super::token::MAX_EPOCH;
 use super::topology::{GroupSpec, Topology};
@@ -35,15 +40,20 @@ impl ShardedRedlock {
     /// working throughout, resources that move pay one extra group while it lasts. A change
     /// interrupted earlier (a joint topology stored, no final one) is finished first.
     ///
-    /// Run changes from one client at a time ([crate docs](crate#sharding)). On an error the
-    /// stored topology may be the joint one: call again to finish.
+    /// Changes from several clients at once are serialised: a change takes a change lock on a
+    /// quorum of every group it involves (old and new) and waits (about one change at most)
+    /// while another administrator holds it; each of its topology writes is refused where its
+    /// lock is not held. On an error the stored topology may be the joint one: call again to
+    /// finish.
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for bad groups or when the epochs are used up;
     /// [`Error::TopologyMismatch`] for a group that keeps its name with other masters or other
     /// keys (key prefix, fencing key): remove it and add one under a new name instead;
     /// [`Error::StaleTopology`] when another change got there first; [`Error::Unavailable`]
-    /// when a group (old or new) has no quorum to store the topology on.
+    /// when a group (old or new) has no quorum to store the topology on;
+    /// [`Error::Contended`] when another administrator held the change lock throughout the
+    /// wait.
     pub async fn change_groups<I, S>(&self, groups: I) -> Result<ChangeReport>
     where
         I: IntoIterator<Item = (S, u32, Builder)>,
@@ -53,17 +63,32 @@ impl ShardedRedlock {
             .into_iter()
             .map(|(n, w, b)| (n.into(), w, b))
             .collect();
-        self.reload().await?;
-        if self.view().topology.is_joint() {
-            self.resume_change().await?;
-        }
         let specs = groups
             .iter()
             .map(|(name, weight, b)| super::builder::spec_of(name, *weight, b))
             .collect::<Vec<GroupSpec>>();
+        self.reload().await?;
+        super::topology::check_identity(&self.view().topology.all_groups(), &specs)?;
+        self.remember_builders(&groups);
+        // One administrator at a time: the change lock on a quorum of every group involved,
+        // checked again by every topology write of this change.
+        let lock = self.lock_change(&specs).await?;
+        let result = self.change_locked(specs, &lock).await;
+        lock.release().await;
+        result
+    }
+
+    /// [`change_groups`](Self::change_groups) once the change lock is held.
+    async fn change_locked(
+        &self,
+        specs: Vec<GroupSpec>,
+        lock: &ChangeLock,
+    ) -> Result<ChangeReport> {
+        if self.view().topology.is_joint() {
+            self.resume_change(lock).await?;
+        }
         let current = self.view().topology.clone();
         super::topology::check_identity(&current.all_groups(), &specs)?;
-        self.remember_builders(&groups);
         // Above every epoch a master reports: an acquire routed with a spec stored on few
         // masters may have pinned the next epoch to it on some.
         let seen = store::highest_epoch(&self.view().all()).await;
@@ -77,14 +102,14 @@ impl ShardedRedlock {
         let t0 = Instant::now();
         // Stored first, routed by after: a client must find a spec for every epoch it meets.
         let view = self.connect_view(joint).await?;
-        store_everywhere(&view, &view.topology).await?;
+        store_everywhere(&view, &view.topology, lock).await?;
         let joint_stored = Instant::now();
         self.set_view(view);
         tracing::info!(
             epoch,
             "joint topology stored; waiting out the previous locks"
         );
-        let (waited, final_stored_in) = self.finish_change(joint_stored).await?;
+        let (waited, final_stored_in) = self.finish_change(joint_stored, lock).await?;
         Ok(ChangeReport {
             joint_epoch: epoch,
             final_epoch: epoch + 1,
@@ -101,9 +126,9 @@ impl ShardedRedlock {
     /// under an epoch above every epoch the masters report, with the same previous groups
     /// (every joint spec of that epoch shares them: placements overlap). The wait counts from
     /// the store.
-    async fn resume_change(&self) -> Result<()> {
+    async fn resume_change(&self, lock: &ChangeLock) -> Result<()> {
         let view = self.view();
-        match store_everywhere(&view, &view.topology).await {
+        match store_everywhere(&view, &view.topology, lock).await {
             Ok(()) => {}
             Err(e) if store::is_stale(&e) => {
                 let joint = &view.topology;
@@ -127,19 +152,23 @@ impl ShardedRedlock {
                     joint.previous.clone(),
                 )?;
                 let view = self.connect_view(replacement).await?;
-                store_everywhere(&view, &view.topology).await?;
+                store_everywhere(&view, &view.topology, lock).await?;
                 self.set_view(view);
             }
             Err(e) => return Err(e),
         }
-        self.finish_change(Instant::now()).await?;
+        self.finish_change(Instant::now(), lock).await?;
         Ok(())
     }
 
     /// From the joint topology stored at `stored_at`: waits until every lock granted before it
     /// has expired, then stores and adopts the final topology. Returns the wait and the store
     /// time.
-    async fn finish_change(&self, stored_at: Instant) -> Result<(Duration, Duration)> {
+    async fn finish_change(
+        &self,
+        stored_at: Instant,
+        lock: &ChangeLock,
+    ) -> Result<(Duration, Duration)> {
         let view = self.view();
         let joint = &view.topology;
         let until = stored_at + joint_wait(&view);
@@ -149,7 +178,7 @@ impl ShardedRedlock {
             Error::InvalidConfig("finishing a change whose topology is not joint".into())
         })?;
         let t1 = Instant::now();
-        store_everywhere(&view, &last).await?;
+        store_everywhere(&view, &last, lock).await?;
         let stored_in = t1.elapsed();
         // The final view keeps only the current groups' connections: the removed ones close.
         self.adopt(last).await?;
@@ -169,7 +198,163 @@ fn joint_wait(view: &View) -> Duration {
     ttl + drift(ttl, factor)
 }
 
-/// Stores `topology` on a quorum of every group the view knows (old and new).
-async fn store_everywhere(view: &View, topology: &Topology) -> Result<()> {
-    store::write_quorums(&view.all(), topology).await
+/// Stores `topology` on a quorum of every group the view knows (old and new), each write
+/// accepted only where `lock` is held, and only while it is valid.
+async fn store_everywhere(view: &View, topology: &Topology, lock: &ChangeLock) -> Result<()> {
+    let missing: Vec<&String> = view
+        .groups
+        .keys()
+        .filter(|g| !lock.groups.contains_key(*g))
+        .collect();
+    if !missing.is_empty() || Instant::now() >= lock.valid_until {
+        return Err(Error::StaleTopology {
+            epoch: topology.epoch,
+            reason: format!(
+                "the change lock does not cover groups {missing:?} or ran out; call again"
+            ),
+        });
+    }
+    store::write_quorums(&view.all(), topology, Some(&lock.token)).await
 }
+
+/// The change lock: one key per master (`topology_change_lock.lua`), held on a quorum of every
+/// group a change involves, old and new. Two administrators cannot both hold a quorum of one
+/// group, and every topology write of a change is refused (`TOPOLOGYBUSY`) on a master where
+/// its lock is not held, so the writes of two changes never interleave on a quorum.
+pub(crate) struct ChangeLock {
+    token: String,
+    groups: BTreeMap<String, Redlock>,
+    /// The lock's validity (from before the first group's round, minus drift): no write after.
+    valid_until: Instant,
+}
+
+impl ChangeLock {
+    /// Takes the lock on a quorum of each group of `view`, or gives back what it took.
+    async fn take(view: &View, ttl: Duration) -> Result<Option<Self>> {
+        let token = crate::random::token();
+        let t0 = Instant::now();
+        let mut lock = ChangeLock {
+            token,
+            groups: BTreeMap::new(),
+            valid_until: t0 + ttl - drift(ttl, 0.01),
+        };
+        for (name, group) in &view.groups {
+            match lock_group(group, &lock.token, ttl).await {
+                Ok(true) => {}
+                held_or_failed => {
+                    lock.release().await;
+                    return held_or_failed.map(|_| None);
+                }
+            }
+            lock.groups.insert(name.clone(), group.clone());
+        }
+        Ok(Some(lock))
+    }
+
+    /// Gives the lock back on every group it was taken on (best effort: it expires anyway).
+    async fn release(&self) {
+        let releases = self
+            .groups
+            .values()
+            .map(|g| lock_group(g, &self.token, Duration::ZERO));
+        for released in join_all(releases).await {
+            if let Err(e) = released {
+                tracing::debug!(error = %e, "change lock release failed; it expires");
+            }
+        }
+    }
+}
+
+/// One group's change lock round: `ttl` zero releases. Whether a quorum holds (or released)
+/// it; an error when failing masters alone rule a quorum out.
+async fn lock_group(group: &Redlock, token: &str, ttl: Duration) -> Result<bool> {
+    let call = Arc::new(ScriptCall::new(
+        &TOPOLOGY_CHANGE_LOCK,
+        vec![store::change_key(group)],
+        vec![token.to_owned(), (ttl.as_millis() as u64).to_string()],
+    ));
+    let masters = &group.inner.masters;
+    let round = masters
+        .vote(
+            masters.quorum(),
+            |master| master.run_owned(&call),
+            |answer| matches!(answer, Ok(Value::Int(1))),
+        )
+        .await;
+    if round.decision == Decision::Won {
+        return Ok(true);
+    }
+    let replies =
+        crate::error::Replies::from_answers(&round.answers, |v| matches!(v, Value::Int(1)));
+    let unavailable = replies.failures() > masters.len() - masters.quorum();
+    if ttl.is_zero() {
+        return if unavailable {
+            Err(masters.unavailable(replies))
+        } else {
+            Ok(false)
+        };
+    }
+    // Not held: give back what landed.
+    let release = Arc::new(ScriptCall::new(
+        &TOPOLOGY_CHANGE_LOCK,
+        vec![store::change_key(group)],
+        vec![token.to_owned(), "0".into()],
+    ));
+    masters
+        .vote(
+            masters.len(),
+            |master| master.run_owned(&release),
+            |answer| matches!(answer, Ok(Value::Int(1))),
+        )
+        .await;
+    if unavailable {
+        return Err(masters.unavailable(replies));
+    }
+    Ok(false)
+}
+
+impl ShardedRedlock {
+    /// Takes the change lock on every group the current topology and `specs` name, waiting
+    /// while another administrator holds it (up to two max TTLs plus the acquire wait: about
+    /// one change). Under the lock the newest topology is loaded again; if it names a group
+    /// not locked (another change added it meanwhile), the lock is taken again.
+    async fn lock_change(&self, specs: &[GroupSpec]) -> Result<ChangeLock> {
+        let started = Instant::now();
+        let max_ttl = self.view().topology.max_ttl;
+        let ttl = max_ttl * 2 + CHANGE_LOCK_SLACK;
+        let deadline = started + max_ttl * 2 + self.wait_setting();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let current = self.view().topology.clone();
+            let previous = current.all_groups().into_iter().cloned().collect();
+            let involved = Topology::new(0, max_ttl, specs.to_vec(), Some(previous))?;
+            let view = self.connect_view(involved).await?;
+            if let Some(lock) = ChangeLock::take(&view, ttl).await? {
+                self.reload().await?;
+                let now = self.view();
+                if now.groups.keys().all(|g| lock.groups.contains_key(g)) {
+                    return Ok(lock);
+                }
+                lock.release().await;
+                continue;
+            }
+            let retry = view.groups.values().next().map(|g| g.config().retry_delay);
+            let retry =
+                retry.unwrap_or_default() + crate::random::jitter(retry.unwrap_or_default());
+            if Instant::now() + retry >= deadline {
+                return Err(Error::Contended {
+                    resource: "topology change lock".into(),
+                    attempts,
+                    waited: started.elapsed(),
+                    replies: crate::error::Replies::default(),
+                });
+            }
+            tokio::time::sleep(retry).await;
+        }
+    }
+}
+
+/// How much longer than two max TTLs the change lock lives: the stores and the waits of one
+/// change take about one max TTL plus a few quorum writes.
+const CHANGE_LOCK_SLACK: Duration = Duration::from_secs(10);

@@ -128,18 +128,32 @@
 //! quorum" above means a quorum of sealed masters, and it stays true across restarts one
 //! after another: the restarted masters come back with the quorum's epoch and pins.
 //!
+//! # One administrator at a time
+//! A change first takes a *change lock* (`change.rs`): a key on each master, set on a quorum of
+//! every group the change involves (the current topology's groups, previous ones included,
+//! and the new ones), waiting while another administrator holds it. Every topology write of
+//! the change carries the lock's token, and a master refuses it (`TOPOLOGYBUSY`) unless its
+//! lock key holds that token; writes stop once the lock's validity ran out. Two locks cannot
+//! both hold a quorum of one group (the basic lock's argument), so the writes of two changes
+//! never both reach a quorum of a group in the same period: changes run one after the other,
+//! each on the topology the previous one left (it reloads under the lock). A change that
+//! cannot take the lock on a quorum of some group writes nothing. The lock's exclusion is the
+//! basic lock's (lost change-lock keys on a majority of a group void it, as for any lock);
+//! safety does not rest on it alone: without it, two changes still cannot store two specs of
+//! one epoch on a quorum of a group (the pins above), they only fail and retry.
+//!
 //! # Not guaranteed
 //! - **Every master of a group that knew an epoch losing its state before one of them is
 //!   sealed again** (most of a group restarting without data at once, say): the group's
 //!   topology is then sealed from what is left (logged), and an old view may be accepted
 //!   there again (`seal.rs`). Use AOF (`appendfsync always`) on sharded groups' masters.
-//! - **Concurrent administrators** are not tested; run changes from one place. (Two changes
-//!   at once cannot both store a joint spec under one epoch on a quorum of a group: the loser
-//!   gets an error, and the next call finishes or replaces what it left.)
-//! - **Primitives other than the basic and multi-resource lock** are reached through
-//!   [`ShardedRedlock::group_for`]: they run on the resource's current owner group with that
-//!   group's guarantees, but they do not check the topology epoch and are **not** protected
-//!   across a group change.
+//! - **Primitives other than the basic and multi-resource lock** (reentrant, fair, read-write,
+//!   semaphore) are not epoch-checked: [`ShardedRedlock::group_for`] refuses them with
+//!   [`Error::NotEpochChecked`]. [`ShardedRedlock::group_for_unchecked`] hands out the owner
+//!   group anyway, for callers who keep changes from moving what they hold there: its holds
+//!   are **not** protected across a change. (Checking them would take the epoch check in each
+//!   primitive's scripts and a joint-phase acquire on two groups, which a semaphore's or a
+//!   fair lock's queue cannot split.)
 //!
 //! [`change_groups`]: ShardedRedlock::change_groups
 
@@ -269,10 +283,31 @@ impl ShardedRedlock {
             .collect()
     }
 
-    /// The owner group's [`Redlock`], for the primitives (reentrant, fair, read-write,
-    /// semaphore). They run with that group's guarantees but **do not** check the topology
-    /// epoch: they are not protected across a group change ([crate docs](crate#sharding)).
-    pub fn group_for(&self, resource: &str) -> Redlock {
+    /// Refused: the primitives other than the lock (reentrant, fair, read-write, semaphore)
+    /// are not epoch-checked, so on a resource's owner group they would not be protected
+    /// across a group change (a holder on the old owner and another on the new one). Use
+    /// [`acquire`](Self::acquire) and [`acquire_many`](Self::acquire_many), which are; or,
+    /// knowing that no change will move the resource while it is held,
+    /// [`group_for_unchecked`](Self::group_for_unchecked).
+    ///
+    /// # Errors
+    /// Always [`Error::NotEpochChecked`].
+    pub fn group_for(&self, resource: &str) -> Result<Redlock> {
+        Err(Error::NotEpochChecked {
+            reason: format!(
+                "the primitives on {resource:?}'s owner group ({}) do not check the topology                  epoch; use the sharded lock, or group_for_unchecked where no change can move                  the resource while it is held",
+                self.owner(resource)
+            ),
+        })
+    }
+
+    /// The owner group's [`Redlock`] **without** the topology epoch check: whatever runs on it
+    /// (reentrant, fair, read-write, semaphore, or a plain lock) has that group's guarantees
+    /// only while no group change moves `resource`. A change that moves it lets a client of
+    /// the new topology hold it on the new owner while a hold taken here is still valid (and
+    /// keeps extending) on the old one. For primitives on groups whose membership you freeze,
+    /// or whose resources you drain before a change.
+    pub fn group_for_unchecked(&self, resource: &str) -> Redlock {
         let view = self.view();
         view.group(view.topology.owner(resource)).clone()
     }
@@ -328,7 +363,7 @@ impl ShardedRedlock {
                 break (topology, groups);
             }
             let all: Vec<&Redlock> = groups.values().collect();
-            match store::write_quorums(&all, &topology).await {
+            match store::write_quorums(&all, &topology, None).await {
                 Ok(()) => break (topology, groups),
                 // Another first topology got there first: adopt it if it is the pinned one.
                 Err(e) if store::is_stale(&e) && tries < 2 => {

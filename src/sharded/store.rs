@@ -22,6 +22,11 @@ pub(crate) fn topology_key(group: &Redlock) -> String {
     group.config().key("topology", "state")
 }
 
+/// Where a group's masters keep the change lock (change.rs).
+pub(crate) fn change_key(group: &Redlock) -> String {
+    group.config().key("topology", "change")
+}
+
 /// What each answering master of `groups` stores (every master asked once, each call bounded
 /// by the per-master timeout).
 async fn read_all(groups: &[&Redlock]) -> Vec<Stored> {
@@ -97,26 +102,39 @@ fn parse(value: Value) -> Option<Stored> {
 /// # Errors
 /// [`Error::StaleTopology`] when a master stores a newer or a conflicting spec (another
 /// change); [`Error::Unavailable`] when a group has no quorum of answering masters.
-pub(crate) async fn write_quorums(groups: &[&Redlock], topology: &Topology) -> Result<()> {
+pub(crate) async fn write_quorums(
+    groups: &[&Redlock],
+    topology: &Topology,
+    change: Option<&str>,
+) -> Result<()> {
     let (spec, digest) = (topology.encode(), topology.digest());
     let writes = groups
         .iter()
-        .map(|group| write_quorum(group, topology.epoch, &spec, &digest));
+        .map(|group| write_quorum(group, topology.epoch, &spec, &digest, change));
     for result in futures::future::join_all(writes).await {
         result?;
     }
     Ok(())
 }
 
-async fn write_quorum(group: &Redlock, epoch: u64, spec: &str, digest: &str) -> Result<()> {
+async fn write_quorum(
+    group: &Redlock,
+    epoch: u64,
+    spec: &str,
+    digest: &str,
+    change: Option<&str>,
+) -> Result<()> {
     // Only masters sealed for their process count (seal.rs): seal those that are not first.
     let deadline = Instant::now() + group.config().acquire_wait;
     super::seal::seal_group(group, deadline).await;
-    let call = Arc::new(ScriptCall::new(
-        &TOPOLOGY_WRITE,
-        vec![topology_key(group)],
-        vec![epoch.to_string(), spec.to_owned(), digest.to_owned()],
-    ));
+    let mut keys = vec![topology_key(group)];
+    let mut args = vec![epoch.to_string(), spec.to_owned(), digest.to_owned()];
+    // A change writes only where its change lock is held (change.rs).
+    if let Some(token) = change {
+        keys.push(change_key(group));
+        args.push(token.to_owned());
+    }
+    let call = Arc::new(ScriptCall::new(&TOPOLOGY_WRITE, keys, args));
     let masters = &group.inner.masters;
     let round = masters
         .vote(
@@ -152,7 +170,9 @@ pub(crate) fn is_unsealed(error: &Error) -> bool {
 pub(crate) fn stale_reason(replies: &Replies) -> Option<String> {
     replies.as_slice().iter().find_map(|r| match r {
         MasterReply::ServerError(e)
-            if e.contains("STALETOPOLOGY") || e.contains("TOPOLOGYCONFLICT") =>
+            if e.contains("STALETOPOLOGY")
+                || e.contains("TOPOLOGYCONFLICT")
+                || e.contains("TOPOLOGYBUSY") =>
         {
             Some(e.clone())
         }

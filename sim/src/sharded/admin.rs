@@ -150,11 +150,12 @@ async fn changes(world: World, who: String, client: ShardedRedlock, mut rng: Std
 }
 
 /// After every fault is healed: an interrupted change must be finishable. Changes to the
-/// current groups (which first finishes an interrupted change), up to three tries (another
-/// change may have got there first).
+/// current groups (which first finishes an interrupted change), up to four tries (another
+/// change may have got there first, a cut change's lock may have to run out once).
 pub(crate) async fn finish(world: &World, client: &ShardedRedlock) {
     let mut errors = Vec::new();
-    for _ in 0..3 {
+    let mut waited_out = false;
+    for _ in 0..4 {
         if let Err(e) = client.reload().await {
             errors.push(format!("reload: {e}"));
             continue;
@@ -172,7 +173,16 @@ pub(crate) async fn finish(world: &World, client: &ShardedRedlock) {
                 world.net.log(format!("final change failed: {e}"));
                 let retry = matches!(e, Error::StaleTopology { .. });
                 errors.push(e.to_string());
-                if !retry {
+                if matches!(e, Error::Contended { .. }) && !waited_out {
+                    // A change cut part-way (its future dropped) leaves its change lock until
+                    // the lock's TTL (two max TTLs and 10 s, src/sharded/change.rs): changes
+                    // wait that out (reported to the lead: a dropped change does not release).
+                    waited_out = true;
+                    world
+                        .side
+                        .event("final change waited out a cut change's lock");
+                    tokio::time::sleep(world.plan.max_ttl * 3 + Duration::from_secs(10)).await;
+                } else if !retry {
                     tokio::time::sleep(world.plan.max_ttl).await;
                 }
             }
