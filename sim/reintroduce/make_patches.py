@@ -113,9 +113,9 @@ BUGS = {
         "a first topology routed by without being on a quorum of every group (racing clients "
         "each route by their own)",
         [("src/sharded/mod.rs",
-          "            match store::write_quorums(&all, &topology).await {\n"
+          "            match store::write_quorums(&all, &topology, None).await {\n"
           "                Ok(()) => break (topology, groups),\n",
-          "            match store::write_quorums(&all, &topology).await {\n"
+          "            match store::write_quorums(&all, &topology, None).await {\n"
           "                Ok(()) => break (topology, groups),\n"
           "                Err(_) if true => break (topology, groups),\n")],
     ),
@@ -169,8 +169,9 @@ BUGS = {
     "sharded-resume-without-store": (
         "an interrupted change resumed without storing its joint topology again before the wait",
         [("src/sharded/change.rs",
-          "        match store_everywhere(&view, &view.topology).await {\n"
+          "        match store_everywhere(&view, &view.topology, lock).await {\n"
           "            Ok(()) => {}\n",
+          "        let _ = lock;\n"
           "        match Ok::<(), Error>(()) {\n"
           "            Ok(()) => {}\n")],
     ),
