@@ -80,7 +80,7 @@ pub struct Timing {
 impl Timing {
     /// These faults when `on`, else none (every link fast, no slow script, clocks at the same
     /// rate, no stall), keeping the draws of everything else.
-    fn enabled(self, on: bool) -> Self {
+    pub(crate) fn enabled(self, on: bool) -> Self {
         if on {
             return self;
         }
@@ -100,7 +100,7 @@ impl Timing {
         }
     }
 
-    fn draw(rng: &mut StdRng, masters: usize, master_timeout: Duration) -> Self {
+    pub(crate) fn draw(rng: &mut StdRng, masters: usize, master_timeout: Duration) -> Self {
         let slowness = [0.0, 0.02, 0.05, 0.15, 0.3][rng.random_range(0..5)];
         let slow = (0..masters)
             .map(|_| {
@@ -357,7 +357,7 @@ async fn body(seed: u64, plan: Plan, trace: Trace) -> Found {
         panicked.push(format!("the fault injector panicked: {e}"));
     }
     stalls.set_on(false);
-    heal_everything(&world);
+    heal_everything(&world.net);
     // Quiet phase: no faults but script flushes; every key of it must be gone at the end.
     tokio::time::sleep(plan.ttl * 2).await;
     let mut quiet = Vec::new();
@@ -417,7 +417,7 @@ async fn body(seed: u64, plan: Plan, trace: Trace) -> Found {
     tokio::time::sleep(plan.master_timeout * 4).await;
     let mut violations = world.history.violations();
     violations.extend(panicked);
-    violations.extend(leftovers(&world));
+    violations.extend(leftovers(&world.net));
     let holdings = world.history.holdings();
     violations.extend(overlaps(&holdings, base));
     violations.extend(permits_exceeded(&holdings, base));
@@ -456,7 +456,7 @@ struct StallState {
 }
 
 impl Stalls {
-    fn new(seed: u64, p: f64, net: Net, history: History) -> Self {
+    pub(crate) fn new(seed: u64, p: f64, net: Net, history: History) -> Self {
         Self(Arc::new(std::sync::Mutex::new(StallState {
             rng: StdRng::seed_from_u64(seed ^ 0x57a1_15ed),
             p,
@@ -470,12 +470,12 @@ impl Stalls {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn set_on(&self, on: bool) {
+    pub(crate) fn set_on(&self, on: bool) {
         self.state().on = on;
     }
 
     /// Makes the library ask this run at its stall points.
-    fn install(&self) {
+    pub(crate) fn install(&self) {
         let me = self.clone();
         redquorum::sim::set_stalls(Some(Box::new(move |point, owner| me.draw(point, owner))));
     }
@@ -756,14 +756,13 @@ fn check_holders(world: &World, key: &str, token: &str, who: &str, what: &str) {
     }
 }
 
-/// Keys of the quiet phase (of every primitive's key space) left on any master.
-fn leftovers(world: &World) -> Vec<String> {
+/// Keys of the quiet phase (of every primitive's key space) left on any master of `net`.
+pub(crate) fn leftovers(net: &Net) -> Vec<String> {
     let prefix = redquorum::defaults::DEFAULT_KEY_PREFIX;
     let mut out = Vec::new();
-    for i in 0..world.net.len() {
+    for i in 0..net.len() {
         // The model has no KEYS command: its dump lists the live keys, in key order.
-        let keys: Vec<String> = world
-            .net
+        let keys: Vec<String> = net
             .inspect(i, |m| m.dump())
             .into_iter()
             .map(|(key, _, _)| String::from_utf8_lossy(&key).into_owned())
@@ -867,7 +866,7 @@ fn mark_uncovered(world: &World, why: &str) {
 
 /// Whether master `i`'s fencing counter is sealed for its current process: its fencing hash
 /// has a counter and a generation `<run_id>:<random>` of this process.
-fn sealed(net: &Net, i: usize) -> bool {
+pub(crate) fn sealed(net: &Net, i: usize) -> bool {
     let key = format!("{}fence", redquorum::defaults::DEFAULT_KEY_PREFIX);
     let field =
         |f: &str| match net.exec_now(i, &[b"HGET".to_vec(), key.clone().into_bytes(), f.into()]) {
@@ -885,13 +884,13 @@ fn sealed(net: &Net, i: usize) -> bool {
 
 /// Ends every fault still in force: resumes, heals cuts, restarts crashed masters, stops
 /// losing messages.
-fn heal_everything(world: &World) {
-    world.net.set_links(Links::default());
-    for i in 0..world.net.len() {
-        world.net.resume(i);
-        world.net.cut(i, None);
-        if !world.net.is_up(i) {
-            world.net.restart(i, true);
+pub(crate) fn heal_everything(net: &Net) {
+    net.set_links(Links::default());
+    for i in 0..net.len() {
+        net.resume(i);
+        net.cut(i, None);
+        if !net.is_up(i) {
+            net.restart(i, true);
         }
     }
 }

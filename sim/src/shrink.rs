@@ -9,32 +9,55 @@ use crate::run::{Outcome, Plan, run_plan};
 /// The smallest plan found for `seed` that still fails (greedily, one knob at a time, halving
 /// then stepping down), with its outcome. `budget` bounds the number of runs.
 pub fn shrink(seed: u64, failing: Outcome, budget: usize) -> Outcome {
+    let knobs: [Knob<Plan>; 5] = [
+        (|p| &mut p.faults, 0),
+        (|p| &mut p.ops, 0),
+        (|p| &mut p.late_clients, 0),
+        (|p| &mut p.tasks, 1),
+        (|p| &mut p.clients, 1),
+    ];
+    greedy(
+        failing,
+        |o| o.plan.clone(),
+        &knobs,
+        budget,
+        |plan| {
+            let outcome = run_plan(seed, plan, false);
+            (!outcome.violations.is_empty()).then_some(outcome)
+        },
+    )
+}
+
+/// A knob of a plan the search turns down, and its floor.
+pub type Knob<P> = (fn(&mut P) -> &mut usize, usize);
+
+/// The greedy search of [`shrink`] over any plan: `knobs` (each with its floor) are turned
+/// down one at a time, halving then stepping down, for as long as `fails` (the run of a
+/// smaller plan) returns a failing outcome; at most `budget` runs.
+pub fn greedy<P: Clone, O>(
+    failing: O,
+    plan_of: impl Fn(&O) -> P,
+    knobs: &[Knob<P>],
+    budget: usize,
+    mut fails: impl FnMut(P) -> Option<O>,
+) -> O {
     let mut best = failing;
     let mut runs = 0;
-    let knobs: [fn(&mut Plan) -> &mut usize; 5] = [
-        |p| &mut p.faults,
-        |p| &mut p.ops,
-        |p| &mut p.late_clients,
-        |p| &mut p.tasks,
-        |p| &mut p.clients,
-    ];
-    let floor = |i: usize| if i >= 3 { 1 } else { 0 };
-    for (i, knob) in knobs.iter().enumerate() {
+    for &(knob, floor) in knobs {
         loop {
-            let current = *knob(&mut best.plan.clone());
-            if current <= floor(i) || runs >= budget {
+            let current = *knob(&mut plan_of(&best));
+            if current <= floor || runs >= budget {
                 break;
             }
             let mut found = false;
-            for smaller in [floor(i).max(current / 2), current - 1] {
+            for smaller in [floor.max(current / 2), current - 1] {
                 if smaller >= current {
                     continue;
                 }
-                let mut plan = best.plan.clone();
+                let mut plan = plan_of(&best);
                 *knob(&mut plan) = smaller;
                 runs += 1;
-                let outcome = run_plan(seed, plan, false);
-                if !outcome.violations.is_empty() {
+                if let Some(outcome) = fails(plan) {
                     best = outcome;
                     found = true;
                     break;
