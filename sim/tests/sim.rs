@@ -82,9 +82,9 @@ fn seeds() {
                                  redquorum-sim --test sim -- --nocapture\nplan (shrunk): {:?}\n\
                                  violations: {:#?}\ntrace tail:\n{}",
                                 if redquorum_sim::run::timing_faults_on() {
-                                    "SIM_TIMING=1 "
-                                } else {
                                     ""
+                                } else {
+                                    "SIM_TIMING=0 "
                                 },
                                 small.plan.overrides(&original),
                                 small.plan,
