@@ -329,7 +329,8 @@ pub(crate) fn check_validity_held(
     let ms = |t: Instant| t.saturating_duration_since(now).as_secs_f64() * 1e3;
     let by = until.iter().map(|&t| ms(t)).collect::<Vec<_>>();
     world.history.violation(format!(
-        "{who}: {what}: validity claimed until +{:.3} ms, but a quorum of masters holds {keys:?}          only until {} (per holding master, from now, ms: {by:.3?})",
+        "{who}: {what}: validity claimed until +{:.3} ms, but a quorum of masters holds {keys:?} \
+         only until {} (per holding master, from now, ms: {by:.3?})",
         ms(valid_until),
         held.map_or("now (fewer than a quorum hold it)".to_owned(), |t| format!(
             "+{:.3} ms",
