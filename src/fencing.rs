@@ -254,7 +254,14 @@ impl Redlock {
                 }
             }
         });
-        join_all(seals).await;
+        // Bounded by the deadline like the claims and the reads: a seal still in flight then
+        // may land or not; this client learns which from its next claim (`Claim::Sealed`).
+        if tokio::time::timeout_at(deadline, join_all(seals))
+            .await
+            .is_err()
+        {
+            tracing::debug!("fencing seal unconfirmed: the acquire wait ran out");
+        }
     }
 
     /// Fencing write-back: makes sure a quorum of sealed masters has a counter at least as large

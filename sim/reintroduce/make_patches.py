@@ -36,7 +36,7 @@ BUGS = {
     "d-lost-from-reply": (
         "`lost` signalled from the renewal's reply rather than the deadline",
         [("src/lease.rs",
-          "            _ = tokio::time::sleep_until(deadline) => Renewal::OutOfTime,\n",
+          "                    _ = tokio::time::sleep_until(deadline) => break Some(Renewal::OutOfTime),\n",
           "")],
     ),
     "e-seal-without-quorum": (
@@ -76,8 +76,8 @@ BUGS = {
           "                let _ = lost;\n"
           "                if false {\n"),
          ("src/cache/compute.rs",
-          "                    self.fill_if_absent(key, &value, ttl).await;\n",
-          "                    let _ = self.set(key, &value, ttl).await;\n")],
+          "                } else if !self.fill_if_absent(key, &value, ttl).await && guard.is_some() {\n",
+          "                } else if !matches!(self.set(key, &value, ttl).await, Ok(crate::cache::WriteOutcome::Written))\n                    && guard.is_some()\n                {\n")],
     ),
     "j-cache-write-resent": (
         "cache writes re-sent on a new connection after a broken one (earlier stop: seed 459)",

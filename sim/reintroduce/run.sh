@@ -11,8 +11,9 @@
 # The patches are never committed as code; each applies to a clean checkout of HEAD. The
 # scratch worktrees share one target directory of their own, target/reintroduce (seeded from
 # target/release on first use, so only the workspace's own crates are rebuilt per patch); not
-# this checkout's: cargo would take a scratch build for this checkout's, same crates, same hashes. Replay a reported seed inside the scratch tree, which is kept when
-# KEEP=1: SIM_SEED=n cargo test --release -p redquorum-sim --test sim -- --nocapture
+# this checkout's: cargo would take a scratch build for this checkout's, same crates, same
+# hashes. Replay a reported seed inside the scratch tree, which is kept when KEEP=1:
+# SIM_SEED=n cargo test --release -p redquorum-sim --test sim -- --nocapture
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(git -C "$here" rev-parse --show-toplevel)"
@@ -21,8 +22,6 @@ if [ ! -d "$CARGO_TARGET_DIR/release" ] && [ -d "$repo/target/release" ]; then
     mkdir -p "$CARGO_TARGET_DIR" && cp -a "$repo/target/release" "$CARGO_TARGET_DIR/"
 fi
 export SIM_SEEDS="${SIM_SEEDS:-2000}"
-# The timing faults are opt-in (sim/src/run.rs, timing_faults_on); the main run's bugs need
-# them (SIM_TIMING=1 below), the sharded ones run as the sharded CI does.
 if [ "$#" -gt 0 ]; then
     # Each argument names a patch or the start of names (`sharded-`: every sharded bug).
     patches=()

@@ -146,14 +146,17 @@ impl History {
         let mut i = self.inner();
         i.acquires += 1;
         // With the stall checks on: a guard with no validity left must be explained by a stall
-        // of the acquiring task after the library's validity check.
+        // of the acquiring task after the library's validity check, one that began inside the
+        // validity and ended at or after its deadline. A stall is a timer: tokio's timers fire
+        // on whole milliseconds, so the task wakes up to one tick after the stall's end.
+        let tick = Duration::from_millis(1);
         if i.stalls.is_some() && holding.acquired >= holding.valid_until && !holding.uncovered {
             let explained = i.stalls.iter().flatten().any(|s| {
                 s.task == task
                     && s.after_validity_check()
                     && s.from >= holding.started
                     && s.from <= holding.valid_until
-                    && s.to >= holding.valid_until
+                    && s.to + tick >= holding.valid_until
             });
             if explained {
                 *i.non_guarantees.entry(allowed::EXPIRED_GRANT).or_default() += 1;

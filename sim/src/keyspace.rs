@@ -42,6 +42,14 @@ impl Keyspace {
         self.keys.get_mut(key)
     }
 
+    /// The live entry of a key at `now`, without touching the keyspace (for checks behind the
+    /// clients' backs).
+    pub fn peek(&self, key: &[u8], now_ms: u64) -> Option<&Entry> {
+        self.keys
+            .get(key)
+            .filter(|e| !is_expired(e.expires_at, now_ms))
+    }
+
     /// Whether a key is live.
     pub fn exists(&mut self, key: &[u8], now_ms: u64) -> bool {
         self.lookup(key, now_ms).is_some()

@@ -115,6 +115,19 @@ impl SimMaster {
             .collect()
     }
 
+    /// The value and deadline of a live string key at `now_ms` (the master's clock), without
+    /// touching the keyspace; `None` for a missing, expired or non-string key.
+    pub fn string_entry(&self, key: &[u8], now_ms: u64) -> Option<(Vec<u8>, Option<u64>)> {
+        let store = self.store.borrow();
+        match store.keyspace.peek(key, now_ms)? {
+            Entry {
+                data: Data::Str(value),
+                expires_at,
+            } => Some((value.clone(), *expires_at)),
+            _ => None,
+        }
+    }
+
     /// Runs one command, as a client would send it: `args[0]` is the name (any case).
     pub fn execute(&mut self, args: &[Vec<u8>]) -> Value {
         let Some(first) = args.first() else {

@@ -86,6 +86,8 @@ struct Node {
     clock_rate: f64,
     /// A slow script keeps the master busy until then.
     busy_until: Option<Instant>,
+    /// When it last lost its data (a restart without data, a takeover).
+    lost_data_at: Option<Instant>,
     /// Open connections, to reset them.
     conns: Vec<Arc<ConnState>>,
 }
@@ -121,6 +123,7 @@ impl Net {
                 clock_offset_ms: 0,
                 clock_rate: 1.0,
                 busy_until: None,
+                lost_data_at: None,
                 conns: Vec::new(),
             })
             .collect();
@@ -211,11 +214,63 @@ impl Net {
         node.up = true;
         node.paused = false;
         node.busy_until = None;
+        if !keep_data {
+            node.lost_data_at = Some(Instant::now());
+        }
         // Started `uptime` ago: restart it with its clock set back that far.
         let master = node.master.get_mut();
         master.set_now_ms(now.saturating_sub(uptime.as_millis() as u64));
         master.restart(keep_data, id);
         master.set_now_ms(now);
+    }
+
+    /// Whether master `i` lost its data (restarted without it, or taken over) at or after
+    /// `since`.
+    pub fn lost_data_since(&self, i: usize, since: Instant) -> bool {
+        self.state().nodes[i]
+            .lost_data_at
+            .is_some_and(|at| at >= since)
+    }
+
+    /// Until when master `i` holds `key` with the value `value`: the first virtual instant at
+    /// which its own clock (at its own rate and offset, as they stand) has passed the key's
+    /// expiry, so that the key is gone there (Redis: expired once `now > when`). `None` when it
+    /// does not hold the key with that value now; a far-off instant for a key without TTL.
+    pub fn holds_until(&self, i: usize, key: &str, value: &str) -> Option<Instant> {
+        let s = self.state();
+        let now_ms = s.wall_ms(i);
+        let (data, expires_at) = s.nodes[i]
+            .master
+            .get()
+            .string_entry(key.as_bytes(), now_ms)?;
+        if data != value.as_bytes() {
+            return None;
+        }
+        let Some(expires_at) = expires_at else {
+            return Some(Instant::now() + Duration::from_secs(86_400));
+        };
+        // The first elapsed microsecond at which the clock reads past `expires_at` (the clock is
+        // monotonic in elapsed time: it only moves by its rate, jumps being uncovered).
+        let past = |us: u64| s.wall_at(i, us) > expires_at;
+        let mut lo = s.start.elapsed().as_micros() as u64;
+        if past(lo) {
+            return None;
+        }
+        let mut step = 1_000u64;
+        while !past(lo + step) {
+            lo += step;
+            step *= 2;
+        }
+        let mut hi = lo + step;
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if past(mid) {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        Some(s.start + Duration::from_micros(hi))
     }
 
     /// Cuts master `i` off (`Some`) or heals it (`None`). Healing resets the connections that
@@ -290,8 +345,13 @@ impl Net {
 
 impl State {
     fn wall_ms(&self, i: usize) -> u64 {
+        self.wall_at(i, self.start.elapsed().as_micros() as u64)
+    }
+
+    /// Master `i`'s wall clock when `elapsed_us` microseconds of virtual time have passed.
+    fn wall_at(&self, i: usize, elapsed_us: u64) -> u64 {
         let node = &self.nodes[i];
-        let micros = self.start.elapsed().as_micros() as f64 * node.clock_rate;
+        let micros = elapsed_us as f64 * node.clock_rate;
         let elapsed = (micros / 1000.0).floor() as i64;
         (WALL_EPOCH_MS as i64 + elapsed + node.clock_offset_ms).max(0) as u64
     }

@@ -276,6 +276,69 @@ fn hget(net: &Net, i: usize, key: &str, field: &str) -> Option<String> {
     bulk(net.exec_now(i, &cmd(&["HGET", key, field])))
 }
 
+/// The validity a grant claims must be time a quorum of masters hold: its deadline
+/// (`valid_until`, on the client's clock, which is virtual time) must not be later than the
+/// instant at which fewer than a quorum of masters still hold the lock's keys with its token,
+/// each master's key expiring by that master's own clock (at its own rate). Checked when a
+/// grant or an extension is handed back (`what`), for the locks whose keys carry the owner
+/// token as a plain string (`Probe::Keys`: basic, multi, fair, write; the others are skipped).
+///
+/// This is the precise form of "validity never outlives the keys": another client can win
+/// once fewer than a quorum hold them, so any later deadline claims time nobody guarantees.
+/// The drift allowance must cover the masters' clock rates and the whole milliseconds of
+/// their clocks; counting validity from the round's start covers every delay after it.
+/// Exempt: grants made under uncovered faults, and masters that lost their data since the
+/// operation started at `since` (with the restart quarantine on, they vote for nobody until
+/// the keys could have expired anyway, so they count as holding); without the quarantine
+/// a data loss marks the run uncovered.
+pub(crate) fn check_validity_held(
+    world: &World,
+    probe: &Probe,
+    who: &str,
+    what: &str,
+    valid_until: Instant,
+    since: Instant,
+) {
+    let Probe::Keys { keys, token } = probe else {
+        return;
+    };
+    let now = Instant::now();
+    // An expired grant claims no time (`History::hold` checks why it came back expired).
+    if valid_until <= now || world.uncovered.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    let n = world.net.len();
+    let quorum = n / 2 + 1;
+    let mut until: Vec<Instant> = (0..n)
+        .filter_map(|i| {
+            if world.net.lost_data_since(i, since) {
+                return Some(valid_until);
+            }
+            keys.iter()
+                .map(|k| world.net.holds_until(i, k, token))
+                .collect::<Option<Vec<Instant>>>()?
+                .into_iter()
+                .min()
+        })
+        .collect();
+    until.sort_unstable_by(|a, b| b.cmp(a));
+    let held = until.get(quorum - 1).copied();
+    if held.is_some_and(|t| valid_until <= t) {
+        return;
+    }
+    let ms = |t: Instant| t.saturating_duration_since(now).as_secs_f64() * 1e3;
+    let by = until.iter().map(|&t| ms(t)).collect::<Vec<_>>();
+    world.history.violation(format!(
+        "{who}: {what}: validity claimed until +{:.3} ms, but a quorum of masters holds {keys:?} \
+         only until {} (per holding master, from now, ms: {by:.3?})",
+        ms(valid_until),
+        held.map_or("now (fewer than a quorum hold it)".to_owned(), |t| format!(
+            "+{:.3} ms",
+            ms(t)
+        )),
+    ));
+}
+
 /// "Not held" (`what`) must mean that no quorum holds the lock.
 fn check_not_held(world: &World, probe: &Probe, who: &str, what: &str) {
     let holders = probe.holders(&world.net);
@@ -396,6 +459,8 @@ fn record(
         guard.fencing_token(),
         guard.remaining()
     ));
+    let probe = prim.probe(guard.owner_token());
+    check_validity_held(world, &probe, who, "granted", guard.valid_until(), started);
     prim.holdings()
         .into_iter()
         .map(|(resource, kind)| {
@@ -432,11 +497,14 @@ async fn hold_recorded(
     };
     tokio::time::sleep(nap).await;
     if guard.is_valid() && rng.random_bool(0.3) {
+        let since = Instant::now();
         match guard.extend(world.plan.ttl).await {
             Ok(()) => {
                 for &i in &index {
                     world.history.extended(i, guard.valid_until());
                 }
+                let probe = prim.probe(guard.owner_token());
+                check_validity_held(world, &probe, who, "extended", guard.valid_until(), since);
             }
             Err(e) => {
                 if e.is_lost() {
@@ -565,7 +633,12 @@ async fn under_watchdog(
     quiet: bool,
 ) {
     let acquired = Instant::now();
-    let mut valid_until = acquired + ctx.remaining();
+    // The context's deadline itself: `acquired + remaining()` would move a deadline that has
+    // already passed (a stall after the validity check) up to now.
+    let mut valid_until = ctx.valid_until();
+    if let Some(probe) = &probe {
+        check_validity_held(world, probe, who, "granted", valid_until, started);
+    }
     let uncovered = world.uncovered.load(std::sync::atomic::Ordering::Relaxed);
     let index: Vec<usize> = holdings
         .into_iter()
@@ -631,11 +704,13 @@ async fn under_watchdog(
             }
             _ = tokio::time::sleep(step.min(until - now)) => {}
         }
-        let remaining = ctx.remaining();
-        if !remaining.is_zero() && Instant::now() + remaining > valid_until {
-            valid_until = Instant::now() + remaining;
+        if !ctx.remaining().is_zero() && ctx.valid_until() > valid_until {
+            valid_until = ctx.valid_until();
             for &i in &index {
                 world.history.extended(i, valid_until);
+            }
+            if let Some(probe) = &probe {
+                check_validity_held(world, probe, who, "extended", valid_until, started);
             }
         }
     }

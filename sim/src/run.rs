@@ -16,7 +16,7 @@ use crate::history::{
     permits_exceeded, tokens_backwards,
 };
 use crate::net::{Cut, Links, Net, SlowLink};
-use crate::primitives;
+use crate::primitives::{self, Probe, check_validity_held};
 use crate::trace::Trace;
 
 /// The settings one seed draws.
@@ -73,7 +73,9 @@ pub struct Timing {
     /// of 1%: covered), for the whole run.
     pub clock_rates: Vec<f64>,
     /// Probability that a client stalls at each stall point of the library
-    /// (`redquorum::sim::set_stalls`) and while a holder works, for 1 to 300 ms.
+    /// (`redquorum::sim::set_stalls`) and while a holder works: for 1 to 300 ms, or (one stall
+    /// in ten) for half to 1.2 times the lock TTL, long enough to outlast a grant's validity
+    /// from any point of its round.
     pub stalls: f64,
 }
 
@@ -171,20 +173,16 @@ impl Plan {
             cache_tasks: [0, 0, 1, 2, 3][rng.random_range(0..5)],
             // Drawn after `cache_tasks`, for the same reason.
             batching: rng.random_bool(0.5),
-            // Drawn after `batching`, for the same reason; off unless `SIM_TIMING=1`.
+            // Drawn after `batching`, for the same reason; on unless `SIM_TIMING=0`.
             timing: Timing::draw(&mut rng, masters, master_timeout).enabled(timing_faults_on()),
         }
     }
 }
 
-/// Whether the timing faults are drawn (`SIM_TIMING=1`). Off by default, so not in CI yet: on
-/// the tree they were written against, seeds 1170 (an acquire 1 ms over its bound with every
-/// stage near the per-master timeout) and 1185 (a `with_lock` closure started with no
-/// validity left and no stall recorded after the validity check) fail, and neither is
-/// diagnosed. Turn them on to work on those, or to run the re-introduced bugs
-/// (`sim/reintroduce/run.sh` sets it).
+/// Whether the timing faults are drawn: always, in CI too, unless `SIM_TIMING=0` (to tell
+/// whether a failure needs them; the other draws stay as they are).
 pub fn timing_faults_on() -> bool {
-    std::env::var("SIM_TIMING").is_ok_and(|v| v == "1")
+    std::env::var("SIM_TIMING").map_or(true, |v| v != "0")
 }
 
 /// What a run found.
@@ -266,7 +264,13 @@ async fn body(seed: u64, plan: Plan, trace: Trace) -> Found {
     }
     let history = History::default();
     history.check_stalls();
-    let stalls = Stalls::new(seed, plan.timing.stalls, net.clone(), history.clone());
+    let stalls = Stalls::new(
+        seed,
+        plan.timing.stalls,
+        plan.ttl,
+        net.clone(),
+        history.clone(),
+    );
     stalls.install();
     let world = World {
         net: net.clone(),
@@ -450,16 +454,18 @@ pub(crate) struct Stalls(Arc<std::sync::Mutex<StallState>>);
 struct StallState {
     rng: StdRng,
     p: f64,
+    ttl: Duration,
     on: bool,
     net: Net,
     history: History,
 }
 
 impl Stalls {
-    pub(crate) fn new(seed: u64, p: f64, net: Net, history: History) -> Self {
+    pub(crate) fn new(seed: u64, p: f64, ttl: Duration, net: Net, history: History) -> Self {
         Self(Arc::new(std::sync::Mutex::new(StallState {
             rng: StdRng::seed_from_u64(seed ^ 0x57a1_15ed),
             p,
+            ttl,
             on: false,
             net,
             history,
@@ -480,16 +486,22 @@ impl Stalls {
         redquorum::sim::set_stalls(Some(Box::new(move |point, owner| me.draw(point, owner))));
     }
 
-    /// Whether the calling task stalls at `point` now, and for how long (1 to 300 ms,
-    /// log-uniform: mostly short, some far past a lock's validity); recorded as it is decided.
+    /// Whether the calling task stalls at `point` now, and for how long: 1 to 300 ms,
+    /// log-uniform (mostly short), or one time in ten half to 1.2 times the lock TTL (a long
+    /// GC pause or VM migration: whatever validity the round left, it may run out during the
+    /// stall, at any of the round's points); recorded as it is decided.
     pub(crate) fn draw(&self, point: &'static str, owner: &str) -> Option<Duration> {
         let mut s = self.state();
         let p = s.p;
         if !s.on || p <= 0.0 || !s.rng.random_bool(p) {
             return None;
         }
-        let ms = 300f64.powf(s.rng.random_range(0.0..1.0));
-        let pause = Duration::from_micros((ms * 1000.0) as u64);
+        let pause = if s.rng.random_bool(0.1) {
+            s.ttl.mul_f64(s.rng.random_range(0.5..1.2))
+        } else {
+            let ms = 300f64.powf(s.rng.random_range(0.0..1.0));
+            Duration::from_micros((ms * 1000.0) as u64)
+        };
         let from = Instant::now();
         s.history.stalled(Stall {
             point,
@@ -660,6 +672,22 @@ async fn hold(
         lock.fencing_token(),
         lock.remaining()
     ));
+    let probe = |lock: &LockGuard| Probe::Keys {
+        keys: vec![format!(
+            "{}lock:{}",
+            redquorum::defaults::DEFAULT_KEY_PREFIX,
+            lock.resource()
+        )],
+        token: lock.owner_token().to_owned(),
+    };
+    check_validity_held(
+        world,
+        &probe(&lock),
+        who,
+        "granted",
+        lock.valid_until(),
+        started,
+    );
     let remaining = lock.remaining();
     // A holder paused past its validity now and then (GC, swap): it must not be counted after.
     let nap = match rng.random_range(0..10) {
@@ -673,8 +701,19 @@ async fn hold(
     let nap = nap + world.stalls.draw("holder.work", "").unwrap_or_default();
     tokio::time::sleep(nap).await;
     if lock.is_valid() && rng.random_bool(0.3) {
+        let since = Instant::now();
         match lock.extend(world.plan.ttl).await {
-            Ok(()) => world.history.extended(index, lock.valid_until()),
+            Ok(()) => {
+                world.history.extended(index, lock.valid_until());
+                check_validity_held(
+                    world,
+                    &probe(&lock),
+                    who,
+                    "extended",
+                    lock.valid_until(),
+                    since,
+                );
+            }
             Err(e) => {
                 if e.is_lost() {
                     check_not_held(world, &lock, who, "extend");

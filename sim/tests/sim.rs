@@ -6,6 +6,9 @@
 //! - `SIM_SEEDS=100000 cargo test --release -p redquorum-sim --test sim`: a long run.
 //! - `SIM_SEED=n cargo test --release -p redquorum-sim --test sim -- --nocapture`: replays
 //!   seed `n` and prints its whole trace.
+//! - `SIM_TIMING=0 ...`: the same seeds without the timing faults (slow messages, slow scripts,
+//!   clock rates, client stalls), which are on by default and in CI: to tell whether a failure
+//!   needs them.
 //!
 //! A failing seed is shrunk (the same seed with fewer faults, operations, tasks, clients while
 //! it still fails) and prints itself, the replay command (with `SIM_FAULTS`, `SIM_OPS`,
@@ -82,9 +85,9 @@ fn seeds() {
                                  redquorum-sim --test sim -- --nocapture\nplan (shrunk): {:?}\n\
                                  violations: {:#?}\ntrace tail:\n{}",
                                 if redquorum_sim::run::timing_faults_on() {
-                                    "SIM_TIMING=1 "
-                                } else {
                                     ""
+                                } else {
+                                    "SIM_TIMING=0 "
                                 },
                                 small.plan.overrides(&original),
                                 small.plan,

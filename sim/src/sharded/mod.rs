@@ -337,7 +337,13 @@ async fn body(seed: u64, plan: ShardedPlan, trace: Trace) -> Found {
     }
     let history = History::default();
     history.check_stalls();
-    let stalls = Stalls::new(seed, plan.timing.stalls, net.clone(), history.clone());
+    let stalls = Stalls::new(
+        seed,
+        plan.timing.stalls,
+        plan.max_ttl,
+        net.clone(),
+        history.clone(),
+    );
     stalls.install();
     let world = World {
         net: net.clone(),
