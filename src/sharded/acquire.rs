@@ -185,7 +185,7 @@ impl ShardedRedlock {
                 Err(e) if is_stale(&e) && reloads < MAX_RELOADS => {
                     reloads += 1;
                     let before = view.topology.epoch;
-                    let after = self.reload().await?;
+                    let after = self.refresh().await?;
                     tracing::debug!(before, after, "acquire refused for a stale topology");
                 }
                 Err(e) if is_stale(&e) => {

@@ -73,6 +73,7 @@ impl ShardedRedlock {
         self.remember_builders(&groups);
         // One administrator at a time: the change lock on a quorum of every group involved,
         // checked again by every topology write of this change.
+        // A change dropped part-way gives the lock back in the background (ChangeLock's Drop).
         let lock = self.lock_change(&specs).await?;
         let result = self.change_locked(specs, &lock).await;
         lock.release().await;
@@ -85,14 +86,24 @@ impl ShardedRedlock {
         specs: Vec<GroupSpec>,
         lock: &ChangeLock,
     ) -> Result<ChangeReport> {
-        if self.view().topology.is_joint() {
+        // Each resume either finishes the stored joint spec or finds a newer change and
+        // reloads; a few in a row mean changes keep racing this one.
+        let mut resumes = 0;
+        while self.view().topology.is_joint() {
+            if resumes == MAX_RESUMES {
+                return Err(Error::StaleTopology {
+                    epoch: self.view().topology.epoch,
+                    reason: "other changes kept landing while this one resumed; call again".into(),
+                });
+            }
+            resumes += 1;
             self.resume_change(lock).await?;
         }
         let current = self.view().topology.clone();
         super::topology::check_identity(&current.all_groups(), &specs)?;
         // Above every epoch a master reports: an acquire routed with a spec stored on few
         // masters may have pinned the next epoch to it on some.
-        let seen = store::highest_epoch(&self.view().all()).await;
+        let seen = store::highest_epoch(&self.view().all()).await?;
         let epoch = current.epoch.max(seen) + 1;
         if epoch + 1 > MAX_EPOCH {
             return Err(Error::InvalidConfig(ConfigReason::EpochsUsedUp {
@@ -123,17 +134,39 @@ impl ShardedRedlock {
     /// Finishes an interrupted change: its joint topology may have reached only some masters,
     /// so old-view grants may still be happening. It is stored again, exactly, on a quorum of
     /// every group (the same spec under the same epoch is accepted again); where another spec
-    /// is pinned to its epoch (or a newer epoch was seen), the same change is stored instead
-    /// under an epoch above every epoch the masters report, with the same previous groups
-    /// (every joint spec of that epoch shares them: placements overlap). The wait counts from
-    /// the store.
+    /// is pinned to its epoch, the same change is stored instead under an epoch above every
+    /// epoch the masters report, with the same previous groups (every joint spec of that epoch
+    /// shares them: placements overlap). The wait counts from the store.
+    ///
+    /// Where a master reports an epoch above the joint's, another change came after it: its
+    /// previous groups are not this joint's, so storing this joint again (under any epoch)
+    /// would route some resources by groups the newer change never told; nothing is written,
+    /// the newest topology is loaded instead, and the caller goes on from it.
     async fn resume_change(&self, lock: &ChangeLock) -> Result<()> {
         let view = self.view();
         match store_everywhere(&view, &view.topology, lock).await {
             Ok(()) => {}
             Err(e) if store::is_stale(&e) => {
                 let joint = &view.topology;
-                let seen = store::highest_epoch(&view.all()).await;
+                let seen = store::highest_epoch(&view.all()).await?;
+                if seen > joint.epoch {
+                    tracing::info!(
+                        epoch = joint.epoch,
+                        newer = seen,
+                        "interrupted change superseded by a newer one; reloading"
+                    );
+                    let now = self.reload().await?;
+                    if now <= joint.epoch {
+                        return Err(Error::StaleTopology {
+                            epoch: joint.epoch,
+                            reason: format!(
+                                "a master reports epoch {seen}, but no spec newer than \
+                                 {now} could be read; call again"
+                            ),
+                        });
+                    }
+                    return Ok(());
+                }
                 let epoch = joint.epoch.max(seen) + 1;
                 if epoch + 1 > MAX_EPOCH {
                     return Err(Error::InvalidConfig(ConfigReason::EpochsUsedUp {
@@ -253,15 +286,35 @@ impl ChangeLock {
     }
 
     /// Gives the lock back on every group it was taken on (best effort: it expires anyway).
-    async fn release(&self) {
-        let releases = self
-            .groups
-            .values()
-            .map(|g| lock_group(g, &self.token, Duration::ZERO));
-        for released in join_all(releases).await {
-            if let Err(e) = released {
-                tracing::debug!(error = %e, "change lock release failed; it expires");
-            }
+    async fn release(mut self) {
+        let groups = std::mem::take(&mut self.groups);
+        release_groups(&self.token, groups).await;
+    }
+}
+
+/// A lock dropped without [`ChangeLock::release`] (a change whose future was dropped, or one
+/// that failed with `?`) is given back in the background, so that it does not hold every
+/// other administrator up for its whole TTL.
+impl Drop for ChangeLock {
+    fn drop(&mut self) {
+        if self.groups.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (token, groups) = (self.token.clone(), std::mem::take(&mut self.groups));
+        runtime.spawn(async move { release_groups(&token, groups).await });
+    }
+}
+
+async fn release_groups(token: &str, groups: BTreeMap<String, Redlock>) {
+    let releases = groups
+        .values()
+        .map(|g| lock_group(g, token, Duration::ZERO));
+    for released in join_all(releases).await {
+        if let Err(e) = released {
+            tracing::debug!(error = %e, "change lock release failed; it expires");
         }
     }
 }
@@ -356,6 +409,13 @@ impl ShardedRedlock {
     }
 }
 
+/// Resumes of interrupted changes one `change_groups` call goes through before it gives up.
+const MAX_RESUMES: usize = 3;
+
 /// How much longer than two max TTLs the change lock lives: the stores and the waits of one
 /// change take about one max TTL plus a few quorum writes.
 const CHANGE_LOCK_SLACK: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+#[path = "change_tests.rs"]
+mod tests;

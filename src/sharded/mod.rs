@@ -295,7 +295,9 @@ impl ShardedRedlock {
     pub fn group_for(&self, resource: &str) -> Result<Redlock> {
         Err(Error::NotEpochChecked {
             reason: format!(
-                "the primitives on {resource:?}'s owner group ({}) do not check the topology                  epoch; use the sharded lock, or group_for_unchecked where no change can move                  the resource while it is held",
+                "the primitives on {resource:?}'s owner group ({}) do not check the topology \
+                 epoch; use the sharded lock, or group_for_unchecked where no change can move \
+                 the resource while it is held",
                 self.owner(resource)
             ),
         })
@@ -393,12 +395,28 @@ impl ShardedRedlock {
     /// routes by it if it is newer than this client's. Returns the epoch routed by after.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for a stored spec that does not parse; a new group's build
-    /// error.
+    /// [`Error::Unavailable`] when fewer than a quorum of some group answered (what the silent
+    /// masters store cannot be ruled out); [`Error::InvalidConfig`] for a stored spec that
+    /// does not parse; a new group's build error.
     pub async fn reload(&self) -> Result<u64> {
+        self.reload_from(true).await
+    }
+
+    /// [`reload`](Self::reload) from whatever answers: for routing after a refusal, where the
+    /// masters' epoch checks keep a view that missed something safe.
+    pub(crate) async fn refresh(&self) -> Result<u64> {
+        self.reload_from(false).await
+    }
+
+    async fn reload_from(&self, need_quorum: bool) -> Result<u64> {
         let _one = self.shared.reloading.lock().await;
         let view = self.view();
-        let Some((epoch, spec)) = store::read_newest(&view.all()).await else {
+        let newest = if need_quorum {
+            store::read_newest_checked(&view.all()).await?
+        } else {
+            store::read_newest(&view.all()).await
+        };
+        let Some((epoch, spec)) = newest else {
             return Ok(view.topology.epoch);
         };
         let newer = epoch > view.topology.epoch;

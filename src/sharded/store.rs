@@ -28,8 +28,9 @@ pub(crate) fn change_key(group: &Redlock) -> String {
 }
 
 /// What each answering master of `groups` stores (every master asked once, each call bounded
-/// by the per-master timeout).
-async fn read_all(groups: &[&Redlock]) -> Vec<Stored> {
+/// by the per-master timeout). With `need_quorum`, [`Error::Unavailable`] unless a quorum of
+/// every group answered: what a silent quorum stores cannot be ruled out from the rest.
+async fn read_all(groups: &[&Redlock], need_quorum: bool) -> Result<Vec<Stored>> {
     // A script rather than HMGET: one code path for real masters and the simulator's.
     let reads = groups.iter().map(|group| async move {
         let call = ScriptCall::new(&TOPOLOGY_READ, vec![topology_key(group)], Vec::new());
@@ -40,19 +41,34 @@ async fn read_all(groups: &[&Redlock]) -> Vec<Stored> {
             .await
     });
     let answers = futures::future::join_all(reads).await;
-    answers
-        .into_iter()
-        .flatten()
-        .filter_map(|answer| parse(answer.ok()?))
-        .collect()
+    let mut all = Vec::new();
+    for (group, answers) in groups.iter().zip(answers) {
+        let masters = group.master_set();
+        if need_quorum && answers.iter().filter(|a| a.is_ok()).count() < masters.quorum() {
+            return Err(masters.unavailable(Replies::from_results(&answers)));
+        }
+        all.extend(answers.into_iter().filter_map(|a| parse(a.ok()?)));
+    }
+    Ok(all)
 }
 
 /// The newest spec any master of `groups` stores, as `(spec_epoch, spec)`; `None` when none
 /// stores one. Of two specs under one epoch (an interrupted change's, and one that replaced
 /// it elsewhere: at most one of them is on a quorum anywhere), the one more masters store.
+/// Reads what answers (for routing, where the masters' epoch checks keep a stale view safe).
 pub(crate) async fn read_newest(groups: &[&Redlock]) -> Option<(u64, String)> {
+    newest(read_all(groups, false).await.unwrap_or_default())
+}
+
+/// [`read_newest`], from a quorum of every group or [`Error::Unavailable`]: for a change,
+/// which must not miss a newer one.
+pub(crate) async fn read_newest_checked(groups: &[&Redlock]) -> Result<Option<(u64, String)>> {
+    Ok(newest(read_all(groups, true).await?))
+}
+
+fn newest(all: Vec<Stored>) -> Option<(u64, String)> {
     let mut counts: std::collections::BTreeMap<(u64, String), usize> = Default::default();
-    for stored in read_all(groups).await {
+    for stored in all {
         if let Some(spec) = stored.spec {
             *counts.entry(spec).or_default() += 1;
         }
@@ -64,13 +80,15 @@ pub(crate) async fn read_newest(groups: &[&Redlock]) -> Option<(u64, String)> {
 }
 
 /// The highest epoch any answering master of `groups` has seen (stored by a write, or raised
-/// by an acquire routed with a spec that may be stored nowhere else).
-pub(crate) async fn highest_epoch(groups: &[&Redlock]) -> u64 {
-    let all = read_all(groups).await;
-    all.iter()
+/// by an acquire routed with a spec that may be stored nowhere else), read from a quorum of
+/// every group ([`Error::Unavailable`] otherwise).
+pub(crate) async fn highest_epoch(groups: &[&Redlock]) -> Result<u64> {
+    let all = read_all(groups, true).await?;
+    Ok(all
+        .iter()
         .map(|s| s.epoch.max(s.spec.as_ref().map_or(0, |(e, _)| *e)))
         .max()
-        .unwrap_or(0)
+        .unwrap_or(0))
 }
 
 /// One master's topology state.
