@@ -173,8 +173,13 @@ impl Plan {
             cache_tasks: [0, 0, 1, 2, 3][rng.random_range(0..5)],
             // Drawn after `cache_tasks`, for the same reason.
             batching: rng.random_bool(0.5),
-            // Drawn after `batching`, for the same reason; on unless `SIM_TIMING=0`.
-            timing: Timing::draw(&mut rng, masters, master_timeout).enabled(timing_faults_on()),
+            // Drawn after `batching`, for the same reason; on unless `SIM_TIMING=0`, and off
+            // for one seed in five (seed % 5 == 4), drawn all the same so that every other
+            // field stays: some interleavings of the other faults (a cache write re-sent on a
+            // new connection, `j-cache-write-resent`) need the quiet timing that slow links and
+            // stalls drown.
+            timing: Timing::draw(&mut rng, masters, master_timeout)
+                .enabled(timing_faults_on() && seed % 5 != 4),
         }
     }
 }

@@ -80,7 +80,7 @@ fn sharded_seeds() {
                                 "replay: SIM_SHARDED_SEED={seed} {}{} cargo test --release -p \
                                  redquorum-sim --test sharded -- --nocapture\nplan (shrunk): \
                                  {:?}\nviolations: {:#?}\ntrace tail:\n{}",
-                                if redquorum_sim::run::timing_faults_on() {
+                                if redquorum_sim::sharded::timing_faults_on() {
                                     "SIM_TIMING=1 "
                                 } else {
                                     ""
