@@ -138,10 +138,14 @@ impl ShardedRedlock {
     /// epoch the masters report, with the same previous groups (every joint spec of that epoch
     /// shares them: placements overlap). The wait counts from the store.
     ///
-    /// Where a master reports an epoch above the joint's, another change came after it: its
-    /// previous groups are not this joint's, so storing this joint again (under any epoch)
-    /// would route some resources by groups the newer change never told; nothing is written,
-    /// the newest topology is loaded instead, and the caller goes on from it.
+    /// Where a master reports an epoch above the joint's and a spec newer than the joint can
+    /// be read, another change came after it: its previous groups are not this joint's, so
+    /// storing this joint again (under any epoch) would route some resources by groups the
+    /// newer change never told; nothing is written, the newest topology is loaded instead,
+    /// and the caller goes on from it. Where no newer spec can be read (the epoch is this
+    /// joint's own final, stored on a few masters that have since lost it, or a pin of an
+    /// acquire routed by it), the joint is replaced as above: refusing would leave the change
+    /// unfinishable for good.
     async fn resume_change(&self, lock: &ChangeLock) -> Result<()> {
         let view = self.view();
         match store_everywhere(&view, &view.topology, lock).await {
@@ -155,17 +159,9 @@ impl ShardedRedlock {
                         newer = seen,
                         "interrupted change superseded by a newer one; reloading"
                     );
-                    let now = self.reload().await?;
-                    if now <= joint.epoch {
-                        return Err(Error::StaleTopology {
-                            epoch: joint.epoch,
-                            reason: format!(
-                                "a master reports epoch {seen}, but no spec newer than \
-                                 {now} could be read; call again"
-                            ),
-                        });
+                    if self.reload().await? > joint.epoch {
+                        return Ok(());
                     }
-                    return Ok(());
                 }
                 let epoch = joint.epoch.max(seen) + 1;
                 if epoch + 1 > MAX_EPOCH {

@@ -395,9 +395,10 @@ impl ShardedRedlock {
     /// routes by it if it is newer than this client's. Returns the epoch routed by after.
     ///
     /// # Errors
-    /// [`Error::Unavailable`] when fewer than a quorum of some group answered (what the silent
-    /// masters store cannot be ruled out); [`Error::InvalidConfig`] for a stored spec that
-    /// does not parse; a new group's build error.
+    /// [`Error::Unavailable`] when no group of this client's view had a quorum answer (a
+    /// newer topology cannot be ruled out: every change is stored on a quorum of every group
+    /// of the topology it replaces); [`Error::InvalidConfig`] for a stored spec that does not
+    /// parse; a new group's build error.
     pub async fn reload(&self) -> Result<u64> {
         self.reload_from(true).await
     }

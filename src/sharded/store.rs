@@ -29,7 +29,9 @@ pub(crate) fn change_key(group: &Redlock) -> String {
 
 /// What each answering master of `groups` stores (every master asked once, each call bounded
 /// by the per-master timeout). With `need_quorum`, [`Error::Unavailable`] unless a quorum of
-/// every group answered: what a silent quorum stores cannot be ruled out from the rest.
+/// at least one group answered: every change is stored on a quorum of every group of the
+/// topology it replaces, so one group's quorum is enough to see the change that follows the
+/// view's topology (and a group removed and shut down since does not block the read).
 async fn read_all(groups: &[&Redlock], need_quorum: bool) -> Result<Vec<Stored>> {
     // A script rather than HMGET: one code path for real masters and the simulator's.
     let reads = groups.iter().map(|group| async move {
@@ -42,14 +44,21 @@ async fn read_all(groups: &[&Redlock], need_quorum: bool) -> Result<Vec<Stored>>
     });
     let answers = futures::future::join_all(reads).await;
     let mut all = Vec::new();
+    let mut silent = None;
+    let mut heard_a_quorum = groups.is_empty();
     for (group, answers) in groups.iter().zip(answers) {
         let masters = group.master_set();
-        if need_quorum && answers.iter().filter(|a| a.is_ok()).count() < masters.quorum() {
-            return Err(masters.unavailable(Replies::from_results(&answers)));
+        if answers.iter().filter(|a| a.is_ok()).count() >= masters.quorum() {
+            heard_a_quorum = true;
+        } else if silent.is_none() {
+            silent = Some(masters.unavailable(Replies::from_results(&answers)));
         }
         all.extend(answers.into_iter().filter_map(|a| parse(a.ok()?)));
     }
-    Ok(all)
+    match silent {
+        Some(unavailable) if need_quorum && !heard_a_quorum => Err(unavailable),
+        _ => Ok(all),
+    }
 }
 
 /// The newest spec any master of `groups` stores, as `(spec_epoch, spec)`; `None` when none

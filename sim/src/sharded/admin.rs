@@ -174,9 +174,9 @@ pub(crate) async fn finish(world: &World, client: &ShardedRedlock) {
                 let retry = matches!(e, Error::StaleTopology { .. });
                 errors.push(e.to_string());
                 if matches!(e, Error::Contended { .. }) && !waited_out {
-                    // A change cut part-way (its future dropped) leaves its change lock until
-                    // the lock's TTL (two max TTLs and 10 s, src/sharded/change.rs): changes
-                    // wait that out (reported to the lead: a dropped change does not release).
+                    // A change cut part-way (its future dropped) gives its change lock back in
+                    // the background, which a partition can stop: then the lock lives its TTL
+                    // (two max TTLs and 10 s, src/sharded/change.rs), and changes wait it out.
                     waited_out = true;
                     world
                         .side

@@ -10,8 +10,8 @@
 //!   group or all of it at once), takeovers by long-running servers, black-hole and refusing
 //!   partitions (of one master or of most of a group), pauses and crashes of most of a group or
 //!   all of it, script flushes, clock jumps, lost requests and replies; with `SIM_TIMING=1`
-//!   also the timing faults (slow links and scripts, clock rates, client stalls), opt-in as in
-//!   the main run.
+//!   also the timing faults (slow links and scripts, clock rates, client stalls): opt-in here,
+//!   while the main run draws them unless `SIM_TIMING=0`.
 //! - **Group changes** (`admin.rs`): adds, removes, re-weights, a group's masters replaced
 //!   (under a new name; under the same name the change must be refused with a typed error),
 //!   changes cut part-way (the future dropped: an interrupted change the next one finishes),
