@@ -175,9 +175,9 @@ impl Plan {
             batching: rng.random_bool(0.5),
             // Drawn after `batching`, for the same reason; on unless `SIM_TIMING=0`, and off
             // for one seed in five (seed % 5 == 4), drawn all the same so that every other
-            // field stays: some interleavings of the other faults (a cache write re-sent on a
-            // new connection, `j-cache-write-resent`) need the quiet timing that slow links and
-            // stalls drown.
+            // field stays: the earlier fault model's quiet-timing interleavings keep being
+            // run. (Meant to bring back `j-cache-write-resent`, caught at seed 459 without
+            // timing faults at an earlier stop: it did not; j is not caught in 2,000 seeds.)
             timing: Timing::draw(&mut rng, masters, master_timeout)
                 .enabled(timing_faults_on() && seed % 5 != 4),
         }
