@@ -216,11 +216,15 @@
 //! sealed from a quorum before it votes; use AOF anyway); the other primitives (reentrant, fair,
 //! read-write, semaphore) are not epoch-checked: [`ShardedRedlock::group_for`] refuses them with a
 //! typed error, and [`ShardedRedlock::group_for_unchecked`] hands out the owner group unprotected
-//! across changes; with unequal weights libmemcached's formula re-scales every group's points on a
-//! change, so some resources also move between groups that stay (counted in the tests).
+//! across changes; two administrators in a narrow race (a change cut while storing its final,
+//! another resuming a same-epoch joint spec of its own while its reads miss the added group) can
+//! leave two finals, and two holders of a resource of that group (open); with unequal weights
+//! libmemcached's formula re-scales every group's points on a change, so some resources also
+//! move between groups that stay (counted in the tests).
 //!
 //! ## Layout
-//! - `config`: [`Builder`], the `DEFAULT_*` constants, input validation.
+//! - `config`: [`Builder`] and input validation; `defaults`: every default and limit;
+//!   `invalid`: the typed reasons of refused input.
 //! - `error`: [`Error`], with each master's [`MasterReply`] kept by index.
 //! - `endpoint`: how one master is reached: its URL with the builder's credentials, over TCP,
 //!   a Unix socket or TLS; the connect-time permission probe; refusals that fail the build.
