@@ -2,7 +2,7 @@
 //! while its topology state was stored (sealed) for the server process that answers, from what
 //! a quorum reports.
 //!
-//! # State on each master
+//! # Stored on each master
 //! The topology hash (`store.rs`) holds, besides the spec, the epoch and the pinned digest, the
 //! field `gen`: the *generation* of the last seal, `<run_id>:<random>`, new at every seal, and
 //! while a seal is under way the field `claim`. A master is *sealed* when its hash has a `gen`
@@ -73,20 +73,11 @@ use crate::lock::Redlock;
 use crate::master::Master;
 use crate::scripts::{ScriptCall, TOPOLOGY_CLAIM, TOPOLOGY_READ, TOPOLOGY_SEAL};
 
-use super::store::topology_key;
+use super::store::{Stored, parse, topology_key};
 
 /// The digest a seal pins when the masters read pin different ones to the highest epoch: no
 /// acquire or write carries it, so that epoch is refused on the master from then on.
 const CONFLICT: &str = "conflict";
-
-/// One master's topology state as a seal reads it.
-#[derive(Debug, Default)]
-struct State {
-    spec: Option<(u64, String)>,
-    epoch: u64,
-    digest: Option<String>,
-    generation: Option<String>,
-}
 
 /// Seals the topology of every master of `group` that is not sealed for its server process,
 /// if a quorum of sealed masters (or every master) answers before `deadline`; otherwise
@@ -119,7 +110,7 @@ async fn seal(group: &Redlock) -> bool {
     // 2. Read every master's state.
     let read = ScriptCall::new(&TOPOLOGY_READ, vec![key.clone()], Vec::new());
     let read = &read;
-    let states: Vec<Option<(State, bool)>> = masters
+    let states: Vec<Option<(Stored, bool)>> = masters
         .ask_each(|master| async move {
             let state = parse(master.run(read).await.ok()?)?;
             // Judged after the read: a reconnect records the new process first.
@@ -130,7 +121,7 @@ async fn seal(group: &Redlock) -> bool {
             Some((state, sealed))
         })
         .await;
-    let answered: Vec<&(State, bool)> = states.iter().flatten().collect();
+    let answered: Vec<&(Stored, bool)> = states.iter().flatten().collect();
     let sealed = answered.iter().filter(|(_, s)| *s).count();
     if sealed < masters.quorum() && answered.len() < masters.len() {
         tracing::debug!(
@@ -205,8 +196,8 @@ async fn claim(master: &Arc<Master>, key: &str) -> Option<Option<(String, String
 
 /// The merge of what was read: the highest epoch, the one digest pinned to it (or
 /// [`CONFLICT`]), the newest spec (of two under one epoch, the one more masters store).
-fn merge<'a>(states: impl Iterator<Item = &'a State>) -> State {
-    let states: Vec<&State> = states.collect();
+fn merge<'a>(states: impl Iterator<Item = &'a Stored>) -> Stored {
+    let states: Vec<&Stored> = states.collect();
     let epoch = states
         .iter()
         .map(|s| s.epoch.max(s.spec.as_ref().map_or(0, |(e, _)| *e)))
@@ -232,7 +223,7 @@ fn merge<'a>(states: impl Iterator<Item = &'a State>) -> State {
         .into_iter()
         .max_by_key(|((e, _), count)| (*e, *count))
         .map(|(spec, _)| spec.clone());
-    State {
+    Stored {
         spec,
         epoch,
         digest,
@@ -240,33 +231,12 @@ fn merge<'a>(states: impl Iterator<Item = &'a State>) -> State {
     }
 }
 
-/// `topology_read.lua`'s reply.
-fn parse(value: Value) -> Option<State> {
-    let Value::Array(fields) = value else {
-        return None;
-    };
-    let text = |i: usize| match fields.get(i) {
-        Some(Value::BulkString(b)) => String::from_utf8(b.clone()).ok(),
-        _ => None,
-    };
-    let spec = match (text(0).and_then(|e| e.parse().ok()), text(1)) {
-        (Some(epoch), Some(spec)) => Some((epoch, spec)),
-        _ => None,
-    };
-    Some(State {
-        spec,
-        epoch: text(2).and_then(|e| e.parse().ok()).unwrap_or(0),
-        digest: text(3),
-        generation: text(4),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn state(epoch: u64, digest: Option<&str>, spec: Option<(u64, &str)>) -> State {
-        State {
+    fn state(epoch: u64, digest: Option<&str>, spec: Option<(u64, &str)>) -> Stored {
+        Stored {
             spec: spec.map(|(e, s)| (e, s.to_owned())),
             epoch,
             digest: digest.map(str::to_owned),
@@ -279,7 +249,7 @@ mod tests {
         let one = [
             state(3, Some("d3"), Some((3, "f"))),
             state(2, Some("d2"), Some((2, "j"))),
-            State::default(),
+            Stored::default(),
         ];
         let m = merge(one.iter());
         assert_eq!(
@@ -288,7 +258,7 @@ mod tests {
         );
         let two = [state(2, Some("a"), None), state(2, Some("b"), None)];
         assert_eq!(merge(two.iter()).digest.as_deref(), Some(CONFLICT));
-        let none: [State; 0] = [];
+        let none: [Stored; 0] = [];
         let m = merge(none.iter());
         assert_eq!((m.epoch, m.digest, m.spec), (0, None, None));
     }

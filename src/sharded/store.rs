@@ -100,13 +100,21 @@ pub(crate) async fn highest_epoch(groups: &[&Redlock]) -> Result<u64> {
         .unwrap_or(0))
 }
 
-/// One master's topology state.
-struct Stored {
-    spec: Option<(u64, String)>,
-    epoch: u64,
+/// One master's topology state, as `topology_read.lua` answers it.
+#[derive(Debug, Default)]
+pub(crate) struct Stored {
+    /// The newest spec stored, with its epoch.
+    pub(crate) spec: Option<(u64, String)>,
+    /// The highest epoch seen (stored, or raised by an acquire).
+    pub(crate) epoch: u64,
+    /// The digest pinned to `epoch` (or `conflict`).
+    pub(crate) digest: Option<String>,
+    /// The seal generation (`<run_id>:<random>`), if sealed.
+    pub(crate) generation: Option<String>,
 }
 
-fn parse(value: Value) -> Option<Stored> {
+/// `topology_read.lua`'s reply.
+pub(crate) fn parse(value: Value) -> Option<Stored> {
     let Value::Array(fields) = value else {
         return None;
     };
@@ -118,8 +126,12 @@ fn parse(value: Value) -> Option<Stored> {
         (Some(epoch), Some(spec)) => Some((epoch, spec)),
         _ => None,
     };
-    let epoch = text(2).and_then(|e| e.parse().ok()).unwrap_or(0);
-    Some(Stored { spec, epoch })
+    Some(Stored {
+        spec,
+        epoch: text(2).and_then(|e| e.parse().ok()).unwrap_or(0),
+        digest: text(3),
+        generation: text(4),
+    })
 }
 
 /// Stores `topology` on a quorum of every group of `groups`, concurrently. Masters that did
