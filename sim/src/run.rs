@@ -254,6 +254,27 @@ type Found = (
     std::collections::BTreeMap<&'static str, u64>,
 );
 
+/// Applies a run's timing faults to `net` (each master's clock rate) and to the library (the
+/// client stalls, scaled by `ttl`, installed for this thread), and returns the history that
+/// records the stalls with them.
+pub(crate) fn install_timing(
+    seed: u64,
+    timing: &Timing,
+    ttl: Duration,
+    net: &Net,
+) -> (History, Stalls) {
+    for (i, &rate) in timing.clock_rates.iter().enumerate() {
+        if rate != 1.0 {
+            net.set_clock_rate(i, rate);
+        }
+    }
+    let history = History::default();
+    history.check_stalls();
+    let stalls = Stalls::new(seed, timing.stalls, ttl, net.clone(), history.clone());
+    stalls.install();
+    (history, stalls)
+}
+
 async fn body(seed: u64, plan: Plan, trace: Trace) -> Found {
     // Time 0 of the trace (the network starts its clock now too): the checks report from it.
     let base = Instant::now();
@@ -262,21 +283,7 @@ async fn body(seed: u64, plan: Plan, trace: Trace) -> Found {
     // finding, and the handshake is some 30 commands.
     let net = Net::new(plan.masters, seed, Links::default(), trace.clone());
     net.log(format!("plan: {plan:?}"));
-    for (i, &rate) in plan.timing.clock_rates.iter().enumerate() {
-        if rate != 1.0 {
-            net.set_clock_rate(i, rate);
-        }
-    }
-    let history = History::default();
-    history.check_stalls();
-    let stalls = Stalls::new(
-        seed,
-        plan.timing.stalls,
-        plan.ttl,
-        net.clone(),
-        history.clone(),
-    );
-    stalls.install();
+    let (history, stalls) = install_timing(seed, &plan.timing, plan.ttl, &net);
     let world = World {
         net: net.clone(),
         history,

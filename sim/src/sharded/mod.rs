@@ -49,7 +49,7 @@ use tokio::time::Instant;
 
 use crate::history::History;
 use crate::net::{Links, Net};
-use crate::run::{Stalls, Timing};
+use crate::run::{Stalls, Timing, install_timing};
 use crate::shrink::Knob;
 use crate::trace::Trace;
 
@@ -337,21 +337,7 @@ async fn body(seed: u64, plan: ShardedPlan, trace: Trace) -> Found {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x0c11_e475);
     let net = Net::new(plan.slots * GROUP, seed, Links::default(), trace.clone());
     net.log(format!("sharded plan: {plan:?}"));
-    for (i, &rate) in plan.timing.clock_rates.iter().enumerate() {
-        if rate != 1.0 {
-            net.set_clock_rate(i, rate);
-        }
-    }
-    let history = History::default();
-    history.check_stalls();
-    let stalls = Stalls::new(
-        seed,
-        plan.timing.stalls,
-        plan.max_ttl,
-        net.clone(),
-        history.clone(),
-    );
-    stalls.install();
+    let (history, stalls) = install_timing(seed, &plan.timing, plan.max_ttl, &net);
     let world = World {
         net: net.clone(),
         history,
