@@ -180,7 +180,8 @@ pub(crate) fn check_resource(resource: &str) -> Result<()> {
     Ok(())
 }
 
-/// Configures and connects a [`Redlock`](crate::Redlock). Created by [`Redlock::builder`](crate::Redlock::builder).
+/// Configures and connects a [`Redlock`](crate::Redlock). Created by
+/// [`Redlock::builder`](crate::Redlock::builder).
 ///
 /// ```no_run
 /// # async fn run() -> redquorum::Result<()> {
@@ -297,8 +298,8 @@ impl Builder {
         self
     }
 
-    /// Maximum number of rounds [`Redlock::acquire`](crate::Redlock::acquire) tries. Default: unbounded
-    /// ([`DEFAULT_RETRY_COUNT`]), so that the acquire wait alone bounds it.
+    /// Maximum number of rounds [`Redlock::acquire`](crate::Redlock::acquire) tries. Default:
+    /// unbounded ([`DEFAULT_RETRY_COUNT`]), so that the acquire wait alone bounds it.
     pub fn retry_count(mut self, count: u32) -> Self {
         self.config.retry_count = Some(count);
         self
@@ -336,7 +337,8 @@ impl Builder {
         self
     }
 
-    /// How long [`Redlock::acquire`](crate::Redlock::acquire) keeps retrying. Default [`DEFAULT_ACQUIRE_WAIT`].
+    /// How long [`Redlock::acquire`](crate::Redlock::acquire) keeps retrying. Default
+    /// [`DEFAULT_ACQUIRE_WAIT`].
     pub fn acquire_wait(mut self, wait: Duration) -> Self {
         self.config.acquire_wait = wait;
         self
@@ -382,10 +384,11 @@ impl Builder {
     /// value a random owner token, so that their locks and ours on the same resource exclude
     /// each other. Default: off (`<prefix>lock:<resource>`).
     ///
-    /// Only [`Redlock::acquire`](crate::Redlock::acquire) and the multi-resource lock use this layout; the other
-    /// primitives fail with [`Error::InteropUnsupported`](crate::Error::InteropUnsupported).
-    /// A resource whose key would be the fencing counter's is refused. See the guide's
-    /// "Interop with other Redlock clients" (`docs/production.md`).
+    /// Only [`Redlock::acquire`](crate::Redlock::acquire) and the multi-resource lock use this
+    /// layout; the other primitives fail with
+    /// [`Error::InteropUnsupported`](crate::Error::InteropUnsupported). A resource whose key would
+    /// be the fencing counter's is refused. See the guide's "Interop with other Redlock clients"
+    /// (`docs/production.md`).
     pub fn interop_keys(mut self, template: impl Into<String>) -> Self {
         self.config.interop = Some(crate::interop::KeyLayout::new(&template.into()));
         self
@@ -399,17 +402,18 @@ impl Builder {
     }
 
     /// Fail [`build`](Self::build) with [`Error::EvictingMaster`](crate::Error::EvictingMaster)
-    /// when a master's `maxmemory-policy` is anything but `noeviction` (such a master can drop
-    /// a lock key before it expires). Default: off, the build only logs a warning. A master
-    /// that cannot be asked at build, or whose policy neither `CONFIG GET` nor `INFO` tells,
-    /// is not refused (it is warned about); see [`Redlock::masters_report`](crate::Redlock::masters_report).
+    /// when a master's `maxmemory-policy` is anything but `noeviction` (such a master can drop a
+    /// lock key before it expires). Default: off, the build only logs a warning. A master that
+    /// cannot be asked at build, or whose policy neither `CONFIG GET` nor `INFO` tells, is not
+    /// refused (it is warned about); see
+    /// [`Redlock::masters_report`](crate::Redlock::masters_report).
     pub fn refuse_evicting_masters(mut self, on: bool) -> Self {
         self.config.refuse_evicting = on;
         self
     }
 
-    /// Whether a waiting [`Redlock::acquire`](crate::Redlock::acquire) is woken when the lock is released. Default
-    /// [`DEFAULT_WAKE_UPS`] (on).
+    /// Whether a waiting [`Redlock::acquire`](crate::Redlock::acquire) is woken when the lock is
+    /// released. Default [`DEFAULT_WAKE_UPS`] (on).
     ///
     /// On: the client keeps one extra pub/sub connection per master, subscribes to a
     /// resource's release channel while one of its tasks waits for it, and retries as soon as a
@@ -442,9 +446,9 @@ impl Builder {
     }
 
     /// A human-readable name of this holder (default: `hostname/pid`), stored next to the owner
-    /// token in the basic lock's value so that [`Redlock::inspect`](crate::Redlock::inspect) can show who holds a
-    /// lock. At most [`MAX_OWNER_ID_LEN`](crate::defaults::MAX_OWNER_ID_LEN) bytes, no control
-    /// characters; it is not secret and not checked for uniqueness.
+    /// token in the basic lock's value so that [`Redlock::inspect`](crate::Redlock::inspect) can
+    /// show who holds a lock. At most [`MAX_OWNER_ID_LEN`](crate::defaults::MAX_OWNER_ID_LEN)
+    /// bytes, no control characters; it is not secret and not checked for uniqueness.
     pub fn owner_id(mut self, id: impl Into<String>) -> Self {
         self.config.owner_id = id.into();
         self

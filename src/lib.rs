@@ -260,17 +260,18 @@
 //! - `guard`: [`LockGuard`] (extend, release, drop).
 //! - `interop`: the interop key layout ([`Builder::interop_keys`]): lock keys named as other
 //!   Redlock clients name them, so their locks and ours exclude each other.
-//! - `lease`: the auto-extending lease of [`Redlock::with_lock`], its [`LockContext`] and
-//!   [`LeaseState`] signals (jeopardy; lost no later than the validity deadline, also while a
-//!   renewal hangs; the extension cap).
+//! - `lease`: the auto-extending lease of [`Redlock::with_lock`] and
+//!   [`LockGuard::with_watchdog`], its [`LockContext`] and [`LeaseState`] signals (jeopardy;
+//!   lost no later than the validity deadline, also while a renewal hangs; the extension cap).
 //! - `held`: what a hold is on the masters (keys and extend / release / rollback scripts), what
-//!   one acquire round sends, [`LockGuard::with_watchdog`], leaving a wait queue.
+//!   one acquire round sends.
 //! - `owner_id`: the holder's human-readable id stored next to the owner token.
 //! - `inspect`: [`Redlock::inspect`], who holds a lock per master and over the quorum
 //!   (advisory).
 //! - `handoff`: [`LockGuard::export`] to a [`LockHandle`] and [`Redlock::resume`].
 //! - `primitives/`: `multi`, `reentrant`, `fair`, `rwlock`, `semaphore`, each an acquire
-//!   script plus a hold description over the shared round.
+//!   script plus a hold description over the shared round; `queue`: leaving a wait queue
+//!   (fair lock, waiting writers).
 //! - `selfcheck`: [`Redlock::masters_report`], what each master's eviction policy,
 //!   persistence, version and `run_id` are; warnings (or a refusal) at build.
 //! - `options`: [`LockOptions`]: per-lock wait, lock-delay (the key outlives the TTL by the
