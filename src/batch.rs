@@ -42,6 +42,16 @@ pub(crate) const MAX_BATCH: usize = 64;
 pub(crate) static BATCH: LazyLock<LuaScript> =
     LazyLock::new(|| LuaScript::generated("batch", batch_source()));
 
+/// `SCRIPT LOAD` of every script and of the batch script that carries them all (below),
+/// as one pipeline: at connect, and after a `NOSCRIPT`.
+pub(crate) fn load_all() -> redis::Pipeline {
+    let mut load = redis::pipe();
+    for script in scripts::all().into_iter().chain([&*BATCH]) {
+        load.cmd("SCRIPT").arg("LOAD").arg(script.source);
+    }
+    load
+}
+
 fn batch_source() -> String {
     let mut source = String::from(
         "-- Runs several script calls in one (batch.rs); generated from scripts/*.lua.\n\

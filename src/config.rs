@@ -9,15 +9,9 @@ use crate::defaults::{
 };
 use crate::error::{Error, Result, redact_url};
 use crate::invalid::{ArgumentReason, ConfigReason};
-use crate::lock::Redlock;
+use crate::settings::{Access, FenceKeys, PROBE_RESOURCE, Settings};
 
-/// The fencing hash of a namespace: counter and generation in one key (see fencing.rs).
-#[derive(Clone, Debug)]
-pub(crate) struct FenceKeys {
-    pub(crate) counter: String,
-}
-
-/// Settings shared by every operation of one [`Redlock`]. Built by [`Builder`].
+/// Settings shared by every operation of one [`Redlock`](crate::Redlock). Built by [`Builder`].
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
     pub(crate) retry_count: Option<u32>,
@@ -135,6 +129,41 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Rejects a resource whose lock key would be one of the fencing keys: with a template as
+    /// open as `{resource}`, the resource `redquorum:fence` would otherwise overwrite (or be
+    /// refused by) the fencing counter.
+    pub(crate) fn check_lock_key(&self, resource: &str) -> Result<()> {
+        let key = self.lock_key(resource);
+        if key == self.fence_key() || key == self.fence_seal_key() {
+            return Err(Error::InvalidArgument(ArgumentReason::NamesFenceKey {
+                resource: resource.to_owned(),
+                key,
+            }));
+        }
+        // Under an open template the lock key could also be one of the library's own keys
+        // (a waiter marker, which every release of the marked resource deletes; an election,
+        // a topology): refuse anything under the key prefix.
+        if self.interop.is_some() && key.starts_with(&self.key_prefix) {
+            return Err(Error::InvalidArgument(ArgumentReason::UnderKeyPrefix {
+                resource: resource.to_owned(),
+                key,
+                prefix: self.key_prefix.clone(),
+            }));
+        }
+        Ok(())
+    }
+
+    /// Fails for a primitive that has no layout a peer client shares, when the interop layout
+    /// is on.
+    pub(crate) fn refuse_interop(&self, primitive: &'static str) -> Result<()> {
+        match self.interop {
+            Some(_) => Err(Error::InteropUnsupported { primitive }),
+            None => Ok(()),
+        }
+    }
+}
+
 /// `start + wait`, or a point far enough away to mean "never" when the sum does not fit
 /// (`Duration::MAX` is the usual way to say "wait forever"; tokio's `Instant` would panic).
 pub(crate) fn deadline_after(start: tokio::time::Instant, wait: Duration) -> tokio::time::Instant {
@@ -151,7 +180,8 @@ pub(crate) fn check_resource(resource: &str) -> Result<()> {
     Ok(())
 }
 
-/// Configures and connects a [`Redlock`]. Created by [`Redlock::builder`].
+/// Configures and connects a [`Redlock`](crate::Redlock). Created by
+/// [`Redlock::builder`](crate::Redlock::builder).
 ///
 /// ```no_run
 /// # async fn run() -> redquorum::Result<()> {
@@ -169,7 +199,7 @@ pub struct Builder {
     pub(crate) masters: Vec<String>,
     pub(crate) config: Config,
     /// Credentials and TLS options for every master (endpoint.rs).
-    pub(crate) access: crate::endpoint::Access,
+    pub(crate) access: Access,
     /// Masters reached over a simulated network instead (`sim` feature).
     #[cfg(feature = "sim")]
     pub(crate) network: Option<std::sync::Arc<dyn crate::sim::Network>>,
@@ -240,15 +270,15 @@ impl Builder {
     }
 
     /// The masters' connection settings.
-    pub(crate) fn master_settings(&self) -> crate::master::Settings {
+    pub(crate) fn master_settings(&self) -> Settings {
         let config = &self.config;
-        crate::master::Settings {
+        Settings {
             timeout: config.master_timeout,
             connect_timeout: config.connect_timeout,
             quarantine: config.restart_quarantine,
             fence: config.fence_keys(),
             access: self.access.clone(),
-            probe_key: Some(config.lock_key(crate::endpoint::PROBE_RESOURCE)),
+            probe_key: Some(config.lock_key(PROBE_RESOURCE)),
             batching: config.batching,
             #[cfg(feature = "sim")]
             network: self.network.clone(),
@@ -268,8 +298,8 @@ impl Builder {
         self
     }
 
-    /// Maximum number of rounds [`Redlock::acquire`] tries. Default: unbounded
-    /// ([`DEFAULT_RETRY_COUNT`]), so that the acquire wait alone bounds it.
+    /// Maximum number of rounds [`Redlock::acquire`](crate::Redlock::acquire) tries. Default:
+    /// unbounded ([`DEFAULT_RETRY_COUNT`]), so that the acquire wait alone bounds it.
     pub fn retry_count(mut self, count: u32) -> Self {
         self.config.retry_count = Some(count);
         self
@@ -307,7 +337,8 @@ impl Builder {
         self
     }
 
-    /// How long [`Redlock::acquire`] keeps retrying. Default [`DEFAULT_ACQUIRE_WAIT`].
+    /// How long [`Redlock::acquire`](crate::Redlock::acquire) keeps retrying. Default
+    /// [`DEFAULT_ACQUIRE_WAIT`].
     pub fn acquire_wait(mut self, wait: Duration) -> Self {
         self.config.acquire_wait = wait;
         self
@@ -353,10 +384,11 @@ impl Builder {
     /// value a random owner token, so that their locks and ours on the same resource exclude
     /// each other. Default: off (`<prefix>lock:<resource>`).
     ///
-    /// Only [`Redlock::acquire`] and the multi-resource lock use this layout; the other
-    /// primitives fail with [`Error::InteropUnsupported`](crate::Error::InteropUnsupported).
-    /// A resource whose key would be the fencing counter's is refused. See the guide's
-    /// "Interop with other Redlock clients" (`docs/production.md`).
+    /// Only [`Redlock::acquire`](crate::Redlock::acquire) and the multi-resource lock use this
+    /// layout; the other primitives fail with
+    /// [`Error::InteropUnsupported`](crate::Error::InteropUnsupported). A resource whose key would
+    /// be the fencing counter's is refused. See the guide's "Interop with other Redlock clients"
+    /// (`docs/production.md`).
     pub fn interop_keys(mut self, template: impl Into<String>) -> Self {
         self.config.interop = Some(crate::interop::KeyLayout::new(&template.into()));
         self
@@ -370,17 +402,18 @@ impl Builder {
     }
 
     /// Fail [`build`](Self::build) with [`Error::EvictingMaster`](crate::Error::EvictingMaster)
-    /// when a master's `maxmemory-policy` is anything but `noeviction` (such a master can drop
-    /// a lock key before it expires). Default: off, the build only logs a warning. A master
-    /// that cannot be asked at build, or whose policy neither `CONFIG GET` nor `INFO` tells,
-    /// is not refused (it is warned about); see [`Redlock::masters_report`].
+    /// when a master's `maxmemory-policy` is anything but `noeviction` (such a master can drop a
+    /// lock key before it expires). Default: off, the build only logs a warning. A master that
+    /// cannot be asked at build, or whose policy neither `CONFIG GET` nor `INFO` tells, is not
+    /// refused (it is warned about); see
+    /// [`Redlock::masters_report`](crate::Redlock::masters_report).
     pub fn refuse_evicting_masters(mut self, on: bool) -> Self {
         self.config.refuse_evicting = on;
         self
     }
 
-    /// Whether a waiting [`Redlock::acquire`] is woken when the lock is released. Default
-    /// [`DEFAULT_WAKE_UPS`] (on).
+    /// Whether a waiting [`Redlock::acquire`](crate::Redlock::acquire) is woken when the lock is
+    /// released. Default [`DEFAULT_WAKE_UPS`] (on).
     ///
     /// On: the client keeps one extra pub/sub connection per master, subscribes to a
     /// resource's release channel while one of its tasks waits for it, and retries as soon as a
@@ -413,15 +446,15 @@ impl Builder {
     }
 
     /// A human-readable name of this holder (default: `hostname/pid`), stored next to the owner
-    /// token in the basic lock's value so that [`Redlock::inspect`] can show who holds a
-    /// lock. At most [`MAX_OWNER_ID_LEN`](crate::defaults::MAX_OWNER_ID_LEN) bytes, no control
-    /// characters; it is not secret and not checked for uniqueness.
+    /// token in the basic lock's value so that [`Redlock::inspect`](crate::Redlock::inspect) can
+    /// show who holds a lock. At most [`MAX_OWNER_ID_LEN`](crate::defaults::MAX_OWNER_ID_LEN)
+    /// bytes, no control characters; it is not secret and not checked for uniqueness.
     pub fn owner_id(mut self, id: impl Into<String>) -> Self {
         self.config.owner_id = id.into();
         self
     }
 
-    /// Caps how long any automatic extension ([`Redlock::with_lock`],
+    /// Caps how long any automatic extension ([`Redlock::with_lock`](crate::Redlock::with_lock),
     /// [`LockGuard::with_watchdog`](crate::LockGuard::with_watchdog), elections) keeps a lock,
     /// counted from when the extension started: once one more extension would carry the
     /// validity past the cap, the watchdog stops extending, signals
@@ -433,29 +466,8 @@ impl Builder {
         self
     }
 
-    /// Validates the settings, connects to every master concurrently, checks that no two URLs
-    /// are the same server, and returns the client.
-    ///
-    /// A master that is down does not fail the build as long as a quorum is reachable; the
-    /// client keeps trying to connect to it in the background.
-    ///
-    /// # Errors
-    /// [`Error::NoMasters`], [`Error::InvalidUrl`], [`Error::InvalidConfig`],
-    /// [`Error::DuplicateMaster`], or [`Error::QuorumUnreachable`] when fewer than a quorum of
-    /// masters answer within the connect timeout; [`Error::Tls`] or [`Error::Denied`] when a
-    /// master's certificate does not verify or it denies the credentials or a permission the
-    /// client needs, whatever the others answered; [`Error::EvictingMaster`] with
-    /// [`refuse_evicting_masters`](Self::refuse_evicting_masters).
-    ///
-    /// Once connected, it reads every master's settings ([`Redlock::masters_report`]) and
-    /// logs a `tracing` warning for an evicting `maxmemory-policy`, and for a master without
-    /// an append-only file while the restart quarantine is off.
-    pub async fn build(self) -> Result<Redlock> {
-        self.validate()?;
-        Redlock::connect(self).await
-    }
-
-    fn validate(&self) -> Result<()> {
+    /// The settings' own checks, before anything connects ([`build`](Self::build)).
+    pub(crate) fn validate(&self) -> Result<()> {
         let c = &self.config;
         if self.masters.is_empty() {
             return Err(Error::NoMasters);
@@ -497,6 +509,34 @@ impl Builder {
             }
         }
         crate::owner_id::check(&c.owner_id)
+    }
+}
+
+/// Credentials and TLS on the lock client's builder.
+impl Builder {
+    /// Logs in to every master as this ACL user (`AUTH username password`), unless the
+    /// master's URL carries a username or password of its own (`redis://user:pass@host`),
+    /// which then wins. See the guide (`docs/production.md`, "ACL users") for the minimal ACL rule.
+    pub fn credentials(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
+        self.access
+            .set_credentials(Some(username.into()), password.into());
+        self
+    }
+
+    /// Logs in to every master with this password (`AUTH password`, the `default` user),
+    /// unless the master's URL carries a username or password of its own.
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.access.set_credentials(None, password.into());
+        self
+    }
+
+    /// How `rediss://` masters are verified and which client certificate they are shown.
+    /// Default: [`TlsOptions::new`](crate::TlsOptions::new) (the system's root certificates,
+    /// hostname verification on). Plain `redis://` masters in the same list are unaffected.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, options: crate::tls::TlsOptions) -> Self {
+        self.access.tls = options;
+        self
     }
 }
 

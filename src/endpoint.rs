@@ -2,39 +2,13 @@
 //! socket or TLS ([`Endpoint`]); and the refusals that are configuration errors rather than
 //! outages (a certificate that does not verify, an ACL user without a needed permission).
 
-use std::fmt;
 use std::time::Duration;
 
 use redis::aio::{MultiplexedConnection, PubSub};
 use redis::{AsyncConnectionConfig, ConnectionInfo, IntoConnectionInfo, RedisError, RedisResult};
 
-use crate::error::{Error, MasterReply, Replies, redact_url};
-use crate::master::Master;
-
-/// A username and password the builder applies to every master whose URL carries none.
-#[derive(Clone)]
-pub(crate) struct Credentials {
-    pub(crate) username: Option<String>,
-    pub(crate) password: String,
-}
-
-impl fmt::Debug for Credentials {
-    // Hand-written: the password never reaches a log.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials")
-            .field("username", &self.username)
-            .field("password", &"***")
-            .finish()
-    }
-}
-
-/// What every master of one client is reached with, besides its URL.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Access {
-    pub(crate) credentials: Option<Credentials>,
-    #[cfg(feature = "tls")]
-    pub(crate) tls: crate::tls::TlsOptions,
-}
+use crate::error::{Error, MasterReply, redact_url};
+use crate::settings::Access;
 
 /// One master's way in. Cheap to clone.
 // Plain masters are the common case: boxing their client would cost every connect a pointer
@@ -188,7 +162,29 @@ impl Endpoint {
 /// A client error as a master's reply: the same classification as every other call (a
 /// `LOADING` server at connect is busy, not down), the configuration refusals included.
 fn reply_for(e: &RedisError) -> MasterReply {
-    crate::master::classify(e).0
+    classify(e).0
+}
+
+/// Maps a client error to a reply, and says whether the connection is unusable.
+pub(crate) fn classify(e: &RedisError) -> (MasterReply, bool) {
+    if let Some(refused) = refusal(e) {
+        // A TLS failure leaves the stream unusable; a denied command does not.
+        let broken = matches!(refused, MasterReply::Tls(_));
+        (refused, broken)
+    } else if e.is_timeout() {
+        (MasterReply::TimedOut, false)
+    } else if e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_unrecoverable_error()
+        || e.is_connection_refusal()
+    {
+        (MasterReply::Unavailable(e.to_string()), true)
+    } else if matches!(e.code(), Some("LOADING" | "BUSY")) {
+        // Loading its data or running a long script: it will answer again by itself.
+        (MasterReply::Busy(e.to_string()), false)
+    } else {
+        (MasterReply::ServerError(e.to_string()), false)
+    }
 }
 
 /// The refusals that no retry can cure: a TLS failure ([`MasterReply::Tls`]), or the master
@@ -220,32 +216,6 @@ fn tls_refusal(_: &RedisError) -> Option<MasterReply> {
     None
 }
 
-/// The configuration error to fail a build with, if a master refused the client at connect:
-/// a certificate that does not verify, or credentials or permissions the master denies. Such a
-/// master would never count towards a quorum, so a build that went on would silently run with
-/// less fault tolerance than configured.
-pub(crate) fn refused_at_build(
-    masters: &[std::sync::Arc<Master>],
-    replies: &Replies,
-) -> Option<Error> {
-    masters
-        .iter()
-        .zip(replies.as_slice())
-        .find_map(|(master, reply)| match reply {
-            MasterReply::Tls(reason) => Some(Error::Tls {
-                index: master.index,
-                url: master.addr.clone(),
-                reason: reason.clone(),
-            }),
-            MasterReply::Denied(reason) => Some(Error::Denied {
-                index: master.index,
-                url: master.addr.clone(),
-                reason: reason.clone(),
-            }),
-            _ => None,
-        })
-}
-
 /// The probe a connection runs before the master counts as connected: the release script by
 /// `EVALSHA` and by `EVAL` on a key no lock uses, with an owner token nobody holds, so it
 /// changes nothing. An ACL user that lacks either command, or access to the lock keys, is
@@ -260,64 +230,4 @@ pub(crate) fn permission_probe(key: &str) -> redis::Pipeline {
     pipe.add_command(call.evalsha().clone())
         .add_command(call.eval());
     pipe
-}
-
-/// The resource whose lock key the permission probe reads.
-pub(crate) const PROBE_RESOURCE: &str = "redquorum-permission-probe";
-
-impl Access {
-    fn set_credentials(&mut self, username: Option<String>, password: String) {
-        self.credentials = Some(Credentials { username, password });
-    }
-}
-
-/// Credentials and TLS on the lock client's builder.
-impl crate::Builder {
-    /// Logs in to every master as this ACL user (`AUTH username password`), unless the
-    /// master's URL carries a username or password of its own (`redis://user:pass@host`),
-    /// which then wins. See the guide (`docs/production.md`, "ACL users") for the minimal ACL rule.
-    pub fn credentials(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
-        self.access
-            .set_credentials(Some(username.into()), password.into());
-        self
-    }
-
-    /// Logs in to every master with this password (`AUTH password`, the `default` user),
-    /// unless the master's URL carries a username or password of its own.
-    pub fn password(mut self, password: impl Into<String>) -> Self {
-        self.access.set_credentials(None, password.into());
-        self
-    }
-
-    /// How `rediss://` masters are verified and which client certificate they are shown.
-    /// Default: [`TlsOptions::new`](crate::TlsOptions::new) (the system's root certificates,
-    /// hostname verification on). Plain `redis://` masters in the same list are unaffected.
-    #[cfg(feature = "tls")]
-    pub fn tls(mut self, options: crate::TlsOptions) -> Self {
-        self.access.tls = options;
-        self
-    }
-}
-
-/// Credentials and TLS on the cache's builder, as on the lock client's.
-impl crate::CacheBuilder {
-    /// As [`Builder::credentials`](crate::Builder::credentials), for the cache's own nodes.
-    pub fn credentials(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
-        self.access_mut()
-            .set_credentials(Some(username.into()), password.into());
-        self
-    }
-
-    /// As [`Builder::password`](crate::Builder::password), for the cache's own nodes.
-    pub fn password(mut self, password: impl Into<String>) -> Self {
-        self.access_mut().set_credentials(None, password.into());
-        self
-    }
-
-    /// As [`Builder::tls`](crate::Builder::tls), for the cache's own nodes.
-    #[cfg(feature = "tls")]
-    pub fn tls(mut self, options: crate::TlsOptions) -> Self {
-        self.access_mut().tls = options;
-        self
-    }
 }

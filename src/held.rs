@@ -1,25 +1,17 @@
 //! What every primitive shares: [`HeldBy`] (how a hold is extended, released and rolled back
-//! on each master), [`Attempt`] (what one acquire round sends), and
-//! [`LockGuard::with_watchdog`], the automatic extension for any guard.
+//! on each master) and [`Attempt`] (what one acquire round sends). The automatic extension for
+//! any guard, `LockGuard::with_watchdog`, is the lease's (`lease.rs`).
 //!
 //! Every primitive is one acquire script per master (atomic there) plus a `HeldBy`; the round
 //! (`Redlock::round`), the retry loop, the guard, its extend, release and
 //! drop, and the watchdog are the basic lock's, so the quorum, validity, drift, rollback,
 //! timeout and fencing rules are the same for all of them.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::Value;
-
-use crate::drop_guard::SpawnOnDrop;
-use crate::error::Result;
-use crate::guard::LockGuard;
-use crate::lease::LockContext;
-use crate::lock::Redlock;
 use crate::scripts::millis;
-use crate::scripts::{DEQUEUE, EXTEND, LuaScript, RELEASE, ScriptCall};
+use crate::scripts::{EXTEND, LuaScript, RELEASE, ScriptCall};
 
 /// How a hold is kept and given back on every master.
 ///
@@ -189,98 +181,6 @@ impl Attempt {
 /// A random 128-bit owner token, as hex (see `random.rs`).
 pub(crate) fn new_token() -> String {
     crate::random::token()
-}
-
-/// Removes `member` from the sorted sets `keys` on every master: a fair-lock waiter or a
-/// waiting writer that gives up. Returns once a quorum answered (or failed); the other calls
-/// finish in the background. Best effort: what is missed expires with the waiter timeout.
-pub(crate) async fn leave(redlock: &Redlock, keys: Vec<String>, member: String) {
-    let inner = &redlock.inner;
-    let call = Arc::new(ScriptCall::new(&DEQUEUE, keys, vec![member]));
-    inner
-        .masters
-        .vote(
-            inner.masters.quorum(),
-            |master| master.run_owned(&call),
-            |answer| matches!(answer, Ok(Value::Int(1))),
-        )
-        .await;
-}
-
-/// A wait to leave if it ends without the lock (see [`leave_on_drop`]).
-pub(crate) type LeaveOnDrop = SpawnOnDrop<
-    Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send>,
-    futures::future::BoxFuture<'static, ()>,
->;
-
-/// Leaves now: the wait ended without the lock.
-pub(crate) async fn leave_now(guard: LeaveOnDrop) {
-    if let Some(leave) = guard.take() {
-        leave().await;
-    }
-}
-
-/// Leaves a wait in the background when dropped armed: an acquire future dropped part-way must
-/// not leave its waiter queued (it would hold up the queue for a waiter timeout). Disarm it
-/// when the wait ended with the lock (its release leaves); [`leave_now`] when it did not.
-pub(crate) fn leave_on_drop(redlock: Redlock, keys: Vec<String>, member: String) -> LeaveOnDrop {
-    SpawnOnDrop::armed(Box::new(move || {
-        Box::pin(async move { leave(&redlock, keys, member).await })
-            as futures::future::BoxFuture<'static, ()>
-    }))
-}
-
-impl LockGuard {
-    /// Runs `work` while this lock is held, extending it to `ttl` in the background every third
-    /// of `ttl` (the first time after a third of the validity the guard has left, if that is
-    /// less), and releases it after: [`Redlock::with_lock`](crate::Redlock::with_lock) for
-    /// any guard (multi-resource, reentrant, fair, read, write, semaphore permit).
-    ///
-    /// `work` gets a [`LockContext`] whose [`lost`](LockContext::lost) future completes if the
-    /// lock could not be extended before its validity ran out (no later than the deadline, even
-    /// while a renewal hangs), or when the client's extension cap
-    /// ([`Builder::max_lease`](crate::Builder::max_lease)) ended it; its
-    /// [`state`](LockContext::state) and [`jeopardy`](LockContext::jeopardy) say earlier that a
-    /// renewal failed. The closure is not cancelled on loss; select on `lost()` to stop early.
-    ///
-    /// # Errors
-    /// [`Error::InvalidTtl`](crate::Error::InvalidTtl) for a `ttl` that [`extend`](Self::extend) would refuse: then
-    /// `work` does not run and the lock is released before the error is returned.
-    /// [`Error::LockLost`](crate::Error::LockLost) if the lock was lost while `work` ran (its output is then dropped,
-    /// since it was produced without the lock).
-    ///
-    /// # Cancellation
-    /// Dropping the returned future stops the extension and releases the lock in the
-    /// background.
-    pub async fn with_watchdog<T, F, Fut>(self, ttl: Duration, work: F) -> Result<T>
-    where
-        F: FnOnce(LockContext) -> Fut,
-        Fut: Future<Output = T>,
-    {
-        let cap = self.default_max_lease();
-        self.with_watchdog_capped(ttl, cap, work).await
-    }
-
-    /// [`with_watchdog`](Self::with_watchdog) with this lock's own extension cap (`None`: no
-    /// cap) instead of [`Builder::max_lease`](crate::Builder::max_lease): the watchdog never
-    /// extends the validity past `max_lease` from now; when it would have to, it signals
-    /// [`LeaseState::Capped`](crate::LeaseState::Capped) and the lock is lost at its validity
-    /// deadline.
-    ///
-    /// # Errors
-    /// As [`with_watchdog`](Self::with_watchdog).
-    pub async fn with_watchdog_capped<T, F, Fut>(
-        self,
-        ttl: Duration,
-        max_lease: Option<Duration>,
-        work: F,
-    ) -> Result<T>
-    where
-        F: FnOnce(LockContext) -> Fut,
-        Fut: Future<Output = T>,
-    {
-        crate::lease::run_leased(self, ttl, max_lease, work).await
-    }
 }
 
 #[cfg(test)]

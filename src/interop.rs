@@ -17,7 +17,7 @@
 //! [`Builder::fence_key`]: crate::Builder::fence_key
 
 use crate::error::{Error, Result};
-use crate::invalid::{ArgumentReason, ConfigReason};
+use crate::invalid::ConfigReason;
 
 /// The placeholder a key template must contain exactly once.
 pub const RESOURCE_PLACEHOLDER: &str = "{resource}";
@@ -60,41 +60,6 @@ impl KeyLayout {
             }));
         }
         Ok(())
-    }
-}
-
-impl crate::config::Config {
-    /// Rejects a resource whose lock key would be one of the fencing keys: with a template as
-    /// open as `{resource}`, the resource `redquorum:fence` would otherwise overwrite (or be
-    /// refused by) the fencing counter.
-    pub(crate) fn check_lock_key(&self, resource: &str) -> Result<()> {
-        let key = self.lock_key(resource);
-        if key == self.fence_key() || key == self.fence_seal_key() {
-            return Err(Error::InvalidArgument(ArgumentReason::NamesFenceKey {
-                resource: resource.to_owned(),
-                key,
-            }));
-        }
-        // Under an open template the lock key could also be one of the library's own keys
-        // (a waiter marker, which every release of the marked resource deletes; an election,
-        // a topology): refuse anything under the key prefix.
-        if self.interop.is_some() && key.starts_with(&self.key_prefix) {
-            return Err(Error::InvalidArgument(ArgumentReason::UnderKeyPrefix {
-                resource: resource.to_owned(),
-                key,
-                prefix: self.key_prefix.clone(),
-            }));
-        }
-        Ok(())
-    }
-
-    /// Fails for a primitive that has no layout a peer client shares, when the interop layout
-    /// is on.
-    pub(crate) fn refuse_interop(&self, primitive: &'static str) -> Result<()> {
-        match self.interop {
-            Some(_) => Err(Error::InteropUnsupported { primitive }),
-            None => Ok(()),
-        }
     }
 }
 

@@ -219,6 +219,60 @@ where
     Ok(output)
 }
 
+/// The automatic extension for any guard (the basic lock's and every primitive's).
+impl LockGuard {
+    /// Runs `work` while this lock is held, extending it to `ttl` in the background every third
+    /// of `ttl` (the first time after a third of the validity the guard has left, if that is
+    /// less), and releases it after: [`Redlock::with_lock`](crate::Redlock::with_lock) for
+    /// any guard (multi-resource, reentrant, fair, read, write, semaphore permit).
+    ///
+    /// `work` gets a [`LockContext`] whose [`lost`](LockContext::lost) future completes if the
+    /// lock could not be extended before its validity ran out (no later than the deadline, even
+    /// while a renewal hangs), or when the client's extension cap
+    /// ([`Builder::max_lease`](crate::Builder::max_lease)) ended it; its
+    /// [`state`](LockContext::state) and [`jeopardy`](LockContext::jeopardy) say earlier that a
+    /// renewal failed. The closure is not cancelled on loss; select on `lost()` to stop early.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTtl`](crate::Error::InvalidTtl) for a `ttl` that [`extend`](Self::extend) would refuse: then
+    /// `work` does not run and the lock is released before the error is returned.
+    /// [`Error::LockLost`](crate::Error::LockLost) if the lock was lost while `work` ran (its output is then dropped,
+    /// since it was produced without the lock).
+    ///
+    /// # Cancellation
+    /// Dropping the returned future stops the extension and releases the lock in the
+    /// background.
+    pub async fn with_watchdog<T, F, Fut>(self, ttl: Duration, work: F) -> crate::Result<T>
+    where
+        F: FnOnce(LockContext) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let cap = self.default_max_lease();
+        self.with_watchdog_capped(ttl, cap, work).await
+    }
+
+    /// [`with_watchdog`](Self::with_watchdog) with this lock's own extension cap (`None`: no
+    /// cap) instead of [`Builder::max_lease`](crate::Builder::max_lease): the watchdog never
+    /// extends the validity past `max_lease` from now; when it would have to, it signals
+    /// [`LeaseState::Capped`](crate::LeaseState::Capped) and the lock is lost at its validity
+    /// deadline.
+    ///
+    /// # Errors
+    /// As [`with_watchdog`](Self::with_watchdog).
+    pub async fn with_watchdog_capped<T, F, Fut>(
+        self,
+        ttl: Duration,
+        max_lease: Option<Duration>,
+        work: F,
+    ) -> crate::Result<T>
+    where
+        F: FnOnce(LockContext) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        run_leased(self, ttl, max_lease, work).await
+    }
+}
+
 /// A guard handed to a background task that keeps extending it.
 pub(crate) struct Lease<G = LockGuard> {
     stop: CancellationToken,

@@ -224,20 +224,28 @@
 //!
 //! ## Layout
 //! - `config`: [`Builder`] and input validation; `defaults`: every default and limit;
-//!   `invalid`: the typed reasons of refused input.
+//!   `invalid`: the typed reasons of refused input. Plain data beneath the wire and the core:
+//!   they import neither.
+//! - `settings`: what the wire is set up with (per-master settings, credentials and TLS
+//!   options, the fencing keys' names), filled in by the builders and read by the masters.
+//! - `builder`: [`Builder::build`], the step from the builder's data to a connected
+//!   [`Redlock`] (the core).
 //! - `error`: [`Error`], with each master's [`MasterReply`] kept by index.
 //! - `endpoint`: how one master is reached: its URL with the builder's credentials, over TCP,
-//!   a Unix socket or TLS; the connect-time permission probe; refusals that fail the build.
+//!   a Unix socket or TLS; the connect-time permission probe; how a client error counts as
+//!   a master's reply (the refusals no retry cures included).
 //! - `tls` (feature `tls`, default on): `TlsOptions` and the rustls stream, with the crypto
 //!   provider chosen explicitly.
 //! - `link`: the seam to the wire: one connection to one master and how it is opened
 //!   (redis-rs; or, with the hidden `sim` feature, the deterministic simulator's network).
 //! - [`metrics`]: the metric names (through the `metrics` facade, feature `metrics`) and the
 //!   few places that record them.
-//! - `master`: one master over its link: reconnect, per-call timeout, `run_id`, seal state.
+//! - `master`: one master over its link: reconnect, per-call timeout, `run_id`, seal state;
+//!   connecting a client's masters, and the refusals that fail the build.
 //! - `batch`: batched rounds (group commit, opt-in with [`Builder::batching`]): script calls
 //!   ready for a master while another is in flight leave together as one batch script call,
-//!   each entry with its own reply.
+//!   each entry with its own reply; the script load at connect (every script and the batch
+//!   script).
 //! - `masters`: the master set and quorum: the one way every round asks the masters.
 //! - `random`: every random number drawn (owner tokens, jitter), seedable by the simulator.
 //! - `scripts`: the Lua scripts (in `scripts/*.lua`), `EVALSHA` with `NOSCRIPT` recovery (a
@@ -252,17 +260,18 @@
 //! - `guard`: [`LockGuard`] (extend, release, drop).
 //! - `interop`: the interop key layout ([`Builder::interop_keys`]): lock keys named as other
 //!   Redlock clients name them, so their locks and ours exclude each other.
-//! - `lease`: the auto-extending lease of [`Redlock::with_lock`], its [`LockContext`] and
-//!   [`LeaseState`] signals (jeopardy; lost no later than the validity deadline, also while a
-//!   renewal hangs; the extension cap).
+//! - `lease`: the auto-extending lease of [`Redlock::with_lock`] and
+//!   [`LockGuard::with_watchdog`], its [`LockContext`] and [`LeaseState`] signals (jeopardy;
+//!   lost no later than the validity deadline, also while a renewal hangs; the extension cap).
 //! - `held`: what a hold is on the masters (keys and extend / release / rollback scripts), what
-//!   one acquire round sends, [`LockGuard::with_watchdog`], leaving a wait queue.
+//!   one acquire round sends.
 //! - `owner_id`: the holder's human-readable id stored next to the owner token.
 //! - `inspect`: [`Redlock::inspect`], who holds a lock per master and over the quorum
 //!   (advisory).
 //! - `handoff`: [`LockGuard::export`] to a [`LockHandle`] and [`Redlock::resume`].
 //! - `primitives/`: `multi`, `reentrant`, `fair`, `rwlock`, `semaphore`, each an acquire
-//!   script plus a hold description over the shared round.
+//!   script plus a hold description over the shared round; `queue`: leaving a wait queue
+//!   (fair lock, waiting writers).
 //! - `selfcheck`: [`Redlock::masters_report`], what each master's eviction policy,
 //!   persistence, version and `run_id` are; warnings (or a refusal) at build.
 //! - `options`: [`LockOptions`]: per-lock wait, lock-delay (the key outlives the TTL by the
@@ -296,6 +305,7 @@
 #![warn(rust_2018_idioms, unreachable_pub)]
 
 mod batch;
+mod builder;
 mod cache;
 mod config;
 pub mod defaults;
@@ -326,6 +336,7 @@ mod ring;
 mod round;
 mod scripts;
 mod selfcheck;
+mod settings;
 mod sharded;
 #[cfg(feature = "sim")]
 #[doc(hidden)]

@@ -109,7 +109,7 @@ impl Connector {
                 .connect(*index)
                 .await
                 .map(Conn::Sim)
-                .map_err(|e| crate::master::classify(&e).0),
+                .map_err(|e| crate::endpoint::classify(&e).0),
         }
     }
 

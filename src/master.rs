@@ -18,31 +18,11 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::batch::{Batcher, Delivery};
-use crate::config::FenceKeys;
+use crate::endpoint::classify;
 use crate::error::{Error, MasterReply, Replies, redact_url};
 use crate::link::{Conn, Connector};
-use crate::scripts::{self, ScriptCall};
-
-/// How every master of a client is set up.
-pub(crate) struct Settings {
-    /// Bound on each call.
-    pub(crate) timeout: Duration,
-    /// Bound on opening a connection.
-    pub(crate) connect_timeout: Duration,
-    /// The delayed-restart window, if any.
-    pub(crate) quarantine: Option<Duration>,
-    /// The fencing keys read at every connect, when fencing is on.
-    pub(crate) fence: Option<FenceKeys>,
-    /// Credentials and TLS options (endpoint.rs).
-    pub(crate) access: crate::endpoint::Access,
-    /// The key the permission probe reads at connect (endpoint.rs); `None`: no probe.
-    pub(crate) probe_key: Option<String>,
-    /// Group commit of script calls (batch.rs); off: one `EVALSHA` per call.
-    pub(crate) batching: bool,
-    /// A simulated network instead of redis-rs (`sim` feature).
-    #[cfg(feature = "sim")]
-    pub(crate) network: Option<Arc<dyn crate::sim::Network>>,
-}
+use crate::scripts::ScriptCall;
+use crate::settings::{FenceKeys, Settings};
 
 impl Settings {
     /// The way master `index` at `url` is reached.
@@ -258,7 +238,7 @@ impl Master {
                     Some(keys) => Some(read_fence(&mut conn, keys).await?),
                     None => None,
                 };
-                let _: Vec<String> = conn.query_many(&scripts::load_all()).await?;
+                let _: Vec<String> = conn.query_many(&crate::batch::load_all()).await?;
                 if let Some(key) = &self.probe_key {
                     let _: Vec<Value> = conn
                         .query_many(&crate::endpoint::permission_probe(key))
@@ -474,7 +454,7 @@ impl Master {
             master = self.index,
             "NOSCRIPT on an acquire: reloading the scripts"
         );
-        let load = scripts::load_all();
+        let load = crate::batch::load_all();
         let reload = conn.query_many::<String>(&load);
         if let Ok(Err(e)) = tokio::time::timeout(self.timeout, reload).await {
             tracing::debug!(master = self.index, error = %e, "script reload failed");
@@ -587,6 +567,29 @@ impl Master {
     }
 }
 
+/// The configuration error to fail a build with, if a master refused the client at connect:
+/// a certificate that does not verify, or credentials or permissions the master denies. Such a
+/// master would never count towards a quorum, so a build that went on would silently run with
+/// less fault tolerance than configured.
+pub(crate) fn refused_at_build(masters: &[Arc<Master>], replies: &Replies) -> Option<Error> {
+    masters
+        .iter()
+        .zip(replies.as_slice())
+        .find_map(|(master, reply)| match reply {
+            MasterReply::Tls(reason) => Some(Error::Tls {
+                index: master.index,
+                url: master.addr.clone(),
+                reason: reason.clone(),
+            }),
+            MasterReply::Denied(reason) => Some(Error::Denied {
+                index: master.index,
+                url: master.addr.clone(),
+                reason: reason.clone(),
+            }),
+            _ => None,
+        })
+}
+
 /// Opens every master concurrently and checks that no two are the same server: same address
 /// before connecting, same `run_id` after. Returns the masters (those that did not answer keep
 /// reconnecting in the background) and what each one answered (`Granted` = connected).
@@ -614,7 +617,7 @@ pub(crate) async fn connect_all(
     let refused = results
         .iter()
         .map(|r| r.clone().err().unwrap_or(MasterReply::Granted));
-    if let Some(e) = crate::endpoint::refused_at_build(&masters, &Replies(refused.collect())) {
+    if let Some(e) = refused_at_build(&masters, &Replies(refused.collect())) {
         return Err(e);
     }
     let run_ids: Vec<Option<String>> = masters
@@ -728,28 +731,6 @@ fn first_duplicate(items: &[String]) -> Option<(usize, usize)> {
         .iter()
         .enumerate()
         .find_map(|(j, b)| items[..j].iter().position(|a| a == b).map(|i| (i, j)))
-}
-
-/// Maps a client error to a reply, and says whether the connection is unusable.
-pub(crate) fn classify(e: &RedisError) -> (MasterReply, bool) {
-    if let Some(refused) = crate::endpoint::refusal(e) {
-        // A TLS failure leaves the stream unusable; a denied command does not.
-        let broken = matches!(refused, MasterReply::Tls(_));
-        (refused, broken)
-    } else if e.is_timeout() {
-        (MasterReply::TimedOut, false)
-    } else if e.is_io_error()
-        || e.is_connection_dropped()
-        || e.is_unrecoverable_error()
-        || e.is_connection_refusal()
-    {
-        (MasterReply::Unavailable(e.to_string()), true)
-    } else if matches!(e.code(), Some("LOADING" | "BUSY")) {
-        // Loading its data or running a long script: it will answer again by itself.
-        (MasterReply::Busy(e.to_string()), false)
-    } else {
-        (MasterReply::ServerError(e.to_string()), false)
-    }
 }
 
 /// Reads `run_id` and `uptime_in_seconds` from an `INFO server` reply.

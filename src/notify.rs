@@ -102,7 +102,7 @@ impl Wakeups {
     /// background; until a subscriber is connected, waiters simply fall back to their delay.
     pub(crate) fn start(
         urls: &[String],
-        access: &crate::endpoint::Access,
+        access: &crate::settings::Access,
         prefix: &str,
         timeout: Duration,
         connect_timeout: Duration,

@@ -285,16 +285,6 @@ pub(crate) fn all() -> Vec<&'static LuaScript> {
     ]
 }
 
-/// `SCRIPT LOAD` of every script and of the batch script that carries them all (batch.rs),
-/// as one pipeline: at connect, and after a `NOSCRIPT`.
-pub(crate) fn load_all() -> redis::Pipeline {
-    let mut load = redis::pipe();
-    for script in all().into_iter().chain([&*crate::batch::BATCH]) {
-        load.cmd("SCRIPT").arg("LOAD").arg(script.source);
-    }
-    load
-}
-
 /// One script call, built once per round and shared by the calls to every master.
 pub(crate) struct ScriptCall {
     script: &'static LuaScript,

@@ -14,8 +14,9 @@ use crate::defaults::{
 };
 use crate::error::{Error, MasterReply, Result, redact_url};
 use crate::lock::Redlock;
-use crate::master::{Master, Settings, connect_all};
+use crate::master::{Master, connect_all};
 use crate::ring::{HashRing, RingNode};
+use crate::settings::Settings;
 
 use super::{Cache, Inner};
 use crate::invalid::ConfigReason;
@@ -49,7 +50,7 @@ pub struct CacheBuilder {
     fill_lock_ttl: Duration,
     fill_wait: Duration,
     /// Credentials and TLS options of the cache's own nodes (endpoint.rs).
-    access: crate::endpoint::Access,
+    access: crate::settings::Access,
     /// Nodes reached over a simulated network instead (`sim` feature).
     #[cfg(feature = "sim")]
     network: Option<Arc<dyn crate::sim::Network>>,
@@ -94,12 +95,30 @@ impl Default for CacheBuilder {
     }
 }
 
+/// Credentials and TLS on the cache's builder, as on the lock client's.
 impl CacheBuilder {
-    /// The credentials and TLS options of the cache's own nodes (endpoint.rs).
-    pub(crate) fn access_mut(&mut self) -> &mut crate::endpoint::Access {
-        &mut self.access
+    /// As [`Builder::credentials`](crate::Builder::credentials), for the cache's own nodes.
+    pub fn credentials(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
+        self.access
+            .set_credentials(Some(username.into()), password.into());
+        self
     }
 
+    /// As [`Builder::password`](crate::Builder::password), for the cache's own nodes.
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.access.set_credentials(None, password.into());
+        self
+    }
+
+    /// As [`Builder::tls`](crate::Builder::tls), for the cache's own nodes.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, options: crate::tls::TlsOptions) -> Self {
+        self.access.tls = options;
+        self
+    }
+}
+
+impl CacheBuilder {
     /// The cache's own nodes (`redis://[user:password@]host:port[/db]` URLs). Their order is
     /// the ring's server order (it decides ketama ties, as libmemcached's list order does), and
     /// each node's ring name is its `host:port` as written in the URL, so a ketama client in
@@ -275,7 +294,7 @@ impl CacheBuilder {
                 access: self.access.clone(),
                 // The fill lock's scripts, probed at every connect as the lock client's are
                 // (the cache's own commands are probed once, at build: `probe_permissions`).
-                probe_key: Some(config.lock_key(crate::endpoint::PROBE_RESOURCE)),
+                probe_key: Some(config.lock_key(crate::settings::PROBE_RESOURCE)),
                 batching: crate::defaults::DEFAULT_BATCHING,
                 #[cfg(feature = "sim")]
                 network: self.network.clone(),
@@ -285,7 +304,7 @@ impl CacheBuilder {
         // A node that denies the credentials or a permission the cache needs would turn every
         // one of its keys into a miss and every write into a drop: fail now, as the lock
         // client does.
-        if let Some(refused) = crate::endpoint::refused_at_build(&masters, &replies) {
+        if let Some(refused) = crate::master::refused_at_build(&masters, &replies) {
             return Err(refused);
         }
         if replies.granted() == 0 {
@@ -320,7 +339,7 @@ async fn probe_permissions(
 ) -> Result<()> {
     let key = format!(
         "{key_prefix}{}:{}",
-        crate::endpoint::PROBE_RESOURCE,
+        crate::settings::PROBE_RESOURCE,
         crate::random::token()
     );
     let version = super::version_key(&key);

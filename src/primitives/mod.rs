@@ -4,6 +4,7 @@
 
 pub(crate) mod fair;
 pub(crate) mod multi;
+pub(crate) mod queue;
 pub(crate) mod reentrant;
 pub(crate) mod rwlock;
 pub(crate) mod semaphore;

@@ -7,9 +7,10 @@ use crate::config::check_resource;
 use crate::defaults::DEFAULT_WAITER_TIMEOUT;
 use crate::error::Result;
 use crate::guard::LockGuard;
-use crate::held::{Attempt, HeldBy, LeaveOnDrop, leave_now, leave_on_drop, new_token};
+use crate::held::{Attempt, HeldBy, new_token};
 use crate::lease::LockContext;
 use crate::lock::{Redlock, Wake};
+use crate::primitives::queue::{LeaveOnDrop, leave_now, leave_on_drop};
 use crate::scripts::millis;
 use crate::scripts::{
     EXTEND, RELEASE, RW_READ_ACQUIRE, RW_READ_EXTEND, RW_READ_RELEASE, RW_WRITE_ACQUIRE,
