@@ -75,11 +75,11 @@ async fn resuming_a_superseded_joint_writes_nothing_and_reloads() {
     let joint = Topology::new(2, current.max_ttl, specs, Some(current.groups)).unwrap();
     stale_admin.adopt(joint).await.unwrap();
     let ttl = current.max_ttl * 2 + CHANGE_LOCK_SLACK;
-    let lock = ChangeLock::take(&stale_admin.view(), ttl)
+    let mut lock = ChangeLock::take(&stale_admin.view(), ttl)
         .await
         .unwrap()
         .expect("the change lock is free");
-    let resumed = stale_admin.resume_change(&lock).await;
+    let resumed = stale_admin.resume_change(&mut lock).await;
     lock.release().await;
     resumed.expect("a superseded resume reloads and returns");
     assert_eq!(stale_admin.epoch(), 3, "the newest topology is loaded");
