@@ -195,7 +195,17 @@ async fn a_resume_goes_on_from_the_joint_pinned_on_a_quorum_not_its_own() {
     assert_eq!((client.epoch(), client.is_joint()), (3, false));
     assert_eq!(client.owner(&r), "c");
 
-    // 4. B resumes (A's change lock left on a and b has to expire first).
+    // 4. B resumes (A's change lock left on a and b has to expire first). While c, which
+    //    only A's spec names, is unreachable, the resume cannot know what c stores: it fails
+    //    rather than guess (before the fix it went ahead without asking c).
+    cut(&c, &[0, 1, 2]);
+    let blind = change_when_free(&admin_b, target(&[("a", &a), ("b", &b), ("d", &d)]), 3).await;
+    println!("B's change with c cut off: {blind:?}");
+    assert!(
+        matches!(&blind, Err(e) if e.is_unavailable()),
+        "a resume that cannot read c: {blind:?}"
+    );
+    heal(&c, &[0, 1, 2]);
     let report = change_when_free(&admin_b, target(&[("a", &a), ("b", &b), ("d", &d)]), 3)
         .await
         .expect("B's change");
