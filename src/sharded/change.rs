@@ -40,7 +40,9 @@
 //!   group it names: two would both be pinned on a quorum of one group of `P`. Only a
 //!   completed joint spec gets a final spec (`finish_change` runs after the store), so at most
 //!   one final spec `F_X(e+1)` exists, and only `X` can be pinned on a quorum of a group of
-//!   `P`.
+//!   `P`. A completed `X` is read in step 1: its write left its spec on a quorum of every
+//!   group of `P`, and a master replaces a stored spec only by a newer one (a write, or a
+//!   seal's merge), which step 3 then reads instead.
 //! - *A holder under `F_X` was granted on a quorum of its owner group `g`*, a group of `X`,
 //!   so of `U`, which then pinned epoch `e + 1` (or more). Step 2 reads a master of that
 //!   quorum: it reports `e + 1` with `F_X`'s digest (step 4), a spec above `e` (step 3), or
