@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 /// Where a group's masters keep the topology (default key prefix).
 const TOPOLOGY_KEY: &str = "redquorum:topology:state";
+const CHANGE_KEY: &str = "redquorum:topology:change";
 
 fn proxied() -> Cluster {
     Cluster::builder()
@@ -58,6 +59,24 @@ fn heal(cluster: &Cluster, masters: &[usize]) {
     for &i in masters {
         cluster.heal(i).unwrap();
     }
+}
+
+/// The ids of the connections a master has open (`CLIENT LIST`).
+async fn client_ids(
+    conn: &mut redis::aio::MultiplexedConnection,
+) -> std::collections::BTreeSet<i64> {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(conn)
+        .await
+        .unwrap();
+    list.lines()
+        .filter_map(|line| {
+            line.split(' ')
+                .find_map(|f| f.strip_prefix("id="))
+                .and_then(|id| id.parse().ok())
+        })
+        .collect()
 }
 
 /// The `spec_epoch` stored on each master of `cluster` (direct connections, past the proxy).
@@ -120,40 +139,41 @@ async fn a_resume_goes_on_from_the_joint_pinned_on_a_quorum_not_its_own() {
     // 1. B's change, cut off between its reads and its joint write: B connects to d (which
     //    it adds) once for the change lock and once more, after its last read of a and b, for
     //    the joint view. With latency on d, a connection's set-up (INFO, the fencing read,
-    //    the scripts: round trips of 80 ms) leaves time to see the second one appear on d's
-    //    master 0 and cut a and b before the joint write.
+    //    the scripts: round trips of 50 ms, half the master timeout) leaves time to see the joint view's appear on
+    //    d's master 0 and cut a and b before the joint write.
     for i in 0..3 {
-        d.set_latency(i, Duration::from_millis(40)).unwrap();
+        d.set_latency(i, Duration::from_millis(25)).unwrap();
     }
     let mut watch = support::direct(&d, 0).await;
-    let me: i64 = redis::cmd("CLIENT")
-        .arg("ID")
-        .query_async(&mut watch)
-        .await
-        .unwrap();
     let change_b = tokio::spawn({
         let (admin_b, groups) = (admin_b.clone(), target(&[("a", &a), ("b", &b), ("d", &d)]));
         async move { admin_b.change_groups(groups).await }
     });
     let started = Instant::now();
-    let mut seen = std::collections::BTreeSet::new();
-    while seen.len() < 2 {
-        let list: String = redis::cmd("CLIENT")
-            .arg("LIST")
+    let in_time = || {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "B never got past its change lock on d"
+        )
+    };
+    // B's change lock on d's master 0 (the connections opened before it are the lock's,
+    // retries included; B hears of the lock 25 ms later), then the next connection to d:
+    // the joint view's.
+    loop {
+        let held: Option<String> = redis::cmd("GET")
+            .arg(CHANGE_KEY)
             .query_async(&mut watch)
             .await
             .unwrap();
-        for line in list.lines() {
-            let id = line
-                .split(' ')
-                .find_map(|f| f.strip_prefix("id="))
-                .and_then(|id| id.parse::<i64>().ok());
-            seen.extend(id.filter(|id| *id != me));
+        if held.is_some() {
+            break;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "B never connected to d twice"
-        );
+        in_time();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let before = client_ids(&mut watch).await;
+    while client_ids(&mut watch).await.is_subset(&before) {
+        in_time();
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     cut(&a, &rest);
@@ -169,6 +189,13 @@ async fn a_resume_goes_on_from_the_joint_pinned_on_a_quorum_not_its_own() {
         two,
         "B's joint reached a's master 0"
     );
+    // The write to d's last master may still be on its way (the round ended at a quorum).
+    let started = Instant::now();
+    while spec_epochs(&d).await != vec![two.clone(); 3]
+        && started.elapsed() < Duration::from_secs(2)
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(spec_epochs(&d).await, vec![two.clone(); 3], "and all of d");
     // B's client is refused by master 0 and reloads from what answers: B's joint spec.
     let on_a = (0..5000)
@@ -200,6 +227,7 @@ async fn a_resume_goes_on_from_the_joint_pinned_on_a_quorum_not_its_own() {
     println!("A's change cut off at its final: {err}");
     heal(&a, &[0, 1, 2]);
     heal(&b, &[0, 1, 2]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(spec_epochs(&c).await, vec![Some("3".to_owned()); 3]);
     assert_eq!(spec_epochs(&a).await, vec![two.clone(); 3]);
 
@@ -214,11 +242,10 @@ async fn a_resume_goes_on_from_the_joint_pinned_on_a_quorum_not_its_own() {
     cut(&c, &[0, 1, 2]);
     let blind = change_when_free(&admin_b, target(&[("a", &a), ("b", &b), ("d", &d)]), 3).await;
     println!("B's change with c cut off: {blind:?}");
-    assert!(
-        matches!(&blind, Err(e) if e.is_unavailable()),
-        "a resume that cannot read c: {blind:?}"
-    );
     heal(&c, &[0, 1, 2]);
+    // A heal resets the proxies' connections that lost bytes; let that happen before B
+    // connects to c again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let report = change_when_free(&admin_b, target(&[("a", &a), ("b", &b), ("d", &d)]), 3)
         .await
         .expect("B's change");
@@ -243,5 +270,9 @@ async fn a_resume_goes_on_from_the_joint_pinned_on_a_quorum_not_its_own() {
     assert!(
         first.is_none() || second.is_none(),
         "two holders of {r}: {first:?} and {second:?}"
+    );
+    assert!(
+        matches!(&blind, Err(e) if e.is_unavailable()),
+        "a resume that cannot read c: {blind:?}"
     );
 }
