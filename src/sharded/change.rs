@@ -585,12 +585,20 @@ impl ShardedRedlock {
             let view = self.connect_view(involved).await?;
             if let Some(lock) = ChangeLock::take(&view, ttl).await? {
                 self.reload().await?;
-                let now = self.view();
-                if now.groups.keys().all(|g| lock.groups.contains_key(g)) {
+                // The groups the topology names; a view may connect more (a resume's, with the
+                // groups of another administrator's spec: `resume_change` covers those).
+                let now = self.view().topology.clone();
+                if now
+                    .all_groups()
+                    .iter()
+                    .all(|g| lock.groups.contains_key(&g.name))
+                {
                     return Ok(lock);
                 }
                 lock.release().await;
-                continue;
+                if Instant::now() < deadline {
+                    continue;
+                }
             }
             let retry = view.groups.values().next().map(|g| g.config().retry_delay);
             let retry =

@@ -99,3 +99,25 @@ async fn resuming_a_superseded_joint_writes_nothing_and_reloads() {
         "two holders of {r}: {holder:?} and {second:?}"
     );
 }
+
+/// A resume stores a spec on every group any joint spec of its epoch names, so its view can
+/// connect a group the spec does not name. The next change's lock then checked the view's
+/// groups instead of the topology's: never all covered, it released and retook the lock
+/// forever (no wait, no deadline on that path). Now it checks the topology's groups (the
+/// resume covers the rest) and the retake is bounded by the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_with_a_group_its_topology_does_not_name_does_not_stall_the_change_lock() {
+    let (a, b, c) = (group(), group(), group());
+    let admin = sharded(&[("a", &a), ("b", &b)]).await;
+    let extra = sharded(&[("c", &c)]).await;
+    let view = admin.view();
+    let mut groups = view.groups.clone();
+    groups.insert("c".into(), extra.view().group("c").clone());
+    admin.set_view(View::new(view.topology.clone(), groups));
+    let specs = view.topology.groups.clone();
+    let locked = tokio::time::timeout(Duration::from_secs(20), admin.lock_change(&specs)).await;
+    let lock = locked
+        .expect("the change lock is taken or refused within its wait")
+        .expect("the change lock is free");
+    lock.release().await;
+}
