@@ -67,6 +67,19 @@
 //!   group of `U` before it reads them, and every topology write is refused where the
 //!   writer's lock is not held (`TOPOLOGYBUSY`).
 //!
+//! # The change lock is not a lease
+//! It is taken once for `2 * max_ttl + 10 s` (`CHANGE_LOCK_SLACK`) and never renewed: one
+//! change (its wait is one max TTL plus drift) and one resume of another administrator's
+//! joint spec fit in it while the drift of two waits and the writes stay under the 10 s
+//! (max TTLs up to a few minutes with the default drift factor). A change that outlives it (a process paused between its joint and
+//! its final spec, several resumes in a row) stores nothing more: `store_everywhere` refuses
+//! to send after the lock's validity, and a write already on its way is refused on every
+//! master where the lock key no longer holds its token (`TOPOLOGYBUSY`: expired, or taken by
+//! another administrator). The change then fails ("call again"), and whoever takes the lock
+//! next resumes it as above. Safety does not rest on the lock (the pins above exclude two
+//! specs of one epoch on a quorum without it); it keeps administrators from failing each
+//! other's writes.
+//!
 //! What remains: a spec stored only on masters the resume did not read (fewer than a quorum
 //! of every group) whose epoch was raised by acquires after the reads: the resume's write is
 //! then refused there and it fails ("call again"), it does not overlap. A joint spec of epoch

@@ -121,3 +121,60 @@ async fn a_view_with_a_group_its_topology_does_not_name_does_not_stall_the_chang
         .expect("the change lock is free");
     lock.release().await;
 }
+
+/// The change lock is a fixed TTL, not a lease: a change that outlives it (an administrator
+/// paused between its joint and its final spec) must store nothing more. The client refuses
+/// to send after the lock's validity; and a write that gets past that check (here: a lock
+/// whose validity is pretended to run for an hour while its keys expire after 200 ms, as a
+/// write delayed in the network would) is refused by every master, whether the key expired
+/// or another administrator holds it now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_outlives_its_change_lock_stores_nothing() {
+    let (a, b) = (group(), group());
+    let admin = sharded(&[("a", &a), ("b", &b)]).await;
+    let other = sharded(&[("a", &a), ("b", &b)]).await;
+    let view = admin.view();
+    let next = Topology::new(
+        2,
+        view.topology.max_ttl,
+        view.topology.groups.clone(),
+        Some(view.topology.groups.clone()),
+    )
+    .unwrap();
+    let short = Duration::from_millis(200);
+    let lock = ChangeLock::take(&view, short)
+        .await
+        .unwrap()
+        .expect("the change lock is free");
+    tokio::time::sleep(short + Duration::from_millis(100)).await;
+    let late = store_everywhere(&view, &next, &lock).await;
+    assert!(
+        matches!(&late, Err(Error::StaleTopology { .. })),
+        "a write after the lock's validity: {late:?}"
+    );
+    // Past the client's check: the masters refuse (the key expired).
+    let mut pretended = ChangeLock::take(&view, short)
+        .await
+        .unwrap()
+        .expect("the change lock is free");
+    pretended.valid_until = Instant::now() + Duration::from_secs(3600);
+    tokio::time::sleep(short + Duration::from_millis(100)).await;
+    let expired = store_everywhere(&view, &next, &pretended).await;
+    assert!(
+        expired.as_ref().is_err_and(store::is_stale),
+        "a write under an expired change lock: {expired:?}"
+    );
+    // Another administrator holds it now: still refused.
+    let theirs = ChangeLock::take(&other.view(), Duration::from_secs(5))
+        .await
+        .unwrap()
+        .expect("the expired lock is free again");
+    let taken = store_everywhere(&view, &next, &pretended).await;
+    assert!(
+        taken.as_ref().is_err_and(store::is_stale),
+        "a write under a change lock another administrator holds: {taken:?}"
+    );
+    theirs.release().await;
+    std::mem::forget(pretended);
+    assert_eq!(admin.reload().await.unwrap(), 1, "nothing was stored");
+}
