@@ -276,3 +276,70 @@ async fn a_resume_goes_on_from_the_joint_pinned_on_a_quorum_not_its_own() {
         "a resume that cannot read c: {blind:?}"
     );
 }
+
+/// Both administrators resume the same interrupted change at once. A's change `{a,b} →
+/// {a,b,c}` is cut off while storing its final spec (b and c take it, a does not); a client
+/// built then routes by it. A and B then call `change_groups` together, to `{a,b,c}` and to
+/// `{a,b,c,d}`: the change lock serialises them, each goes on from what the other left, and
+/// both end on one final spec; a resource of c under A's final and of d under B's has one
+/// holder, and the client that routed by A's final ends on the last one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_administrators_resuming_one_interrupted_change_end_in_one_chain() {
+    let (a, b, c, d) = (proxied(), proxied(), proxied(), proxied());
+    let max_ttl = Duration::from_secs(1);
+    let old = [("a", &a), ("b", &b)];
+    let (admin_a, admin_b) = (sharded(&old, max_ttl).await, sharded(&old, max_ttl).await);
+    let all = [0, 1, 2];
+    let change = tokio::spawn({
+        let (admin_a, groups) = (admin_a.clone(), target(&[("a", &a), ("b", &b), ("c", &c)]));
+        async move { admin_a.change_groups(groups).await }
+    });
+    let started = Instant::now();
+    while !admin_a.is_joint() && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(admin_a.is_joint(), "A's joint phase began");
+    cut(&a, &all);
+    let err = change.await.unwrap().unwrap_err();
+    println!("A's change cut off at its final: {err}");
+    heal(&a, &all);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let client = sharded(&[("a", &a), ("b", &b), ("c", &c)], max_ttl).await;
+    assert_eq!((client.epoch(), client.is_joint()), (3, false));
+
+    let to_a = target(&[("a", &a), ("b", &b), ("c", &c)]);
+    let to_b = target(&[("a", &a), ("b", &b), ("c", &c), ("d", &d)]);
+    let (ra, rb) = tokio::join!(
+        change_when_free(&admin_a, to_a, 3),
+        change_when_free(&admin_b, to_b, 3)
+    );
+    println!("A: {ra:?}\nB: {rb:?}");
+    let (ra, rb) = (ra.expect("A's change"), rb.expect("B's change"));
+    assert_ne!(ra.joint_epoch, rb.joint_epoch, "one after the other");
+    let mut views = Vec::new();
+    for x in [&admin_a, &admin_b] {
+        x.reload().await.unwrap();
+        views.push((x.epoch(), x.is_joint(), x.groups()));
+    }
+    assert!(
+        views.iter().all(|v| *v == views[0]) && !views[0].1,
+        "one final spec: {views:#?}"
+    );
+    // A resource on c under A's final and on d under B's: the client still routes by A's.
+    let r = (0..5000)
+        .map(|i| format!("r{i}"))
+        .find(|r| owner(&["a", "b", "c"], r) == "c" && owner(&["a", "b", "c", "d"], r) == "d")
+        .unwrap();
+    let first = client.try_acquire(&r, max_ttl).await.unwrap();
+    let second = admin_b.try_acquire(&r, max_ttl).await.unwrap();
+    println!("client: {first:?}; B: {second:?}");
+    assert!(
+        first.is_none() || second.is_none(),
+        "two holders of {r}: {first:?} and {second:?}"
+    );
+    assert_eq!(
+        (client.epoch(), client.groups()),
+        (views[0].0, views[0].2.clone()),
+        "the client refused by its old view ends on the final spec too"
+    );
+}
