@@ -1,5 +1,92 @@
 //! Group changes: store the joint topology, wait out every lock granted before it, store the
-//! final one (module docs, "A group change").
+//! final one (module docs of `sharded`, "A group change"), under a change lock; and resuming
+//! a change that was cut off part-way.
+//!
+//! # Resuming an interrupted change
+//! A change cut off after it began storing its joint spec leaves that spec on some masters.
+//! Two administrators can each leave one of the same epoch `e` (the masters pin one spec per
+//! epoch, so at most one of them reaches a quorum of any group): B's cut off right after its
+//! change lock, stored on a few masters; A's, whose reads missed those masters, completed, and
+//! A cut off while storing its final spec `F_A(e+1)`, which only A's added group `c` took. A
+//! client built then routes by `F_A`. B's view is its own joint spec (read from the masters
+//! that store it). The resume used to replace B's spec under `e + 1` on B's groups only: `c`
+//! never heard of it, and a client of `F_A` held on `c` what a client of B's final held on
+//! B's added group (`tests/sharded_admins.rs`).
+//!
+//! **What a resume does** (`settle`), once storing the view's joint spec `J` again was refused:
+//! 1. read, from a quorum of every group of `J`, every joint spec of epoch `e` stored; `U` is
+//!    every group any of them names (previous groups `P`, shared by every joint spec of one
+//!    epoch: each is built from the final spec of the epoch before it, under the change lock);
+//! 2. take the change lock on the groups of `U` it lacks (`ChangeLock::cover`) and read a
+//!    quorum of every group of `U`;
+//! 3. a spec above `e` read anywhere: adopt the newest and go on from it (nothing written);
+//! 4. a master at epoch `e + 1` pinning the digest of the final spec of one of the joint
+//!    specs: that change was finished; adopt that final spec (it follows from the joint spec
+//!    alone) and go on from it;
+//! 5. otherwise store one joint spec of epoch `e` exactly, the one pinned on the most masters
+//!    of `P` first, on a quorum of every group of `U`; if every one is refused, store the
+//!    first under an epoch above every epoch read, with its groups and `P`, on `U` as well.
+//!    Then the wait, and the final spec, stored on every group of `U`.
+//!
+//! **Invariant.** What a resume stores is either exactly the joint spec `X` of epoch `e`
+//! pinned on a quorum of a group of `P` (if one is) or a spec under an epoch above every
+//! epoch established on a quorum of any group of `U`, and it reaches a quorum of every group
+//! of `U`; and a resume never stores a joint spec of epoch `e` while a final spec of epoch
+//! `e + 1` has a holder.
+//!
+//! **Proof.** Masters keep restrictions established on a quorum (a pin, a raised epoch)
+//! across restarts (`seal.rs`), and a read of a quorum meets every quorum of the same group.
+//! - *At most one joint spec of epoch `e` was completed*, that is stored on a quorum of every
+//!   group it names: two would both be pinned on a quorum of one group of `P`. Only a
+//!   completed joint spec gets a final spec (`finish_change` runs after the store), so at most
+//!   one final spec `F_X(e+1)` exists, and only `X` can be pinned on a quorum of a group of
+//!   `P`. A completed `X` is read in step 1: its write left its spec on a quorum of every
+//!   group of `P`, and a master replaces a stored spec only by a newer one (a write, or a
+//!   seal's merge), which step 3 then reads instead.
+//! - *A holder under `F_X` was granted on a quorum of its owner group `g`*, a group of `X`,
+//!   so of `U`, which then pinned epoch `e + 1` (or more). Step 2 reads a master of that
+//!   quorum: it reports `e + 1` with `F_X`'s digest (step 4), a spec above `e` (step 3), or
+//!   a higher epoch. So with such a holder the resume stores no spec of epoch `e`; from the
+//!   adopted spec the change goes on as any change: an epoch above every one reported by a
+//!   quorum of each of its groups, previous groups = the adopted spec's, stored on a quorum
+//!   of each. The `b <= a + 1` case of `mod.rs` then excludes a second holder.
+//! - *Otherwise no final spec of epoch `e + 1` has a holder*, and holders exist only under
+//!   joint specs of epoch `e`. Each of their placements contains the resource's owner in `P`,
+//!   won on a quorum of it. Step 5 stores a joint spec with the same `P` on a quorum of every
+//!   group of `U`: a spec of epoch `e` is accepted on a quorum of a group of `P` only where no
+//!   other is pinned on a quorum, so only `X` if `X` is pinned on a quorum of one; a
+//!   replacement takes an epoch above every epoch read (`highest_of` over a quorum of each
+//!   group of `U`, the other administrator's added groups included), so above every epoch
+//!   established on a quorum of any of them. Either way the spec stored shares the previous
+//!   owner of every resource with every joint spec of epoch `e`: holds under them and under
+//!   it exclude each other on that group (the basic lock's argument on one key), and the
+//!   wait then runs from a store on a quorum of every group of `U`, so the `b >= a + 2` case
+//!   of `mod.rs` covers the final spec. The groups that only another administrator's spec
+//!   added get the new epoch too, so a client that routes by that spec is refused there.
+//! - *Nothing else writes meanwhile*: the resume holds the change lock on a quorum of every
+//!   group of `U` before it reads them, and every topology write is refused where the
+//!   writer's lock is not held (`TOPOLOGYBUSY`).
+//!
+//! # The change lock is not a lease
+//! It is taken once for `2 * max_ttl + 10 s` (`CHANGE_LOCK_SLACK`) and never renewed: one
+//! change (its wait is one max TTL plus drift) and one resume of another administrator's
+//! joint spec fit in it while the drift of two waits and the writes stay under the 10 s
+//! (max TTLs up to a few minutes with the default drift factor). A change that outlives it (a process paused between its joint and
+//! its final spec, several resumes in a row) stores nothing more: `store_everywhere` refuses
+//! to send after the lock's validity, and a write already on its way is refused on every
+//! master where the lock key no longer holds its token (`TOPOLOGYBUSY`: expired, or taken by
+//! another administrator). The change then fails ("call again"), and whoever takes the lock
+//! next resumes it as above. Safety does not rest on the lock (the pins above exclude two
+//! specs of one epoch on a quorum without it); it keeps administrators from failing each
+//! other's writes.
+//!
+//! What remains: a spec stored only on masters the resume did not read (fewer than a quorum
+//! of every group) whose epoch was raised by acquires after the reads: the resume's write is
+//! then refused there and it fails ("call again"), it does not overlap. A joint spec of epoch
+//! `e` with other previous groups (which the change lock and the epoch rule keep from being
+//! built) only adds its groups to `U`; it is never finished. A resume needs a quorum of every
+//! group of `U`: while a group that only the other administrator added is unreachable, the
+//! resume fails with [`Error::Unavailable`] rather than guess.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -74,8 +161,8 @@ impl ShardedRedlock {
         // One administrator at a time: the change lock on a quorum of every group involved,
         // checked again by every topology write of this change.
         // A change dropped part-way gives the lock back in the background (ChangeLock's Drop).
-        let lock = self.lock_change(&specs).await?;
-        let result = self.change_locked(specs, &lock).await;
+        let mut lock = self.lock_change(&specs).await?;
+        let result = self.change_locked(specs, &mut lock).await;
         lock.release().await;
         result
     }
@@ -84,7 +171,7 @@ impl ShardedRedlock {
     async fn change_locked(
         &self,
         specs: Vec<GroupSpec>,
-        lock: &ChangeLock,
+        lock: &mut ChangeLock,
     ) -> Result<ChangeReport> {
         // Each resume either finishes the stored joint spec or finds a newer change and
         // reloads; a few in a row mean changes keep racing this one.
@@ -131,64 +218,165 @@ impl ShardedRedlock {
         })
     }
 
-    /// Finishes an interrupted change: its joint topology may have reached only some masters,
-    /// so old-view grants may still be happening. It is stored again, exactly, on a quorum of
-    /// every group (the same spec under the same epoch is accepted again); where another spec
-    /// is pinned to its epoch, the same change is stored instead under an epoch above every
-    /// epoch the masters report, with the same previous groups (every joint spec of that epoch
-    /// shares them: placements overlap). The wait counts from the store.
-    ///
-    /// Where a master reports an epoch above the joint's and a spec newer than the joint can
-    /// be read, another change came after it: its previous groups are not this joint's, so
-    /// storing this joint again (under any epoch) would route some resources by groups the
-    /// newer change never told; nothing is written, the newest topology is loaded instead,
-    /// and the caller goes on from it. Where no newer spec can be read (the epoch is this
-    /// joint's own final, stored on a few masters that have since lost it, or a pin of an
-    /// acquire routed by it), the joint is replaced as above: refusing would leave the change
-    /// unfinishable for good.
-    async fn resume_change(&self, lock: &ChangeLock) -> Result<()> {
+    /// Finishes an interrupted change (module docs, "Resuming an interrupted change"): stores
+    /// the view's joint spec again, exactly, on a quorum of every group (the same spec under
+    /// the same epoch is accepted again). Where it is refused, [`settle`](Self::settle)
+    /// decides what to go on from. The wait counts from the store.
+    async fn resume_change(&self, lock: &mut ChangeLock) -> Result<()> {
         let view = self.view();
+        lock.cover(&view).await?;
         match store_everywhere(&view, &view.topology, lock).await {
             Ok(()) => {}
             Err(e) if store::is_stale(&e) => {
-                let joint = &view.topology;
-                let seen = store::highest_epoch(&view.all()).await?;
-                if seen > joint.epoch {
-                    tracing::info!(
-                        epoch = joint.epoch,
-                        newer = seen,
-                        "interrupted change superseded by a newer one; reloading"
-                    );
-                    if self.reload().await? > joint.epoch {
-                        return Ok(());
-                    }
-                }
-                let epoch = joint.epoch.max(seen) + 1;
-                if epoch + 1 > MAX_EPOCH {
-                    return Err(Error::InvalidConfig(ConfigReason::EpochsUsedUp {
-                        max: MAX_EPOCH,
-                    }));
-                }
-                tracing::warn!(
-                    epoch = joint.epoch,
-                    replaced_by = epoch,
+                tracing::info!(
+                    epoch = view.topology.epoch,
                     error = %e,
-                    "interrupted change conflicts; storing it under a new epoch"
+                    "interrupted change refused; looking for the joint spec pinned on a quorum"
                 );
-                let replacement = Topology::new(
-                    epoch,
-                    joint.max_ttl,
-                    joint.groups.clone(),
-                    joint.previous.clone(),
-                )?;
-                let view = self.connect_view(replacement).await?;
-                store_everywhere(&view, &view.topology, lock).await?;
-                self.set_view(view);
+                if !self.settle(lock).await? {
+                    return Ok(());
+                }
             }
             Err(e) => return Err(e),
         }
         self.finish_change(Instant::now(), lock).await?;
         Ok(())
+    }
+
+    /// After the view's joint spec `J` (epoch `e`) was refused: reads every joint spec of
+    /// epoch `e` the masters of `J`'s groups store, takes the change lock on every group any of
+    /// them names as well, reads a quorum of each of those groups, and then, in this order:
+    /// adopts a newer spec if one is stored (`false`: the caller goes on from it); adopts the
+    /// final spec of one of those joint specs if a master pins it (`false`); stores one of
+    /// the joint specs exactly, the one pinned on the most masters of the previous groups
+    /// first, on a quorum of every group (`true`: the caller waits and stores its final); or
+    /// stores the best pinned one under an epoch above every epoch read (`true`). Every store
+    /// goes to every group read, the other administrator's added groups included.
+    async fn settle(&self, lock: &mut ChangeLock) -> Result<bool> {
+        let own = self.view();
+        let joint = own.topology.clone();
+        let epoch = joint.epoch;
+        // 1. The joint specs of this epoch: the view's and those other masters store. Every
+        //    joint spec of one epoch is built from the same final spec (module docs), so they
+        //    share the previous groups; a spec of this epoch with others only adds its groups
+        //    to what is read and written.
+        let read = store::read_each_quorum(&own.all()).await?;
+        let mut specs = vec![joint.clone()];
+        for (e, spec) in read.iter().flatten().filter_map(|s| s.spec.as_ref()) {
+            if *e == epoch && !specs.iter().any(|s| s.encode() == *spec) {
+                specs.push(Topology::decode(*e, spec)?);
+            }
+        }
+        // 2. Every group any of them names, under the change lock.
+        let mut involved: Vec<GroupSpec> = Vec::new();
+        for spec in &specs {
+            let groups: Vec<GroupSpec> = spec.all_groups().into_iter().cloned().collect();
+            super::topology::check_identity(&involved.iter().collect::<Vec<_>>(), &groups)?;
+            for g in groups {
+                if !involved.iter().any(|i| i.name == g.name) {
+                    involved.push(g);
+                }
+            }
+        }
+        let union = self
+            .connect_view(Topology::new(0, joint.max_ttl, involved, None)?)
+            .await?;
+        lock.cover(&union).await?;
+        let read = store::read_each_quorum(&union.all()).await?;
+        let states: Vec<&store::Stored> = read.iter().flatten().collect();
+        let seen = store::highest_of(states.iter().copied());
+        // 3. A newer spec: a change came after (the other administrator's final, say).
+        if let Some((newer, spec)) = store::newest(states.iter().copied())
+            && newer > epoch
+        {
+            tracing::info!(
+                epoch,
+                newer,
+                "interrupted change superseded; going on from it"
+            );
+            self.adopt(Topology::decode(newer, &spec)?).await?;
+            return Ok(false);
+        }
+        // 4. The final spec of one of them pinned where its spec is not read (an acquire
+        //    routed by it, a write that reached few masters): that joint spec was finished.
+        for spec in &specs {
+            let Some(last) = spec.final_of() else {
+                continue;
+            };
+            let digest = last.digest();
+            if states
+                .iter()
+                .any(|s| s.epoch == epoch + 1 && s.digest.as_deref() == Some(&digest))
+            {
+                tracing::info!(
+                    epoch,
+                    "an interrupted change's final spec is pinned; adopting it"
+                );
+                self.adopt(last).await?;
+                return Ok(false);
+            }
+        }
+        // 5. The joint spec pinned on the most masters of the previous groups first (the one
+        //    pinned on a quorum of one of them, if any: no other can be), own first on a tie,
+        //    stored exactly; or, refused everywhere, the first under a new epoch.
+        let previous: Vec<&str> = joint
+            .previous
+            .iter()
+            .flatten()
+            .map(|g| g.name.as_str())
+            .collect();
+        let pins = |spec: &Topology| {
+            let digest = spec.digest();
+            union
+                .groups
+                .keys()
+                .zip(&read)
+                .filter(|(name, _)| previous.contains(&name.as_str()))
+                .flat_map(|(_, states)| states)
+                .filter(|s| s.epoch == epoch && s.digest.as_deref() == Some(&digest))
+                .count()
+        };
+        let mut joints: Vec<(usize, Topology)> = specs
+            .into_iter()
+            .filter(|s| s.previous == joint.previous)
+            .map(|s| (pins(&s), s))
+            .collect();
+        joints.sort_by_key(|(pinned, _)| std::cmp::Reverse(*pinned));
+        for (pinned, spec) in &joints {
+            let view = View::new(spec.clone(), union.groups.clone());
+            match store_everywhere(&view, spec, lock).await {
+                Ok(()) => {
+                    tracing::info!(epoch, pinned, "interrupted change stored again");
+                    self.set_view(view);
+                    return Ok(true);
+                }
+                Err(e) if store::is_stale(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let (pinned, best) = &joints[0];
+        let replaced_by = epoch.max(seen) + 1;
+        if replaced_by + 1 > MAX_EPOCH {
+            return Err(Error::InvalidConfig(ConfigReason::EpochsUsedUp {
+                max: MAX_EPOCH,
+            }));
+        }
+        tracing::warn!(
+            epoch,
+            replaced_by,
+            pinned,
+            "interrupted change refused everywhere; storing it under a new epoch"
+        );
+        let replacement = Topology::new(
+            replaced_by,
+            best.max_ttl,
+            best.groups.clone(),
+            best.previous.clone(),
+        )?;
+        let view = View::new(replacement, union.groups.clone());
+        store_everywhere(&view, &view.topology, lock).await?;
+        self.set_view(view);
+        Ok(true)
     }
 
     /// From the joint topology stored at `stored_at`: waits until every lock granted before it
@@ -253,6 +441,7 @@ async fn store_everywhere(view: &View, topology: &Topology, lock: &ChangeLock) -
 /// its lock is not held, so the writes of two changes never interleave on a quorum.
 pub(crate) struct ChangeLock {
     token: String,
+    ttl: Duration,
     groups: BTreeMap<String, Redlock>,
     /// The lock's validity (from before the first group's round, minus drift): no write after.
     valid_until: Instant,
@@ -265,6 +454,7 @@ impl ChangeLock {
         let t0 = Instant::now();
         let mut lock = ChangeLock {
             token,
+            ttl,
             groups: BTreeMap::new(),
             valid_until: t0 + ttl - drift(ttl, 0.01),
         };
@@ -279,6 +469,32 @@ impl ChangeLock {
             lock.groups.insert(name.clone(), group.clone());
         }
         Ok(Some(lock))
+    }
+
+    /// Takes the lock also on the groups of `view` it does not cover yet (a resume that finds
+    /// groups another administrator's spec added). Its validity stays the first take's.
+    ///
+    /// # Errors
+    /// [`Error::Contended`] when another administrator holds it on one of them, or this lock's
+    /// validity ran out; [`Error::Unavailable`] when failing masters rule a quorum out.
+    async fn cover(&mut self, view: &View) -> Result<()> {
+        for (name, group) in &view.groups {
+            if self.groups.contains_key(name) {
+                continue;
+            }
+            if Instant::now() >= self.valid_until
+                || !lock_group(group, &self.token, self.ttl).await?
+            {
+                return Err(Error::Contended {
+                    resource: format!("topology change lock on group {name}"),
+                    attempts: 1,
+                    waited: Duration::ZERO,
+                    replies: crate::error::Replies::default(),
+                });
+            }
+            self.groups.insert(name.clone(), group.clone());
+        }
+        Ok(())
     }
 
     /// Gives the lock back on every group it was taken on (best effort: it expires anyway).
@@ -382,12 +598,20 @@ impl ShardedRedlock {
             let view = self.connect_view(involved).await?;
             if let Some(lock) = ChangeLock::take(&view, ttl).await? {
                 self.reload().await?;
-                let now = self.view();
-                if now.groups.keys().all(|g| lock.groups.contains_key(g)) {
+                // The groups the topology names; a view may connect more (a resume's, with the
+                // groups of another administrator's spec: `resume_change` covers those).
+                let now = self.view().topology.clone();
+                if now
+                    .all_groups()
+                    .iter()
+                    .all(|g| lock.groups.contains_key(&g.name))
+                {
                     return Ok(lock);
                 }
                 lock.release().await;
-                continue;
+                if Instant::now() < deadline {
+                    continue;
+                }
             }
             let retry = view.groups.values().next().map(|g| g.config().retry_delay);
             let retry =

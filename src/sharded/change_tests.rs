@@ -75,11 +75,11 @@ async fn resuming_a_superseded_joint_writes_nothing_and_reloads() {
     let joint = Topology::new(2, current.max_ttl, specs, Some(current.groups)).unwrap();
     stale_admin.adopt(joint).await.unwrap();
     let ttl = current.max_ttl * 2 + CHANGE_LOCK_SLACK;
-    let lock = ChangeLock::take(&stale_admin.view(), ttl)
+    let mut lock = ChangeLock::take(&stale_admin.view(), ttl)
         .await
         .unwrap()
         .expect("the change lock is free");
-    let resumed = stale_admin.resume_change(&lock).await;
+    let resumed = stale_admin.resume_change(&mut lock).await;
     lock.release().await;
     resumed.expect("a superseded resume reloads and returns");
     assert_eq!(stale_admin.epoch(), 3, "the newest topology is loaded");
@@ -98,4 +98,83 @@ async fn resuming_a_superseded_joint_writes_nothing_and_reloads() {
         second.is_none(),
         "two holders of {r}: {holder:?} and {second:?}"
     );
+}
+
+/// A resume stores a spec on every group any joint spec of its epoch names, so its view can
+/// connect a group the spec does not name. The next change's lock then checked the view's
+/// groups instead of the topology's: never all covered, it released and retook the lock
+/// forever (no wait, no deadline on that path). Now it checks the topology's groups (the
+/// resume covers the rest) and the retake is bounded by the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_with_a_group_its_topology_does_not_name_does_not_stall_the_change_lock() {
+    let (a, b, c) = (group(), group(), group());
+    let admin = sharded(&[("a", &a), ("b", &b)]).await;
+    let extra = sharded(&[("c", &c)]).await;
+    let view = admin.view();
+    let mut groups = view.groups.clone();
+    groups.insert("c".into(), extra.view().group("c").clone());
+    admin.set_view(View::new(view.topology.clone(), groups));
+    let specs = view.topology.groups.clone();
+    let locked = tokio::time::timeout(Duration::from_secs(20), admin.lock_change(&specs)).await;
+    let lock = locked
+        .expect("the change lock is taken or refused within its wait")
+        .expect("the change lock is free");
+    lock.release().await;
+}
+
+/// The change lock is a fixed TTL, not a lease: a change that outlives it (an administrator
+/// paused between its joint and its final spec) must store nothing more. The client refuses
+/// to send after the lock's validity; and a write that gets past that check (here: a lock
+/// whose validity is pretended to run for an hour while its keys expire after 200 ms, as a
+/// write delayed in the network would) is refused by every master, whether the key expired
+/// or another administrator holds it now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_outlives_its_change_lock_stores_nothing() {
+    let (a, b) = (group(), group());
+    let admin = sharded(&[("a", &a), ("b", &b)]).await;
+    let other = sharded(&[("a", &a), ("b", &b)]).await;
+    let view = admin.view();
+    let next = Topology::new(
+        2,
+        view.topology.max_ttl,
+        view.topology.groups.clone(),
+        Some(view.topology.groups.clone()),
+    )
+    .unwrap();
+    let short = Duration::from_millis(200);
+    let lock = ChangeLock::take(&view, short)
+        .await
+        .unwrap()
+        .expect("the change lock is free");
+    tokio::time::sleep(short + Duration::from_millis(100)).await;
+    let late = store_everywhere(&view, &next, &lock).await;
+    assert!(
+        matches!(&late, Err(Error::StaleTopology { .. })),
+        "a write after the lock's validity: {late:?}"
+    );
+    // Past the client's check: the masters refuse (the key expired).
+    let mut pretended = ChangeLock::take(&view, short)
+        .await
+        .unwrap()
+        .expect("the change lock is free");
+    pretended.valid_until = Instant::now() + Duration::from_secs(3600);
+    tokio::time::sleep(short + Duration::from_millis(100)).await;
+    let expired = store_everywhere(&view, &next, &pretended).await;
+    assert!(
+        expired.as_ref().is_err_and(store::is_stale),
+        "a write under an expired change lock: {expired:?}"
+    );
+    // Another administrator holds it now: still refused.
+    let theirs = ChangeLock::take(&other.view(), Duration::from_secs(5))
+        .await
+        .unwrap()
+        .expect("the expired lock is free again");
+    let taken = store_everywhere(&view, &next, &pretended).await;
+    assert!(
+        taken.as_ref().is_err_and(store::is_stale),
+        "a write under a change lock another administrator holds: {taken:?}"
+    );
+    theirs.release().await;
+    std::mem::forget(pretended);
+    assert_eq!(admin.reload().await.unwrap(), 1, "nothing was stored");
 }

@@ -114,10 +114,14 @@
 //! topology only once it is on a quorum of every group it names (`connect`; the same spec is
 //! accepted again), so at most one first topology is ever routed by.
 //!
-//! A change takes an epoch above every epoch a master reports (an acquire routed with a spec
-//! stored on few masters may have pinned it); an interrupted change is finished with exactly
-//! its stored joint spec, or, where another spec is pinned to its epoch, stored again under an
-//! epoch above every one reported, with the same previous groups (`change.rs`).
+//! A change takes an epoch above every epoch a quorum of each of its groups reports (an
+//! acquire routed with a spec stored on few masters may have pinned it). An interrupted change
+//! goes on from a newer spec or a finished joint spec's final when a master reports one;
+//! otherwise it is finished with exactly the joint spec of its epoch pinned on a quorum (of a
+//! previous group), which may be another administrator's, or replaced under an epoch above
+//! every epoch a quorum of any involved group reports, with the same previous groups, and
+//! stored on every group any joint spec of that epoch names (`change.rs`, with the invariant
+//! and its proof).
 //!
 //! # A sealed topology
 //! Everything above counts only masters whose topology state is *sealed* for the server

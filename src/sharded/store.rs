@@ -27,12 +27,25 @@ pub(crate) fn change_key(group: &Redlock) -> String {
     group.config().key("topology", "change")
 }
 
-/// What each answering master of `groups` stores (every master asked once, each call bounded
-/// by the per-master timeout). With `need_quorum`, [`Error::Unavailable`] unless a quorum of
-/// at least one group answered: every change is stored on a quorum of every group of the
-/// topology it replaces, so one group's quorum is enough to see the change that follows the
-/// view's topology (and a group removed and shut down since does not block the read).
-async fn read_all(groups: &[&Redlock], need_quorum: bool) -> Result<Vec<Stored>> {
+/// How many answers a read of the topology needs before it counts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// Whatever answers (routing: the masters' epoch checks keep a stale view safe).
+    Any,
+    /// A quorum of at least one group: every change is stored on a quorum of every group of
+    /// the topology it replaces, so one group's quorum is enough to see the change that
+    /// follows the view's topology (and a group removed and shut down since does not block
+    /// the read).
+    OneQuorum,
+    /// A quorum of every group: for a change, which must see every epoch and pin any quorum
+    /// of any group it involves holds.
+    EachQuorum,
+}
+
+/// What each answering master of each group of `groups` stores, per group in the order
+/// given (every master asked once, each call bounded by the per-master timeout), or
+/// [`Error::Unavailable`] when fewer groups than `need` asks for had a quorum answer.
+async fn read_groups(groups: &[&Redlock], need: Need) -> Result<Vec<Vec<Stored>>> {
     // A script rather than HMGET: one code path for real masters and the simulator's.
     let reads = groups.iter().map(|group| async move {
         let call = ScriptCall::new(&TOPOLOGY_READ, vec![topology_key(group)], Vec::new());
@@ -53,12 +66,27 @@ async fn read_all(groups: &[&Redlock], need_quorum: bool) -> Result<Vec<Stored>>
         } else if silent.is_none() {
             silent = Some(masters.unavailable(Replies::from_results(&answers)));
         }
-        all.extend(answers.into_iter().filter_map(|a| parse(a.ok()?)));
+        all.push(answers.into_iter().filter_map(|a| parse(a.ok()?)).collect());
     }
-    match silent {
-        Some(unavailable) if need_quorum && !heard_a_quorum => Err(unavailable),
+    match (silent, need) {
+        (Some(unavailable), Need::EachQuorum) => Err(unavailable),
+        (Some(unavailable), Need::OneQuorum) if !heard_a_quorum => Err(unavailable),
         _ => Ok(all),
     }
+}
+
+async fn read_all(groups: &[&Redlock], need: Need) -> Result<Vec<Stored>> {
+    Ok(read_groups(groups, need)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect())
+}
+
+/// What the masters of each group of `groups` store, per group in the order given, read
+/// from a quorum of every group ([`Error::Unavailable`] otherwise): what a change decides by.
+pub(crate) async fn read_each_quorum(groups: &[&Redlock]) -> Result<Vec<Vec<Stored>>> {
+    read_groups(groups, Need::EachQuorum).await
 }
 
 /// The newest spec any master of `groups` stores, as `(spec_epoch, spec)`; `None` when none
@@ -66,38 +94,46 @@ async fn read_all(groups: &[&Redlock], need_quorum: bool) -> Result<Vec<Stored>>
 /// it elsewhere: at most one of them is on a quorum anywhere), the one more masters store.
 /// Reads what answers (for routing, where the masters' epoch checks keep a stale view safe).
 pub(crate) async fn read_newest(groups: &[&Redlock]) -> Option<(u64, String)> {
-    newest(read_all(groups, false).await.unwrap_or_default())
+    newest(&read_all(groups, Need::Any).await.unwrap_or_default())
 }
 
-/// [`read_newest`], from a quorum of every group or [`Error::Unavailable`]: for a change,
-/// which must not miss a newer one.
+/// [`read_newest`], from a quorum of at least one group or [`Error::Unavailable`]: for a
+/// reload, which must not miss the change that follows the view's topology.
 pub(crate) async fn read_newest_checked(groups: &[&Redlock]) -> Result<Option<(u64, String)>> {
-    Ok(newest(read_all(groups, true).await?))
+    Ok(newest(&read_all(groups, Need::OneQuorum).await?))
 }
 
-fn newest(all: Vec<Stored>) -> Option<(u64, String)> {
-    let mut counts: std::collections::BTreeMap<(u64, String), usize> = Default::default();
+/// The newest spec of `all`, as `(spec_epoch, spec)`: of two under one epoch, the one more
+/// masters store.
+pub(crate) fn newest<'a>(all: impl IntoIterator<Item = &'a Stored>) -> Option<(u64, String)> {
+    let mut counts: std::collections::BTreeMap<&(u64, String), usize> = Default::default();
     for stored in all {
-        if let Some(spec) = stored.spec {
+        if let Some(spec) = &stored.spec {
             *counts.entry(spec).or_default() += 1;
         }
     }
     counts
         .into_iter()
         .max_by_key(|((epoch, _), count)| (*epoch, *count))
-        .map(|(spec, _)| spec)
+        .map(|(spec, _)| spec.clone())
 }
 
 /// The highest epoch any answering master of `groups` has seen (stored by a write, or raised
 /// by an acquire routed with a spec that may be stored nowhere else), read from a quorum of
-/// every group ([`Error::Unavailable`] otherwise).
+/// every group ([`Error::Unavailable`] otherwise): above every epoch established on a quorum
+/// of any of them.
 pub(crate) async fn highest_epoch(groups: &[&Redlock]) -> Result<u64> {
-    let all = read_all(groups, true).await?;
-    Ok(all
-        .iter()
+    let all = read_all(groups, Need::EachQuorum).await?;
+    Ok(highest_of(&all))
+}
+
+/// The highest epoch `states` report (seen or stored).
+pub(crate) fn highest_of<'a>(states: impl IntoIterator<Item = &'a Stored>) -> u64 {
+    states
+        .into_iter()
         .map(|s| s.epoch.max(s.spec.as_ref().map_or(0, |(e, _)| *e)))
         .max()
-        .unwrap_or(0))
+        .unwrap_or(0)
 }
 
 /// One master's topology state, as `topology_read.lua` answers it.
