@@ -216,9 +216,9 @@
 //! sealed from a quorum before it votes; use AOF anyway); the other primitives (reentrant, fair,
 //! read-write, semaphore) are not epoch-checked: [`ShardedRedlock::group_for`] refuses them with a
 //! typed error, and [`ShardedRedlock::group_for_unchecked`] hands out the owner group unprotected
-//! across changes; two administrators in a narrow race (a change cut while storing its final,
-//! another resuming a same-epoch joint spec of its own while its reads miss the added group) can
-//! leave two finals, and two holders of a resource of that group (open); with unequal weights
+//! across changes; resuming an interrupted change needs a quorum of every group any joint spec
+//! of its epoch names (it fails with [`Error::Unavailable`] rather than guess); a client built
+//! only with groups no stored topology names starts a second namespace there; with unequal weights
 //! libmemcached's formula re-scales every group's points on a change, so some resources also
 //! move between groups that stay (counted in the tests).
 //!
