@@ -21,12 +21,15 @@ pub mod allowed {
     /// restart without data, a takeover) that was not stored again since: README "Sharding",
     /// non-guarantees ("Masters restarting without data", issue 18 item 1).
     pub const TOPOLOGY_LOST: &str = "sharded: a group's master lost its topology state (item 1)";
-    /// With the sealed topology (item 1): an overlap, token or pin involving a group most of
-    /// whose masters had lost their topology state before any of them was sealed again: what
-    /// `src/sharded/seal.rs` says remains ("every master that kept a restriction losing its
-    /// state before one of them is sealed again (a majority of a group at once, say)").
-    pub const TOPOLOGY_MAJORITY_LOST: &str =
-        "sharded: most of a group lost its topology state before a seal (seal.rs: what remains)";
+    /// With the sealed topology (item 1): an overlap, token or pin involving a group in which
+    /// every master that kept a restriction a quorum had established (an epoch, or a spec
+    /// pinned to it) lost its topology state before any of them was sealed again: what
+    /// `src/sharded/seal.rs` and the README say remains ("every master that kept a
+    /// restriction losing its state before one of them is sealed again"). Most of a group
+    /// losing its state, at once or one after another, is covered while one master that kept
+    /// the restriction keeps its state: a seal then reads every master (issue 18's second
+    /// example).
+    pub const TOPOLOGY_MAJORITY_LOST: &str = "sharded: every master of a group that kept a restriction lost it before a seal (seal.rs: what remains)";
     /// During or soon after two `change_groups` at once: README "Sharding", non-guarantees
     /// ("Concurrent change_groups calls are not tested", issue 18 item 5).
     pub const CONCURRENT_ADMINS: &str = "sharded: two administrators changed the groups at once";
@@ -51,6 +54,9 @@ struct Inner {
     windows: Vec<Window>,
     /// Per group slot and epoch: the digests pinned to that epoch on a quorum of the group.
     pins: BTreeMap<(usize, u64), BTreeSet<String>>,
+    /// Per group slot: the restrictions a quorum of its masters kept at some moment (seen by
+    /// the observer or just before a loss), not lost since.
+    established: BTreeMap<usize, BTreeSet<Restriction>>,
     /// Administrators inside `change_groups` now, and since when two were.
     admins_in: usize,
     concurrent_since: Option<Instant>,
@@ -110,40 +116,61 @@ impl Side {
             .unwrap_or(0)
     }
 
-    /// Master `m` just lost its data, its group storing spec epoch `need` before: if its group
-    /// had a topology, the group is unsealed until `m` stores it again (at least `need`).
-    pub(crate) fn topology_lost(&self, world: &World, m: usize, need: u64) {
-        let slot = m / GROUP;
+    /// Masters `lost` of group slot `slot` just lost their data (a restart without data, a
+    /// takeover), the group's states having been `before` (per master of the slot, read just
+    /// before) and its newest spec epoch `need`: each one's group is unsealed until it stores
+    /// the topology again (counted, never an allowance with the sealed topology); and if every
+    /// master that kept a restriction a quorum had established lost it now, the group is open
+    /// to old views from now on (seal.rs: what remains).
+    pub(crate) fn topology_lost(
+        &self,
+        world: &World,
+        slot: usize,
+        lost: &[usize],
+        before: &[(usize, State)],
+        need: u64,
+    ) {
         if need == 0 {
             return;
         }
-        world.net.log(format!(
-            "master {m} lost the topology of group g{slot} (spec epoch {need})"
-        ));
         let mut i = self.inner();
-        i.windows.push(Window {
-            kind: allowed::TOPOLOGY_LOST,
-            slot: Some(slot),
-            master: Some((m, need)),
-            from: Instant::now(),
-            to: None,
-        });
-        let open = |w: &&Window| w.slot == Some(slot) && w.to.is_none();
-        let lost = i
-            .windows
-            .iter()
-            .filter(open)
-            .filter(|w| w.kind == allowed::TOPOLOGY_LOST)
-            .count();
-        let already = i
-            .windows
-            .iter()
-            .filter(open)
-            .any(|w| w.kind == allowed::TOPOLOGY_MAJORITY_LOST);
-        if lost > GROUP / 2 && !already {
+        for &m in lost {
             world.net.log(format!(
-                "most of g{slot} lost its topology state before a seal"
+                "master {m} lost the topology of group g{slot} (spec epoch {need})"
             ));
+            i.windows.push(Window {
+                kind: allowed::TOPOLOGY_LOST,
+                slot: Some(slot),
+                master: Some((m, need)),
+                from: Instant::now(),
+                to: None,
+            });
+        }
+        let established = i.established.entry(slot).or_default();
+        establish(established, before.iter().map(|(_, s)| s));
+        let after: Vec<&State> = before
+            .iter()
+            .filter(|(m, _)| !lost.contains(m))
+            .map(|(_, s)| s)
+            .collect();
+        let gone: Vec<Restriction> = established
+            .iter()
+            .filter(|r| !after.iter().any(|s| r.kept_by(s)))
+            .cloned()
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        for r in &gone {
+            established.remove(r);
+        }
+        let already = i.windows.iter().any(|w| {
+            w.slot == Some(slot) && w.to.is_none() && w.kind == allowed::TOPOLOGY_MAJORITY_LOST
+        });
+        world.net.log(format!(
+            "every master of g{slot} that kept {gone:?} lost its topology state before a seal"
+        ));
+        if !already {
             i.windows.push(Window {
                 kind: allowed::TOPOLOGY_MAJORITY_LOST,
                 slot: Some(slot),
@@ -152,6 +179,21 @@ impl Side {
                 to: None,
             });
         }
+    }
+
+    /// The observer read group slot `slot`'s `states`: the restrictions a quorum keeps now are
+    /// established.
+    fn observed(&self, slot: usize, states: &[State]) {
+        let mut i = self.inner();
+        establish(i.established.entry(slot).or_default(), states.iter());
+    }
+
+    /// Each master of group slot `slot` with its topology state, read now.
+    pub(crate) fn states(world: &World, slot: usize) -> Vec<(usize, State)> {
+        world
+            .masters(slot)
+            .map(|m| (m, topology(world, m)))
+            .collect()
     }
 
     /// Most of group slot `slot`'s masters lost their fencing counters at once: tokens of the
@@ -312,8 +354,59 @@ fn topology_allows(kind: &str) -> bool {
     }
 }
 
+/// A restriction of `seal.rs`'s proof, kept by a master whose state refuses what it refuses:
+/// "the epoch is at least `epoch`" (`digest` `None`), or "`epoch` pins `digest`".
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Restriction {
+    epoch: u64,
+    digest: Option<String>,
+}
+
+impl Restriction {
+    /// Whether a master in state `s` refuses what this restriction refuses.
+    fn kept_by(&self, s: &State) -> bool {
+        match &self.digest {
+            None => s.epoch >= self.epoch,
+            Some(d) => {
+                s.epoch > self.epoch
+                    || (s.epoch == self.epoch
+                        && s.digest
+                            .as_deref()
+                            .is_some_and(|x| x == d || x == "conflict"))
+            }
+        }
+    }
+}
+
+/// Adds to `established` every restriction that a quorum of `states` (one group's masters, all
+/// read at one moment) keeps.
+fn establish<'a>(established: &mut BTreeSet<Restriction>, states: impl Iterator<Item = &'a State>) {
+    let states: Vec<&State> = states.collect();
+    let quorum = GROUP / 2 + 1;
+    for s in &states {
+        if s.epoch == 0 {
+            continue;
+        }
+        let candidates = [
+            Restriction {
+                epoch: s.epoch,
+                digest: None,
+            },
+            Restriction {
+                epoch: s.epoch,
+                digest: s.digest.clone(),
+            },
+        ];
+        for r in candidates {
+            if states.iter().filter(|o| r.kept_by(o)).count() >= quorum {
+                established.insert(r);
+            }
+        }
+    }
+}
+
 /// One master's topology state, read directly.
-struct State {
+pub(crate) struct State {
     epoch: u64,
     digest: Option<String>,
     spec_epoch: u64,
@@ -346,13 +439,16 @@ pub(crate) async fn observe(world: World, done: CancellationToken) {
     while !done.is_cancelled() {
         for slot in 0..world.plan.slots {
             let mut count: BTreeMap<(u64, String), usize> = BTreeMap::new();
+            let mut states = Vec::new();
             for m in world.masters(slot) {
                 let state = topology(&world, m);
                 world.side.resealed(&world, m, &state);
-                if let Some(digest) = state.digest {
-                    *count.entry((state.epoch, digest)).or_default() += 1;
+                if let Some(digest) = &state.digest {
+                    *count.entry((state.epoch, digest.clone())).or_default() += 1;
                 }
+                states.push(state);
             }
+            world.side.observed(slot, &states);
             for ((epoch, digest), n) in count {
                 if n >= quorum {
                     world.side.pinned(slot, epoch, &digest, &world);
