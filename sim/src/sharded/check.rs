@@ -73,6 +73,9 @@ struct Window {
     master: Option<(usize, u64)>,
     from: Instant,
     to: Option<Instant>,
+    /// Only holdings that existed at `from` (acquire started before, valid after): data lost
+    /// without the restart quarantine endangers the holds its keys carried, not later grants.
+    existing: bool,
 }
 
 impl Side {
@@ -104,7 +107,41 @@ impl Side {
             master: None,
             from: Instant::now(),
             to: None,
+            existing: false,
         });
+    }
+
+    /// Masters of group slot `slot` lost their data without the restart quarantine: the holds
+    /// of the group that exist now are not covered from now on (their keys may be gone from a
+    /// quorum); grants after this are (a group's later grants need a quorum that has the keys).
+    pub(crate) fn uncovered_holds(&self, world: &World, slot: usize, why: &str) {
+        world.net.log(format!(
+            "holds of g{slot} existing now are uncovered: {why}"
+        ));
+        self.inner().windows.push(Window {
+            kind: allowed::UNCOVERED,
+            slot: Some(slot),
+            master: None,
+            from: Instant::now(),
+            to: None,
+            existing: true,
+        });
+    }
+
+    /// The newest epoch any master of any group slot has seen (a write's or an acquire's).
+    pub(crate) fn newest_epoch(world: &World) -> u64 {
+        (0..world.net.len())
+            .map(|i| topology(world, i).epoch)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The newest spec epoch stored on any master of any group slot.
+    pub(crate) fn newest_spec_epoch(world: &World) -> u64 {
+        (0..world.net.len())
+            .map(|i| topology(world, i).spec_epoch)
+            .max()
+            .unwrap_or(0)
     }
 
     /// The newest spec epoch stored on a master of group slot `slot` (0: none).
@@ -144,6 +181,7 @@ impl Side {
                 master: Some((m, need)),
                 from: Instant::now(),
                 to: None,
+                existing: false,
             });
         }
         let established = i.established.entry(slot).or_default();
@@ -177,6 +215,7 @@ impl Side {
                 master: None,
                 from: Instant::now(),
                 to: None,
+                existing: false,
             });
         }
     }
@@ -208,6 +247,7 @@ impl Side {
             master: None,
             from: Instant::now(),
             to: None,
+            existing: false,
         });
     }
 
@@ -250,6 +290,7 @@ impl Side {
                     master: None,
                     from,
                     to: Some(now + linger),
+                    existing: false,
                 });
             }
         }
@@ -279,7 +320,11 @@ impl Side {
             }
             let hit = |index: usize, h: &Holding| {
                 let to = w.to.unwrap_or(h.end());
-                let in_time = h.started < to && w.from < h.end().max(h.started);
+                let in_time = if w.existing {
+                    h.started < w.from && w.from < h.end()
+                } else {
+                    h.started < to && w.from < h.end().max(h.started)
+                };
                 let in_group = w.slot.is_none_or(|slot| {
                     i.holds
                         .get(&index)

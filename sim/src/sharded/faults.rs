@@ -178,7 +178,7 @@ fn lose_data_allowed(world: &World, masters: &[usize]) -> bool {
 }
 
 /// Restarts `masters` (of one group) without their data, at once.
-fn lose_data(world: &World, masters: &[usize], what: &'static str) {
+pub(crate) fn lose_data(world: &World, masters: &[usize], what: &'static str) {
     if !lose_data_allowed(world, masters) {
         return;
     }
@@ -215,9 +215,8 @@ pub(crate) fn lost(world: &World, masters: &[usize], before: Before, what: &str)
         .side
         .topology_lost(world, slot, masters, &before.states, before.need);
     if !world.plan.quarantine {
-        world
-            .side
-            .uncovered(world, &format!("{what} without the restart quarantine"));
+        let why = format!("{what} without the restart quarantine");
+        world.side.uncovered_holds(world, slot, &why);
     }
     let unsealed = world
         .masters(slot)
