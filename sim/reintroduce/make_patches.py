@@ -182,6 +182,28 @@ BUGS = {
           "        match Ok::<(), Error>(()) {\n"
           "            Ok(()) => {}\n")],
     ),
+    "sharded-no-change-lock": (
+        "concurrent administrators no longer serialised: the change lock is not taken and the "
+        "topology writes do not check it (issue 18 item 5 undone)",
+        [("src/sharded/change.rs",
+          "            match lock_group(group, &lock.token, ttl).await {\n"
+          "                Ok(true) => {}\n",
+          "            match Ok::<bool, Error>(true) {\n"
+          "                Ok(true) => {}\n"),
+         ("scripts/topology_write.lua",
+          "if ARGV[4] and redis.call('GET', KEYS[2]) ~= ARGV[4] then",
+          "if false then")],
+    ),
+    "sharded-primitives-unchecked": (
+        "ShardedRedlock::group_for hands out the owner group for the other primitives without "
+        "Error::NotEpochChecked (issue 18 item 7 undone)",
+        [("src/sharded/mod.rs",
+          "    pub fn group_for(&self, resource: &str) -> Result<Redlock> {\n",
+          "    pub fn group_for(&self, resource: &str) -> Result<Redlock> {\n"
+          "        if !resource.is_empty() {\n"
+          "            return Ok(self.group_for_unchecked(resource));\n"
+          "        }\n")],
+    ),
 }
 
 
