@@ -296,6 +296,16 @@ impl Side {
         }
     }
 
+    /// Whether another administrator was inside `change_groups` at some moment since `since`
+    /// (now, or in a two-changes window that began after `since`).
+    pub(crate) fn other_admin_since(&self, since: Instant) -> bool {
+        let i = self.inner();
+        i.admins_in >= 2
+            || i.windows
+                .iter()
+                .any(|w| w.kind == allowed::CONCURRENT_ADMINS && w.from >= since)
+    }
+
     /// The documented non-guarantee that allows an overlap or a token order between `a` and
     /// `b` (holdings `ia`, `ib`), if any.
     fn allowance(
