@@ -120,7 +120,10 @@ async fn changes(world: World, who: String, client: ShardedRedlock, mut rng: Std
             Some(cut) => tokio::time::timeout(cut, change).await.ok(),
             None => Some(change.await),
         };
-        let concurrent = world.side.other_admin_since(entered);
+        // Not when a master lost its data meanwhile: its change-lock key went with it (the
+        // lock's exclusion is the basic lock's, voided by data lost on a majority).
+        let data_lost = (0..world.net.len()).any(|m| world.net.lost_data_since(m, entered));
+        let concurrent = world.side.other_admin_since(entered) && !data_lost;
         world.side.admin(false, max_ttl * 2);
         finished = matches!(result, Some(Ok(_)));
         // Concurrent administrators are serialised (issue 18 item 5): a change waits for the
