@@ -125,13 +125,13 @@ fn ttl(world: &World, rng: &mut StdRng) -> Duration {
     Duration::from_millis(rng.random_range(least.as_millis() as u64..=most.as_millis() as u64))
 }
 
-/// Takes `names` (all at once, one try each time) again and again until `until`, holding each
-/// grant for part of its validity.
+/// Takes `names` (all at once, or `single`: one of them at a time; one try each time) again
+/// and again until `until`, holding each grant for part of its validity.
 async fn poll(
     world: &World,
     client: &ShardedRedlock,
     who: &str,
-    names: &[String],
+    (names, single): (&[String], bool),
     until: Instant,
     mut rng: StdRng,
 ) {
@@ -141,7 +141,14 @@ async fn poll(
     while Instant::now() < until {
         let ttl = ttl(world, &mut rng);
         let started = Instant::now();
-        match client.try_acquire_many(names, ttl).await {
+        // One name at a time: a lock on all of them would be refused as a whole while any one
+        // is held elsewhere (a name that did not move, still held on its group).
+        let names = if single {
+            vec![names[rng.random_range(0..names.len())].clone()]
+        } else {
+            names.to_vec()
+        };
+        match client.try_acquire_many(&names, ttl).await {
             Ok(Some(guard)) => {
                 let index = record(world, who, &guard, started, false);
                 let nap = guard.remaining().mul_f64(rng.random_range(0.3..0.9));
@@ -206,7 +213,15 @@ async fn hold_across_change(world: &World, admin: &ShardedRedlock, mut rng: StdR
                 let r = held[rng.random_range(0..held.len())].clone();
                 let next = StdRng::seed_from_u64(rng.random());
                 let soon = Instant::now() + max_ttl / 4;
-                poll(&world, &admin, "poller", &[r], soon.min(until), next).await;
+                poll(
+                    &world,
+                    &admin,
+                    "poller",
+                    (&[r], false),
+                    soon.min(until),
+                    next,
+                )
+                .await;
             }
         })
     };
@@ -276,10 +291,12 @@ async fn restarts_then_stale(
     let current_poll = {
         let (world, admin, targets) = (world.clone(), admin.clone(), targets.clone());
         let rng = StdRng::seed_from_u64(rng.random());
-        tokio::spawn(async move { poll(&world, &admin, "current", &targets, until, rng).await })
+        tokio::spawn(
+            async move { poll(&world, &admin, "current", (&targets, true), until, rng).await },
+        )
     };
     let rng2 = StdRng::seed_from_u64(rng.random());
-    poll(world, &stale, "stale", &targets, until, rng2).await;
+    poll(world, &stale, "stale", (&targets, false), until, rng2).await;
     if let Err(e) = current_poll.await {
         world
             .history
@@ -375,7 +392,7 @@ async fn cut_while_storing(world: &World, admin: &ShardedRedlock, mut rng: StdRn
             while !done.load(Ordering::Relaxed) {
                 let next = StdRng::seed_from_u64(rng.random());
                 let soon = Instant::now() + max_ttl;
-                poll(&world, &fresh, "fresh", &targets, soon, next).await;
+                poll(&world, &fresh, "fresh", (&targets, false), soon, next).await;
             }
         })
     };
@@ -392,7 +409,7 @@ async fn cut_while_storing(world: &World, admin: &ShardedRedlock, mut rng: StdRn
                  takes {targets:?}"
             ));
             let until = Instant::now() + max_ttl * 2;
-            poll(&world, &admin, "current", &targets, until, rng).await;
+            poll(&world, &admin, "current", (&targets, true), until, rng).await;
         })
     };
     tokio::time::sleep(max_ttl.mul_f64(rng.random_range(0.1..1.0))).await;
