@@ -30,6 +30,13 @@
 //!   allows (restart without data before the topology is sealed, concurrent administrators,
 //!   uncovered faults, a holder past its validity) is counted under its name, never dropped.
 //!
+//! - **Scenarios** (`scenario.rs`, plan field `scenario`): after the fault phase, one of the
+//!   schedules the real-master tests were written for (a hold kept across a change, restarts
+//!   one after another then a stale view, a change cut while storing its joint spec then
+//!   resumed, primitives through `group_for`).
+//! - **Each group on its own masters**: the library's simulated connector knows a master by
+//!   its position in its group (`World::group`, `SlotNet`).
+//!
 //! A failing seed is shrunk (`shrink.rs`'s greedy search over the plan's knobs) and replays
 //! with `SIM_SHARDED_SEED=n` and the knobs' overrides (`sim/tests/sharded.rs`).
 
