@@ -100,7 +100,14 @@ struct State {
     /// The virtual instant of wall-clock time `WALL_EPOCH_MS`.
     start: Instant,
     trace: Trace,
+    /// Called with each request as it reaches its master, before it runs (see
+    /// [`Net::set_trap`]).
+    trap: Option<Trap>,
 }
+
+/// A fault timed to a request: called with the master's index and the request's arguments as
+/// it reaches the master, before it runs (a cut made now swallows it).
+pub type Trap = Arc<dyn Fn(usize, &[Vec<u8>]) + Send + Sync>;
 
 /// Wall-clock milliseconds at the start of a run (any fixed value: masters compare their own).
 const WALL_EPOCH_MS: u64 = 1_800_000_000_000;
@@ -134,6 +141,7 @@ impl Net {
             next_conn: 0,
             start: Instant::now(),
             trace,
+            trap: None,
         })))
     }
 
@@ -323,6 +331,12 @@ impl Net {
     /// Changes the per-message behaviour.
     pub fn set_links(&self, links: Links) {
         self.state().links = links;
+    }
+
+    /// Sets (or clears) the trap: a fault timed to a request (the sharded run's partition
+    /// while a change stores its topology).
+    pub fn set_trap(&self, trap: Option<Trap>) {
+        self.state().trap = trap;
     }
 
     /// Whether master `i` is up, running and reachable.
@@ -572,6 +586,10 @@ async fn deliver(
         net.log(format!("conn {} -> {}: {name} lost", conn.id, conn.node));
         taint(&net, &conn);
         return;
+    }
+    let trap = net.state().trap.clone();
+    if let Some(trap) = trap {
+        trap(conn.node, &args);
     }
     // Wait out a pause (and this connection's earlier requests); a black hole swallows it.
     let (reply, busy) = loop {

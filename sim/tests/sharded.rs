@@ -5,7 +5,8 @@
 //!   (`SIM_SHARDED_SEEDS`, default 1000 seeds from `SIM_FIRST`, default 0), on up to 4 threads.
 //! - `SIM_SHARDED_SEED=n cargo test --release -p redquorum-sim --test sharded -- --nocapture`:
 //!   replays seed `n` and prints its whole trace (with `SIM_FAULTS`, `SIM_OPS`, `SIM_LATE`,
-//!   `SIM_STALE`, `SIM_CHANGES`, `SIM_ADMINS`, `SIM_TASKS`, `SIM_CLIENTS` for a shrunk plan).
+//!   `SIM_STALE`, `SIM_CHANGES`, `SIM_ADMINS`, `SIM_TASKS`, `SIM_CLIENTS`, `SIM_SCENARIO` for a
+//!   shrunk plan, or to force a scenario).
 //!
 //! A failing seed is shrunk and prints itself, the replay command, its violations and the
 //! tail of the shrunk run's trace.

@@ -114,13 +114,29 @@ async fn changes(world: World, who: String, client: ShardedRedlock, mut rng: Std
                 .unwrap_or_default()
         ));
         world.side.admin(true, max_ttl * 2);
+        let entered = tokio::time::Instant::now();
         let change = client.change_groups(spec);
         let result = match cut {
             Some(cut) => tokio::time::timeout(cut, change).await.ok(),
             None => Some(change.await),
         };
+        // Not when a master lost its data meanwhile: its change-lock key went with it (the
+        // lock's exclusion is the basic lock's, voided by data lost on a majority).
+        let data_lost = (0..world.net.len()).any(|m| world.net.lost_data_since(m, entered));
+        let concurrent = world.side.other_admin_since(entered) && !data_lost;
         world.side.admin(false, max_ttl * 2);
         finished = matches!(result, Some(Ok(_)));
+        // Concurrent administrators are serialised (issue 18 item 5): a change waits for the
+        // other one's change lock (or gets `Contended`) and then works from what it left; it
+        // never fails because the other's topology writes got in first.
+        if let Some(Err(e @ Error::StaleTopology { .. })) = &result
+            && concurrent
+        {
+            world.history.violation(format!(
+                "{who}: change_groups failed with {e} while another administrator changed \
+                 the groups (concurrent administrators not serialised)"
+            ));
+        }
         world.side.event(match (&result, same_name) {
             (None, _) => "change: cut part-way",
             (Some(Err(Error::TopologyMismatch { .. })), Some(_)) => {

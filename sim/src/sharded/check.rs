@@ -21,12 +21,15 @@ pub mod allowed {
     /// restart without data, a takeover) that was not stored again since: README "Sharding",
     /// non-guarantees ("Masters restarting without data", issue 18 item 1).
     pub const TOPOLOGY_LOST: &str = "sharded: a group's master lost its topology state (item 1)";
-    /// With the sealed topology (item 1): an overlap, token or pin involving a group most of
-    /// whose masters had lost their topology state before any of them was sealed again: what
-    /// `src/sharded/seal.rs` says remains ("every master that kept a restriction losing its
-    /// state before one of them is sealed again (a majority of a group at once, say)").
-    pub const TOPOLOGY_MAJORITY_LOST: &str =
-        "sharded: most of a group lost its topology state before a seal (seal.rs: what remains)";
+    /// With the sealed topology (item 1): an overlap, token or pin involving a group in which
+    /// every master that kept a restriction a quorum had established (an epoch, or a spec
+    /// pinned to it) lost its topology state before any of them was sealed again: what
+    /// `src/sharded/seal.rs` and the README say remains ("every master that kept a
+    /// restriction losing its state before one of them is sealed again"). Most of a group
+    /// losing its state, at once or one after another, is covered while one master that kept
+    /// the restriction keeps its state: a seal then reads every master (issue 18's second
+    /// example).
+    pub const TOPOLOGY_MAJORITY_LOST: &str = "sharded: every master of a group that kept a restriction lost it before a seal (seal.rs: what remains)";
     /// During or soon after two `change_groups` at once: README "Sharding", non-guarantees
     /// ("Concurrent change_groups calls are not tested", issue 18 item 5).
     pub const CONCURRENT_ADMINS: &str = "sharded: two administrators changed the groups at once";
@@ -51,6 +54,9 @@ struct Inner {
     windows: Vec<Window>,
     /// Per group slot and epoch: the digests pinned to that epoch on a quorum of the group.
     pins: BTreeMap<(usize, u64), BTreeSet<String>>,
+    /// Per group slot: the restrictions a quorum of its masters kept at some moment (seen by
+    /// the observer or just before a loss), not lost since.
+    established: BTreeMap<usize, BTreeSet<Restriction>>,
     /// Administrators inside `change_groups` now, and since when two were.
     admins_in: usize,
     concurrent_since: Option<Instant>,
@@ -67,6 +73,9 @@ struct Window {
     master: Option<(usize, u64)>,
     from: Instant,
     to: Option<Instant>,
+    /// Only holdings that existed at `from` (acquire started before, valid after): data lost
+    /// without the restart quarantine endangers the holds its keys carried, not later grants.
+    existing: bool,
 }
 
 impl Side {
@@ -98,7 +107,41 @@ impl Side {
             master: None,
             from: Instant::now(),
             to: None,
+            existing: false,
         });
+    }
+
+    /// Masters of group slot `slot` lost their data without the restart quarantine: the holds
+    /// of the group that exist now are not covered from now on (their keys may be gone from a
+    /// quorum); grants after this are (a group's later grants need a quorum that has the keys).
+    pub(crate) fn uncovered_holds(&self, world: &World, slot: usize, why: &str) {
+        world.net.log(format!(
+            "holds of g{slot} existing now are uncovered: {why}"
+        ));
+        self.inner().windows.push(Window {
+            kind: allowed::UNCOVERED,
+            slot: Some(slot),
+            master: None,
+            from: Instant::now(),
+            to: None,
+            existing: true,
+        });
+    }
+
+    /// The newest epoch any master of any group slot has seen (a write's or an acquire's).
+    pub(crate) fn newest_epoch(world: &World) -> u64 {
+        (0..world.net.len())
+            .map(|i| topology(world, i).epoch)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The newest spec epoch stored on any master of any group slot.
+    pub(crate) fn newest_spec_epoch(world: &World) -> u64 {
+        (0..world.net.len())
+            .map(|i| topology(world, i).spec_epoch)
+            .max()
+            .unwrap_or(0)
     }
 
     /// The newest spec epoch stored on a master of group slot `slot` (0: none).
@@ -110,48 +153,86 @@ impl Side {
             .unwrap_or(0)
     }
 
-    /// Master `m` just lost its data, its group storing spec epoch `need` before: if its group
-    /// had a topology, the group is unsealed until `m` stores it again (at least `need`).
-    pub(crate) fn topology_lost(&self, world: &World, m: usize, need: u64) {
-        let slot = m / GROUP;
+    /// Masters `lost` of group slot `slot` just lost their data (a restart without data, a
+    /// takeover), the group's states having been `before` (per master of the slot, read just
+    /// before) and its newest spec epoch `need`: each one's group is unsealed until it stores
+    /// the topology again (counted, never an allowance with the sealed topology); and if every
+    /// master that kept a restriction a quorum had established lost it now, the group is open
+    /// to old views from now on (seal.rs: what remains).
+    pub(crate) fn topology_lost(
+        &self,
+        world: &World,
+        slot: usize,
+        lost: &[usize],
+        before: &[(usize, State)],
+        need: u64,
+    ) {
         if need == 0 {
             return;
         }
-        world.net.log(format!(
-            "master {m} lost the topology of group g{slot} (spec epoch {need})"
-        ));
         let mut i = self.inner();
-        i.windows.push(Window {
-            kind: allowed::TOPOLOGY_LOST,
-            slot: Some(slot),
-            master: Some((m, need)),
-            from: Instant::now(),
-            to: None,
-        });
-        let open = |w: &&Window| w.slot == Some(slot) && w.to.is_none();
-        let lost = i
-            .windows
-            .iter()
-            .filter(open)
-            .filter(|w| w.kind == allowed::TOPOLOGY_LOST)
-            .count();
-        let already = i
-            .windows
-            .iter()
-            .filter(open)
-            .any(|w| w.kind == allowed::TOPOLOGY_MAJORITY_LOST);
-        if lost > GROUP / 2 && !already {
+        for &m in lost {
             world.net.log(format!(
-                "most of g{slot} lost its topology state before a seal"
+                "master {m} lost the topology of group g{slot} (spec epoch {need})"
             ));
+            i.windows.push(Window {
+                kind: allowed::TOPOLOGY_LOST,
+                slot: Some(slot),
+                master: Some((m, need)),
+                from: Instant::now(),
+                to: None,
+                existing: false,
+            });
+        }
+        let established = i.established.entry(slot).or_default();
+        establish(established, before.iter().map(|(_, s)| s));
+        let after: Vec<&State> = before
+            .iter()
+            .filter(|(m, _)| !lost.contains(m))
+            .map(|(_, s)| s)
+            .collect();
+        let gone: Vec<Restriction> = established
+            .iter()
+            .filter(|r| !after.iter().any(|s| r.kept_by(s)))
+            .cloned()
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        for r in &gone {
+            established.remove(r);
+        }
+        let already = i.windows.iter().any(|w| {
+            w.slot == Some(slot) && w.to.is_none() && w.kind == allowed::TOPOLOGY_MAJORITY_LOST
+        });
+        world.net.log(format!(
+            "every master of g{slot} that kept {gone:?} lost its topology state before a seal"
+        ));
+        if !already {
             i.windows.push(Window {
                 kind: allowed::TOPOLOGY_MAJORITY_LOST,
                 slot: Some(slot),
                 master: None,
                 from: Instant::now(),
                 to: None,
+                existing: false,
             });
         }
+    }
+
+    /// The observer read group slot `slot`'s `states`: the restrictions a quorum keeps now are
+    /// established.
+    fn observed(&self, slot: usize, states: &[State]) {
+        let mut i = self.inner();
+        establish(i.established.entry(slot).or_default(), states.iter());
+    }
+
+    /// Each master of group slot `slot` with its topology state, read now.
+    pub(crate) fn states(world: &World, slot: usize) -> Vec<(usize, State)> {
+        world
+            .masters(slot)
+            .map(|m| (m, topology(world, m)))
+            .collect()
     }
 
     /// Most of group slot `slot`'s masters lost their fencing counters at once: tokens of the
@@ -166,6 +247,7 @@ impl Side {
             master: None,
             from: Instant::now(),
             to: None,
+            existing: false,
         });
     }
 
@@ -208,9 +290,20 @@ impl Side {
                     master: None,
                     from,
                     to: Some(now + linger),
+                    existing: false,
                 });
             }
         }
+    }
+
+    /// Whether another administrator was inside `change_groups` at some moment since `since`
+    /// (now, or in a two-changes window that began after `since`).
+    pub(crate) fn other_admin_since(&self, since: Instant) -> bool {
+        let i = self.inner();
+        i.admins_in >= 2
+            || i.windows
+                .iter()
+                .any(|w| w.kind == allowed::CONCURRENT_ADMINS && w.from >= since)
     }
 
     /// The documented non-guarantee that allows an overlap or a token order between `a` and
@@ -237,7 +330,11 @@ impl Side {
             }
             let hit = |index: usize, h: &Holding| {
                 let to = w.to.unwrap_or(h.end());
-                let in_time = h.started < to && w.from < h.end().max(h.started);
+                let in_time = if w.existing {
+                    h.started < w.from && w.from < h.end()
+                } else {
+                    h.started < to && w.from < h.end().max(h.started)
+                };
                 let in_group = w.slot.is_none_or(|slot| {
                     i.holds
                         .get(&index)
@@ -312,8 +409,59 @@ fn topology_allows(kind: &str) -> bool {
     }
 }
 
+/// A restriction of `seal.rs`'s proof, kept by a master whose state refuses what it refuses:
+/// "the epoch is at least `epoch`" (`digest` `None`), or "`epoch` pins `digest`".
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Restriction {
+    epoch: u64,
+    digest: Option<String>,
+}
+
+impl Restriction {
+    /// Whether a master in state `s` refuses what this restriction refuses.
+    fn kept_by(&self, s: &State) -> bool {
+        match &self.digest {
+            None => s.epoch >= self.epoch,
+            Some(d) => {
+                s.epoch > self.epoch
+                    || (s.epoch == self.epoch
+                        && s.digest
+                            .as_deref()
+                            .is_some_and(|x| x == d || x == "conflict"))
+            }
+        }
+    }
+}
+
+/// Adds to `established` every restriction that a quorum of `states` (one group's masters, all
+/// read at one moment) keeps.
+fn establish<'a>(established: &mut BTreeSet<Restriction>, states: impl Iterator<Item = &'a State>) {
+    let states: Vec<&State> = states.collect();
+    let quorum = GROUP / 2 + 1;
+    for s in &states {
+        if s.epoch == 0 {
+            continue;
+        }
+        let candidates = [
+            Restriction {
+                epoch: s.epoch,
+                digest: None,
+            },
+            Restriction {
+                epoch: s.epoch,
+                digest: s.digest.clone(),
+            },
+        ];
+        for r in candidates {
+            if states.iter().filter(|o| r.kept_by(o)).count() >= quorum {
+                established.insert(r);
+            }
+        }
+    }
+}
+
 /// One master's topology state, read directly.
-struct State {
+pub(crate) struct State {
     epoch: u64,
     digest: Option<String>,
     spec_epoch: u64,
@@ -346,13 +494,16 @@ pub(crate) async fn observe(world: World, done: CancellationToken) {
     while !done.is_cancelled() {
         for slot in 0..world.plan.slots {
             let mut count: BTreeMap<(u64, String), usize> = BTreeMap::new();
+            let mut states = Vec::new();
             for m in world.masters(slot) {
                 let state = topology(&world, m);
                 world.side.resealed(&world, m, &state);
-                if let Some(digest) = state.digest {
-                    *count.entry((state.epoch, digest)).or_default() += 1;
+                if let Some(digest) = &state.digest {
+                    *count.entry((state.epoch, digest.clone())).or_default() += 1;
                 }
+                states.push(state);
             }
+            world.side.observed(slot, &states);
             for ((epoch, digest), n) in count {
                 if n >= quorum {
                     world.side.pinned(slot, epoch, &digest, &world);

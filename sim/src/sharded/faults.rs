@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use crate::net::Cut;
 use crate::run::sealed;
 
-use super::check::Side;
+use super::check::{Side, State};
 use super::{GROUP, World};
 
 /// Injects the plan's faults, one every 10 to 400 ms.
@@ -33,10 +33,10 @@ pub(crate) async fn inject(world: World, seed: u64) {
             3 => {
                 let uptime = Duration::from_secs(rng.random_range(1..100_000));
                 if lose_data_allowed(&world, &[i]) {
-                    let need = Side::spec_epoch(&world, slot);
+                    let before = Before::read(&world, slot);
                     world.net.take_over(i, uptime);
                     world.side.event("fault: a takeover");
-                    lost(&world, &[i], need, "a takeover");
+                    lost(&world, &[i], before, "a takeover");
                     *world
                         .last_takeover
                         .lock()
@@ -99,14 +99,14 @@ pub(crate) async fn inject(world: World, seed: u64) {
                 world
                     .side
                     .event("fault: a whole group restarted without data at once");
-                let need = Side::spec_epoch(&world, slot);
+                let before = Before::read(&world, slot);
                 for &m in &masters {
                     world.net.restart(m, false);
                 }
                 lost(
                     &world,
                     &masters,
-                    need,
+                    before,
                     "a whole group restarted without data",
                 );
             }
@@ -178,29 +178,45 @@ fn lose_data_allowed(world: &World, masters: &[usize]) -> bool {
 }
 
 /// Restarts `masters` (of one group) without their data, at once.
-fn lose_data(world: &World, masters: &[usize], what: &'static str) {
+pub(crate) fn lose_data(world: &World, masters: &[usize], what: &'static str) {
     if !lose_data_allowed(world, masters) {
         return;
     }
     world.side.event(what);
-    let need = Side::spec_epoch(world, masters[0] / GROUP);
+    let before = Before::read(world, masters[0] / GROUP);
     for &m in masters {
         world.net.restart(m, false);
     }
-    lost(world, masters, need, "a restart without data");
+    lost(world, masters, before, "a restart without data");
 }
 
-/// `masters` (of one group) just lost their data (locks, fencing counter, topology).
-/// `need`: the newest spec epoch the group stored before.
-fn lost(world: &World, masters: &[usize], need: u64, what: &str) {
-    let slot = masters[0] / GROUP;
-    for &m in masters {
-        world.side.topology_lost(world, m, need);
+/// A group's topology state just before some of its masters lose their data.
+pub(crate) struct Before {
+    /// The newest spec epoch the group stored.
+    need: u64,
+    /// Each master's state.
+    states: Vec<(usize, State)>,
+}
+
+impl Before {
+    pub(crate) fn read(world: &World, slot: usize) -> Self {
+        Self {
+            need: Side::spec_epoch(world, slot),
+            states: Side::states(world, slot),
+        }
     }
+}
+
+/// `masters` (of one group) just lost their data (locks, fencing counter, topology); the
+/// group's topology state was `before`.
+pub(crate) fn lost(world: &World, masters: &[usize], before: Before, what: &str) {
+    let slot = masters[0] / GROUP;
+    world
+        .side
+        .topology_lost(world, slot, masters, &before.states, before.need);
     if !world.plan.quarantine {
-        world
-            .side
-            .uncovered(world, &format!("{what} without the restart quarantine"));
+        let why = format!("{what} without the restart quarantine");
+        world.side.uncovered_holds(world, slot, &why);
     }
     let unsealed = world
         .masters(slot)

@@ -30,12 +30,20 @@
 //!   allows (restart without data before the topology is sealed, concurrent administrators,
 //!   uncovered faults, a holder past its validity) is counted under its name, never dropped.
 //!
+//! - **Scenarios** (`scenario.rs`, plan field `scenario`): after the fault phase, one of the
+//!   schedules the real-master tests were written for (a hold kept across a change, restarts
+//!   one after another then a stale view, a change cut while storing its joint spec then
+//!   resumed, primitives through `group_for`).
+//! - **Each group on its own masters**: the library's simulated connector knows a master by
+//!   its position in its group (`World::group`, `SlotNet`).
+//!
 //! A failing seed is shrunk (`shrink.rs`'s greedy search over the plan's knobs) and replays
 //! with `SIM_SHARDED_SEED=n` and the knobs' overrides (`sim/tests/sharded.rs`).
 
 mod admin;
 mod check;
 mod faults;
+mod scenario;
 mod workload;
 
 use std::collections::BTreeMap;
@@ -113,6 +121,10 @@ pub struct ShardedPlan {
     pub racing_bootstrap: bool,
     /// The timing faults (off unless `SIM_TIMING=1`).
     pub timing: Timing,
+    /// The scenario run after the fault phase (`scenario.rs`; 0: none): 1 a hold kept across
+    /// a change, 2 restarts without data one after another then a stale view, 3 a change cut
+    /// while storing its joint spec then resumed, 4 primitives through `group_for`.
+    pub scenario: usize,
 }
 
 /// Whether the sharded runs draw the timing faults: only with `SIM_TIMING=1`. The main run
@@ -130,7 +142,7 @@ impl ShardedPlan {
         let slots = groups + 2;
         let max_ttl = Duration::from_millis(rng.random_range(300..=900));
         let master_timeout = Duration::from_millis(rng.random_range(10..=30));
-        Self {
+        let mut plan = Self {
             groups,
             slots,
             clients: rng.random_range(1..=3),
@@ -153,12 +165,29 @@ impl ShardedPlan {
             racing_bootstrap: rng.random_bool(0.2),
             timing: Timing::draw(&mut rng, slots * GROUP, master_timeout)
                 .enabled(timing_faults_on()),
+            scenario: 0,
+        };
+        // Drawn last, so that the other settings of a seed stay what they were.
+        if rng.random_bool(0.4) {
+            plan.scenario = rng.random_range(1..=scenario::SCENARIOS);
         }
+        plan.for_scenario()
+    }
+
+    /// The settings the scenario needs: scenario 2 runs without the restart quarantine (the
+    /// sealed topology covers restarts with or without it; with it, the idle client would
+    /// see the restarts and be refused by the third master before the quarantine ends).
+    fn for_scenario(mut self) -> Self {
+        if self.scenario == 2 {
+            self.quarantine = false;
+        }
+        self
     }
 
     /// The knobs the shrinker turns down (each with its floor), with their replay variables.
-    pub fn knobs() -> [(Knob<Self>, &'static str); 8] {
+    pub fn knobs() -> [(Knob<Self>, &'static str); 9] {
         [
+            ((|p| &mut p.scenario, 0), "SIM_SCENARIO"),
             ((|p| &mut p.faults, 0), "SIM_FAULTS"),
             ((|p| &mut p.ops, 1), "SIM_OPS"),
             ((|p| &mut p.late_clients, 0), "SIM_LATE"),
@@ -189,7 +218,7 @@ impl ShardedPlan {
                 *knob(&mut self) = v;
             }
         }
-        self
+        self.for_scenario()
     }
 }
 
@@ -274,17 +303,27 @@ impl World {
         slot * GROUP..(slot + 1) * GROUP
     }
 
-    /// Group slot `slot`'s configuration (its masters, the run's settings).
+    /// Group slot `slot`'s configuration (its masters, the run's settings), connected to that
+    /// slot's simulated masters.
+    ///
+    /// The library's simulated connector knows a master only by its position in its group's
+    /// list (`redquorum::sim::Network::connect(index)`), not by its URL: every group's network
+    /// maps positions to its own slot's masters ([`SlotNet`]), or every group would reach
+    /// masters 0-2.
     pub(crate) fn group(&self, slot: usize) -> redquorum::Builder {
+        let net = SlotNet {
+            net: self.net.clone(),
+            base: slot * GROUP,
+        };
         self.settings()
+            .sim_network(Arc::new(net))
             .masters(self.net.urls()[self.masters(slot)].to_vec())
     }
 
-    /// The settings of every group (the template for groups learnt from the topology).
-    pub(crate) fn settings(&self) -> redquorum::Builder {
+    /// The settings of every group, without a network.
+    fn settings(&self) -> redquorum::Builder {
         let plan = &self.plan;
         let mut b = Redlock::builder()
-            .sim_network(Arc::new(self.net.clone()))
             .master_timeout(plan.master_timeout)
             .connect_timeout(plan.master_timeout * 4)
             .retry_delay(Duration::from_millis(5))
@@ -299,18 +338,87 @@ impl World {
         b
     }
 
-    /// A client given groups `(slot, weight)`.
+    /// A client given groups `(slot, weight)` (the topology it proposes if none is stored),
+    /// knowing every slot's configuration: a group it learns from the stored spec is connected
+    /// by its own builder, never by the template (which cannot tell the groups' masters apart
+    /// in the simulator; it refuses, see [`Refusing`]).
     pub(crate) async fn client(
         &self,
         groups: &[(usize, u32)],
     ) -> redquorum::Result<ShardedRedlock> {
         let mut b = ShardedRedlock::builder()
-            .template(self.settings())
+            .template(
+                self.settings()
+                    .sim_network(Arc::new(Refusing(self.net.clone()))),
+            )
+            .max_ttl(self.plan.max_ttl);
+        for &(slot, weight) in groups {
+            b = b.group(name(slot), weight, self.group(slot));
+        }
+        for slot in (0..self.plan.slots).filter(|s| !groups.iter().any(|(g, _)| g == s)) {
+            b = b.group(name(slot), 1, self.group(slot));
+        }
+        b.build().await
+    }
+
+    /// A first client, given exactly groups `(slot, weight)`: the groups it may learn from a
+    /// rival's first topology (racing bootstrap: only slot `plan.groups`) are connected by the
+    /// template.
+    pub(crate) async fn first_client(
+        &self,
+        groups: &[(usize, u32)],
+    ) -> redquorum::Result<ShardedRedlock> {
+        let extra = SlotNet {
+            net: self.net.clone(),
+            base: self.plan.groups * GROUP,
+        };
+        let mut b = ShardedRedlock::builder()
+            .template(self.settings().sim_network(Arc::new(extra)))
             .max_ttl(self.plan.max_ttl);
         for &(slot, weight) in groups {
             b = b.group(name(slot), weight, self.group(slot));
         }
         b.build().await
+    }
+}
+
+/// One group slot's view of the network: the library's master `index` of the group is master
+/// `base + index` of the run.
+struct SlotNet {
+    net: Net,
+    base: usize,
+}
+
+impl redquorum::sim::Network for SlotNet {
+    fn connect(
+        &self,
+        index: usize,
+    ) -> futures::future::BoxFuture<'static, redis::RedisResult<Arc<dyn redquorum::sim::Connection>>>
+    {
+        redquorum::sim::Network::connect(&self.net, self.base + index)
+    }
+}
+
+/// The template's network for clients that know every slot: a group connected through it
+/// would be a harness error (its masters unknown), so it refuses, and says so in the trace.
+struct Refusing(Net);
+
+impl redquorum::sim::Network for Refusing {
+    fn connect(
+        &self,
+        index: usize,
+    ) -> futures::future::BoxFuture<'static, redis::RedisResult<Arc<dyn redquorum::sim::Connection>>>
+    {
+        self.0.log(format!(
+            "harness: a group learnt from the stored spec was connected through the template \
+             (master {index}); refused"
+        ));
+        Box::pin(async {
+            Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "a group connected through the template",
+            )))
+        })
     }
 }
 
@@ -348,7 +456,17 @@ async fn body(seed: u64, plan: ShardedPlan, trace: Trace) -> Found {
         base,
     };
     let first: Vec<(usize, u32)> = (0..plan.groups).map(|s| (s, 1)).collect();
-    let clients = workload::first_clients(&world, &first, &mut rng).await;
+    let bootstrap = workload::first_clients(&world, &first, &mut rng).await;
+    // The workers: as many clients, built now with every slot's configuration (they adopt the
+    // stored topology), so that every group they learn later reaches its own masters.
+    let mut clients = Vec::new();
+    for (c, _) in bootstrap.iter().enumerate() {
+        match world.client(&first).await {
+            Ok(client) => clients.push(client),
+            Err(e) => net.log(format!("client {c} could not be rebuilt: {e}")),
+        }
+    }
+    drop(bootstrap);
     let mut stale = Vec::new();
     for s in 0..plan.stale_clients {
         match world.client(&first).await {
@@ -356,6 +474,12 @@ async fn body(seed: u64, plan: ShardedPlan, trace: Trace) -> Found {
             Err(e) => net.log(format!("stale client {s} could not be built: {e}")),
         }
     }
+    // Scenario 2's client: built at the start, idle until the scenario.
+    let idle = if plan.scenario == 2 {
+        world.client(&first).await.ok()
+    } else {
+        None
+    };
     if clients.is_empty() {
         return (Vec::new(), (0, 0, 0), BTreeMap::new(), BTreeMap::new());
     }
@@ -412,6 +536,12 @@ async fn body(seed: u64, plan: ShardedPlan, trace: Trace) -> Found {
     // every client's quiet-phase keys must be gone at the end.
     tokio::time::sleep(plan.max_ttl * 2).await;
     admin::finish(&world, &clients[0]).await;
+    // The scenario, every fault healed, the topology final; then its change is finished too.
+    if plan.scenario != 0 {
+        scenario::run(&world, seed, &clients[0], idle).await;
+        tokio::time::sleep(plan.max_ttl * 2).await;
+        admin::finish(&world, &clients[0]).await;
+    }
     let mut quiet = Vec::new();
     for (c, client) in clients.iter().enumerate() {
         let rng = StdRng::seed_from_u64(seed ^ ((c as u64 + 101) * 0x85eb_ca6b));

@@ -31,11 +31,11 @@ pub(crate) async fn first_clients(
         })
         .collect();
     let built: Vec<_> = if plan.racing_bootstrap {
-        futures::future::join_all(lists.iter().map(|g| world.client(g))).await
+        futures::future::join_all(lists.iter().map(|g| world.first_client(g))).await
     } else {
         let mut built = Vec::new();
         for g in &lists {
-            built.push(world.client(g).await);
+            built.push(world.first_client(g).await);
         }
         built
     };
@@ -139,7 +139,10 @@ async fn run_covered(task: Task, ops: usize, prefix: &'static str, quiet: bool, 
                 .map(Some),
             6..=7 => client.try_acquire_many(&names, ttl).await,
             8 => {
-                with_lock(&world, &client, &who, &mut rng, &names[0], ttl, uncovered).await;
+                let work =
+                    Duration::from_millis(rng.random_range(0..=(ttl.as_millis() as u64) * 4));
+                let args = (&world, &client, who.as_str(), names[0].as_str());
+                with_lock(args, ttl, uncovered, work).await;
                 tokio::time::sleep(Duration::from_millis(rng.random_range(0..30))).await;
                 continue;
             }
@@ -177,7 +180,7 @@ async fn run_covered(task: Task, ops: usize, prefix: &'static str, quiet: bool, 
 }
 
 /// Records a holding of every resource of `guard`; returns their indexes.
-fn record(
+pub(crate) fn record(
     world: &World,
     who: &str,
     guard: &ShardedGuard,
@@ -268,16 +271,12 @@ async fn hold(args: HoldArgs<'_>, mut guard: ShardedGuard, quiet: bool, uncovere
 /// `ShardedRedlock::with_lock` (the core's lease): the holding follows the validity the
 /// context reports; `lost` must fire by the deadline and the validity must never pass the
 /// extension cap.
-async fn with_lock(
-    world: &World,
-    client: &ShardedRedlock,
-    who: &str,
-    rng: &mut StdRng,
-    resource: &str,
+pub(crate) async fn with_lock(
+    (world, client, who, resource): (&World, &ShardedRedlock, &str, &str),
     ttl: Duration,
     uncovered: bool,
+    work: Duration,
 ) {
-    let work = Duration::from_millis(rng.random_range(0..=(ttl.as_millis() as u64) * 4));
     let started = Instant::now();
     let (groups, epoch) = (client.placement(resource), client.epoch());
     let result = client
