@@ -415,9 +415,16 @@ async fn watchdog<G: Renewable>(
         } else {
             next.min(guard.valid_until())
         };
-        tokio::select! {
-            _ = stop.cancelled() => return guard,
-            _ = tokio::time::sleep_until(wake) => {}
+        // A wake-up already due (a renewal failed at the deadline) is not slept on: a sleep to
+        // an instant already past still waits for the timer's next tick, and loss would be
+        // signalled a tick after the deadline.
+        if wake > Instant::now() {
+            tokio::select! {
+                _ = stop.cancelled() => return guard,
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        } else if stop.is_cancelled() {
+            return guard;
         }
         if !guard.is_valid() {
             tracing::warn!(resource = guard.resource(), "lock validity ran out");
@@ -476,6 +483,18 @@ async fn watchdog<G: Renewable>(
                 next = Instant::now() + renewal_in(ttl, guard.remaining());
             }
             Renewal::Failed => {
+                // A guard of several holds (a sharded lock over several groups) keeps what the
+                // holds that did extend gained: its validity, the smallest of theirs, may have
+                // grown. The context tells it, so that `lost()` never comes after the deadline
+                // the context last reported.
+                let valid_until = guard.valid_until();
+                signals.valid_until.send_if_modified(|known| {
+                    let grown = valid_until > *known;
+                    if grown {
+                        *known = valid_until;
+                    }
+                    grown
+                });
                 signals.set(LeaseState::Jeopardy);
                 next = Instant::now() + (ttl / 20).max(Duration::from_millis(10));
             }
