@@ -264,6 +264,39 @@ pub(crate) fn applied_twice(net: &crate::net::Net, base: Instant) -> Vec<String>
     out
 }
 
+/// A writer of the fault phase: `ops` `set`s of keys `<keys>0..` with unique values, a few
+/// milliseconds apart, so that cache writes meet the network's faults (a connection killed
+/// after a write ran, check (d)) and race with the other tasks' writes often enough.
+pub(crate) async fn writer(
+    world: World,
+    cache: Cache,
+    log: Log,
+    who: String,
+    mut rng: StdRng,
+    ops: usize,
+    keys: &'static str,
+) {
+    for counter in 1..=ops {
+        let key = format!("{keys}{}", rng.random_range(0..KEYS));
+        let value = format!("{who}#{counter}/set");
+        let started = Instant::now();
+        match cache.set(&key, &value, TTL).await {
+            Ok(WriteOutcome::Written) => {
+                log.entries()
+                    .written
+                    .entry(key.clone())
+                    .or_default()
+                    .push((started, Instant::now()));
+                world.net.log(format!("{who}: set {key} = {value}"));
+            }
+            other => world
+                .net
+                .log(format!("{who}: set {key} = {value}: {other:?}")),
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..10))).await;
+    }
+}
+
 /// Check (a): the value of `key` on its node is not a fill computed after a completed write
 /// of the key with no delete that may have landed since that write began.
 fn check_fill_not_stale(world: &World, log: &Log, who: &str, key: &str) {
