@@ -179,8 +179,8 @@ impl Plan {
             // Drawn after `batching`, for the same reason; on unless `SIM_TIMING=0`, and off
             // for one seed in five (seed % 5 == 4), drawn all the same so that every other
             // field stays: the earlier fault model's quiet-timing interleavings keep being
-            // run. (Meant to bring back `j-cache-write-resent`, caught at seed 459 without
-            // timing faults at an earlier stop: it did not; j is not caught in 2,000 seeds.)
+            // run. (Meant to bring back `j-cache-write-resent`; it did not: what j needs is a
+            // connection killed after a write ran, `kill` below.)
             timing: Timing::draw(&mut rng, masters, master_timeout)
                 .enabled(timing_faults_on() && seed % 5 != 4),
             // Drawn after `timing`, for the same reason. A write sent again on a new
