@@ -80,7 +80,8 @@ BUGS = {
           "                } else if !matches!(self.set(key, &value, ttl).await, Ok(crate::cache::WriteOutcome::Written))\n                    && guard.is_some()\n                {\n")],
     ),
     "j-cache-write-resent": (
-        "cache writes re-sent on a new connection after a broken one (earlier stop: seed 459)",
+        "cache writes re-sent on a new connection after a broken one (seed 84: a set run twice; "
+        "earlier stop: seed 459)",
         [("src/cache/mod.rs",
           "        self.send(node, pipe, true).await\n",
           "        self.send(node, pipe, false).await\n")],

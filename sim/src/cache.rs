@@ -19,6 +19,14 @@
 //!   conflict with the version our own write produced is the false conflict of a write sent
 //!   twice. Sound in the fault phase too: only `OutcomeUnknown` may have landed unseen.
 //! - (c) no panic: the tasks are joined by the run, which reports a panic as a violation.
+//! - (d) *A write runs at most once* ("sent once, never re-sent on a new connection"): the
+//!   network records every plain `SET` of a cache key as it runs on a master
+//!   ([`Net::watch_sets`](crate::net::Net::watch_sets)); only `set` writes one (fills and
+//!   `compare_and_set` go through the versioned script), and its value is unique, so a value
+//!   that runs twice is one call's write sent twice. Reported with what the second copy
+//!   replaced: when that is another value, or nothing where the first copy was deleted, the
+//!   second copy undid a newer write. Sound in the fault phase too: a lost request or reply
+//!   never runs a command twice, a restart with data keeps the first copy, not a second.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -217,6 +225,75 @@ pub(crate) async fn workload(
             check_fill_not_stale(&world, &log, &who, &key);
         }
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..30))).await;
+    }
+}
+
+/// Check (d): no `set` value ran twice on a master (see the module docs); one line per value
+/// that did.
+pub(crate) fn applied_twice(net: &crate::net::Net, base: Instant) -> Vec<String> {
+    let applied = net.applied_sets();
+    let mut first: HashMap<&str, &crate::net::AppliedSet> = HashMap::new();
+    let mut out = Vec::new();
+    let mut reported = std::collections::HashSet::new();
+    for set in &applied {
+        let Some(earlier) = first.get(set.value.as_str()) else {
+            first.insert(&set.value, set);
+            continue;
+        };
+        if !reported.insert(set.value.as_str()) {
+            continue;
+        }
+        let undid = match &set.before {
+            Some(before) if *before == set.value => "over itself".to_owned(),
+            Some(before) => format!("undoing the newer value {before}"),
+            None => "over an absent key (the first copy deleted or lost since)".to_owned(),
+        };
+        out.push(format!(
+            "the cache write {} = {} ran twice: on master {} (conn {}) at {:?} and on master \
+             {} (conn {}) at {:?}, {undid} (a write sent again on a new connection)",
+            set.key,
+            set.value,
+            earlier.node,
+            earlier.conn,
+            earlier.at - base,
+            set.node,
+            set.conn,
+            set.at - base,
+        ));
+    }
+    out
+}
+
+/// A writer of the fault phase: `ops` `set`s of keys `<keys>0..` with unique values, a few
+/// milliseconds apart, so that cache writes meet the network's faults (a connection killed
+/// after a write ran, check (d)) and race with the other tasks' writes often enough.
+pub(crate) async fn writer(
+    world: World,
+    cache: Cache,
+    log: Log,
+    who: String,
+    mut rng: StdRng,
+    ops: usize,
+    keys: &'static str,
+) {
+    for counter in 1..=ops {
+        let key = format!("{keys}{}", rng.random_range(0..KEYS));
+        let value = format!("{who}#{counter}/set");
+        let started = Instant::now();
+        match cache.set(&key, &value, TTL).await {
+            Ok(WriteOutcome::Written) => {
+                log.entries()
+                    .written
+                    .entry(key.clone())
+                    .or_default()
+                    .push((started, Instant::now()));
+                world.net.log(format!("{who}: set {key} = {value}"));
+            }
+            other => world
+                .net
+                .log(format!("{who}: set {key} = {value}: {other:?}")),
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..10))).await;
     }
 }
 

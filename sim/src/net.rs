@@ -3,9 +3,10 @@
 //!
 //! Every message takes a seeded random delay; a connection delivers in order (TCP); faults are
 //! applied by [`Net`]'s methods (pause, crash and restart, partition, takeover, clock jump,
-//! script flush) or drawn per message (lost request, lost reply). A connection that lost a
-//! message is reset a little later, as TCP gives up on a stream that lost bytes; a crashed
-//! master resets its connections at once. Everything runs on one thread in virtual time
+//! script flush) or drawn per message (lost request, lost reply, a connection killed right
+//! after its command ran). A connection that lost a message is reset a little later, as TCP
+//! gives up on a stream that lost bytes; a crashed master resets its connections at once, and
+//! so does a killed connection, its command run and its reply never sent. Everything runs on one thread in virtual time
 //! (tokio's paused clock), so a seed replays exactly.
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,6 +33,13 @@ pub struct Links {
     pub loss: f64,
     /// How long after a loss the connection is reset.
     pub reset_after: (Duration, Duration),
+    /// Probability that the server side closes a connection right after running one of its
+    /// commands, before the reply leaves (`CLIENT KILL`, an output-buffer limit, a proxy or
+    /// a NAT dropping the flow): the command has run, and the client sees the connection
+    /// reset one message delay later, well inside its timeout, so it may reconnect and send
+    /// again at once. Drawn from a stream of its own, so that the other draws of a run do
+    /// not change with it.
+    pub kill: f64,
     /// Slow messages (heavy-tailed, possibly past the per-master timeout), per master.
     pub slow: Vec<SlowLink>,
     /// Probability that one script run (`EVAL`, `EVALSHA`) keeps its master busy for a while,
@@ -58,10 +66,29 @@ impl Default for Links {
             delay: (Duration::from_micros(50), Duration::from_micros(800)),
             loss: 0.0,
             reset_after: (Duration::from_millis(50), Duration::from_millis(500)),
+            kill: 0.0,
             slow: Vec::new(),
             slow_scripts: (0.0, Duration::ZERO, Duration::ZERO),
         }
     }
+}
+
+/// A plain `SET` (no `NX`, `XX` or `GET`) of a watched key that ran on a master, directly or
+/// inside a transaction's `EXEC` (see [`Net::watch_sets`]).
+#[derive(Clone, Debug)]
+pub struct AppliedSet {
+    /// The master it ran on.
+    pub node: usize,
+    /// The connection it came on.
+    pub conn: u64,
+    /// The key.
+    pub key: String,
+    /// The value it set.
+    pub value: String,
+    /// The key's value on that master just before (`None`: absent or not a string).
+    pub before: Option<String>,
+    /// When it ran.
+    pub at: Instant,
 }
 
 /// How a master is cut off.
@@ -95,6 +122,10 @@ struct Node {
 struct State {
     nodes: Vec<Node>,
     rng: StdRng,
+    /// Draws the kills only ([`Links::kill`]).
+    kill_rng: StdRng,
+    /// Keys whose plain `SET`s are recorded, and the record ([`Net::watch_sets`]).
+    watched: Option<(Vec<u8>, Vec<AppliedSet>)>,
     links: Links,
     next_conn: u64,
     /// The virtual instant of wall-clock time `WALL_EPOCH_MS`.
@@ -137,6 +168,8 @@ impl Net {
         Self(Arc::new(Mutex::new(State {
             nodes,
             rng,
+            kill_rng: StdRng::seed_from_u64(seed ^ 0x6b11_1ed5),
+            watched: None,
             links,
             next_conn: 0,
             start: Instant::now(),
@@ -351,6 +384,21 @@ impl Net {
         self.state().nodes[i].up
     }
 
+    /// Records from now on every plain `SET` of a key that starts with `prefix` as it runs on
+    /// a master (for the checks that a write runs at most once).
+    pub fn watch_sets(&self, prefix: &str) {
+        self.state().watched = Some((prefix.as_bytes().to_vec(), Vec::new()));
+    }
+
+    /// The `SET`s recorded since [`watch_sets`](Self::watch_sets), in the order they ran.
+    pub fn applied_sets(&self) -> Vec<AppliedSet> {
+        self.state()
+            .watched
+            .as_ref()
+            .map(|(_, applied)| applied.clone())
+            .unwrap_or_default()
+    }
+
     /// Adds a line to the trace.
     pub fn log(&self, line: impl Into<String>) {
         self.state().log(line.into());
@@ -412,6 +460,11 @@ impl State {
         self.links.loss > 0.0 && self.rng.random_bool(self.links.loss)
     }
 
+    /// Whether the connection of a command that just ran is killed before its reply leaves.
+    fn killed(&mut self) -> bool {
+        self.links.kill > 0.0 && self.kill_rng.random_bool(self.links.kill.min(1.0))
+    }
+
     fn log(&mut self, line: String) {
         let at = self.start.elapsed();
         self.trace.push(at, line);
@@ -441,6 +494,9 @@ struct ConnState {
     /// The connection lost a message: nothing after it gets through (a broken stream), and it
     /// will be reset.
     tainted: std::sync::atomic::AtomicBool,
+    /// The server closed the connection after running a command ([`Links::kill`]): it runs
+    /// nothing more of it, and the client sees the reset a message delay later.
+    closed: std::sync::atomic::AtomicBool,
     /// Requests numbered as sent, and how many have been executed: a master executes a
     /// connection's requests in the order they were sent, also after a pause.
     sent: std::sync::atomic::AtomicU64,
@@ -513,6 +569,7 @@ impl redquorum::sim::Network for Net {
                 incarnation: s.nodes[index].incarnation,
                 dead: CancellationToken::new(),
                 tainted: Default::default(),
+                closed: Default::default(),
                 sent: Default::default(),
                 executed: Default::default(),
                 order: Mutex::new((now, now)),
@@ -602,6 +659,24 @@ async fn deliver(
             Step::Drop => return,
         }
     };
+    if net.state().killed() {
+        // The server closes the connection after the command ran: no reply, nothing later on
+        // it runs, and the client sees the reset when the closing segment arrives, one
+        // message delay later.
+        conn.closed.store(true, Relaxed);
+        net.log(format!(
+            "conn {} <- {}: killed after {name} ran",
+            conn.id, conn.node
+        ));
+        let after = {
+            let mut s = net.state();
+            let (lo, hi) = s.links.delay;
+            busy + s.kill_rng.random_range(lo..=hi)
+        };
+        tokio::time::sleep(after).await;
+        conn.reset();
+        return;
+    }
     let (back, lost_reply) = {
         let mut s = net.state();
         let at = Instant::now() + busy + s.delay() + s.slow_extra(conn.node, false);
@@ -635,6 +710,10 @@ fn execute(net: &Net, conn: &Arc<ConnState>, seq: u64, args: &[Vec<u8>], name: &
     use std::sync::atomic::Ordering::Relaxed;
     let mut s = net.state();
     let node = &s.nodes[conn.node];
+    if conn.closed.load(Relaxed) {
+        // Killed by the server after an earlier command ([`Links::kill`]).
+        return Step::Drop;
+    }
     if node.incarnation != conn.incarnation || !node.up {
         drop(s);
         conn.reset();
@@ -654,10 +733,31 @@ fn execute(net: &Net, conn: &Arc<ConnState>, seq: u64, args: &[Vec<u8>], name: &
         s.nodes[conn.node].busy_until = Some(Instant::now() + took);
     }
     let now = s.wall_ms(conn.node);
+    let sets = watched_sets(&s, conn, args, name);
     let master = s.nodes[conn.node].master.get_mut();
     master.set_now_ms(now);
+    let before: Vec<Option<String>> = sets
+        .iter()
+        .map(|(key, _)| {
+            master
+                .string_entry(key, now)
+                .map(|(value, _)| String::from_utf8_lossy(&value).into_owned())
+        })
+        .collect();
     let reply = transaction(master, conn, args).unwrap_or_else(|| master.execute(args));
     conn.executed.store(seq + 1, Relaxed);
+    if let Some((_, applied)) = s.watched.as_mut() {
+        for ((key, value), before) in sets.into_iter().zip(before) {
+            applied.push(AppliedSet {
+                node: conn.node,
+                conn: conn.id,
+                key: String::from_utf8_lossy(&key).into_owned(),
+                value: String::from_utf8_lossy(&value).into_owned(),
+                before,
+                at: Instant::now(),
+            });
+        }
+    }
     let slow = if took.is_zero() {
         String::new()
     } else {
@@ -671,6 +771,42 @@ fn execute(net: &Net, conn: &Arc<ConnState>, seq: u64, args: &[Vec<u8>], name: &
         short(&reply)
     ));
     Step::Done(reply, took)
+}
+
+/// The plain `SET`s of watched keys (key, value) that the command `args` runs now: itself, or
+/// the queue of a transaction it executes (`EXEC`); none for a command queued after `MULTI`.
+fn watched_sets(
+    s: &State,
+    conn: &ConnState,
+    args: &[Vec<u8>],
+    name: &str,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let Some((prefix, _)) = s.watched.as_ref() else {
+        return Vec::new();
+    };
+    let multi = conn.multi.lock().unwrap_or_else(|e| e.into_inner());
+    let commands: Vec<&[Vec<u8>]> = match (name, multi.as_ref()) {
+        ("EXEC", Some(queue)) => queue.iter().map(Vec::as_slice).collect(),
+        (_, Some(_)) | ("MULTI", None) => Vec::new(),
+        (_, None) => vec![args],
+    };
+    commands
+        .into_iter()
+        .filter_map(|cmd| match cmd {
+            [verb, key, value, options @ ..]
+                if verb.eq_ignore_ascii_case(b"SET")
+                    && key.starts_with(prefix)
+                    && !options.iter().any(|o| {
+                        [b"NX".as_slice(), b"XX", b"GET"]
+                            .iter()
+                            .any(|flag| o.eq_ignore_ascii_case(flag))
+                    }) =>
+            {
+                Some((key.clone(), value.clone()))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// `MULTI`, a command queued after it, or `EXEC`/`DISCARD`, as Redis answers them (`None`
