@@ -238,8 +238,8 @@ impl LockGuard {
     ///
     /// `work` gets a [`LockContext`] whose [`lost`](LockContext::lost) future completes if the
     /// lock could not be extended before its validity ran out (no later than the deadline, even
-    /// while a renewal hangs), or when the client's extension cap
-    /// ([`Builder::max_lease`](crate::Builder::max_lease)) ended it; its
+    /// while a renewal hangs), or when the extension cap the lock was asked with
+    /// ([`LockOptions::max_lease`](crate::LockOptions::max_lease), counted from now) ended it; its
     /// [`state`](LockContext::state) and [`jeopardy`](LockContext::jeopardy) say earlier that a
     /// renewal failed. The closure is not cancelled on loss; select on `lost()` to stop early.
     ///
@@ -257,29 +257,7 @@ impl LockGuard {
         F: FnOnce(LockContext) -> Fut,
         Fut: Future<Output = T>,
     {
-        let cap = self.default_max_lease();
-        self.with_watchdog_capped(ttl, cap, work).await
-    }
-
-    /// [`with_watchdog`](Self::with_watchdog) with this lock's own extension cap (`None`: no
-    /// cap) instead of [`Builder::max_lease`](crate::Builder::max_lease): the watchdog never
-    /// extends the validity past `max_lease` from now; when it would have to, it signals
-    /// [`LeaseState::Capped`](crate::LeaseState::Capped) and the lock is lost at its validity
-    /// deadline.
-    ///
-    /// # Errors
-    /// As [`with_watchdog`](Self::with_watchdog).
-    pub async fn with_watchdog_capped<T, F, Fut>(
-        self,
-        ttl: Duration,
-        max_lease: Option<Duration>,
-        work: F,
-    ) -> Result<T>
-    where
-        F: FnOnce(LockContext) -> Fut,
-        Fut: Future<Output = T>,
-    {
-        crate::lease::run_leased(self, ttl, max_lease, work).await
+        crate::lease::run_leased(self, ttl, work).await
     }
 }
 
