@@ -16,7 +16,7 @@ mod common;
 use std::time::Duration;
 
 use futures::StreamExt;
-use redquorum::Redlock;
+use redquorum::{LockOptions, Redlock};
 use tokio::time::Instant;
 
 #[tokio::main]
@@ -26,7 +26,7 @@ async fn main() -> anyhow::Result<()> {
     let ttl = Duration::from_secs(2);
 
     let watcher = Redlock::builder().masters(urls.clone()).build().await?;
-    let observed = watcher.election("scheduler").ttl(ttl);
+    let observed = watcher.election("scheduler");
     let observer = tokio::spawn(async move {
         let mut changes = Box::pin(observed.observe().expect("a positive observe interval"));
         while let Some(change) = changes.next().await {
@@ -43,12 +43,13 @@ async fn main() -> anyhow::Result<()> {
     for id in 0..3 {
         let redlock = Redlock::builder().masters(urls.clone()).build().await?;
         candidates.push(tokio::spawn(async move {
-            let mut election = redlock.election("scheduler").ttl(ttl);
+            let mut options = LockOptions::new(ttl);
             if id == 2 {
                 // A runaway leader: the cap ends its leadership even though it never resigns.
-                election = election.max_lease(Duration::from_secs(3));
+                options = options.max_lease(Duration::from_secs(3));
             }
-            let leadership = election.campaign(format!("node-{id}")).await?;
+            let election = redlock.election("scheduler");
+            let leadership = election.campaign(format!("node-{id}"), options).await?;
             let since = Instant::now();
             println!("node-{id} leads, term {}", leadership.term());
             if id == 2 {

@@ -5,7 +5,7 @@
 //! `REDQUORUM_MASTERS=redis://h1:6379,redis://h2:6379,redis://h3:6379 cargo run --example lock_delay`.
 //!
 //! What it shows: a lock taken with a lock-delay and released is free at once; one whose holder
-//! vanishes (no release) stays unavailable for its TTL plus the delay; a `with_lock_options`
+//! vanishes (no release) stays unavailable for its TTL plus the delay; a `with_lock`
 //! closure follows its lease's states and is capped by `max_lease`.
 
 mod common;
@@ -24,7 +24,7 @@ async fn main() -> anyhow::Result<()> {
     let (ttl, delay) = (Duration::from_secs(1), Duration::from_secs(2));
     let options = LockOptions::new(ttl).lock_delay(delay);
 
-    let lock = holder.acquire_with_options("export", &options).await?;
+    let lock = holder.acquire("export", &options).await?;
     lock.release().await?;
     let free = other.try_acquire("export", ttl).await?;
     println!("released: free at once? {}", free.is_some());
@@ -33,10 +33,13 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let taken = Instant::now();
-    let lock = holder.acquire_with_options("export", &options).await?;
+    let lock = holder.acquire("export", &options).await?;
     std::mem::forget(lock); // the holder "crashes": nothing is sent
     let next = other
-        .acquire_with_wait("export", ttl, Duration::from_secs(10))
+        .acquire(
+            "export",
+            LockOptions::new(ttl).wait(Duration::from_secs(10)),
+        )
         .await?;
     println!(
         "abandoned: taken again after {:?} (ttl {ttl:?} + delay {delay:?})",
@@ -47,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
     let capped = LockOptions::new(ttl).max_lease(Duration::from_millis(2500));
     let started = Instant::now();
     let result = holder
-        .with_lock_options("report", &capped, |lock| async move {
+        .with_lock("report", &capped, |lock| async move {
             let mut states = lock.states();
             while *states.borrow() != LeaseState::Lost {
                 states.changed().await.ok();
@@ -55,6 +58,6 @@ async fn main() -> anyhow::Result<()> {
             }
         })
         .await;
-    println!("with_lock_options under a 2.5 s cap: {result:?}");
+    println!("with_lock under a 2.5 s cap: {result:?}");
     Ok(())
 }

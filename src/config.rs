@@ -35,8 +35,6 @@ pub(crate) struct Config {
     pub(crate) refuse_evicting: bool,
     /// Who holds a lock, for inspection (`owner_id.rs`): stored in the basic lock's value.
     pub(crate) owner_id: String,
-    /// Extension cap of every watchdog (lease.rs); `None`: extend for as long as asked.
-    pub(crate) max_lease: Option<Duration>,
 }
 
 impl Config {
@@ -238,7 +236,6 @@ impl Default for Builder {
                 fence_key: None,
                 refuse_evicting: false,
                 owner_id: crate::owner_id::default_owner_id(),
-                max_lease: None,
             },
             access: Default::default(),
             #[cfg(feature = "sim")]
@@ -454,18 +451,6 @@ impl Builder {
         self
     }
 
-    /// Caps how long any automatic extension ([`Redlock::with_lock`](crate::Redlock::with_lock),
-    /// [`LockGuard::with_watchdog`](crate::LockGuard::with_watchdog), elections) keeps a lock,
-    /// counted from when the extension started: once one more extension would carry the
-    /// validity past the cap, the watchdog stops extending, signals
-    /// [`LeaseState::Capped`](crate::LeaseState::Capped), and the lease is lost at its
-    /// validity deadline. A runaway holder cannot keep a lock forever. Default: no cap. Per
-    /// lock: [`LockOptions::max_lease`](crate::LockOptions::max_lease).
-    pub fn max_lease(mut self, cap: Duration) -> Self {
-        self.config.max_lease = Some(cap);
-        self
-    }
-
     /// The settings' own checks, before anything connects ([`build`](Self::build)).
     pub(crate) fn validate(&self) -> Result<()> {
         let c = &self.config;
@@ -488,9 +473,6 @@ impl Builder {
         }
         if c.retry_delay.saturating_add(c.retry_jitter) > Duration::from_secs(60) {
             return bad(ConfigReason::RetryDelayTooLong);
-        }
-        if c.max_lease.is_some_and(|cap| cap.is_zero()) {
-            return not_positive("max lease");
         }
         if let Some(q) = c.restart_quarantine
             && q.is_zero()

@@ -62,7 +62,8 @@ pub const DEFAULT_FILL_LOCK_TTL: Duration = Duration::from_secs(5);
 pub const DEFAULT_FILL_WAIT: Duration = Duration::from_secs(10);
 
 // Elections (`Redlock::election`).
-/// Leadership TTL unless [`Election::ttl`] says otherwise.
+/// A reasonable leadership TTL for [`Election::campaign`] (`campaign(value,
+/// DEFAULT_ELECTION_TTL)`); the CLI's `elect` uses its own `--ttl`.
 pub const DEFAULT_ELECTION_TTL: Duration = Duration::from_secs(10);
 /// How often [`Election::observe`] reads the leader unless [`Election::observe_interval`] says
 /// otherwise.

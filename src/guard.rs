@@ -32,6 +32,8 @@ pub struct LockGuard {
     token: String,
     valid_until: Instant,
     fencing_token: Option<u64>,
+    /// The extension cap it was asked with ([`LockOptions::max_lease`](crate::LockOptions::max_lease)).
+    max_lease: Option<Duration>,
     released: bool,
 }
 
@@ -63,8 +65,15 @@ impl LockGuard {
             token,
             valid_until,
             fencing_token,
+            max_lease: None,
             released: false,
         }
+    }
+
+    /// Sets the extension cap its watchdogs keep to (the acquire's options).
+    pub(crate) fn capped(mut self, max_lease: Option<Duration>) -> Self {
+        self.max_lease = max_lease;
+        self
     }
 
     /// The resource this lock is for.
@@ -88,9 +97,9 @@ impl LockGuard {
         &self.token
     }
 
-    /// The client's default extension cap for watchdogs ([`Builder::max_lease`](crate::Builder::max_lease)).
-    pub(crate) fn default_max_lease(&self) -> Option<Duration> {
-        self.redlock.config().max_lease
+    /// The extension cap its watchdogs keep to ([`LockOptions::max_lease`](crate::LockOptions::max_lease)).
+    pub(crate) fn lease_cap(&self) -> Option<Duration> {
+        self.max_lease
     }
 
     /// Whether the validity has not run out yet.
@@ -328,6 +337,7 @@ impl Drop for LockGuard {
             token: std::mem::take(&mut self.token),
             valid_until: self.valid_until,
             fencing_token: self.fencing_token,
+            max_lease: self.max_lease,
             // `release` does not check this flag. Were it false, a runtime that is shutting
             // down (which drops spawned futures unpolled, inside `spawn`) would drop this
             // guard right here, spawn again, and recurse until the stack overflows.

@@ -25,6 +25,7 @@ use crate::guard::LockGuard;
 use crate::held::HeldBy;
 use crate::invalid::ArgumentReason;
 use crate::lock::Redlock;
+use crate::options::LockOptions;
 use crate::quorum::Decision;
 use crate::scripts::{INSPECT, ScriptCall};
 
@@ -109,26 +110,35 @@ impl LockGuard {
 }
 
 impl Redlock {
-    /// Takes over an exported lock: extends it to `ttl` with the handle's owner token and
-    /// returns a guard that extends and releases it like the original, with the same fencing
-    /// token. The validity is measured from this call's round, on this process's clock.
+    /// Takes over an exported lock: extends it to the options' TTL with the handle's owner
+    /// token and returns a guard that extends and releases it like the original, with the same
+    /// fencing token. The options' extension cap goes to the new guard; a wait or a lock-delay
+    /// is refused. The validity is measured from this call's round, on this process's clock.
     ///
     /// Use a client with the same key prefix as the exporter's.
     ///
     /// # Errors
-    /// [`Error::EmptyResource`] / [`Error::InvalidArgument`] for a malformed handle;
+    /// [`Error::EmptyResource`] / [`Error::InvalidArgument`] for a malformed handle or an
+    /// option it cannot honour;
     /// [`Error::InvalidTtl`]; [`Error::NotHeld`] when the lock expired or was released (no
     /// quorum of masters holds the handle's keys any more): the hold is gone, and no key was
     /// changed (a check round runs before the extend);
     /// [`Error::Unavailable`] / [`Error::Timeout`] when the round failed for want of masters
     /// or time: the hold may still be there and resuming again may succeed.
-    pub async fn resume(&self, handle: LockHandle, ttl: Duration) -> Result<LockGuard> {
+    pub async fn resume(
+        &self,
+        handle: LockHandle,
+        options: impl Into<LockOptions>,
+    ) -> Result<LockGuard> {
+        let options = options.into();
         check_resource(&handle.resource)?;
         self.config().check_lock_key(&handle.resource)?;
         if handle.owner_token.is_empty() {
             return Err(Error::InvalidArgument(ArgumentReason::HandleWithoutToken));
         }
+        let ttl = options.ttl();
         self.config().check_ttl(ttl)?;
+        options.check("resume", false, false)?;
         let key = self.config().lock_key(&handle.resource);
         self.held_by_quorum(&handle.resource, &key, &handle.owner_token)
             .await?;
@@ -143,7 +153,8 @@ impl Redlock {
             handle.owner_token,
             Instant::now(),
             handle.fencing_token,
-        );
+        )
+        .capped(options.cap());
         match guard.extend(ttl).await {
             Ok(()) => Ok(guard),
             Err(e) => {

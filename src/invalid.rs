@@ -12,7 +12,7 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum ConfigReason {
     /// A duration that must be positive is zero; `setting` names it ("master timeout",
-    /// "connect timeout", "max lease", "restart quarantine", "node timeout", "fill wait").
+    /// "connect timeout", "restart quarantine", "node timeout", "fill wait").
     #[error("{setting} must be positive")]
     NotPositive {
         /// The setting, in words.
@@ -153,6 +153,15 @@ pub enum ArgumentReason {
     /// A lease cap of zero.
     #[error("max lease must be positive")]
     ZeroMaxLease,
+    /// A [`LockOptions`](crate::LockOptions) setting the call cannot honour (a wait for a
+    /// single try, a lock-delay for a primitive whose keys do not keep one).
+    #[error("{call} does not support the {option} option")]
+    Unsupported {
+        /// The option, as its `LockOptions` setter is named.
+        option: &'static str,
+        /// The call, e.g. `"try_acquire"`, `"FairLock::acquire"`.
+        call: &'static str,
+    },
     /// A lock handle without the owner token.
     #[error("lock handle without owner token")]
     HandleWithoutToken,

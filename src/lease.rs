@@ -26,7 +26,7 @@ pub enum LeaseState {
     /// waiting for late answers and is retried until the validity deadline. Time to prepare
     /// for losing it (stop starting new work, flush what can be flushed).
     Jeopardy,
-    /// The extension cap ([`Builder::max_lease`](crate::Builder::max_lease)) was reached: the
+    /// The extension cap ([`LockOptions::max_lease`](crate::LockOptions::max_lease)) was reached: the
     /// watchdog no longer extends, and the lease will be [`Lost`](Self::Lost) at its validity
     /// deadline.
     Capped,
@@ -116,8 +116,8 @@ pub(crate) trait Renewable: Send + 'static {
     fn fencing_token(&self) -> Option<u64>;
     /// The local validity deadline.
     fn valid_until(&self) -> Instant;
-    /// The client's default extension cap ([`Builder::max_lease`](crate::Builder::max_lease)).
-    fn default_max_lease(&self) -> Option<Duration>;
+    /// The extension cap the lock was asked with ([`LockOptions::max_lease`](crate::LockOptions::max_lease)).
+    fn lease_cap(&self) -> Option<Duration>;
     /// One renewal to `ttl` that waits for each master's answer until `until` (a late yes
     /// still counts, see `LockGuard::extend_within`); [`Error::NotHeld`] when a quorum says
     /// the lock is no longer ours.
@@ -156,8 +156,8 @@ impl Renewable for LockGuard {
     fn valid_until(&self) -> Instant {
         LockGuard::valid_until(self)
     }
-    fn default_max_lease(&self) -> Option<Duration> {
-        LockGuard::default_max_lease(self)
+    fn lease_cap(&self) -> Option<Duration> {
+        LockGuard::lease_cap(self)
     }
     fn extend_within(
         &mut self,
@@ -181,18 +181,13 @@ impl Renewable for LockGuard {
     }
 }
 
-/// Runs `work` while `guard` is held, kept extended to `ttl` by a [`Lease`] capped at
-/// `max_lease`, and releases it after: the body of every `with_watchdog` (basic and sharded).
+/// Runs `work` while `guard` is held, kept extended to `ttl` by a [`Lease`] (capped at the
+/// guard's cap), and releases it after: the body of every `with_watchdog` (basic and sharded).
 ///
 /// # Errors
 /// The guard's `check_ttl` error for a `ttl` an extend would refuse (then `work` does not run
 /// and the lock is released); [`Error::LockLost`] if the lock was lost while `work` ran.
-pub(crate) async fn run_leased<G, T, F, Fut>(
-    guard: G,
-    ttl: Duration,
-    max_lease: Option<Duration>,
-    work: F,
-) -> crate::Result<T>
+pub(crate) async fn run_leased<G, T, F, Fut>(guard: G, ttl: Duration, work: F) -> crate::Result<T>
 where
     G: Renewable,
     F: FnOnce(LockContext) -> Fut,
@@ -206,7 +201,7 @@ where
         return Err(invalid);
     }
     let resource = guard.resource().to_owned();
-    let (lease, context) = Lease::start_capped(guard, ttl, max_lease);
+    let (lease, context) = Lease::start(guard, ttl);
     let output = work(context).await;
     let (guard, lost) = lease.stop().await;
     if let Some(guard) = guard {
@@ -228,8 +223,8 @@ impl LockGuard {
     ///
     /// `work` gets a [`LockContext`] whose [`lost`](LockContext::lost) future completes if the
     /// lock could not be extended before its validity ran out (no later than the deadline, even
-    /// while a renewal hangs), or when the client's extension cap
-    /// ([`Builder::max_lease`](crate::Builder::max_lease)) ended it; its
+    /// while a renewal hangs), or when the extension cap the lock was asked with
+    /// ([`LockOptions::max_lease`](crate::LockOptions::max_lease), counted from now) ended it; its
     /// [`state`](LockContext::state) and [`jeopardy`](LockContext::jeopardy) say earlier that a
     /// renewal failed. The closure is not cancelled on loss; select on `lost()` to stop early.
     ///
@@ -247,29 +242,7 @@ impl LockGuard {
         F: FnOnce(LockContext) -> Fut,
         Fut: Future<Output = T>,
     {
-        let cap = self.default_max_lease();
-        self.with_watchdog_capped(ttl, cap, work).await
-    }
-
-    /// [`with_watchdog`](Self::with_watchdog) with this lock's own extension cap (`None`: no
-    /// cap) instead of [`Builder::max_lease`](crate::Builder::max_lease): the watchdog never
-    /// extends the validity past `max_lease` from now; when it would have to, it signals
-    /// [`LeaseState::Capped`](crate::LeaseState::Capped) and the lock is lost at its validity
-    /// deadline.
-    ///
-    /// # Errors
-    /// As [`with_watchdog`](Self::with_watchdog).
-    pub async fn with_watchdog_capped<T, F, Fut>(
-        self,
-        ttl: Duration,
-        max_lease: Option<Duration>,
-        work: F,
-    ) -> crate::Result<T>
-    where
-        F: FnOnce(LockContext) -> Fut,
-        Fut: Future<Output = T>,
-    {
-        run_leased(self, ttl, max_lease, work).await
+        run_leased(self, ttl, work).await
     }
 }
 
@@ -281,30 +254,17 @@ pub(crate) struct Lease<G = LockGuard> {
 }
 
 impl<G: Renewable> Lease<G> {
-    /// Starts extending with the client's default extension cap.
+    /// Starts extending `guard` to `ttl` every third of `ttl`, never past its extension cap
+    /// from now.
     pub(crate) fn start(guard: G, ttl: Duration) -> (Self, LockContext) {
-        let cap = guard.default_max_lease();
-        Self::start_capped(guard, ttl, cap)
+        Self::start_from(guard, ttl, Instant::now())
     }
 
-    /// Starts extending `guard` to `ttl` every third of `ttl`, never past `max_lease` from now.
-    pub(crate) fn start_capped(
-        guard: G,
-        ttl: Duration,
-        max_lease: Option<Duration>,
-    ) -> (Self, LockContext) {
-        Self::start_capped_from(guard, ttl, max_lease, Instant::now())
-    }
-
-    /// [`start_capped`](Self::start_capped) with the cap counted from `won_at` (when the lock
-    /// was won, before whatever its owner did with it before handing it here: an election
-    /// records its term first).
-    pub(crate) fn start_capped_from(
-        guard: G,
-        ttl: Duration,
-        max_lease: Option<Duration>,
-        won_at: Instant,
-    ) -> (Self, LockContext) {
+    /// [`start`](Self::start) with the cap counted from `won_at` (when the lock was won, before
+    /// whatever its owner did with it before handing it here: an election records its term
+    /// first).
+    pub(crate) fn start_from(guard: G, ttl: Duration, won_at: Instant) -> (Self, LockContext) {
+        let max_lease = guard.lease_cap();
         let stop = CancellationToken::new();
         let (state_tx, state_rx) = watch::channel(LeaseState::Held);
         let (valid_tx, valid_rx) = watch::channel(guard.valid_until());

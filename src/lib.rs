@@ -274,8 +274,10 @@
 //!   (fair lock, waiting writers).
 //! - `selfcheck`: [`Redlock::masters_report`], what each master's eviction policy,
 //!   persistence, version and `run_id` are; warnings (or a refusal) at build.
-//! - `options`: [`LockOptions`]: per-lock wait, lock-delay (the key outlives the TTL by the
-//!   delay as a tombstone; a release deletes it) and extension cap.
+//! - `options`: [`LockOptions`], the one value every acquire call takes (a `Duration` is a
+//!   TTL with the defaults): TTL, wait, lock-delay (the key outlives the TTL by the delay as a
+//!   tombstone; a release deletes it) and extension cap; an option a call cannot honour is
+//!   refused, never ignored.
 //! - `election/`: [`Election`] (campaign, [`Election::leader`], [`Election::observe`]) and
 //!   [`Leadership`]: a lock on a hash (owner, value, term, lease end) whose term is the fencing
 //!   token, kept by the lease watchdog.
@@ -290,7 +292,7 @@
 //! [`Redlock::election`] elects one leader at a time among candidates
 //! ([`Election::campaign`] → [`Leadership`] with a strictly increasing [`Leadership::term`]);
 //! [`Election::leader`] and [`Election::observe`] are advisory reads. Every watchdog reports a
-//! [`LeaseState`] (held, jeopardy, capped, lost) and may be capped ([`Builder::max_lease`]).
+//! [`LeaseState`] (held, jeopardy, capped, lost) and may be capped ([`LockOptions::max_lease`]).
 //! [`LockOptions::lock_delay`] keeps an abandoned lock unavailable for a delay after its TTL.
 //! The guide's coordination page (`docs/coordination.md`) gives their guarantees and
 //! non-guarantees; the README lists them in short.

@@ -16,10 +16,10 @@ use crate::lease::LockContext;
 use crate::master::{Master, connect_all};
 use crate::masters::Masters;
 use crate::notify::Wakeups;
+use crate::options::LockOptions;
 use crate::quorum::quorum;
 use crate::round::RoundOutcome;
-use crate::scripts::millis;
-use crate::scripts::{ACQUIRE, ScriptCall};
+use crate::scripts::{ACQUIRE, LOCK_DELAY_EXTEND, LOCK_DELAY_RELEASE, ScriptCall, millis};
 
 /// A Redlock client over N independent Redis masters.
 ///
@@ -124,17 +124,20 @@ impl Redlock {
         self.inner.masters.quorum()
     }
 
-    /// Acquires `resource` for `ttl`, retrying with jittered delays until it is granted or the
-    /// acquire wait ([`Builder::acquire_wait`]) runs out.
+    /// Acquires `resource` for the options' TTL (a [`Duration`] is a TTL with the defaults),
+    /// retrying with jittered delays until it is granted or the acquire wait
+    /// ([`LockOptions::wait`], default [`Builder::acquire_wait`]) runs out. Honours every
+    /// [`LockOptions`] setting: wait, lock-delay, extension cap (carried by the guard).
     ///
     /// # Errors
-    /// [`Error::EmptyResource`] / [`Error::InvalidTtl`] for bad input; [`Error::Contended`] when
-    /// the wait ran out while someone else held the lock; [`Error::Timeout`] when rounds kept
-    /// finishing too late to leave any validity; [`Error::Unavailable`] when so many masters
-    /// fail that no quorum is possible: at once when they fail hard (connection refused, error
-    /// replies), at the end of the wait when some only time out or are busy (a pause, an
-    /// overload, a dataset loading or a long script may end; see [`MasterReply::is_transient`]).
-    /// Each carries what every master answered.
+    /// [`Error::EmptyResource`] / [`Error::InvalidTtl`] for bad input, [`Error::InvalidArgument`]
+    /// for a zero cap or a lock-delay over [`MAX_TTL`](crate::defaults::MAX_TTL);
+    /// [`Error::Contended`] when the wait ran out while someone else held the lock;
+    /// [`Error::Timeout`] when rounds kept finishing too late to leave any validity;
+    /// [`Error::Unavailable`] when so many masters fail that no quorum is possible: at once when
+    /// they fail hard (connection refused, error replies), at the end of the wait when some
+    /// only time out or are busy (a pause, an overload, a dataset loading or a long script may
+    /// end; see [`MasterReply::is_transient`]). Each carries what every master answered.
     ///
     /// A round that started before the wait ran out is finished, so the call returns within the
     /// wait plus one per-master timeout (the votes), plus one more when the masters' fencing
@@ -144,69 +147,89 @@ impl Redlock {
     /// # Cancellation
     /// Dropping the returned future part-way is safe: a round that was in flight is rolled back
     /// on every master in the background.
-    pub async fn acquire(&self, resource: &str, ttl: Duration) -> Result<LockGuard> {
-        self.acquire_with_wait(resource, ttl, self.inner.config.acquire_wait)
-            .await
-    }
-
-    /// [`acquire`](Self::acquire) with an explicit wait instead of the configured one.
-    ///
-    /// # Errors
-    /// As [`acquire`](Self::acquire).
-    pub async fn acquire_with_wait(
+    pub async fn acquire(
         &self,
         resource: &str,
-        ttl: Duration,
-        wait: Duration,
+        options: impl Into<LockOptions>,
     ) -> Result<LockGuard> {
-        check_resource(resource)?;
-        self.inner.config.check_lock_key(resource)?;
-        self.inner.config.check_ttl(ttl)?;
+        let options = options.into();
+        self.check_lock(resource, &options, "acquire", true)?;
+        let wait = options.wait_or(self.inner.config.acquire_wait);
         // A caller that will wait for a release message marks itself on refusal, so that the
         // release publishes (notify.rs); one that will not wait leaves no marker.
         let waits = self.inner.wakeups.is_some() && !wait.is_zero();
-        self.acquire_loop(resource, ttl, wait, Wake::OnRelease, || {
-            self.lock_attempt(resource, ttl, waits)
+        self.acquire_loop(resource, &options, wait, Wake::OnRelease, || {
+            self.lock_attempt(resource, &options, waits)
         })
         .await
     }
 
-    /// The basic lock's round: `SET NX PX` on one key; with `waits`, a refusal also sets the
-    /// resource's waiter marker (acquire.lua).
-    fn lock_attempt(&self, resource: &str, ttl: Duration, waits: bool) -> Attempt {
+    /// The basic lock's checks: the name, the TTL, and the options `call` honours.
+    fn check_lock(
+        &self,
+        resource: &str,
+        options: &LockOptions,
+        call: &'static str,
+        waits: bool,
+    ) -> Result<()> {
+        check_resource(resource)?;
+        self.inner.config.check_lock_key(resource)?;
+        self.inner.config.check_ttl(options.ttl())?;
+        options.check(call, waits, true)
+    }
+
+    /// The basic lock's round: `SET NX PX` on one key, living `ttl + lock-delay` on the
+    /// masters; with `waits`, a refusal also sets the resource's waiter marker (acquire.lua).
+    fn lock_attempt(&self, resource: &str, options: &LockOptions, waits: bool) -> Attempt {
         let config = &self.inner.config;
         let key = config.lock_key(resource);
-        let mut keys = vec![key.clone(), config.fence_key()];
+        let delay = options.delay();
+        let held = if delay.is_zero() {
+            HeldBy::lock(
+                key.clone(),
+                crate::notify::waiter_marker(&config.key_prefix, resource),
+            )
+        } else {
+            // Not "lock": a hand-off handle does not carry the delay, and a resume would
+            // extend the key with the plain script, dropping the delay window.
+            HeldBy::new(
+                "lock-delay",
+                vec![key.clone()],
+                &LOCK_DELAY_EXTEND,
+                &LOCK_DELAY_RELEASE,
+            )
+            .args(vec![millis(delay)])
+            .announced()
+        };
+        let ttl = options.ttl();
+        let mut keys = vec![key, config.fence_key()];
         if waits {
             keys.push(crate::notify::waiter_marker(&config.key_prefix, resource));
         }
         // The stored value names its holder for inspection (owner_id.rs).
         let token = crate::owner_id::compose(&crate::held::new_token(), &config.owner_id);
-        Attempt::with_token(
-            token,
-            ttl,
-            HeldBy::lock(
-                key,
-                crate::notify::waiter_marker(&config.key_prefix, resource),
-            ),
-            |token| {
-                ScriptCall::new(
-                    &ACQUIRE,
-                    keys,
-                    vec![token.to_owned(), millis(ttl), config.fencing_arg()],
-                )
-            },
-        )
+        Attempt::with_token(token, ttl, held, |token| {
+            ScriptCall::new(
+                &ACQUIRE,
+                keys,
+                vec![
+                    token.to_owned(),
+                    // Whole milliseconds of each, as validity counts the TTL (quorum.rs).
+                    millis(ttl + delay),
+                    config.fencing_arg(),
+                ],
+            )
+        })
     }
 
     /// The retry policy of every acquire: rounds built by `next` (a fresh token each), with
     /// jittered delays, until one wins or `wait` (or the retry count) runs out. `resource` names
-    /// the hold in the guard, errors and traces. With [`Wake::OnRelease`] (the basic lock),
+    /// the hold in the guard, errors and traces; the guard carries the options' extension cap. With [`Wake::OnRelease`] (the basic lock),
     /// waiters queue locally and are woken by release messages (notify.rs).
     pub(crate) async fn acquire_loop(
         &self,
         resource: &str,
-        ttl: Duration,
+        options: &LockOptions,
         wait: Duration,
         wake: Wake,
         mut next: impl FnMut() -> Attempt,
@@ -214,7 +237,7 @@ impl Redlock {
         let span = tracing::debug_span!(
             "acquire",
             resource,
-            ttl_ms = ttl.as_millis() as u64,
+            ttl_ms = options.ttl().as_millis() as u64,
             attempts = field::Empty,
             votes = field::Empty,
             elapsed_us = field::Empty
@@ -273,7 +296,8 @@ impl Redlock {
                             token,
                             valid_until,
                             fencing_token,
-                        ));
+                        )
+                        .capped(options.cap()));
                     }
                     // Hard failures (refused connections, error replies) will not heal within
                     // an acquire wait: fail fast. Timeouts (load, a short pause) and busy
@@ -335,17 +359,23 @@ impl Redlock {
 
     /// Tries one round (plus one immediate retry if that round found connections broken and
     /// they reconnect). `Ok(None)` when the lock is held by someone else (or the round finished
-    /// too late to leave any validity).
+    /// too late to leave any validity). Honours the options' lock-delay and cap; a wait is
+    /// refused (one round does not wait).
     ///
     /// # Errors
-    /// [`Error::EmptyResource`] / [`Error::InvalidTtl`] for bad input; [`Error::Unavailable`]
-    /// when so many masters fail that no quorum is possible.
-    pub async fn try_acquire(&self, resource: &str, ttl: Duration) -> Result<Option<LockGuard>> {
-        check_resource(resource)?;
-        self.inner.config.check_lock_key(resource)?;
-        self.inner.config.check_ttl(ttl)?;
-        self.try_once(resource, || self.lock_attempt(resource, ttl, false))
-            .await
+    /// [`Error::EmptyResource`] / [`Error::InvalidTtl`] / [`Error::InvalidArgument`] for bad
+    /// input; [`Error::Unavailable`] when so many masters fail that no quorum is possible.
+    pub async fn try_acquire(
+        &self,
+        resource: &str,
+        options: impl Into<LockOptions>,
+    ) -> Result<Option<LockGuard>> {
+        let options = options.into();
+        self.check_lock(resource, &options, "try_acquire", false)?;
+        self.try_once(resource, &options, || {
+            self.lock_attempt(resource, &options, false)
+        })
+        .await
     }
 
     /// One round of an attempt built by `next` (two if the first found connections broken or
@@ -354,10 +384,14 @@ impl Redlock {
     pub(crate) async fn try_once(
         &self,
         resource: &str,
+        options: &LockOptions,
         mut next: impl FnMut() -> Attempt,
     ) -> Result<Option<LockGuard>> {
         let started = Instant::now();
-        let result = self.try_once_unrecorded(resource, &mut next).await;
+        let result = self
+            .try_once_unrecorded(resource, &mut next)
+            .await
+            .map(|guard| guard.map(|g| g.capped(options.cap())));
         crate::metrics::try_acquire_finished(&result, started.elapsed());
         result
     }
@@ -396,8 +430,9 @@ impl Redlock {
         }
     }
 
-    /// Runs `work` while holding `resource`: acquires (as [`acquire`](Self::acquire)), extends
-    /// the lock in the background every third of `ttl` while `work` runs, releases it after.
+    /// Runs `work` while holding `resource`: acquires (as [`acquire`](Self::acquire), with the
+    /// same options), extends the lock in the background every third of the TTL while `work`
+    /// runs (never past the options' extension cap), releases it after.
     ///
     /// `work` gets a [`LockContext`] with the fencing token and a [`LockContext::lost`] future
     /// that completes if the lock could not be extended before its validity ran out; a lease
@@ -407,14 +442,20 @@ impl Redlock {
     /// # Errors
     /// The errors of [`acquire`](Self::acquire), and [`Error::LockLost`] if the lock was lost
     /// while `work` ran (its output is then dropped, since it was produced without the lock).
-    pub async fn with_lock<T, F, Fut>(&self, resource: &str, ttl: Duration, work: F) -> Result<T>
+    pub async fn with_lock<T, F, Fut>(
+        &self,
+        resource: &str,
+        options: impl Into<LockOptions>,
+        work: F,
+    ) -> Result<T>
     where
         F: FnOnce(LockContext) -> Fut,
         Fut: Future<Output = T>,
     {
-        self.acquire(resource, ttl)
+        let options = options.into();
+        self.acquire(resource, &options)
             .await?
-            .with_watchdog(ttl, work)
+            .with_watchdog(options.ttl(), work)
             .await
     }
 

@@ -1,5 +1,7 @@
-//! Per-lock options ([`LockOptions`]): the acquire wait, the lock-delay, and the extension cap
-//! of the watchdog, for the basic lock.
+//! [`LockOptions`]: how to ask for a lock, the one value every acquire call of every primitive
+//! takes (the TTL, and the acquire wait, lock-delay and extension cap where they differ from
+//! the defaults). A bare [`Duration`] converts into options with that TTL, so
+//! `redlock.acquire("r", Duration::from_secs(5))` asks with the defaults.
 //!
 //! **Lock-delay** (as Chubby's and Consul's, but opt-in): the lock key is written with a server
 //! expiry of `ttl + delay`. The holder's validity still comes from `ttl` alone; past it the key
@@ -8,21 +10,37 @@
 //! tokens gets `delay` for the old holder's in-flight writes to land or fail). A release deletes
 //! the key, so a released lock is free at once. Extending moves the whole window. Every time
 //! involved is the master's own key expiry: no client clock is compared with a master's.
+//!
+//! **Extension cap** (`max_lease`): this is the one place a cap is set. The guard carries it,
+//! and every watchdog over that guard (`with_lock`, [`LockGuard::with_watchdog`], a
+//! leadership) never extends the validity past the cap from when the watchdog started (for a
+//! leadership: from the win).
 
-use std::future::Future;
 use std::time::Duration;
 
-use crate::config::check_resource;
 use crate::defaults::MAX_TTL;
 use crate::error::{Error, Result};
+#[cfg(doc)]
 use crate::guard::LockGuard;
-use crate::held::{Attempt, HeldBy};
 use crate::invalid::ArgumentReason;
-use crate::lease::LockContext;
-use crate::lock::{Redlock, Wake};
-use crate::scripts::{ACQUIRE, LOCK_DELAY_EXTEND, LOCK_DELAY_RELEASE, ScriptCall, millis};
 
-/// How to take one lock: its TTL and the per-lock settings that differ from the client's.
+/// How to ask for a lock: its TTL and the per-lock settings that differ from the client's.
+///
+/// Every acquire call takes `impl Into<LockOptions>`: a [`Duration`] is a TTL with the
+/// defaults, a `LockOptions` (or `&LockOptions`) sets more. A call given an option it cannot
+/// honour (a wait for a single try, a lock-delay for a primitive whose keys do not keep one)
+/// returns [`Error::InvalidArgument`] with [`ArgumentReason::Unsupported`]; no option is
+/// silently ignored.
+///
+/// | option | default | honoured by |
+/// |---|---|---|
+/// | `ttl` | (required) | every call |
+/// | [`wait`](Self::wait) | [`Builder::acquire_wait`](crate::Builder::acquire_wait) (a campaign: no deadline) | every waiting call (`acquire`, `acquire_many`, `read`, `write`, `with_*`, `campaign`); not `try_*`, not `resume` |
+/// | [`lock_delay`](Self::lock_delay) | zero (off) | the basic lock (`acquire`, `try_acquire`, `with_lock`) and `campaign` |
+/// | [`max_lease`](Self::max_lease) | none (no cap) | every call: the guard carries it to its watchdog |
+///
+/// The owner id and fencing are the client's ([`Builder::owner_id`](crate::Builder::owner_id),
+/// [`Builder::fencing`](crate::Builder::fencing)); a reentrant owner is its handle's.
 ///
 /// ```no_run
 /// # use std::time::Duration;
@@ -31,7 +49,7 @@ use crate::scripts::{ACQUIRE, LOCK_DELAY_EXTEND, LOCK_DELAY_RELEASE, ScriptCall,
 ///     .lock_delay(Duration::from_secs(5)) // abandoned: unavailable 5 s more
 ///     .max_lease(Duration::from_secs(60)); // the watchdog never extends past a minute
 /// redlock
-///     .with_lock_options("nightly-export", &options, |lock| async move {
+///     .with_lock("nightly-export", &options, |lock| async move {
 ///         tokio::select! {
 ///             _ = lock.lost() => { /* stop: the lock is gone */ }
 ///             _ = async { /* work */ } => {}
@@ -48,8 +66,21 @@ pub struct LockOptions {
     max_lease: Option<Duration>,
 }
 
+impl From<Duration> for LockOptions {
+    /// A lock of that TTL with the defaults.
+    fn from(ttl: Duration) -> Self {
+        Self::new(ttl)
+    }
+}
+
+impl From<&LockOptions> for LockOptions {
+    fn from(options: &LockOptions) -> Self {
+        options.clone()
+    }
+}
+
 impl LockOptions {
-    /// A lock of `ttl`, with the client's acquire wait and extension cap, and no lock-delay.
+    /// A lock of `ttl`, with the client's acquire wait, no lock-delay and no extension cap.
     pub fn new(ttl: Duration) -> Self {
         Self {
             ttl,
@@ -59,21 +90,30 @@ impl LockOptions {
         }
     }
 
-    /// How long an acquire waits for the lock (default: [`Builder::acquire_wait`](crate::Builder::acquire_wait)).
+    /// How long an acquire waits for the lock (default:
+    /// [`Builder::acquire_wait`](crate::Builder::acquire_wait); a campaign: no deadline). Zero
+    /// still makes one round (as `try_*`, but with the errors of the waiting call).
+    #[must_use]
     pub fn wait(mut self, wait: Duration) -> Self {
         self.wait = Some(wait);
         self
     }
 
     /// After the holder's TTL runs out without a release, the lock stays unavailable for
-    /// `delay` more. A released lock is free at once. Default: zero (off).
+    /// `delay` more. A released lock is free at once. Default: zero (off). At most
+    /// [`MAX_TTL`](crate::defaults::MAX_TTL).
+    #[must_use]
     pub fn lock_delay(mut self, delay: Duration) -> Self {
         self.lock_delay = delay;
         self
     }
 
-    /// Extension cap of the watchdog of [`Redlock::with_lock_options`] (default:
-    /// [`Builder::max_lease`](crate::Builder::max_lease)).
+    /// Extension cap: a watchdog over this lock's guard never extends its validity past
+    /// `cap` from when it started (a leadership: from the win); when it would have to, it
+    /// signals [`LeaseState::Capped`](crate::LeaseState::Capped) and the lock is lost at its
+    /// validity deadline, so a runaway holder cannot keep a lock forever. Default: no cap.
+    /// Must be positive.
+    #[must_use]
     pub fn max_lease(mut self, cap: Duration) -> Self {
         self.max_lease = Some(cap);
         self
@@ -88,10 +128,42 @@ impl LockOptions {
     pub fn delay(&self) -> Duration {
         self.lock_delay
     }
+
+    /// The extension cap, if set.
+    pub(crate) fn cap(&self) -> Option<Duration> {
+        self.max_lease
+    }
+
+    /// The wait of a waiting call: the one set, else `default`.
+    pub(crate) fn wait_or(&self, default: Duration) -> Duration {
+        self.wait.unwrap_or(default)
+    }
+
+    /// Refuses what no call can honour (a zero cap), and the options `call` cannot honour:
+    /// a wait unless `waits`, a lock-delay unless `delays` (else one over the masters' limit).
+    pub(crate) fn check(&self, call: &'static str, waits: bool, delays: bool) -> Result<()> {
+        if self.max_lease.is_some_and(|cap| cap.is_zero()) {
+            return Err(Error::InvalidArgument(ArgumentReason::ZeroMaxLease));
+        }
+        if !waits && self.wait.is_some() {
+            return Err(unsupported("wait", call));
+        }
+        if !self.lock_delay.is_zero() {
+            if !delays {
+                return Err(unsupported("lock_delay", call));
+            }
+            check_lock_delay(self.ttl, self.lock_delay)?;
+        }
+        Ok(())
+    }
+}
+
+fn unsupported(option: &'static str, call: &'static str) -> Error {
+    Error::InvalidArgument(ArgumentReason::Unsupported { option, call })
 }
 
 /// Rejects a lock-delay the masters could not keep.
-pub(crate) fn check_lock_delay(ttl: Duration, delay: Duration) -> Result<()> {
+fn check_lock_delay(ttl: Duration, delay: Duration) -> Result<()> {
     if delay > MAX_TTL || ttl.saturating_add(delay) > MAX_TTL.saturating_mul(2) {
         return Err(Error::InvalidArgument(ArgumentReason::LockDelayTooLong {
             delay,
@@ -99,117 +171,4 @@ pub(crate) fn check_lock_delay(ttl: Duration, delay: Duration) -> Result<()> {
         }));
     }
     Ok(())
-}
-
-impl Redlock {
-    /// [`acquire`](Self::acquire) with per-lock options (lock-delay, wait).
-    ///
-    /// # Errors
-    /// As [`acquire`](Self::acquire), and [`Error::InvalidArgument`] for a lock-delay over
-    /// [`MAX_TTL`](crate::defaults::MAX_TTL).
-    pub async fn acquire_with_options(
-        &self,
-        resource: &str,
-        options: &LockOptions,
-    ) -> Result<LockGuard> {
-        self.check_options(resource, options)?;
-        let wait = options.wait.unwrap_or(self.config().acquire_wait);
-        // As `acquire_with_wait`: a caller that will wait for a release message marks itself
-        // on refusal, so that the release publishes (notify.rs).
-        let waits = self.wakeups().is_some() && !wait.is_zero();
-        self.acquire_loop(resource, options.ttl, wait, Wake::OnRelease, || {
-            self.delayed_attempt(resource, options, waits)
-        })
-        .await
-    }
-
-    /// [`try_acquire`](Self::try_acquire) with per-lock options: one round.
-    ///
-    /// # Errors
-    /// As [`acquire_with_options`](Self::acquire_with_options).
-    pub async fn try_acquire_with_options(
-        &self,
-        resource: &str,
-        options: &LockOptions,
-    ) -> Result<Option<LockGuard>> {
-        self.check_options(resource, options)?;
-        self.try_once(resource, || self.delayed_attempt(resource, options, false))
-            .await
-    }
-
-    /// [`with_lock`](Self::with_lock) with per-lock options (lock-delay, wait, extension cap).
-    ///
-    /// # Errors
-    /// As [`with_lock`](Self::with_lock).
-    pub async fn with_lock_options<T, F, Fut>(
-        &self,
-        resource: &str,
-        options: &LockOptions,
-        work: F,
-    ) -> Result<T>
-    where
-        F: FnOnce(LockContext) -> Fut,
-        Fut: Future<Output = T>,
-    {
-        let cap = options.max_lease.or(self.config().max_lease);
-        self.acquire_with_options(resource, options)
-            .await?
-            .with_watchdog_capped(options.ttl, cap, work)
-            .await
-    }
-
-    fn check_options(&self, resource: &str, options: &LockOptions) -> Result<()> {
-        check_resource(resource)?;
-        self.config().check_lock_key(resource)?;
-        self.config().check_ttl(options.ttl)?;
-        check_lock_delay(options.ttl, options.lock_delay)?;
-        if options.max_lease.is_some_and(|cap| cap.is_zero()) {
-            return Err(Error::InvalidArgument(ArgumentReason::ZeroMaxLease));
-        }
-        Ok(())
-    }
-
-    /// The basic lock's round, with the key living `ttl + delay` on the masters.
-    fn delayed_attempt(&self, resource: &str, options: &LockOptions, waits: bool) -> Attempt {
-        let config = self.config();
-        let key = config.lock_key(resource);
-        let delay = options.lock_delay;
-        let held = if delay.is_zero() {
-            HeldBy::lock(
-                key.clone(),
-                crate::notify::waiter_marker(&config.key_prefix, resource),
-            )
-        } else {
-            // Not "lock": a hand-off handle does not carry the delay, and a resume would
-            // extend the key with the plain script, dropping the delay window.
-            HeldBy::new(
-                "lock-delay",
-                vec![key.clone()],
-                &LOCK_DELAY_EXTEND,
-                &LOCK_DELAY_RELEASE,
-            )
-            .args(vec![millis(delay)])
-            .announced()
-        };
-        let ttl = options.ttl;
-        let mut keys = vec![key, config.fence_key()];
-        if waits {
-            // Refused while waiting: mark the resource so that its release publishes.
-            keys.push(crate::notify::waiter_marker(&config.key_prefix, resource));
-        }
-        // The stored value names its holder for inspection (owner_id.rs).
-        let token = crate::owner_id::compose(&crate::held::new_token(), &config.owner_id);
-        Attempt::with_token(token, ttl, held, |token| {
-            ScriptCall::new(
-                &ACQUIRE,
-                keys,
-                vec![
-                    token.to_owned(),
-                    // Whole milliseconds of each, as validity counts the TTL (quorum.rs).
-                    millis(ttl + delay),
-                    config.fencing_arg(),
-                ],
-            )
-        })
-    }
 }

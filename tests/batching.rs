@@ -257,10 +257,10 @@ async fn mutual_exclusion_holds_under_batching() -> anyhow::Result<()> {
                     i += 1;
                     let resource = format!("mutex-{}", i % 4);
                     let Ok(lock) = redlock
-                        .acquire_with_wait(
+                        .acquire(
                             &resource,
-                            Duration::from_secs(2),
-                            Duration::from_millis(300),
+                            redquorum::LockOptions::new(Duration::from_secs(2))
+                                .wait(Duration::from_millis(300)),
                         )
                         .await
                     else {

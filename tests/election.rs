@@ -9,11 +9,14 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use rand::Rng;
-use redquorum::{Leadership, Redlock};
+use redquorum::{Leadership, LockOptions, Redlock};
 use support::{TEST_MASTER_TIMEOUT, builder, client, median};
 use testcluster::checker::{Checker, Holding};
 use testcluster::{Cluster, DataOnRestart};
 use tokio::time::Instant;
+
+/// The leadership TTL of the tests that do not need another (the suggested default).
+const TTL: Duration = redquorum::defaults::DEFAULT_ELECTION_TTL;
 
 /// A candidate in a runtime of its own, standing for a process: `crash` kills it (its runtime
 /// and connections vanish, nothing is sent: no resignation, no release).
@@ -88,10 +91,11 @@ async fn one_leader_at_a_time_under_faults_and_crashes() {
         candidates.push(tokio::task::spawn_blocking(move || {
             while started.elapsed() < run_for {
                 let process = Process::start(urls.clone());
-                let election = process.redlock.election("leader").ttl(ttl);
-                let won = process.block_on(
-                    election.campaign_with_wait(format!("candidate-{id}"), Duration::from_secs(3)),
-                );
+                let election = process.redlock.election("leader");
+                let won = process.block_on(election.campaign(
+                    format!("candidate-{id}"),
+                    LockOptions::new(ttl).wait(Duration::from_secs(3)),
+                ));
                 let Ok(leadership) = won else {
                     process.crash(None);
                     continue;
@@ -183,8 +187,8 @@ async fn resign_hands_over_within_milliseconds() {
     let a = slow_retry(&cluster).build().await.unwrap();
     let b = slow_retry(&cluster).build().await.unwrap();
     let ttl = Duration::from_secs(5);
-    let (ea, eb) = (a.election("resign").ttl(ttl), b.election("resign").ttl(ttl));
-    let mut leader = ea.campaign("a").await.unwrap();
+    let (ea, eb) = (a.election("resign"), b.election("resign"));
+    let mut leader = ea.campaign("a", ttl).await.unwrap();
     let mut times = Vec::new();
     for round in 0..20 {
         let next = if round % 2 == 0 {
@@ -193,7 +197,7 @@ async fn resign_hands_over_within_milliseconds() {
             ea.clone()
         };
         let waiting = tokio::spawn(async move {
-            let l = next.campaign("next").await.unwrap();
+            let l = next.campaign("next", ttl).await.unwrap();
             (Instant::now(), l)
         });
         // Let the waiter fail its first round and subscribe.
@@ -218,14 +222,14 @@ async fn resign_hands_over_within_milliseconds() {
 async fn crashed_leader_is_replaced_within_one_ttl() {
     let cluster = Cluster::start(5).expect("cluster");
     let ttl = Duration::from_secs(1);
-    let follower = client(&cluster).await.election("failover").ttl(ttl);
+    let follower = client(&cluster).await.election("failover");
     let mut times = Vec::new();
     for _ in 0..20 {
         let urls = cluster.urls();
         let (process, leadership) = tokio::task::spawn_blocking(move || {
             let process = Process::start(urls);
-            let election = process.redlock.election("failover").ttl(ttl);
-            let l = process.block_on(election.campaign("doomed")).unwrap();
+            let election = process.redlock.election("failover");
+            let l = process.block_on(election.campaign("doomed", ttl)).unwrap();
             (process, l)
         })
         .await
@@ -233,7 +237,10 @@ async fn crashed_leader_is_replaced_within_one_ttl() {
         let old_term = leadership.term();
         let waiting = {
             let follower = follower.clone();
-            tokio::spawn(async move { (follower.campaign("next").await.unwrap(), Instant::now()) })
+            tokio::spawn(async move {
+                let l = follower.campaign("next", ttl).await.unwrap();
+                (l, Instant::now())
+            })
         };
         // Crash at a random point of the extension cycle.
         let wait = rand::rng().random_range(0..400);
@@ -263,15 +270,15 @@ async fn crashed_leader_is_replaced_within_one_ttl() {
 async fn leader_and_observe_follow_the_leadership() {
     let cluster = Cluster::start(5).expect("cluster");
     let redlock = client(&cluster).await;
+    let ttl = Duration::from_secs(5);
     let election = redlock
         .election("observed")
-        .ttl(Duration::from_secs(5))
         .observe_interval(Duration::from_millis(20));
     assert_eq!(election.leader().await.unwrap(), None);
     let mut changes = Box::pin(election.observe().unwrap());
     assert_eq!(changes.next().await.unwrap(), None);
 
-    let first = election.campaign("host-a:80").await.unwrap();
+    let first = election.campaign("host-a:80", ttl).await.unwrap();
     let seen = tokio::time::timeout(Duration::from_secs(2), changes.next())
         .await
         .unwrap()
@@ -288,7 +295,7 @@ async fn leader_and_observe_follow_the_leadership() {
     );
 
     first.resign().await.unwrap();
-    let second = election.campaign("host-b:80").await.unwrap();
+    let second = election.campaign("host-b:80", ttl).await.unwrap();
     // Between the two, observe may or may not catch the gap (None); it must end on "b".
     let mut last = None;
     while last.as_ref().map(|l: &redquorum::Leader| l.value.as_str()) != Some("host-b:80") {
@@ -313,21 +320,17 @@ async fn leader_and_observe_follow_the_leadership() {
 async fn lock_delay_holds_the_election_after_a_crash_only() {
     let cluster = Cluster::start(5).expect("cluster");
     let (ttl, delay) = (Duration::from_secs(1), Duration::from_millis(1500));
-    let follower = client(&cluster)
-        .await
-        .election("delayed")
-        .ttl(ttl)
-        .lock_delay(delay);
+    let options = LockOptions::new(ttl).lock_delay(delay);
+    let follower = client(&cluster).await.election("delayed");
 
     let urls = cluster.urls();
+    let leader_options = options.clone();
     let (process, leadership) = tokio::task::spawn_blocking(move || {
         let process = Process::start(urls);
-        let election = process
-            .redlock
-            .election("delayed")
-            .ttl(ttl)
-            .lock_delay(delay);
-        let l = process.block_on(election.campaign("doomed")).unwrap();
+        let election = process.redlock.election("delayed");
+        let l = process
+            .block_on(election.campaign("doomed", leader_options))
+            .unwrap();
         (process, l)
     })
     .await
@@ -337,7 +340,7 @@ async fn lock_delay_holds_the_election_after_a_crash_only() {
     tokio::task::spawn_blocking(move || process.crash(Some(leadership)))
         .await
         .unwrap();
-    let next = follower.campaign("next").await.unwrap();
+    let next = follower.campaign("next", &options).await.unwrap();
     let won_at = Instant::now();
     assert!(
         won_at >= lease_end_at_least + delay,
@@ -347,7 +350,7 @@ async fn lock_delay_holds_the_election_after_a_crash_only() {
 
     let resigned_at = Instant::now();
     next.resign().await.unwrap();
-    let again = follower.campaign("again").await.unwrap();
+    let again = follower.campaign("again", &options).await.unwrap();
     assert!(resigned_at.elapsed() < Duration::from_millis(500));
     again.resign().await.unwrap();
 }
@@ -361,14 +364,14 @@ async fn bad_input_gets_typed_errors() {
     let invalid =
         |r: redquorum::Result<Leadership>| matches!(r, Err(redquorum::Error::InvalidArgument(_)));
     assert!(matches!(
-        redlock.election("").campaign("v").await,
+        redlock.election("").campaign("v", TTL).await,
         Err(redquorum::Error::InvalidArgument(
             ArgumentReason::EmptyElectionName
         ))
     ));
     let huge = "x".repeat(redquorum::defaults::MAX_VALUE_LEN + 1);
     assert!(matches!(
-        redlock.election("e").campaign(huge).await,
+        redlock.election("e").campaign(huge, TTL).await,
         Err(redquorum::Error::InvalidArgument(
             ArgumentReason::CandidateValueTooLong { len, max }
         )) if len == max + 1
@@ -377,40 +380,41 @@ async fn bad_input_gets_typed_errors() {
     assert!(invalid(
         redlock
             .election("e")
-            .lock_delay(forever)
-            .campaign("v")
-            .await
-    ));
-    assert!(invalid(
-        redlock
-            .election("e")
-            .max_lease(Duration::ZERO)
-            .campaign("v")
+            .campaign("v", LockOptions::new(TTL).lock_delay(forever))
             .await
     ));
     assert!(matches!(
         redlock
             .election("e")
-            .ttl(Duration::ZERO)
-            .campaign("v")
+            .campaign("v", LockOptions::new(TTL).max_lease(Duration::ZERO))
             .await,
+        Err(redquorum::Error::InvalidArgument(
+            ArgumentReason::ZeroMaxLease
+        ))
+    ));
+    assert!(matches!(
+        redlock.election("e").campaign("v", Duration::ZERO).await,
         Err(redquorum::Error::InvalidTtl { .. })
     ));
     let unfenced = builder(&cluster).fencing(false).build().await.unwrap();
     assert!(matches!(
-        unfenced.election("e").campaign("v").await,
+        unfenced.election("e").campaign("v", TTL).await,
         Err(redquorum::Error::InvalidArgument(
             ArgumentReason::ElectionWithoutFencing
         ))
     ));
     let options = redquorum::LockOptions::new(Duration::from_secs(5)).lock_delay(forever);
     assert!(matches!(
-        redlock.acquire_with_options("r", &options).await,
+        redlock.acquire("r", &options).await,
         Err(redquorum::Error::InvalidArgument(_))
     ));
+    // The one place a cap is set refuses zero for every call that takes options.
+    let zero_cap = LockOptions::new(Duration::from_secs(5)).max_lease(Duration::ZERO);
     assert!(matches!(
-        builder(&cluster).max_lease(Duration::ZERO).build().await,
-        Err(redquorum::Error::InvalidConfig(_))
+        redlock.acquire("r", &zero_cap).await,
+        Err(redquorum::Error::InvalidArgument(
+            ArgumentReason::ZeroMaxLease
+        ))
     ));
     // Nothing was left on the masters by the refused calls.
     assert_eq!(election_keys(&cluster).await, 0);
@@ -438,9 +442,8 @@ async fn observe_is_woken_by_a_resignation() {
     let redlock = client(&cluster).await;
     let election = redlock
         .election("announced")
-        .ttl(Duration::from_secs(10))
         .observe_interval(Duration::from_secs(5));
-    let leadership = election.campaign("a").await.unwrap();
+    let leadership = election.campaign("a", TTL).await.unwrap();
     let mut changes = Box::pin(election.observe().unwrap());
     let first = changes.next().await.unwrap().expect("a leader");
     assert_eq!(first.term, leadership.term());
@@ -469,8 +472,7 @@ async fn leadership_signals_jeopardy_lost_and_cap() {
     let redlock = support::client_with_slow_renewals(&cluster, ttl).await;
     let leadership = redlock
         .election("signals")
-        .ttl(ttl)
-        .campaign("a")
+        .campaign("a", ttl)
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(900)).await;
@@ -496,20 +498,19 @@ async fn leadership_signals_jeopardy_lost_and_cap() {
     }
 
     let cap = Duration::from_millis(2500);
-    let runaway = client(&cluster)
-        .await
-        .election("capped")
-        .ttl(Duration::from_secs(1))
-        .max_lease(cap);
+    let runaway = client(&cluster).await.election("capped");
     let started = Instant::now();
-    let leadership = runaway.campaign("runaway").await.unwrap();
+    let leadership = runaway
+        .campaign(
+            "runaway",
+            LockOptions::new(Duration::from_secs(1)).max_lease(cap),
+        )
+        .await
+        .unwrap();
     leadership.lost().await;
     assert!(started.elapsed() <= cap + Duration::from_millis(100));
-    let next = client(&cluster)
-        .await
-        .election("capped")
-        .ttl(Duration::from_secs(1));
-    let successor = next.campaign("next").await.unwrap();
+    let next = client(&cluster).await.election("capped");
+    let successor = next.campaign("next", Duration::from_secs(1)).await.unwrap();
     assert!(successor.term() > leadership.term());
     assert!(
         started.elapsed() < cap + Duration::from_secs(1) + Duration::from_millis(300),
@@ -537,8 +538,11 @@ async fn the_cap_counts_from_the_win() {
     // First check at return + ttl/3: from the return, return + ttl/3 + ttl = return + 5333 ms
     // fits under the cap (an extension); from the win (200 ms or more before), it does not.
     let cap = Duration::from_millis(5433);
-    let election = redlock.election("capped-from-win").ttl(ttl).max_lease(cap);
-    let leadership = election.campaign("a").await.unwrap();
+    let election = redlock.election("capped-from-win");
+    let leadership = election
+        .campaign("a", LockOptions::new(ttl).max_lease(cap))
+        .await
+        .unwrap();
     let returned = Instant::now();
     // The win came at least one round trip (the term's write) before the return.
     let won_by = returned - 2 * one_way;
@@ -566,9 +570,11 @@ async fn leader_is_unknown_not_absent_when_silent_masters_could_complete_a_quoru
     let redlock = client(&cluster).await;
     let election = redlock
         .election("honest")
-        .ttl(Duration::from_secs(20))
         .observe_interval(Duration::from_millis(50));
-    let leadership = election.campaign("a").await.unwrap();
+    let leadership = election
+        .campaign("a", Duration::from_secs(20))
+        .await
+        .unwrap();
     let key = format!("{}election:honest", redquorum::defaults::DEFAULT_KEY_PREFIX);
     for i in [3, 4] {
         let mut c = support::direct(&cluster, i).await;

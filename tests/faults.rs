@@ -394,7 +394,10 @@ async fn busy_masters_are_waited_out_within_the_acquire_wait() -> anyhow::Result
             assert!(reply.is_transient());
         }
         let lock = redlock
-            .acquire_with_wait("busy", Duration::from_secs(5), Duration::from_secs(5))
+            .acquire(
+                "busy",
+                redquorum::LockOptions::new(Duration::from_secs(5)).wait(Duration::from_secs(5)),
+            )
             .await?;
         let waited = busy_since.elapsed();
         assert!(lock.release().await?);
@@ -472,10 +475,9 @@ async fn a_master_busy_when_connecting_is_waited_out() -> anyhow::Result<()> {
         let redlock = client(&cluster).await;
         cluster.kill(2)?;
         let lock = redlock
-            .acquire_with_wait(
+            .acquire(
                 "busy-at-connect",
-                Duration::from_secs(5),
-                Duration::from_secs(5),
+                redquorum::LockOptions::new(Duration::from_secs(5)).wait(Duration::from_secs(5)),
             )
             .await?;
         assert!(lock.release().await?);

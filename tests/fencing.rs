@@ -39,7 +39,9 @@ async fn take_tokens(client: &Redlock, rounds: usize) -> anyhow::Result<u64> {
 
 /// What a client built now gets within `wait`: its token, or the error.
 async fn token_within(client: &Redlock, wait: Duration) -> Result<u64, Error> {
-    let lock = client.acquire_with_wait("fenced", TTL, wait).await?;
+    let lock = client
+        .acquire("fenced", redquorum::LockOptions::new(TTL).wait(wait))
+        .await?;
     let token = lock.fencing_token().expect("fencing is on");
     lock.release().await?;
     Ok(token)
@@ -220,7 +222,10 @@ async fn a_grant_started_after_another_completed_gets_a_larger_token() -> anyhow
             for _ in 0..40 {
                 let started = epoch.elapsed();
                 let lock = client
-                    .acquire_with_wait(&resource, TTL, Duration::from_secs(20))
+                    .acquire(
+                        &resource,
+                        redquorum::LockOptions::new(TTL).wait(Duration::from_secs(20)),
+                    )
                     .await
                     .expect("acquire");
                 let done = epoch.elapsed();

@@ -26,7 +26,10 @@ async fn client_over(urls: Vec<String>) -> Redlock {
 
 async fn token(client: &Redlock) -> u64 {
     let lock = client
-        .acquire_with_wait("fenced", TTL, Duration::from_secs(3))
+        .acquire(
+            "fenced",
+            redquorum::LockOptions::new(TTL).wait(Duration::from_secs(3)),
+        )
         .await
         .expect("acquire");
     let t = lock.fencing_token().expect("fencing on");
@@ -139,7 +142,10 @@ async fn late_seal_write_after_a_flush_reseals_with_a_stale_seed() {
     // D, partitioned from master 1 (the only one that knows `last`), built now.
     let dcl = client_over(vec![d[0].clone(), NOWHERE.into(), d[2].clone()]).await;
     match dcl
-        .acquire_with_wait("fenced", TTL, Duration::from_secs(2))
+        .acquire(
+            "fenced",
+            redquorum::LockOptions::new(TTL).wait(Duration::from_secs(2)),
+        )
         .await
     {
         Ok(lock) => {

@@ -261,10 +261,7 @@ async fn resources_that_name_the_fencing_keys_are_refused() -> anyhow::Result<()
             "{err}"
         );
         let options = redquorum::LockOptions::new(TTL);
-        let err = redlock
-            .try_acquire_with_options(name, &options)
-            .await
-            .unwrap_err();
+        let err = redlock.try_acquire(name, &options).await.unwrap_err();
         assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
         let err = redlock.acquire_many(["a", name], TTL).await.unwrap_err();
         assert!(matches!(err, Error::InvalidArgument(_)), "{err}");

@@ -92,7 +92,7 @@ async fn extension_cap_ends_the_lease() {
     let options = LockOptions::new(ttl).max_lease(cap);
     let started = Instant::now();
     let result = redlock
-        .with_lock_options("capped", &options, |ctx| async move {
+        .with_lock("capped", &options, |ctx| async move {
             let mut states = ctx.states();
             let mut seen = vec![*states.borrow()];
             while *states.borrow() != LeaseState::Lost {
@@ -118,12 +118,13 @@ async fn extension_cap_ends_the_lease() {
     let other = client(&cluster).await;
     assert!(other.try_acquire("capped", ttl).await.unwrap().is_some());
 
-    // The states on the way, seen by a guard's watchdog with a per-lock cap.
-    let guard = redlock.acquire("capped-2", ttl).await.unwrap();
+    // The states on the way, seen by the watchdog of a guard that carries the cap it was
+    // acquired with.
+    let guard = redlock.acquire("capped-2", &options).await.unwrap();
     let (states, ended) = {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let _ = guard
-            .with_watchdog_capped(ttl, Some(cap), |ctx| async move {
+            .with_watchdog(ttl, |ctx| async move {
                 let mut states = ctx.states();
                 let mut seen = vec![*states.borrow()];
                 while *states.borrow() != LeaseState::Lost {
@@ -142,6 +143,72 @@ async fn extension_cap_ends_the_lease() {
     assert!(ended > started);
 }
 
+/// The cap is the options', whatever the primitive: a permit and a fair lock acquired with a
+/// cap keep it through their `with_*` and through `with_watchdog` on the guard (Held, Capped,
+/// Lost, no later than the cap), and another client gets them right after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_guard_keeps_the_cap_it_was_acquired_with() {
+    let cluster = Cluster::start(5).expect("cluster");
+    let redlock = client(&cluster).await;
+    let (ttl, cap) = (Duration::from_millis(1000), Duration::from_millis(2500));
+    let options = LockOptions::new(ttl).max_lease(cap);
+    // Bounded: a lease that ignored its cap would be kept for as long as the work runs.
+    let until_lost = |ctx: redquorum::LockContext| async move {
+        let mut states = ctx.states();
+        let mut seen = vec![*states.borrow()];
+        let deadline = tokio::time::sleep(cap * 3);
+        tokio::pin!(deadline);
+        while *states.borrow() != LeaseState::Lost {
+            tokio::select! {
+                changed = states.changed() => changed.unwrap(),
+                _ = &mut deadline => break,
+            }
+            seen.push(*states.borrow());
+        }
+        seen
+    };
+    let started = Instant::now();
+    let result = redlock
+        .semaphore("capped-permit", 1)
+        .with_permit(&options, until_lost)
+        .await;
+    let took = started.elapsed();
+    assert!(
+        matches!(result, Err(redquorum::Error::LockLost { .. })),
+        "the capped permit was not lost: {result:?} after {took:?}"
+    );
+    assert!(
+        took > ttl + ttl / 3,
+        "not extended before the cap: {took:?}"
+    );
+    assert!(
+        took <= cap + SCHEDULING_SLACK + Duration::from_millis(100),
+        "held {took:?}, past the cap {cap:?}"
+    );
+    let other = client(&cluster).await;
+    let permit = other.semaphore("capped-permit", 1).try_acquire(ttl).await;
+    assert!(permit.unwrap().is_some(), "the capped permit was extended");
+
+    let guard = redlock
+        .fair_lock("capped-fair")
+        .acquire(&options)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let _ = guard
+        .with_watchdog(ttl, |ctx| async move {
+            let _ = tx.send((until_lost(ctx).await, Instant::now()));
+        })
+        .await;
+    let (states, lost_at) = rx.await.unwrap();
+    assert_eq!(
+        states,
+        vec![LeaseState::Held, LeaseState::Capped, LeaseState::Lost]
+    );
+    assert!(lost_at - started <= cap + SCHEDULING_SLACK + Duration::from_millis(100));
+}
+
 /// A lock taken with a lock-delay and abandoned (its holder vanished: no release, no
 /// extension) stays unavailable until its TTL plus the delay; one that was released is free at
 /// once; an extension moves the delay window too.
@@ -153,10 +220,7 @@ async fn lock_delay_after_abandon_not_after_release() {
     let options = LockOptions::new(ttl).lock_delay(delay);
 
     // Released: free at once, with or without the option on the next taker.
-    let guard = holder
-        .acquire_with_options("delay", &options)
-        .await
-        .unwrap();
+    let guard = holder.acquire("delay", &options).await.unwrap();
     assert!(guard.release().await.unwrap());
     let next = other.try_acquire("delay", ttl).await.unwrap();
     assert!(next.is_some(), "a released lock must be free at once");
@@ -164,10 +228,7 @@ async fn lock_delay_after_abandon_not_after_release() {
 
     // Abandoned: the holder forgets its guard (a crash: nothing is sent).
     let sent_at = Instant::now();
-    let guard = holder
-        .acquire_with_options("delay", &options)
-        .await
-        .unwrap();
+    let guard = holder.acquire("delay", &options).await.unwrap();
     std::mem::forget(guard);
     let free_at = wait_until_free(&other, "delay", ttl).await;
     assert!(
@@ -182,10 +243,7 @@ async fn lock_delay_after_abandon_not_after_release() {
     );
 
     // Extended, then abandoned: the window moves with the extension.
-    let mut guard = holder
-        .acquire_with_options("delay-2", &options)
-        .await
-        .unwrap();
+    let mut guard = holder.acquire("delay-2", &options).await.unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     let extended_at = Instant::now();
     guard.extend(ttl).await.unwrap();

@@ -98,7 +98,10 @@ async fn try_acquire_on_a_held_lock_returns_none_and_leaves_no_key() -> anyhow::
             .is_none()
     );
     let err = b
-        .acquire_with_wait("busy", Duration::from_secs(5), Duration::from_millis(200))
+        .acquire(
+            "busy",
+            redquorum::LockOptions::new(Duration::from_secs(5)).wait(Duration::from_millis(200)),
+        )
         .await
         .unwrap_err();
     assert!(err.is_contended(), "{err}");

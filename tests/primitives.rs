@@ -182,7 +182,11 @@ async fn multi_locks_in_any_order_never_deadlock_or_overlap() -> anyhow::Result<
                     set.reverse();
                 }
                 let lock = redlock
-                    .acquire_many_with_wait(&set, Duration::from_secs(2), Duration::from_secs(5))
+                    .acquire_many(
+                        &set,
+                        redquorum::LockOptions::new(Duration::from_secs(2))
+                            .wait(Duration::from_secs(5)),
+                    )
                     .await?;
                 let t = Instant::now();
                 tokio::time::sleep(Duration::from_millis(3)).await;
@@ -285,10 +289,9 @@ async fn reentrant_failed_round_rolls_back_only_its_own_hold() -> anyhow::Result
         cluster.pause(i)?;
     }
     let err = owner
-        .acquire_with_wait(
+        .acquire(
             "report",
-            Duration::from_secs(10),
-            Duration::from_millis(300),
+            redquorum::LockOptions::new(Duration::from_secs(10)).wait(Duration::from_millis(300)),
         )
         .await
         .unwrap_err();
@@ -557,11 +560,17 @@ async fn rw_lock_writers_do_not_starve_and_never_overlap_anyone() -> anyhow::Res
             while Instant::now() < stop {
                 let t = Instant::now();
                 let lock = if is_writer {
-                    rw.write_with_wait(Duration::from_secs(2), Duration::from_secs(5))
-                        .await?
+                    rw.write(
+                        redquorum::LockOptions::new(Duration::from_secs(2))
+                            .wait(Duration::from_secs(5)),
+                    )
+                    .await?
                 } else {
-                    rw.read_with_wait(Duration::from_secs(2), Duration::from_secs(5))
-                        .await?
+                    rw.read(
+                        redquorum::LockOptions::new(Duration::from_secs(2))
+                            .wait(Duration::from_secs(5)),
+                    )
+                    .await?
                 };
                 let acquired = Instant::now();
                 waits.push(acquired - t);
@@ -734,19 +743,25 @@ async fn take(
         Kind::Multi => {
             let set: &[&'static str] =
                 [&["a", "b"][..], &["b", "c"], &["c", "a"]][(client + i) % 3];
-            let lock = redlock.acquire_many_with_wait(set, ttl, wait).await?;
+            let lock = redlock
+                .acquire_many(set, redquorum::LockOptions::new(ttl).wait(wait))
+                .await?;
             (vec![lock], set.to_vec(), client)
         }
         Kind::Reentrant => {
             let owner = redlock.reentrant(format!("owner-{client}"));
-            let outer = owner.acquire_with_wait("re", ttl, wait).await?;
-            let inner = owner.acquire_with_wait("re", ttl, wait).await?;
+            let outer = owner
+                .acquire("re", redquorum::LockOptions::new(ttl).wait(wait))
+                .await?;
+            let inner = owner
+                .acquire("re", redquorum::LockOptions::new(ttl).wait(wait))
+                .await?;
             (vec![outer, inner], vec!["re"], client)
         }
         Kind::Fair => {
             let lock = redlock
                 .fair_lock("fair")
-                .acquire_with_wait(ttl, wait)
+                .acquire(redquorum::LockOptions::new(ttl).wait(wait))
                 .await?;
             (vec![lock], vec!["fair"], client)
         }
@@ -754,13 +769,16 @@ async fn take(
             let rw = redlock.rw_lock("rw");
             if (client + i).is_multiple_of(3) {
                 (
-                    vec![rw.write_with_wait(ttl, wait).await?],
+                    vec![
+                        rw.write(redquorum::LockOptions::new(ttl).wait(wait))
+                            .await?,
+                    ],
                     vec!["rw"],
                     WRITER + client,
                 )
             } else {
                 (
-                    vec![rw.read_with_wait(ttl, wait).await?],
+                    vec![rw.read(redquorum::LockOptions::new(ttl).wait(wait)).await?],
                     vec!["rw"],
                     client,
                 )
@@ -769,7 +787,7 @@ async fn take(
         Kind::Semaphore => {
             let lock = redlock
                 .semaphore("sem", PERMITS)
-                .acquire_with_wait(ttl, wait)
+                .acquire(redquorum::LockOptions::new(ttl).wait(wait))
                 .await?;
             (vec![lock], vec!["sem"], client)
         }
@@ -997,5 +1015,83 @@ async fn every_primitive_is_extended_while_its_closure_runs() -> anyhow::Result<
         })
         .await;
     assert!(matches!(result, Err(Error::LockLost { .. })), "{result:?}");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// One way to ask: options a call cannot honour are refused, not ignored
+
+/// Every call that cannot honour an option says so with a typed error before anything is
+/// sent: a wait for a single try or a resume, a lock-delay for a primitive whose keys do not
+/// keep one. Ignoring either would hand out a lock the caller did not ask for (a wait it did
+/// not get; no delay window after an abandoned hold).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_option_a_call_cannot_honour_is_refused_before_anything_is_sent() -> anyhow::Result<()> {
+    use redquorum::LockOptions;
+    let cluster = Cluster::start(3)?;
+    let redlock = client(&cluster).await;
+    let ttl = Duration::from_secs(2);
+    let wait = LockOptions::new(ttl).wait(Duration::from_millis(100));
+    let delay = LockOptions::new(ttl).lock_delay(Duration::from_secs(1));
+    let refused = |result: redquorum::Result<Option<LockGuard>>| match result {
+        Err(Error::InvalidArgument(ArgumentReason::Unsupported { option, call })) => (option, call),
+        other => panic!("not refused as unsupported: {other:?}"),
+    };
+    let (rw, fair, sem, re) = (
+        redlock.rw_lock("refused"),
+        redlock.fair_lock("refused"),
+        redlock.semaphore("refused", 2),
+        redlock.reentrant("me"),
+    );
+    let seen = [
+        refused(redlock.try_acquire("refused", &wait).await),
+        refused(redlock.try_acquire_many(["refused"], &wait).await),
+        refused(redlock.acquire_many(["refused"], &delay).await.map(Some)),
+        refused(re.acquire("refused", &delay).await.map(Some)),
+        refused(re.try_acquire("refused", &wait).await),
+        refused(fair.acquire(&delay).await.map(Some)),
+        refused(fair.try_acquire(&wait).await),
+        refused(rw.read(&delay).await.map(Some)),
+        refused(rw.write(&delay).await.map(Some)),
+        refused(rw.try_read(&wait).await),
+        refused(rw.try_write(&wait).await),
+        refused(sem.acquire(&delay).await.map(Some)),
+        refused(sem.try_acquire(&wait).await),
+    ];
+    assert_eq!(
+        seen,
+        [
+            ("wait", "try_acquire"),
+            ("wait", "try_acquire_many"),
+            ("lock_delay", "acquire_many"),
+            ("lock_delay", "ReentrantLock::acquire"),
+            ("wait", "ReentrantLock::try_acquire"),
+            ("lock_delay", "FairLock::acquire"),
+            ("wait", "FairLock::try_acquire"),
+            ("lock_delay", "RwLock::read"),
+            ("lock_delay", "RwLock::write"),
+            ("wait", "RwLock::try_read"),
+            ("wait", "RwLock::try_write"),
+            ("lock_delay", "Semaphore::acquire"),
+            ("wait", "Semaphore::try_acquire"),
+        ]
+    );
+    // A resume cannot wait or delay either; the exported hold is left as it was.
+    let guard = redlock.acquire("refused-handoff", ttl).await?;
+    let token = guard.fencing_token();
+    let handle = guard.export().expect("a basic lock");
+    for options in [&wait, &delay] {
+        let result = redlock.resume(handle.clone(), options).await.map(Some);
+        let (option, call) = refused(result);
+        assert_eq!(call, "resume", "{option}");
+    }
+    let resumed = redlock.resume(handle, ttl).await?;
+    assert_eq!(resumed.fencing_token(), token);
+    resumed.release().await?;
+    // Nothing of the refused calls reached a master.
+    for i in 0..3 {
+        let keys: Vec<String> = on(&cluster, i, redis::cmd("KEYS").arg("*refused")).await;
+        assert!(keys.is_empty(), "master {i}: {keys:?}");
+    }
     Ok(())
 }

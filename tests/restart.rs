@@ -35,7 +35,10 @@ async fn restart_without_data_and_no_protection_allows_an_overlap_that_is_report
     checker.record(holding(1, &lock_a, Instant::now()));
     let b = builder(&cluster).build().await?;
     let lock_b = b
-        .acquire_with_wait("precious", Duration::from_secs(10), Duration::from_secs(3))
+        .acquire(
+            "precious",
+            redquorum::LockOptions::new(Duration::from_secs(10)).wait(Duration::from_secs(3)),
+        )
         .await
         .expect("without protection the second client gets the lock");
     checker.record(holding(2, &lock_b, Instant::now()));
@@ -70,7 +73,10 @@ async fn restart_quarantine_prevents_the_overlap() -> anyhow::Result<()> {
     drop(lock_a);
     tokio::time::sleep(quarantine).await;
     let lock_b = b
-        .acquire_with_wait("precious", Duration::from_secs(10), Duration::from_secs(8))
+        .acquire(
+            "precious",
+            redquorum::LockOptions::new(Duration::from_secs(10)).wait(Duration::from_secs(8)),
+        )
         .await?;
     assert!(lock_b.release().await?);
     Ok(())
@@ -129,10 +135,9 @@ async fn a_whole_cluster_restart_with_data_does_not_block_locking() -> anyhow::R
         cluster.restart(i, DataOnRestart::Keep)?;
     }
     let lock = redlock
-        .acquire_with_wait(
+        .acquire(
             "after-restart",
-            Duration::from_secs(5),
-            Duration::from_secs(5),
+            redquorum::LockOptions::new(Duration::from_secs(5)).wait(Duration::from_secs(5)),
         )
         .await?;
     let after = lock.fencing_token().unwrap();
@@ -162,7 +167,10 @@ async fn reseed_never_trusts_a_restarted_master_when_others_can_answer() -> anyh
     cluster.pause(2)?;
     cluster.restart(0, DataOnRestart::Lose)?;
     match redlock
-        .acquire_with_wait("backwards", Duration::from_secs(5), Duration::from_secs(1))
+        .acquire(
+            "backwards",
+            redquorum::LockOptions::new(Duration::from_secs(5)).wait(Duration::from_secs(1)),
+        )
         .await
     {
         Ok(lock) => {
@@ -177,7 +185,10 @@ async fn reseed_never_trusts_a_restarted_master_when_others_can_answer() -> anyh
     cluster.resume(1)?;
     cluster.resume(2)?;
     let lock = redlock
-        .acquire_with_wait("backwards", Duration::from_secs(5), Duration::from_secs(5))
+        .acquire(
+            "backwards",
+            redquorum::LockOptions::new(Duration::from_secs(5)).wait(Duration::from_secs(5)),
+        )
         .await?;
     let token = lock.fencing_token().unwrap();
     assert!(
@@ -203,7 +214,10 @@ struct Takeover {
 /// master 2 (restarted, or the replacement: `who`) must be what stopped it: quarantined.
 async fn b_is_refused_by_the_quarantine(b: &Redlock, checker: &Checker, who: &str) {
     let attempt = b
-        .acquire_with_wait("precious", Duration::from_secs(10), Duration::from_secs(1))
+        .acquire(
+            "precious",
+            redquorum::LockOptions::new(Duration::from_secs(10)).wait(Duration::from_secs(1)),
+        )
         .await;
     if let Ok(lock_b) = &attempt {
         checker.record(holding(2, lock_b, Instant::now()));
@@ -289,10 +303,9 @@ async fn a_replacement_stays_quarantined_across_reconnects() -> anyhow::Result<(
     let first = b.try_acquire("precious", Duration::from_secs(10)).await;
     assert!(!matches!(first, Ok(Some(_))), "{first:?}");
     let err = b
-        .acquire_with_wait(
+        .acquire(
             "precious",
-            Duration::from_secs(10),
-            Duration::from_millis(500),
+            redquorum::LockOptions::new(Duration::from_secs(10)).wait(Duration::from_millis(500)),
         )
         .await
         .expect_err("quarantined");

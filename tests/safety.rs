@@ -87,10 +87,10 @@ async fn run_clients(
                 let resource = format!("res{}", i % resources);
                 let t = Instant::now();
                 match redlock
-                    .acquire_with_wait(
+                    .acquire(
                         &resource,
-                        Duration::from_secs(2),
-                        Duration::from_millis(500),
+                        redquorum::LockOptions::new(Duration::from_secs(2))
+                            .wait(Duration::from_millis(500)),
                     )
                     .await
                 {
@@ -224,7 +224,10 @@ async fn majority_unavailable_fails_within_the_wait_and_leaves_no_key() {
     let mut errors = 0;
     for r in 0..5 {
         let err = redlock
-            .acquire_with_wait(&format!("maj{r}"), Duration::from_secs(5), wait)
+            .acquire(
+                &format!("maj{r}"),
+                redquorum::LockOptions::new(Duration::from_secs(5)).wait(wait),
+            )
             .await
             .expect_err("no majority");
         assert!(err.is_unavailable() || err.is_timeout(), "{err}");
@@ -324,7 +327,10 @@ async fn clock_jump_overlap_is_reported_and_fencing_stops_the_stale_write() {
     let b = support::client(&cluster).await;
     let t_b = Instant::now();
     let lock_b = b
-        .acquire_with_wait("ledger", ttl, Duration::from_secs(3))
+        .acquire(
+            "ledger",
+            redquorum::LockOptions::new(ttl).wait(Duration::from_secs(3)),
+        )
         .await
         .expect("the jump lets a second client in");
     checker.record(holding(2, &lock_b, t_b));
@@ -356,10 +362,9 @@ async fn lost_replies_do_not_leave_a_key_behind() {
         cluster.drop_replies(i, true).unwrap();
     }
     let err = redlock
-        .acquire_with_wait(
+        .acquire(
             "lost-reply",
-            Duration::from_secs(30),
-            Duration::from_millis(300),
+            redquorum::LockOptions::new(Duration::from_secs(30)).wait(Duration::from_millis(300)),
         )
         .await
         .expect_err("no replies from a majority");

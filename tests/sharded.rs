@@ -98,7 +98,10 @@ async fn group_added_and_removed_under_load_never_two_holders() {
                 let resource = format!("res{}", i % 24);
                 let wait = Duration::from_millis(500);
                 let Ok(lock) = client
-                    .acquire_with_wait(&resource, Duration::from_secs(1), wait)
+                    .acquire(
+                        &resource,
+                        redquorum::LockOptions::new(Duration::from_secs(1)).wait(wait),
+                    )
                     .await
                 else {
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -334,7 +337,10 @@ async fn multi_resource_lock_across_groups_rolls_back_as_a_unit() {
     let ttl = Duration::from_secs(2);
     let blocker = two.acquire(&on_b, ttl).await.unwrap();
     let err = one
-        .acquire_many_with_wait([&on_a, &on_b], ttl, Duration::from_millis(300))
+        .acquire_many(
+            [&on_a, &on_b],
+            redquorum::LockOptions::new(ttl).wait(Duration::from_millis(300)),
+        )
         .await
         .unwrap_err();
     assert!(err.is_contended(), "{err}");
@@ -350,7 +356,10 @@ async fn multi_resource_lock_across_groups_rolls_back_as_a_unit() {
     );
     blocker.release().await.unwrap();
     let both = one
-        .acquire_many_with_wait([&on_b, &on_a], ttl, Duration::from_secs(3))
+        .acquire_many(
+            [&on_b, &on_a],
+            redquorum::LockOptions::new(ttl).wait(Duration::from_secs(3)),
+        )
         .await
         .unwrap();
     assert_eq!(both.groups(), vec!["a", "b"], "taken in group order");
@@ -471,7 +480,7 @@ async fn sharded_with_lock_is_lost_by_the_deadline_while_renewals_hang() {
     println!("lost after start + ttl by: {late:?}");
 }
 
-/// The groups' extension cap (`Builder::max_lease`) holds for a sharded lease: the work runs
+/// The extension cap (`LockOptions::max_lease`) holds for a sharded lease: the work runs
 /// on past the cap, and the lock must be lost by the cap, then free for another client.
 /// Before: the cap was ignored (held 3.5 s under a 1.5 s cap).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -480,14 +489,15 @@ async fn sharded_with_lock_respects_the_extension_cap() {
     let (ttl, cap) = (Duration::from_millis(1000), Duration::from_millis(2200));
     let client = ShardedRedlock::builder()
         .max_ttl(Duration::from_secs(5))
-        .group("a", 1, support::builder(&a).max_lease(cap))
+        .group("a", 1, support::builder(&a))
         .build()
         .await
         .unwrap();
     let started = Instant::now();
     let (seen_tx, seen_rx) = tokio::sync::oneshot::channel();
+    let options = redquorum::LockOptions::new(ttl).max_lease(cap);
     let outcome = client
-        .with_lock("capped", ttl, |ctx| async move {
+        .with_lock("capped", &options, |ctx| async move {
             let lost = tokio::select! {
                 _ = ctx.lost() => Some(Instant::now()),
                 _ = tokio::time::sleep(Duration::from_millis(4000)) => None,
@@ -532,7 +542,10 @@ async fn a_multi_group_acquire_never_returns_an_expired_guard() {
         .unwrap();
     let ttl = Duration::from_millis(1000);
     let both = one
-        .acquire_many_with_wait([&on_a, &on_b], ttl, Duration::from_secs(6))
+        .acquire_many(
+            [&on_a, &on_b],
+            redquorum::LockOptions::new(ttl).wait(Duration::from_secs(6)),
+        )
         .await
         .unwrap();
     assert!(
@@ -964,7 +977,10 @@ async fn concurrent_administrators_are_serialised() {
                 let resource = format!("res{}", i % 16);
                 let wait = Duration::from_millis(500);
                 let Ok(lock) = client
-                    .acquire_with_wait(&resource, Duration::from_secs(1), wait)
+                    .acquire(
+                        &resource,
+                        redquorum::LockOptions::new(Duration::from_secs(1)).wait(wait),
+                    )
                     .await
                 else {
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -1136,7 +1152,10 @@ async fn a_topology_restored_from_another_process_does_not_vote() {
     // Waiting (the restarted masters' fencing counters are sealed on the way), for less
     // than the holder's validity.
     let got = stale
-        .acquire_with_wait(&r, ttl, Duration::from_millis(600))
+        .acquire(
+            &r,
+            redquorum::LockOptions::new(ttl).wait(Duration::from_millis(600)),
+        )
         .await;
     println!("stale client: {got:?} (epoch now {})", stale.epoch());
     assert!(

@@ -58,7 +58,10 @@ async fn peer_key_survives_a_wait(
     let name = resource.to_owned();
     let waiting = tokio::spawn(async move {
         waiter
-            .acquire_with_wait(&name, TTL, Duration::from_secs(10))
+            .acquire(
+                &name,
+                redquorum::LockOptions::new(TTL).wait(Duration::from_secs(10)),
+            )
             .await
     });
     // The waiter is refused several times here (it would set the marker each time).
@@ -135,7 +138,10 @@ async fn a_hash_under_the_marker_name_is_left_alone() -> anyhow::Result<()> {
     let guard = holder.acquire("hashed", TTL).await?;
     let waiting = tokio::spawn(async move {
         waiter
-            .acquire_with_wait("hashed", TTL, Duration::from_secs(10))
+            .acquire(
+                "hashed",
+                redquorum::LockOptions::new(TTL).wait(Duration::from_secs(10)),
+            )
             .await
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -165,7 +171,10 @@ async fn an_extended_holder_keeps_its_waiter_marked() -> anyhow::Result<()> {
     let mut guard = holder.acquire("kept", short).await?;
     let waiting = tokio::spawn(async move {
         let got = waiter
-            .acquire_with_wait("kept", short, Duration::from_secs(20))
+            .acquire(
+                "kept",
+                redquorum::LockOptions::new(short).wait(Duration::from_secs(20)),
+            )
             .await;
         (got, Instant::now())
     });

@@ -155,7 +155,10 @@ async fn a_release_nobody_waits_for_publishes_nothing() -> anyhow::Result<()> {
     assert!(client.try_acquire("quiet", TTL).await?.is_none());
     assert!(
         client
-            .acquire_with_wait("quiet", TTL, Duration::ZERO)
+            .acquire(
+                "quiet",
+                redquorum::LockOptions::new(TTL).wait(Duration::ZERO)
+            )
             .await
             .is_err()
     );
@@ -240,7 +243,10 @@ async fn a_short_ttl_waiter_on_a_long_held_lock_is_woken() -> anyhow::Result<()>
     let guard = holder.acquire("long-held", TTL).await?;
     let waiting = tokio::spawn(async move {
         let got = waiter
-            .acquire_with_wait("long-held", SHORT_TTL, Duration::from_secs(25))
+            .acquire(
+                "long-held",
+                redquorum::LockOptions::new(SHORT_TTL).wait(Duration::from_secs(25)),
+            )
             .await;
         (got, Instant::now())
     });
@@ -269,7 +275,7 @@ async fn a_waiter_with_lock_options_is_woken() -> anyhow::Result<()> {
         let options = redquorum::LockOptions::new(TTL)
             .lock_delay(Duration::from_secs(1))
             .wait(Duration::from_secs(25));
-        let got = waiter.acquire_with_options("options-held", &options).await;
+        let got = waiter.acquire("options-held", &options).await;
         (got, Instant::now())
     });
     let (got, handoff) = release_to(&cluster, guard, waiting, Duration::from_millis(800)).await?;

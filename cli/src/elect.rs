@@ -93,14 +93,15 @@ async fn campaign(redlock: &Redlock, args: &ElectArgs) -> Result<Leadership, u8>
         .value
         .clone()
         .unwrap_or_else(redquorum::default_owner_id);
-    let election = redlock.election(&args.name).ttl(args.ttl);
+    let election = redlock.election(&args.name);
     // A zero wait is one round: the library does not start a second one past the deadline.
     let wait = if args.try_once {
         Duration::ZERO
     } else {
         args.wait.unwrap_or(Duration::MAX)
     };
-    match election.campaign_with_wait(value, wait).await {
+    let options = redquorum::LockOptions::new(args.ttl).wait(wait);
+    match election.campaign(value, options).await {
         Ok(leadership) => Ok(leadership),
         Err(Error::Contended { .. }) => {
             let leader = match election.leader().await {

@@ -149,16 +149,24 @@ async fn acquire(redlock: &Redlock, args: &LockArgs) -> Result<LockGuard, u8> {
     } else {
         let wait = args.wait.unwrap_or(Duration::MAX);
         if args.shared {
-            redlock.rw_lock(name).read_with_wait(ttl, wait).await
+            redlock
+                .rw_lock(name)
+                .read(redquorum::LockOptions::new(ttl).wait(wait))
+                .await
         } else if args.exclusive {
-            redlock.rw_lock(name).write_with_wait(ttl, wait).await
+            redlock
+                .rw_lock(name)
+                .write(redquorum::LockOptions::new(ttl).wait(wait))
+                .await
         } else if let Some(n) = args.limit {
             redlock
                 .semaphore(name, n)
-                .acquire_with_wait(ttl, wait)
+                .acquire(redquorum::LockOptions::new(ttl).wait(wait))
                 .await
         } else {
-            redlock.acquire_with_wait(name, ttl, wait).await
+            redlock
+                .acquire(name, redquorum::LockOptions::new(ttl).wait(wait))
+                .await
         }
         .map(Some)
     };

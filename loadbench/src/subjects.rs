@@ -49,7 +49,10 @@ impl Subject {
     /// get the lock in time.
     pub async fn acquire(&self, key: &str, ttl: Duration, wait: Duration) -> Result<Option<Held>> {
         match self {
-            Subject::Ours(r) => match r.acquire_with_wait(key, ttl, wait).await {
+            Subject::Ours(r) => match r
+                .acquire(key, redquorum::LockOptions::new(ttl).wait(wait))
+                .await
+            {
                 Ok(g) => Ok(Some(Held::Ours(g))),
                 Err(e) if e.is_contended() => Ok(None),
                 Err(e) => Err(e.into()),

@@ -29,10 +29,13 @@ pub(crate) async fn election(
     name: String,
 ) {
     let ttl = world.plan.ttl;
-    let election = client.election(name.as_str()).ttl(ttl);
+    let election = client.election(name.as_str());
     let wait = Duration::from_millis(rng.random_range(0..400));
     let started = Instant::now();
-    let leadership = match election.campaign_with_wait(who, wait).await {
+    let leadership = match election
+        .campaign(who, LockOptions::new(ttl).wait(wait))
+        .await
+    {
         Ok(l) => l,
         Err(e) => {
             world.net.log(format!("{who}: campaign for {name}: {e}"));
@@ -122,7 +125,7 @@ pub(crate) async fn lock_delay(
         .lock_delay(delay)
         .wait(Duration::from_millis(rng.random_range(0..400)));
     let started = Instant::now();
-    let guard = match client.acquire_with_options(&resource, &options).await {
+    let guard = match client.acquire(&resource, &options).await {
         Ok(g) => g,
         Err(e) => {
             world

@@ -148,7 +148,10 @@ async fn pass_around(
         let who = format!("pass{pass}");
         let started = Instant::now();
         let wait = Duration::from_millis(rng.random_range(0..400));
-        let Ok(lock) = exporter.acquire_with_wait(RESOURCE, setup.ttl, wait).await else {
+        let Ok(lock) = exporter
+            .acquire(RESOURCE, redquorum::LockOptions::new(setup.ttl).wait(wait))
+            .await
+        else {
             continue;
         };
         let index = record(&setup, &who, &lock, started);
@@ -209,7 +212,10 @@ async fn compete(setup: Setup, rival: Redlock, mut rng: StdRng, ops: u32) {
     for op in 0..ops {
         let started = Instant::now();
         let wait = Duration::from_millis(rng.random_range(0..600));
-        if let Ok(lock) = rival.acquire_with_wait(RESOURCE, setup.ttl, wait).await {
+        if let Ok(lock) = rival
+            .acquire(RESOURCE, redquorum::LockOptions::new(setup.ttl).wait(wait))
+            .await
+        {
             let index = record(&setup, &format!("rival{op}"), &lock, started);
             tokio::time::sleep(lock.remaining().mul_f64(rng.random_range(0.0..0.3))).await;
             let at = Instant::now();

@@ -120,29 +120,37 @@ impl Prim {
         wait: Duration,
     ) -> BoxFuture<'a, redquorum::Result<LockGuard>> {
         match self {
-            Prim::Multi(names) => Box::pin(client.acquire_many_with_wait(names, ttl, wait)),
+            Prim::Multi(names) => {
+                Box::pin(client.acquire_many(names, redquorum::LockOptions::new(ttl).wait(wait)))
+            }
             Prim::Reentrant { owner, resource } => Box::pin(async move {
                 client
                     .reentrant(owner.as_str())
-                    .acquire_with_wait(resource, ttl, wait)
+                    .acquire(resource, redquorum::LockOptions::new(ttl).wait(wait))
                     .await
             }),
             Prim::Fair(r) => Box::pin(async move {
                 client
                     .fair_lock(r.as_str())
-                    .acquire_with_wait(ttl, wait)
+                    .acquire(redquorum::LockOptions::new(ttl).wait(wait))
                     .await
             }),
-            Prim::Read(r) => {
-                Box::pin(async move { client.rw_lock(r.as_str()).read_with_wait(ttl, wait).await })
-            }
-            Prim::Write(r) => {
-                Box::pin(async move { client.rw_lock(r.as_str()).write_with_wait(ttl, wait).await })
-            }
+            Prim::Read(r) => Box::pin(async move {
+                client
+                    .rw_lock(r.as_str())
+                    .read(redquorum::LockOptions::new(ttl).wait(wait))
+                    .await
+            }),
+            Prim::Write(r) => Box::pin(async move {
+                client
+                    .rw_lock(r.as_str())
+                    .write(redquorum::LockOptions::new(ttl).wait(wait))
+                    .await
+            }),
             Prim::Permit { resource, k } => Box::pin(async move {
                 client
                     .semaphore(resource.as_str(), *k)
-                    .acquire_with_wait(ttl, wait)
+                    .acquire(redquorum::LockOptions::new(ttl).wait(wait))
                     .await
             }),
         }

@@ -626,7 +626,10 @@ async fn workload(
         let (attempt, bound) = match rng.random_range(0..10) {
             0..=5 => (
                 client
-                    .acquire_with_wait(&resource, world.plan.ttl, wait)
+                    .acquire(
+                        &resource,
+                        redquorum::LockOptions::new(world.plan.ttl).wait(wait),
+                    )
                     .await,
                 Some(acquire_bound(wait, timeout)),
             ),

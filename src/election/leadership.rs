@@ -40,16 +40,17 @@ impl std::fmt::Debug for Leadership {
 }
 
 impl Leadership {
-    /// Keeps `guard` (won at `won_at`, which the extension cap counts from) as a leadership.
+    /// Keeps `guard` (won at `won_at`, which its extension cap counts from) as a leadership,
+    /// extended to `ttl`.
     pub(super) fn start(
         election: &Election,
         guard: LockGuard,
+        ttl: Duration,
         won_at: Instant,
         value: String,
         term: u64,
     ) -> Self {
-        let (lease, context) =
-            Lease::start_capped_from(guard, election.ttl, election.max_lease, won_at);
+        let (lease, context) = Lease::start_from(guard, ttl, won_at);
         Self {
             election: election.name.clone(),
             value,

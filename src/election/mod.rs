@@ -19,13 +19,15 @@ use redis::Value;
 use tokio::time::Instant;
 
 use crate::config::deadline_after;
-use crate::defaults::{DEFAULT_ELECTION_TTL, DEFAULT_OBSERVE_INTERVAL, MAX_VALUE_LEN};
+#[cfg(doc)]
+use crate::defaults::DEFAULT_ELECTION_TTL;
+use crate::defaults::{DEFAULT_OBSERVE_INTERVAL, MAX_VALUE_LEN};
 use crate::error::{Error, Replies, Result};
 use crate::guard::LockGuard;
 use crate::held::{Attempt, HeldBy};
 use crate::invalid::ArgumentReason;
 use crate::lock::{Redlock, Wake};
-use crate::options::check_lock_delay;
+use crate::options::LockOptions;
 use crate::scripts::millis;
 use crate::scripts::{
     ELECTION_ACQUIRE, ELECTION_EXTEND, ELECTION_READ, ELECTION_RELEASE, ELECTION_TERM, ScriptCall,
@@ -33,15 +35,13 @@ use crate::scripts::{
 
 pub use leadership::Leadership;
 
-/// One election, by name. Created by [`Redlock::election`]; cheap to clone. The settings
-/// (`ttl`, `lock_delay`, `max_lease`, `observe_interval`) are builder-style.
+/// One election, by name. Created by [`Redlock::election`]; cheap to clone. A campaign takes
+/// its leadership's [`LockOptions`] (TTL, wait, lock-delay, extension cap); the
+/// `observe_interval` is builder-style.
 #[derive(Clone, Debug)]
 pub struct Election {
     redlock: Redlock,
     name: String,
-    ttl: Duration,
-    lock_delay: Duration,
-    max_lease: Option<Duration>,
     observe_interval: Duration,
 }
 
@@ -55,45 +55,18 @@ pub struct Leader {
 }
 
 impl Redlock {
-    /// The election `name` (any non-empty string), with the default TTL
-    /// ([`DEFAULT_ELECTION_TTL`]), no lock-delay, and the client's extension cap. Elections
-    /// need fencing on (the term is the fencing token).
+    /// The election `name` (any non-empty string). Elections need fencing on (the term is the
+    /// fencing token).
     pub fn election(&self, name: impl Into<String>) -> Election {
         Election {
             redlock: self.clone(),
             name: name.into(),
-            ttl: DEFAULT_ELECTION_TTL,
-            lock_delay: Duration::ZERO,
-            max_lease: self.config().max_lease,
             observe_interval: DEFAULT_OBSERVE_INTERVAL,
         }
     }
 }
 
 impl Election {
-    /// The leadership TTL: a leader that vanishes without resigning is replaced within about
-    /// one TTL (plus the lock-delay).
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl;
-        self
-    }
-
-    /// Lock-delay: after a leader's lease ran out without a resignation, nobody is elected for
-    /// `delay` more (see [`LockOptions::lock_delay`](crate::LockOptions::lock_delay)). A
-    /// resignation hands over at once. Default: zero (off).
-    pub fn lock_delay(mut self, delay: Duration) -> Self {
-        self.lock_delay = delay;
-        self
-    }
-
-    /// Extension cap of a leadership: it is not extended past `cap` from when it was won (the
-    /// acquire round's quorum, before the term is recorded; see
-    /// [`Builder::max_lease`](crate::Builder::max_lease)).
-    pub fn max_lease(mut self, cap: Duration) -> Self {
-        self.max_lease = Some(cap);
-        self
-    }
-
     /// How often [`observe`](Self::observe) reads the leader. Must be positive: `observe` and
     /// `campaign` refuse zero.
     pub fn observe_interval(mut self, interval: Duration) -> Self {
@@ -110,48 +83,49 @@ impl Election {
     /// name) until this candidate leads, and returns its leadership, kept alive in the
     /// background until it is resigned, dropped, lost or capped.
     ///
-    /// Waits without a deadline: drop the future to stop campaigning (safe at any point: a
-    /// round in flight is rolled back in the background), or use
-    /// [`campaign_with_wait`](Self::campaign_with_wait). A resignation wakes waiting candidates
-    /// of this client at once (release messages); otherwise they retry at the client's retry
-    /// delay.
+    /// The options are the leadership's: its TTL (a leader that vanishes without resigning is
+    /// replaced within about one TTL, plus the lock-delay; [`DEFAULT_ELECTION_TTL`] is a
+    /// reasonable one), the wait, the lock-delay (after a leader's lease ran out without a
+    /// resignation, nobody is elected for that much more; a resignation hands over at once) and
+    /// the extension cap (counted from the win, not from after the term is recorded).
+    ///
+    /// Without [`LockOptions::wait`] it waits without a deadline: drop the future to stop
+    /// campaigning (safe at any point: a round in flight is rolled back in the background). A
+    /// resignation wakes waiting candidates of this client at once (release messages);
+    /// otherwise they retry at the client's retry delay.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for an empty name, a value over [`MAX_VALUE_LEN`] bytes, fencing
     /// off, a zero cap or a lock-delay over [`MAX_TTL`](crate::defaults::MAX_TTL); [`Error::InvalidTtl`];
     /// [`Error::Unavailable`] when masters fail hard (connections refused) so no quorum is
-    /// possible.
-    pub async fn campaign(&self, value: impl Into<String>) -> Result<Leadership> {
-        self.campaign_with_wait(value, Duration::MAX).await
-    }
-
-    /// [`campaign`](Self::campaign), giving up after `wait`.
-    ///
-    /// # Errors
-    /// As [`campaign`](Self::campaign), and [`Error::Contended`] (another leader held on),
-    /// [`Error::Timeout`] or [`Error::Unavailable`] when `wait` ran out.
-    pub async fn campaign_with_wait(
+    /// possible; with a wait, [`Error::Contended`] (another leader held on),
+    /// [`Error::Timeout`] or [`Error::Unavailable`] when it ran out.
+    pub async fn campaign(
         &self,
         value: impl Into<String>,
-        wait: Duration,
+        options: impl Into<LockOptions>,
     ) -> Result<Leadership> {
         let value = value.into();
-        self.check(&value)?;
-        let deadline = deadline_after(Instant::now(), wait);
+        let options = options.into();
+        self.check(&value, &options)?;
+        let deadline = deadline_after(Instant::now(), options.wait_or(Duration::MAX));
         let resource = self.resource();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let guard = self
                 .redlock
-                .acquire_loop(&resource, self.ttl, left, Wake::OnRelease, || {
-                    self.attempt(&value)
+                .acquire_loop(&resource, &options, left, Wake::OnRelease, || {
+                    self.attempt(&value, &options)
                 })
                 .await?;
             // The extension cap counts from here, not from after the term is recorded.
             let won_at = Instant::now();
             let term = guard.fencing_token().unwrap_or(0);
             let replies = match self.record_term(&guard, term).await {
-                Ok(()) => return Ok(Leadership::start(self, guard, won_at, value, term)),
+                Ok(()) => {
+                    let ttl = options.ttl();
+                    return Ok(Leadership::start(self, guard, ttl, won_at, value, term));
+                }
                 Err(replies) => replies,
             };
             // Won, but readers could not be told the term: give it back and try again, so that
@@ -207,7 +181,7 @@ impl Election {
         }
     }
 
-    fn check(&self, value: &str) -> Result<()> {
+    fn check(&self, value: &str, options: &LockOptions) -> Result<()> {
         if self.name.is_empty() {
             return Err(Error::InvalidArgument(ArgumentReason::EmptyElectionName));
         }
@@ -224,12 +198,9 @@ impl Election {
                 ArgumentReason::ElectionWithoutFencing,
             ));
         }
-        if self.max_lease.is_some_and(|cap| cap.is_zero()) {
-            return Err(Error::InvalidArgument(ArgumentReason::ZeroMaxLease));
-        }
         self.check_observe_interval()?;
-        self.redlock.config().check_ttl(self.ttl)?;
-        check_lock_delay(self.ttl, self.lock_delay)
+        self.redlock.config().check_ttl(options.ttl())?;
+        options.check("Election::campaign", true, true)
     }
 
     fn check_observe_interval(&self) -> Result<()> {
@@ -248,10 +219,11 @@ impl Election {
         self.redlock.config().key("election", &self.name)
     }
 
-    fn attempt(&self, value: &str) -> Attempt {
+    fn attempt(&self, value: &str, options: &LockOptions) -> Attempt {
         let config = self.redlock.config();
         let key = self.key();
-        let delay = millis(self.lock_delay);
+        let ttl = options.ttl();
+        let delay = millis(options.delay());
         let held = HeldBy::new(
             "election",
             vec![key.clone()],
@@ -260,13 +232,13 @@ impl Election {
         )
         .args(vec![delay.clone()])
         .announced();
-        Attempt::new(self.ttl, held, |token| {
+        Attempt::new(ttl, held, |token| {
             ScriptCall::new(
                 &ELECTION_ACQUIRE,
                 vec![key, config.fence_key()],
                 vec![
                     token.to_owned(),
-                    millis(self.ttl),
+                    millis(ttl),
                     config.fencing_arg(),
                     value.to_owned(),
                     delay,

@@ -15,6 +15,7 @@ use crate::guard::LockGuard;
 use crate::held::{Attempt, HeldBy, new_token};
 use crate::lease::LockContext;
 use crate::lock::{Redlock, Wake};
+use crate::options::LockOptions;
 use crate::primitives::queue::{LeaveOnDrop, leave_now, leave_on_drop};
 use crate::quorum::Decision;
 use crate::scripts::millis;
@@ -71,37 +72,34 @@ impl FairLock {
         &self.resource
     }
 
-    /// Queues for the lock and waits for this waiter's turn, for at most the acquire wait.
+    /// Queues for the lock and waits for this waiter's turn, for at most the acquire wait
+    /// ([`LockOptions::wait`], default the client's). Honours the TTL, the wait and the cap,
+    /// not a lock-delay.
     ///
     /// Round trips: one for the ticket, then one per attempt (polling every retry delay plus
     /// jitter, like [`Redlock::acquire`]); release is one more.
     ///
     /// # Errors
     /// As [`Redlock::acquire`]; [`Error::Unavailable`] also when no quorum answered the
-    /// ticket round; [`Error::InvalidArgument`] for a too short waiter timeout.
+    /// ticket round; [`Error::InvalidArgument`] for a too short waiter timeout or a lock-delay.
     ///
     /// # Cancellation
     /// Dropping the future part-way rolls back a round in flight and leaves the queue on every
     /// master in the background. Giving up (the wait ran out) leaves the queue too.
-    pub async fn acquire(&self, ttl: Duration) -> Result<LockGuard> {
-        self.acquire_with_wait(ttl, self.redlock.config().acquire_wait)
-            .await
-    }
-
-    /// [`acquire`](Self::acquire) with an explicit wait.
-    ///
-    /// # Errors
-    /// As [`acquire`](Self::acquire).
-    pub async fn acquire_with_wait(&self, ttl: Duration, wait: Duration) -> Result<LockGuard> {
-        self.check(ttl)?;
+    pub async fn acquire(&self, options: impl Into<LockOptions>) -> Result<LockGuard> {
+        let options = options.into();
+        self.check(&options, "FairLock::acquire", true)?;
+        let ttl = options.ttl();
         let started = tokio::time::Instant::now();
         let waiter = new_token();
         let mut leave = self.queued(&waiter);
         let ticket = self.ticket().await?;
-        let wait = wait.saturating_sub(started.elapsed());
+        let wait = options
+            .wait_or(self.redlock.config().acquire_wait)
+            .saturating_sub(started.elapsed());
         let result = self
             .redlock
-            .acquire_loop(&self.resource, ttl, wait, Wake::Poll, || {
+            .acquire_loop(&self.resource, &options, wait, Wake::Poll, || {
                 self.attempt(ttl, &waiter, ticket)
             })
             .await;
@@ -121,15 +119,20 @@ impl FairLock {
     /// held (the waiter then leaves the queue). Two round trips.
     ///
     /// # Errors
-    /// As [`acquire`](Self::acquire), without the contended case.
-    pub async fn try_acquire(&self, ttl: Duration) -> Result<Option<LockGuard>> {
-        self.check(ttl)?;
+    /// As [`acquire`](Self::acquire), without the contended case; [`Error::InvalidArgument`]
+    /// for a wait.
+    pub async fn try_acquire(&self, options: impl Into<LockOptions>) -> Result<Option<LockGuard>> {
+        let options = options.into();
+        self.check(&options, "FairLock::try_acquire", false)?;
+        let ttl = options.ttl();
         let waiter = new_token();
         let mut leave = self.queued(&waiter);
         let ticket = self.ticket().await?;
         let result = self
             .redlock
-            .try_once(&self.resource, || self.attempt(ttl, &waiter, ticket))
+            .try_once(&self.resource, &options, || {
+                self.attempt(ttl, &waiter, ticket)
+            })
             .await;
         if let Ok(Some(_)) = result {
             leave.disarm();
@@ -144,20 +147,22 @@ impl FairLock {
     ///
     /// # Errors
     /// The errors of [`acquire`](Self::acquire), and [`Error::LockLost`].
-    pub async fn with_lock<T, F, Fut>(&self, ttl: Duration, work: F) -> Result<T>
+    pub async fn with_lock<T, F, Fut>(&self, options: impl Into<LockOptions>, work: F) -> Result<T>
     where
         F: FnOnce(LockContext) -> Fut,
         Fut: Future<Output = T>,
     {
-        let guard = self.acquire(ttl).await?;
-        guard.with_watchdog(ttl, work).await
+        let options = options.into();
+        let guard = self.acquire(&options).await?;
+        guard.with_watchdog(options.ttl(), work).await
     }
 
-    fn check(&self, ttl: Duration) -> Result<()> {
+    fn check(&self, options: &LockOptions, call: &'static str, waits: bool) -> Result<()> {
         check_resource(&self.resource)?;
         self.redlock.config().refuse_interop("fair lock")?;
         let config = self.redlock.config();
-        config.check_ttl(ttl)?;
+        config.check_ttl(options.ttl())?;
+        options.check(call, waits, false)?;
         config.check_waiter_timeout(self.waiter_timeout)
     }
 

@@ -9,6 +9,7 @@ use crate::guard::LockGuard;
 use crate::held::{Attempt, HeldBy};
 use crate::lease::LockContext;
 use crate::lock::{Redlock, Wake};
+use crate::options::LockOptions;
 use crate::scripts::millis;
 use crate::scripts::{MULTI_ACQUIRE, MULTI_EXTEND, MULTI_RELEASE, ScriptCall};
 
@@ -27,34 +28,24 @@ impl Redlock {
     /// whole set).
     ///
     /// # Errors
-    /// [`Error::EmptyResource`] when `resources` is empty or a name is empty; otherwise as
-    /// [`acquire`](Self::acquire).
-    pub async fn acquire_many<I, S>(&self, resources: I, ttl: Duration) -> Result<LockGuard>
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<str>,
-    {
-        self.acquire_many_with_wait(resources, ttl, self.config().acquire_wait)
-            .await
-    }
-
-    /// [`acquire_many`](Self::acquire_many) with an explicit wait.
-    ///
-    /// # Errors
-    /// As [`acquire_many`](Self::acquire_many).
-    pub async fn acquire_many_with_wait<I, S>(
+    /// [`Error::EmptyResource`] when `resources` is empty or a name is empty;
+    /// [`Error::InvalidArgument`] for a lock-delay (the options' TTL, wait and cap are
+    /// honoured); otherwise as [`acquire`](Self::acquire).
+    pub async fn acquire_many<I, S>(
         &self,
         resources: I,
-        ttl: Duration,
-        wait: Duration,
+        options: impl Into<LockOptions>,
     ) -> Result<LockGuard>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
+        let options = options.into();
         let names = sorted_names(resources)?;
+        options.check("acquire_many", true, false)?;
+        let wait = options.wait_or(self.config().acquire_wait);
         let guard = self
-            .acquire_names(&names, ttl, Patience::Wait(wait), None)
+            .acquire_names(&names, &options, Patience::Wait(wait), None)
             .await?;
         Ok(guard.expect("a waiting acquire returns a guard or an error"))
     }
@@ -63,42 +54,48 @@ impl Redlock {
     /// is held on too many masters.
     ///
     /// # Errors
-    /// [`Error::EmptyResource`], [`Error::InvalidTtl`], [`Error::Unavailable`].
+    /// [`Error::EmptyResource`], [`Error::InvalidTtl`], [`Error::InvalidArgument`] (a wait or a
+    /// lock-delay), [`Error::Unavailable`].
     pub async fn try_acquire_many<I, S>(
         &self,
         resources: I,
-        ttl: Duration,
+        options: impl Into<LockOptions>,
     ) -> Result<Option<LockGuard>>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
+        let options = options.into();
         let names = sorted_names(resources)?;
-        self.acquire_names(&names, ttl, Patience::Once, None).await
+        options.check("try_acquire_many", false, false)?;
+        self.acquire_names(&names, &options, Patience::Once, None)
+            .await
     }
 
     /// The one multi-resource acquire, behind [`acquire_many`](Self::acquire_many) and each
     /// group of a sharded lock: `names` (sorted, distinct: [`sorted_names`]) through the basic
     /// lock's name and TTL checks, then rounds of `multi_acquire.lua` by the shared retry loop
     /// (`Patience::Wait`) or one round (`Patience::Once`, `Ok(None)` when refused). With
-    /// `check`, every master first checks the sharded topology epoch (`sharded/mod.rs`).
+    /// `check`, every master first checks the sharded topology epoch (`sharded/mod.rs`). The
+    /// caller has checked the options it honours (`LockOptions::check`).
     pub(crate) async fn acquire_names(
         &self,
         names: &[String],
-        ttl: Duration,
+        options: &LockOptions,
         patience: Patience,
         check: Option<&EpochCheck>,
     ) -> Result<Option<LockGuard>> {
         names
             .iter()
             .try_for_each(|n| self.config().check_lock_key(n))?;
+        let ttl = options.ttl();
         self.config().check_ttl(ttl)?;
         let label = names.join(", ");
         let next = || self.multi_attempt(names, ttl, check);
         match patience {
-            Patience::Once => self.try_once(&label, next).await,
+            Patience::Once => self.try_once(&label, options, next).await,
             Patience::Wait(wait) => self
-                .acquire_loop(&label, ttl, wait, Wake::Poll, next)
+                .acquire_loop(&label, options, wait, Wake::Poll, next)
                 .await
                 .map(Some),
         }
@@ -112,7 +109,7 @@ impl Redlock {
     pub async fn with_locks<I, S, T, F, Fut>(
         &self,
         resources: I,
-        ttl: Duration,
+        options: impl Into<LockOptions>,
         work: F,
     ) -> Result<T>
     where
@@ -121,8 +118,9 @@ impl Redlock {
         F: FnOnce(LockContext) -> Fut,
         Fut: Future<Output = T>,
     {
-        let guard = self.acquire_many(resources, ttl).await?;
-        guard.with_watchdog(ttl, work).await
+        let options = options.into();
+        let guard = self.acquire_many(resources, &options).await?;
+        guard.with_watchdog(options.ttl(), work).await
     }
 
     fn multi_attempt(

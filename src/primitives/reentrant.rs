@@ -10,6 +10,7 @@ use crate::held::{Attempt, HeldBy};
 use crate::invalid::ArgumentReason;
 use crate::lease::LockContext;
 use crate::lock::{Redlock, Wake};
+use crate::options::LockOptions;
 use crate::scripts::millis;
 use crate::scripts::{REENTRANT_ACQUIRE, REENTRANT_EXTEND, REENTRANT_RELEASE, ScriptCall};
 
@@ -50,31 +51,26 @@ impl ReentrantLock {
     /// Acquires `resource` for this owner (again, if it already holds it), retrying as
     /// [`Redlock::acquire`] does while another owner holds it.
     ///
-    /// A re-entry gets its own lease of `ttl`, and never shortens the lease of the owner's
+    /// Honours the TTL, the wait ([`LockOptions::wait`]) and the cap, not a lock-delay. A
+    /// re-entry gets its own lease of the TTL, and never shortens the lease of the owner's
     /// other holds (the key's expiry only grows). It also gets its own, larger fencing token:
     /// tokens strictly increase across every acquisition in the namespace, re-entries included,
     /// so the owner should fence with the largest token it holds.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for an empty owner id; otherwise as [`Redlock::acquire`].
-    pub async fn acquire(&self, resource: &str, ttl: Duration) -> Result<LockGuard> {
-        self.acquire_with_wait(resource, ttl, self.redlock.config().acquire_wait)
-            .await
-    }
-
-    /// [`acquire`](Self::acquire) with an explicit wait.
-    ///
-    /// # Errors
-    /// As [`acquire`](Self::acquire).
-    pub async fn acquire_with_wait(
+    /// [`Error::InvalidArgument`] for an empty owner id or a lock-delay; otherwise as
+    /// [`Redlock::acquire`].
+    pub async fn acquire(
         &self,
         resource: &str,
-        ttl: Duration,
-        wait: Duration,
+        options: impl Into<LockOptions>,
     ) -> Result<LockGuard> {
-        self.check(resource, ttl)?;
+        let options = options.into();
+        self.check(resource, &options, "ReentrantLock::acquire", true)?;
+        let ttl = options.ttl();
+        let wait = options.wait_or(self.redlock.config().acquire_wait);
         self.redlock
-            .acquire_loop(resource, ttl, wait, Wake::Poll, || {
+            .acquire_loop(resource, &options, wait, Wake::Poll, || {
                 self.attempt(resource, ttl)
             })
             .await
@@ -84,10 +80,16 @@ impl ReentrantLock {
     ///
     /// # Errors
     /// As [`Redlock::try_acquire`], and [`Error::InvalidArgument`] for an empty owner id.
-    pub async fn try_acquire(&self, resource: &str, ttl: Duration) -> Result<Option<LockGuard>> {
-        self.check(resource, ttl)?;
+    pub async fn try_acquire(
+        &self,
+        resource: &str,
+        options: impl Into<LockOptions>,
+    ) -> Result<Option<LockGuard>> {
+        let options = options.into();
+        self.check(resource, &options, "ReentrantLock::try_acquire", false)?;
+        let ttl = options.ttl();
         self.redlock
-            .try_once(resource, || self.attempt(resource, ttl))
+            .try_once(resource, &options, || self.attempt(resource, ttl))
             .await
     }
 
@@ -95,22 +97,35 @@ impl ReentrantLock {
     ///
     /// # Errors
     /// The errors of [`acquire`](Self::acquire), and [`Error::LockLost`].
-    pub async fn with_lock<T, F, Fut>(&self, resource: &str, ttl: Duration, work: F) -> Result<T>
+    pub async fn with_lock<T, F, Fut>(
+        &self,
+        resource: &str,
+        options: impl Into<LockOptions>,
+        work: F,
+    ) -> Result<T>
     where
         F: FnOnce(LockContext) -> Fut,
         Fut: Future<Output = T>,
     {
-        let guard = self.acquire(resource, ttl).await?;
-        guard.with_watchdog(ttl, work).await
+        let options = options.into();
+        let guard = self.acquire(resource, &options).await?;
+        guard.with_watchdog(options.ttl(), work).await
     }
 
-    fn check(&self, resource: &str, ttl: Duration) -> Result<()> {
+    fn check(
+        &self,
+        resource: &str,
+        options: &LockOptions,
+        call: &'static str,
+        waits: bool,
+    ) -> Result<()> {
         check_resource(resource)?;
         self.redlock.config().refuse_interop("reentrant lock")?;
         if self.owner.is_empty() {
             return Err(Error::InvalidArgument(ArgumentReason::EmptyReentrantOwner));
         }
-        self.redlock.config().check_ttl(ttl)
+        self.redlock.config().check_ttl(options.ttl())?;
+        options.check(call, waits, false)
     }
 
     fn attempt(&self, resource: &str, ttl: Duration) -> Attempt {

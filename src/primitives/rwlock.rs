@@ -10,6 +10,7 @@ use crate::guard::LockGuard;
 use crate::held::{Attempt, HeldBy, new_token};
 use crate::lease::LockContext;
 use crate::lock::{Redlock, Wake};
+use crate::options::LockOptions;
 use crate::primitives::queue::{LeaveOnDrop, leave_now, leave_on_drop};
 use crate::scripts::millis;
 use crate::scripts::{
@@ -67,23 +68,17 @@ impl RwLock {
     }
 
     /// Acquires a read lease, retrying while a writer holds or waits, for at most the
-    /// acquire wait.
+    /// acquire wait ([`LockOptions::wait`], default the client's). Honours the TTL, the wait
+    /// and the cap, not a lock-delay.
     ///
     /// # Errors
     /// As [`Redlock::acquire`].
-    pub async fn read(&self, ttl: Duration) -> Result<LockGuard> {
-        self.read_with_wait(ttl, self.redlock.config().acquire_wait)
-            .await
-    }
-
-    /// [`read`](Self::read) with an explicit wait.
-    ///
-    /// # Errors
-    /// As [`Redlock::acquire`].
-    pub async fn read_with_wait(&self, ttl: Duration, wait: Duration) -> Result<LockGuard> {
-        self.check(ttl)?;
+    pub async fn read(&self, options: impl Into<LockOptions>) -> Result<LockGuard> {
+        let options = options.into();
+        self.check(&options, "RwLock::read", true)?;
+        let (ttl, wait) = (options.ttl(), self.wait(&options));
         self.redlock
-            .acquire_loop(&self.resource, ttl, wait, Wake::Poll, || {
+            .acquire_loop(&self.resource, &options, wait, Wake::Poll, || {
                 self.read_attempt(ttl)
             })
             .await
@@ -93,10 +88,12 @@ impl RwLock {
     ///
     /// # Errors
     /// As [`Redlock::try_acquire`].
-    pub async fn try_read(&self, ttl: Duration) -> Result<Option<LockGuard>> {
-        self.check(ttl)?;
+    pub async fn try_read(&self, options: impl Into<LockOptions>) -> Result<Option<LockGuard>> {
+        let options = options.into();
+        self.check(&options, "RwLock::try_read", false)?;
+        let ttl = options.ttl();
         self.redlock
-            .try_once(&self.resource, || self.read_attempt(ttl))
+            .try_once(&self.resource, &options, || self.read_attempt(ttl))
             .await
     }
 
@@ -110,17 +107,10 @@ impl RwLock {
     /// # Cancellation
     /// Dropping the future part-way rolls back a round in flight and withdraws the writer's
     /// intent in the background; giving up withdraws it too.
-    pub async fn write(&self, ttl: Duration) -> Result<LockGuard> {
-        self.write_with_wait(ttl, self.redlock.config().acquire_wait)
-            .await
-    }
-
-    /// [`write`](Self::write) with an explicit wait.
-    ///
-    /// # Errors
-    /// As [`write`](Self::write).
-    pub async fn write_with_wait(&self, ttl: Duration, wait: Duration) -> Result<LockGuard> {
-        self.check(ttl)?;
+    pub async fn write(&self, options: impl Into<LockOptions>) -> Result<LockGuard> {
+        let options = options.into();
+        self.check(&options, "RwLock::write", true)?;
+        let (ttl, wait) = (options.ttl(), self.wait(&options));
         self.redlock
             .config()
             .check_waiter_timeout(self.waiter_timeout)?;
@@ -128,7 +118,7 @@ impl RwLock {
         let mut intent = self.intent(&writer);
         let result = self
             .redlock
-            .acquire_loop(&self.resource, ttl, wait, Wake::Poll, || {
+            .acquire_loop(&self.resource, &options, wait, Wake::Poll, || {
                 self.write_attempt(ttl, &writer)
             })
             .await;
@@ -149,8 +139,10 @@ impl RwLock {
     ///
     /// # Errors
     /// As [`Redlock::try_acquire`].
-    pub async fn try_write(&self, ttl: Duration) -> Result<Option<LockGuard>> {
-        self.check(ttl)?;
+    pub async fn try_write(&self, options: impl Into<LockOptions>) -> Result<Option<LockGuard>> {
+        let options = options.into();
+        self.check(&options, "RwLock::try_write", false)?;
+        let ttl = options.ttl();
         self.redlock
             .config()
             .check_waiter_timeout(self.waiter_timeout)?;
@@ -158,7 +150,9 @@ impl RwLock {
         let mut intent = self.intent(&writer);
         let result = self
             .redlock
-            .try_once(&self.resource, || self.write_attempt(ttl, &writer))
+            .try_once(&self.resource, &options, || {
+                self.write_attempt(ttl, &writer)
+            })
             .await;
         if let Ok(Some(_)) = result {
             intent.disarm();
@@ -172,32 +166,39 @@ impl RwLock {
     ///
     /// # Errors
     /// The errors of [`read`](Self::read), and [`Error::LockLost`](crate::Error::LockLost).
-    pub async fn with_read<T, F, Fut>(&self, ttl: Duration, work: F) -> Result<T>
+    pub async fn with_read<T, F, Fut>(&self, options: impl Into<LockOptions>, work: F) -> Result<T>
     where
         F: FnOnce(LockContext) -> Fut,
         Fut: Future<Output = T>,
     {
-        let guard = self.read(ttl).await?;
-        guard.with_watchdog(ttl, work).await
+        let options = options.into();
+        let guard = self.read(&options).await?;
+        guard.with_watchdog(options.ttl(), work).await
     }
 
     /// Runs `work` under the write lock, extended while it runs, released after.
     ///
     /// # Errors
     /// The errors of [`write`](Self::write), and [`Error::LockLost`](crate::Error::LockLost).
-    pub async fn with_write<T, F, Fut>(&self, ttl: Duration, work: F) -> Result<T>
+    pub async fn with_write<T, F, Fut>(&self, options: impl Into<LockOptions>, work: F) -> Result<T>
     where
         F: FnOnce(LockContext) -> Fut,
         Fut: Future<Output = T>,
     {
-        let guard = self.write(ttl).await?;
-        guard.with_watchdog(ttl, work).await
+        let options = options.into();
+        let guard = self.write(&options).await?;
+        guard.with_watchdog(options.ttl(), work).await
     }
 
-    fn check(&self, ttl: Duration) -> Result<()> {
+    fn check(&self, options: &LockOptions, call: &'static str, waits: bool) -> Result<()> {
         check_resource(&self.resource)?;
         self.redlock.config().refuse_interop("read-write lock")?;
-        self.redlock.config().check_ttl(ttl)
+        self.redlock.config().check_ttl(options.ttl())?;
+        options.check(call, waits, false)
+    }
+
+    fn wait(&self, options: &LockOptions) -> Duration {
+        options.wait_or(self.redlock.config().acquire_wait)
     }
 
     /// Writer key, read leases, waiting writers.

@@ -13,6 +13,7 @@ use crate::held::{Attempt, HeldBy};
 use crate::invalid::ArgumentReason;
 use crate::lease::LockContext;
 use crate::lock::{Redlock, Wake};
+use crate::options::LockOptions;
 use crate::scripts::millis;
 use crate::scripts::{
     SEMAPHORE_ACQUIRE, SEMAPHORE_EXTEND, SEMAPHORE_HELD, SEMAPHORE_RELEASE, ScriptCall,
@@ -67,25 +68,23 @@ impl Semaphore {
         self.permits
     }
 
-    /// Takes a permit for `ttl`, retrying while all are held, for at most the acquire wait.
+    /// Takes a permit for the options' TTL, retrying while all are held, for at most the
+    /// acquire wait ([`LockOptions::wait`], default the client's). Honours the TTL, the wait
+    /// and the cap, not a lock-delay.
     /// The guard's extend and release act on this permit's lease only.
     ///
     /// # Errors
     /// As [`Redlock::acquire`] ([`Error::Contended`] when no permit was freed in time), and
-    /// [`Error::InvalidArgument`] for zero permits.
-    pub async fn acquire(&self, ttl: Duration) -> Result<LockGuard> {
-        self.acquire_with_wait(ttl, self.redlock.config().acquire_wait)
-            .await
-    }
-
-    /// [`acquire`](Self::acquire) with an explicit wait.
-    ///
-    /// # Errors
-    /// As [`acquire`](Self::acquire).
-    pub async fn acquire_with_wait(&self, ttl: Duration, wait: Duration) -> Result<LockGuard> {
-        self.check(ttl)?;
+    /// [`Error::InvalidArgument`] for zero permits or a lock-delay.
+    pub async fn acquire(&self, options: impl Into<LockOptions>) -> Result<LockGuard> {
+        let options = options.into();
+        self.check(&options, "Semaphore::acquire", true)?;
+        let ttl = options.ttl();
+        let wait = options.wait_or(self.redlock.config().acquire_wait);
         self.redlock
-            .acquire_loop(&self.resource, ttl, wait, Wake::Poll, || self.attempt(ttl))
+            .acquire_loop(&self.resource, &options, wait, Wake::Poll, || {
+                self.attempt(ttl)
+            })
             .await
     }
 
@@ -93,10 +92,12 @@ impl Semaphore {
     ///
     /// # Errors
     /// As [`Redlock::try_acquire`], and [`Error::InvalidArgument`] for zero permits.
-    pub async fn try_acquire(&self, ttl: Duration) -> Result<Option<LockGuard>> {
-        self.check(ttl)?;
+    pub async fn try_acquire(&self, options: impl Into<LockOptions>) -> Result<Option<LockGuard>> {
+        let options = options.into();
+        self.check(&options, "Semaphore::try_acquire", false)?;
+        let ttl = options.ttl();
         self.redlock
-            .try_once(&self.resource, || self.attempt(ttl))
+            .try_once(&self.resource, &options, || self.attempt(ttl))
             .await
     }
 
@@ -104,13 +105,18 @@ impl Semaphore {
     ///
     /// # Errors
     /// The errors of [`acquire`](Self::acquire), and [`Error::LockLost`].
-    pub async fn with_permit<T, F, Fut>(&self, ttl: Duration, work: F) -> Result<T>
+    pub async fn with_permit<T, F, Fut>(
+        &self,
+        options: impl Into<LockOptions>,
+        work: F,
+    ) -> Result<T>
     where
         F: FnOnce(LockContext) -> Fut,
         Fut: Future<Output = T>,
     {
-        let guard = self.acquire(ttl).await?;
-        guard.with_watchdog(ttl, work).await
+        let options = options.into();
+        let guard = self.acquire(&options).await?;
+        guard.with_watchdog(options.ttl(), work).await
     }
 
     /// The permits free right now: the slots that at least a quorum of masters report free
@@ -172,11 +178,12 @@ impl Semaphore {
         Ok(())
     }
 
-    fn check(&self, ttl: Duration) -> Result<()> {
+    fn check(&self, options: &LockOptions, call: &'static str, waits: bool) -> Result<()> {
         check_resource(&self.resource)?;
         self.redlock.config().refuse_interop("semaphore")?;
         self.check_permits()?;
-        self.redlock.config().check_ttl(ttl)
+        self.redlock.config().check_ttl(options.ttl())?;
+        options.check(call, waits, false)
     }
 
     fn attempt(&self, ttl: Duration) -> Attempt {

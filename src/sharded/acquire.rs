@@ -13,6 +13,7 @@ use crate::error::{Error, Replies, Result};
 use crate::guard::LockGuard;
 use crate::lease::LockContext;
 use crate::lock::Redlock;
+use crate::options::LockOptions;
 use crate::primitives::multi::{EpochCheck, Patience as Rounds, sorted_names};
 
 use super::guard::{Part, ShardedGuard};
@@ -35,107 +36,105 @@ enum Patience {
 }
 
 impl ShardedRedlock {
-    /// Acquires `resource` for `ttl` on its group (both groups while it moves), retrying until
-    /// granted or the acquire wait of the group runs out.
+    /// Acquires `resource` for the options' TTL on its group (both groups while it moves),
+    /// retrying until granted or the wait ([`LockOptions::wait`], default the groups' acquire
+    /// wait) runs out. Honours the TTL, the wait and the extension cap (carried by the guard to
+    /// [`ShardedGuard::with_watchdog`]); a lock-delay is refused.
     ///
     /// # Errors
-    /// As [`Redlock::acquire`], plus [`Error::InvalidTtl`] for a TTL above the max TTL and
-    /// [`Error::StaleTopology`] when masters keep refusing this client's topology after it
-    /// reloaded.
-    pub async fn acquire(&self, resource: &str, ttl: Duration) -> Result<ShardedGuard> {
-        self.acquire_many([resource], ttl).await
-    }
-
-    /// [`acquire`](Self::acquire) with an explicit wait.
-    ///
-    /// # Errors
-    /// As [`acquire`](Self::acquire).
-    pub async fn acquire_with_wait(
+    /// As [`Redlock::acquire`], plus [`Error::InvalidTtl`] for a TTL above the max TTL,
+    /// [`Error::InvalidArgument`] for a lock-delay, and [`Error::StaleTopology`] when masters
+    /// keep refusing this client's topology after it reloaded.
+    pub async fn acquire(
         &self,
         resource: &str,
-        ttl: Duration,
-        wait: Duration,
+        options: impl Into<LockOptions>,
     ) -> Result<ShardedGuard> {
-        self.acquire_many_with_wait([resource], ttl, wait).await
+        self.acquire_many([resource], options).await
     }
 
     /// One try for `resource`: `Ok(None)` when it is held (on any of its groups).
     ///
     /// # Errors
-    /// As [`acquire`](Self::acquire), without the contention errors.
-    pub async fn try_acquire(&self, resource: &str, ttl: Duration) -> Result<Option<ShardedGuard>> {
-        self.try_acquire_many([resource], ttl).await
+    /// As [`acquire`](Self::acquire), without the contention errors; a wait is refused.
+    pub async fn try_acquire(
+        &self,
+        resource: &str,
+        options: impl Into<LockOptions>,
+    ) -> Result<Option<ShardedGuard>> {
+        self.try_acquire_many([resource], options).await
     }
 
     /// Acquires every resource of `resources` as one lock: grouped by owner group, the groups
     /// taken one by one in name order (deadlock-free), each as one multi-resource round; a
-    /// failure in a later group releases the earlier groups' holds.
+    /// failure in a later group releases the earlier groups' holds. The wait is for all groups
+    /// together.
     ///
     /// # Errors
     /// [`Error::EmptyResource`] for no or empty names; otherwise as [`acquire`](Self::acquire).
-    pub async fn acquire_many<I, S>(&self, resources: I, ttl: Duration) -> Result<ShardedGuard>
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<str>,
-    {
-        let wait = self.wait_setting();
-        self.acquire_many_with_wait(resources, ttl, wait).await
-    }
-
-    /// [`acquire_many`](Self::acquire_many) with an explicit wait (for all groups together).
-    ///
-    /// # Errors
-    /// As [`acquire_many`](Self::acquire_many).
-    pub async fn acquire_many_with_wait<I, S>(
+    pub async fn acquire_many<I, S>(
         &self,
         resources: I,
-        ttl: Duration,
-        wait: Duration,
+        options: impl Into<LockOptions>,
     ) -> Result<ShardedGuard>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
+        let options = options.into();
         let names = sorted_names(resources)?;
+        options.check("ShardedRedlock::acquire_many", true, false)?;
+        let wait = options.wait_or(self.wait_setting());
         let deadline = crate::config::deadline_after(Instant::now(), wait);
-        let guard = self.routed(&names, ttl, Patience::Until(deadline)).await?;
+        let guard = self
+            .routed(&names, &options, Patience::Until(deadline))
+            .await?;
         Ok(guard.expect("a waiting acquire returns a guard or an error"))
     }
 
     /// One try for all of `resources`: `Ok(None)` when any is held.
     ///
     /// # Errors
-    /// As [`acquire_many`](Self::acquire_many), without the contention errors.
+    /// As [`acquire_many`](Self::acquire_many), without the contention errors; a wait is
+    /// refused.
     pub async fn try_acquire_many<I, S>(
         &self,
         resources: I,
-        ttl: Duration,
+        options: impl Into<LockOptions>,
     ) -> Result<Option<ShardedGuard>>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
+        let options = options.into();
         let names = sorted_names(resources)?;
-        self.routed(&names, ttl, Patience::Once).await
+        options.check("ShardedRedlock::try_acquire_many", false, false)?;
+        self.routed(&names, &options, Patience::Once).await
     }
 
     /// Runs `work` while holding `resource`, extending the lock in the background every third
-    /// of `ttl` (the core's lease, `lease.rs`: jeopardy, the groups' extension cap
-    /// [`Builder::max_lease`](crate::Builder::max_lease), `lost` no later than the validity
-    /// deadline even while a renewal hangs), and releases it after.
+    /// of the TTL (the core's lease, `lease.rs`: jeopardy, the options' extension cap
+    /// [`LockOptions::max_lease`], `lost` no later than the validity deadline even while a
+    /// renewal hangs), and releases it after.
     ///
     /// # Errors
     /// The errors of [`acquire`](Self::acquire), and [`Error::LockLost`] when the lock could
     /// not be extended before its validity ran out (for instance after a group change, see the
     /// [crate docs](crate#sharding)) or the extension cap ended it; the output of `work` is
     /// then dropped.
-    pub async fn with_lock<T, F, Fut>(&self, resource: &str, ttl: Duration, work: F) -> Result<T>
+    pub async fn with_lock<T, F, Fut>(
+        &self,
+        resource: &str,
+        options: impl Into<LockOptions>,
+        work: F,
+    ) -> Result<T>
     where
         F: FnOnce(LockContext) -> Fut,
         Fut: Future<Output = T>,
     {
-        let guard = self.acquire(resource, ttl).await?;
-        guard.with_watchdog(ttl, work).await
+        let options = options.into();
+        let guard = self.acquire(resource, &options).await?;
+        guard.with_watchdog(options.ttl(), work).await
     }
 
     /// The acquire wait of the groups (the longest, if they differ).
@@ -152,16 +151,17 @@ impl ShardedRedlock {
     async fn routed(
         &self,
         names: &[String],
-        ttl: Duration,
+        options: &LockOptions,
         patience: Patience,
     ) -> Result<Option<ShardedGuard>> {
+        let ttl = options.ttl();
         let started = Instant::now();
         let (mut reloads, mut expired, mut seals) = (0, 0u32, 0);
         loop {
             let view = self.view();
             check_ttl(&view, ttl)?;
             check_names(&view, names)?;
-            let outcome = acquire_in(&view, names, ttl, patience).await;
+            let outcome = acquire_in(&view, names, options, patience).await;
             if let Err(e) = &outcome
                 && is_unsealed(e)
                 && seals < MAX_SEALS
@@ -272,13 +272,13 @@ enum Won {
 async fn acquire_in(
     view: &View,
     names: &[String],
-    ttl: Duration,
+    options: &LockOptions,
     patience: Patience,
 ) -> Result<Won> {
     let mut parts: Vec<Part> = Vec::new();
     for (group, group_names) in plan(view, names) {
         let redlock = view.group(group);
-        let outcome = acquire_group(view, redlock, &group_names, ttl, patience).await;
+        let outcome = acquire_group(view, redlock, &group_names, options, patience).await;
         match outcome {
             Ok(Some(guard)) => parts.push(Part {
                 group: group.to_owned(),
@@ -312,7 +312,7 @@ async fn acquire_group(
     view: &View,
     redlock: &Redlock,
     names: &[String],
-    ttl: Duration,
+    options: &LockOptions,
     patience: Patience,
 ) -> Result<Option<LockGuard>> {
     let check = EpochCheck {
@@ -329,7 +329,7 @@ async fn acquire_group(
         }
     };
     redlock
-        .acquire_names(names, ttl, rounds, Some(&check))
+        .acquire_names(names, options, rounds, Some(&check))
         .await
 }
 

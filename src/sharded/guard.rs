@@ -168,12 +168,10 @@ impl ShardedGuard {
         self.parts[0].guard.owner_token()
     }
 
-    /// The smallest extension cap of the groups holding a part.
+    /// The extension cap it was asked with (every part carries it; the smallest, should
+    /// they differ).
     pub(crate) fn max_lease(&self) -> Option<Duration> {
-        let caps = self
-            .parts
-            .iter()
-            .filter_map(|p| p.guard.default_max_lease());
+        let caps = self.parts.iter().filter_map(|p| p.guard.lease_cap());
         caps.min()
     }
 

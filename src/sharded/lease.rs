@@ -27,7 +27,7 @@ impl Renewable for ShardedGuard {
     fn valid_until(&self) -> Instant {
         ShardedGuard::valid_until(self)
     }
-    fn default_max_lease(&self) -> Option<Duration> {
+    fn lease_cap(&self) -> Option<Duration> {
         self.max_lease()
     }
     fn extend_within(
@@ -55,8 +55,8 @@ impl Renewable for ShardedGuard {
 impl ShardedGuard {
     /// Runs `work` while this lock is held, extending it to `ttl` every third of `ttl` by the
     /// core's lease, and releases it after: as
-    /// [`LockGuard::with_watchdog`](crate::LockGuard::with_watchdog), with the smallest
-    /// extension cap of the groups ([`Builder::max_lease`](crate::Builder::max_lease)).
+    /// [`LockGuard::with_watchdog`](crate::LockGuard::with_watchdog), with the extension cap
+    /// it was asked with ([`LockOptions::max_lease`](crate::LockOptions::max_lease)).
     ///
     /// # Errors
     /// [`Error::InvalidTtl`](crate::Error::InvalidTtl) for a `ttl` an extend would refuse (then `work` does not run and
@@ -66,7 +66,6 @@ impl ShardedGuard {
         F: FnOnce(LockContext) -> Fut,
         Fut: Future<Output = T>,
     {
-        let cap = self.max_lease();
-        crate::lease::run_leased(self, ttl, cap, work).await
+        crate::lease::run_leased(self, ttl, work).await
     }
 }

@@ -22,7 +22,7 @@
 //!   first hold ran out while a later group was being won is given back and tried again while
 //!   the wait lasts (a single try then answers "not granted").
 //! - [`ShardedRedlock::with_lock`] keeps the lock by the core's lease (`lease.rs`): jeopardy,
-//!   the groups' extension cap (`Builder::max_lease`, the smallest), and `lost` no later than
+//!   the extension cap it was asked with (`LockOptions::max_lease`), and `lost` no later than
 //!   the validity deadline even while a renewal hangs.
 //! - The stored spec records each group's key prefix and fencing key. A client learning a
 //!   group from it connects with those keys; a client given a group with other keys, or a

@@ -19,7 +19,7 @@
 //! - **Clients**: the first ones (built one after another, or at the same moment with
 //!   different group lists: racing first topologies), clients built mid-run with the first
 //!   group list, and clients with a stale view (built at the start, idle through the changes).
-//!   Their tasks take one or two resources (`acquire_many_with_wait`, `try_acquire_many`, a
+//!   Their tasks take one or two resources (`acquire_many` with a wait, `try_acquire_many`, a
 //!   cancelled acquire, `with_lock` under the lease), hold them, sometimes past their
 //!   validity, sometimes extend them, and release them.
 //! - **Checks** (`check.rs`): no two holders of one resource within validity, fencing tokens
@@ -105,7 +105,7 @@ pub struct ShardedPlan {
     pub master_timeout: Duration,
     /// Whether the groups run with the restart quarantine.
     pub quarantine: bool,
-    /// The groups' extension cap (`Builder::max_lease`), if any.
+    /// The extension cap of the leased locks (`LockOptions::max_lease`), if any.
     pub max_lease: Option<Duration>,
     /// Per-message loss probability.
     pub loss: f64,
@@ -331,9 +331,6 @@ impl World {
             .acquire_wait(Duration::from_millis(400));
         if plan.quarantine {
             b = b.restart_quarantine(plan.max_ttl.mul_f64(2.5));
-        }
-        if let Some(cap) = plan.max_lease {
-            b = b.max_lease(cap);
         }
         b
     }

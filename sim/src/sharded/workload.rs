@@ -134,7 +134,7 @@ async fn run_covered(task: Task, ops: usize, prefix: &'static str, quiet: bool, 
         let started = Instant::now();
         let attempt = match rng.random_range(0..10) {
             0..=5 => client
-                .acquire_many_with_wait(&names, ttl, wait)
+                .acquire_many(&names, redquorum::LockOptions::new(ttl).wait(wait))
                 .await
                 .map(Some),
             6..=7 => client.try_acquire_many(&names, ttl).await,
@@ -149,7 +149,8 @@ async fn run_covered(task: Task, ops: usize, prefix: &'static str, quiet: bool, 
             _ => {
                 // Cancelled part-way: what was taken must be given back.
                 let cut = Duration::from_micros(rng.random_range(0..3_000));
-                let acquire = client.acquire_many_with_wait(&names, ttl, wait);
+                let acquire =
+                    client.acquire_many(&names, redquorum::LockOptions::new(ttl).wait(wait));
                 match tokio::time::timeout(cut, acquire).await {
                     Ok(result) => result.map(Some),
                     Err(_) => {
@@ -279,8 +280,12 @@ pub(crate) async fn with_lock(
 ) {
     let started = Instant::now();
     let (groups, epoch) = (client.placement(resource), client.epoch());
+    let mut options = redquorum::LockOptions::new(ttl);
+    if let Some(cap) = world.plan.max_lease {
+        options = options.max_lease(cap);
+    }
     let result = client
-        .with_lock(resource, ttl, |ctx| async move {
+        .with_lock(resource, options, |ctx| async move {
             let acquired = Instant::now();
             let mut valid_until = ctx.valid_until();
             let index = world.history.hold(Holding {
