@@ -133,6 +133,11 @@ pub mod allowed {
     pub const OVERLAP_PAST_VALIDITY: &str = "overlap past the holder's validity";
     /// A holder used the lock past its validity (whether or not another held it meanwhile).
     pub const USED_PAST_VALIDITY: &str = "used past validity";
+    /// A group change refused (`TOPOLOGYBUSY`) on a master where another administrator's
+    /// change lock lingers: that change was cut or failed and its release missed the master
+    /// (down, cut off), so the lock stays there until its TTL. A liveness limit (call again),
+    /// not a safety one: the refusal is the change lock doing its work.
+    pub const CHANGE_LOCK_LINGERS: &str = "change refused where a cut change's lock lingers";
 }
 
 impl History {
