@@ -5,9 +5,10 @@
 //! (batch.rs), and through `crate::script_sources` the simulator's differential test and
 //! loadbench. A script's text is `scripts/<name>.lua` with its pieces expanded: a line
 //! `-- piece: <name> [<argument>...]` stands for the block kept once in
-//! `scripts/pieces/<name>.lua` (the fencing gate, the fencing take, the topology check), its
-//! `$1`, `$2`, ... replaced by the arguments. Assembly happens once per process (the
-//! `LazyLock`s), and the SHA1 is that of the assembled text, which is what masters run.
+//! `scripts/pieces/<name>.lua` (the fencing gate, the fencing take, the topology check, the
+//! announced delete), its `$1`, `$2`, ... replaced by the arguments. Assembly happens once per
+//! process (the `LazyLock`s), and the SHA1 is that of the assembled text, which is what
+//! masters run.
 //!
 //! Scripts are sent as `EVALSHA`. A master that answers `NOSCRIPT` (restarted, or after
 //! `SCRIPT FLUSH`) gets the scripts loaded again. An acquire is never re-sent as `EVAL`: that
@@ -80,6 +81,10 @@ const PIECES: &[(&str, &str)] = &[
     (
         "fence_take",
         include_str!("../scripts/pieces/fence_take.lua"),
+    ),
+    (
+        "delete_and_announce",
+        include_str!("../scripts/pieces/delete_and_announce.lua"),
     ),
     (
         "topology_check",
@@ -352,8 +357,10 @@ mod tests {
         ("acquire", "fence_gate KEYS[2]"),
         ("acquire", "fence_take KEYS[2]"),
         ("election_acquire", "fence_gate KEYS[2]"),
+        ("election_release", "delete_and_announce KEYS[1]"),
         ("fair_acquire", "fence_gate KEYS[4]"),
         ("fair_acquire", "fence_take KEYS[4]"),
+        ("lock_delay_release", "delete_and_announce KEYS[1]"),
         ("multi_acquire", "fence_gate KEYS[1]"),
         ("multi_acquire", "topology_check KEYS[2]"),
         ("multi_extend", "topology_check KEYS[1]"),
