@@ -15,18 +15,9 @@
 -- Returns -2, touching nothing, when fencing is on and the hash has no generation: the master
 -- lost it (restart without data, flush, eviction) or is being sealed, and must be sealed before
 -- it votes.
-local gen = false
-if ARGV[3] == '1' then
-  gen = redis.call('HGET', KEYS[2], 'gen')
-  if not gen then
-    return -2
-  end
-end
+-- piece: fence_gate KEYS[2]
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  if gen then
-    return {redis.call('HINCRBY', KEYS[2], 'n', 1), gen}
-  end
-  return 0
+  -- piece: fence_take KEYS[2]
 end
 if KEYS[3] then
   local kind = redis.call('TYPE', KEYS[3]).ok

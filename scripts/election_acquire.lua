@@ -12,13 +12,7 @@
 -- Returns -1 when the key exists, -2 (touching nothing) when the fencing hash has no generation
 -- (the master must be sealed, fencing.rs), else {new counter value, generation}: the vote
 -- counts only if that is the generation the client knows for this master.
-local gen = false
-if ARGV[3] == '1' then
-  gen = redis.call('HGET', KEYS[2], 'gen')
-  if not gen then
-    return -2
-  end
-end
+-- piece: fence_gate KEYS[2]
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return -1
 end

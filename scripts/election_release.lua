@@ -4,10 +4,7 @@
 -- ARGV[3], ARGV[4] (optional, both or neither) = channel to PUBLISH on and its payload.
 -- Returns 1 if deleted, 0 otherwise.
 if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  if ARGV[3] and ARGV[4] then
-    redis.call('PUBLISH', ARGV[3], ARGV[4])
-  end
+  -- piece: delete_and_announce KEYS[1]
   return 1
 end
 return 0

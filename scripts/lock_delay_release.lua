@@ -5,10 +5,7 @@
 -- to PUBLISH the release on and its payload (a release id).
 -- Returns 1 if deleted, 0 otherwise.
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  if ARGV[3] and ARGV[4] then
-    redis.call('PUBLISH', ARGV[3], ARGV[4])
-  end
+  -- piece: delete_and_announce KEYS[1]
   return 1
 end
 return 0

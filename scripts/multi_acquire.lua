@@ -23,23 +23,12 @@
 -- {new counter or 0, generation or nil, topology generation} (the client counts the vote only
 -- if the topology generation names the server process it knows there). Checks every key
 -- before setting any, so a master never holds part of the set.
-local gen = false
-if ARGV[3] == '1' then
-  gen = redis.call('HGET', KEYS[1], 'gen')
-  if not gen then
-    return -2
-  end
-end
+-- piece: fence_gate KEYS[1]
 local first = 2
 local sealed = false
 if ARGV[4] then
   first = 3
-  sealed = redis.call('HGET', KEYS[2], 'gen')
-  if not sealed then
-    return redis.error_reply('TOPOLOGYUNSEALED topology state not sealed on this master')
-  end
-  local t = {redis.call('HGET', KEYS[2], 'epoch'), redis.call('HGET', KEYS[2], 'digest')}
-  local stored = tonumber(t[1] or '0')
+  -- piece: topology_check KEYS[2]
   local given = tonumber(ARGV[4])
   if stored > given then
     return redis.error_reply('STALETOPOLOGY stored epoch ' .. stored .. ', client epoch ' .. given)

@@ -14,12 +14,7 @@ local first = 1
 local sealed = false
 if ARGV[3] then
   first = 2
-  sealed = redis.call('HGET', KEYS[1], 'gen')
-  if not sealed then
-    return redis.error_reply('TOPOLOGYUNSEALED topology state not sealed on this master')
-  end
-  local t = {redis.call('HGET', KEYS[1], 'epoch'), redis.call('HGET', KEYS[1], 'digest')}
-  local stored = tonumber(t[1] or '0')
+  -- piece: topology_check KEYS[1]
   if stored > tonumber(ARGV[3]) then
     return redis.error_reply('STALETOPOLOGY stored epoch ' .. stored .. ', hold extendable to ' .. ARGV[3])
   end

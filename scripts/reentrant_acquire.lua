@@ -10,13 +10,7 @@
 -- if that is the generation the client knows for this master (0 when fencing is off).
 -- Returns -2, touching nothing, when fencing is on and the fencing hash has no generation: the
 -- master lost it (restart without data, flush, eviction) or is being sealed (fencing.rs).
-local gen = false
-if ARGV[3] == '1' then
-  gen = redis.call('HGET', KEYS[2], 'gen')
-  if not gen then
-    return -2
-  end
-end
+-- piece: fence_gate KEYS[2]
 local owner = redis.call('HGET', KEYS[1], 'owner')
 if owner and owner ~= ARGV[4] then
   return -1
@@ -25,7 +19,4 @@ redis.call('HSET', KEYS[1], 'owner', ARGV[4], 'hold:' .. ARGV[1], '1')
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
-if gen then
-  return {redis.call('HINCRBY', KEYS[2], 'n', 1), gen}
-end
-return 0
+-- piece: fence_take KEYS[2]

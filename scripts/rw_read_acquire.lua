@@ -7,13 +7,7 @@
 -- if that is the generation the client knows for this master (0 when fencing is off).
 -- Returns -2, touching nothing, when fencing is on and the fencing hash has no generation: the
 -- master lost it (restart without data, flush, eviction) or is being sealed (fencing.rs).
-local gen = false
-if ARGV[3] == '1' then
-  gen = redis.call('HGET', KEYS[4], 'gen')
-  if not gen then
-    return -2
-  end
-end
+-- piece: fence_gate KEYS[4]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
@@ -26,7 +20,4 @@ redis.call('ZADD', KEYS[2], now + ttl, ARGV[1])
 if redis.call('PTTL', KEYS[2]) < ttl then
   redis.call('PEXPIRE', KEYS[2], ttl)
 end
-if gen then
-  return {redis.call('HINCRBY', KEYS[4], 'n', 1), gen}
-end
-return 0
+-- piece: fence_take KEYS[4]

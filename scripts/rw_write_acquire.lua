@@ -8,13 +8,7 @@
 -- if that is the generation the client knows for this master (0 when fencing is off).
 -- Returns -2, touching nothing, when fencing is on and the fencing hash has no generation: the
 -- master lost it (restart without data, flush, eviction) or is being sealed (fencing.rs).
-local gen = false
-if ARGV[3] == '1' then
-  gen = redis.call('HGET', KEYS[4], 'gen')
-  if not gen then
-    return -2
-  end
-end
+-- piece: fence_gate KEYS[4]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local timeout = tonumber(ARGV[5])
@@ -30,7 +24,4 @@ end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return -1
 end
-if gen then
-  return {redis.call('HINCRBY', KEYS[4], 'n', 1), gen}
-end
-return 0
+-- piece: fence_take KEYS[4]

@@ -13,13 +13,7 @@
 -- client knows for this master).
 -- Returns -2, touching nothing, when fencing is on and the fencing hash has no generation: the
 -- master lost it (restart without data, flush, eviction) or is being sealed (fencing.rs).
-local gen = false
-if ARGV[3] == '1' then
-  gen = redis.call('HGET', KEYS[2], 'gen')
-  if not gen then
-    return -2
-  end
-end
+-- piece: fence_gate KEYS[2]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local taken, slot = {}, nil

@@ -248,7 +248,8 @@
 //!   script).
 //! - `masters`: the master set and quorum: the one way every round asks the masters.
 //! - `random`: every random number drawn (owner tokens, jitter), seedable by the simulator.
-//! - `scripts`: the Lua scripts (in `scripts/*.lua`), `EVALSHA` with `NOSCRIPT` recovery (a
+//! - `scripts`: the Lua scripts (`scripts/*.lua`, assembled from the shared pieces in
+//!   `scripts/pieces/`, declared in one table), `EVALSHA` with `NOSCRIPT` recovery (a
 //!   reload; acquires are never re-sent late as `EVAL`).
 //! - `quorum`: vote counting with early decision, validity arithmetic, the fan-out loop.
 //! - `notify`: release wake-ups for waiting acquirers (pub/sub), and their local FIFO queue.
@@ -343,6 +344,16 @@ mod sharded;
 #[cfg(feature = "sim")]
 #[doc(hidden)]
 pub mod sim;
+
+/// Every Lua script as the masters run it (pieces expanded; `scripts` module), by name: for the
+/// simulator's differential test, loadbench and this crate's tests. Not a public API.
+#[doc(hidden)]
+pub fn script_sources() -> Vec<(&'static str, &'static str)> {
+    scripts::all()
+        .into_iter()
+        .map(|s| (s.name, s.source))
+        .collect()
+}
 #[cfg(feature = "tls")]
 mod tls;
 

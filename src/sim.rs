@@ -13,6 +13,12 @@ use rand_chacha::ChaCha12Rng as StdRng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use redis::{RedisResult, Value};
 
+/// Every Lua script as the library sends it (pieces expanded; see the library's `scripts`
+/// module), by name: what the differential test runs on the model and on `redis-server`.
+pub fn scripts() -> Vec<(&'static str, &'static str)> {
+    crate::script_sources()
+}
+
 /// A simulated network of masters.
 pub trait Network: Send + Sync + 'static {
     /// Opens a connection to master `index` (or fails, as a real connect would).

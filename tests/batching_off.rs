@@ -21,17 +21,12 @@ const TTL: Duration = Duration::from_secs(30);
 const TASKS: usize = 32;
 const ROUNDS: usize = 15;
 
-/// SHA1 of every script in `scripts/`: what an unbatched client may call by `EVALSHA`.
+/// SHA1 of every script of the library's table (`scripts/*.lua`, pieces expanded): what an
+/// unbatched client may call by `EVALSHA`.
 fn file_script_hashes() -> HashSet<String> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts");
-    std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "lua"))
-        .map(|p| {
-            let source = std::fs::read_to_string(&p).unwrap();
-            redis::Script::new(&source).get_hash().to_owned()
-        })
+    redquorum::script_sources()
+        .into_iter()
+        .map(|(_, source)| redis::Script::new(source).get_hash().to_owned())
         .collect()
 }
 

@@ -166,9 +166,18 @@ async fn late_seal_write_after_a_flush_reseals_with_a_stale_seed() {
 async fn a_seal_delivered_after_a_second_flush_is_refused() {
     let cluster = Cluster::start(1).expect("cluster");
     let mut c = direct(&cluster, 0).await;
-    let claim = redis::Script::new(include_str!("../scripts/fence_claim.lua"));
-    let seal = redis::Script::new(include_str!("../scripts/fence_seal.lua"));
-    let acquire = redis::Script::new(include_str!("../scripts/acquire.lua"));
+    let script = |name: &str| {
+        let (_, source) = redquorum::script_sources()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .unwrap();
+        redis::Script::new(source)
+    };
+    let (claim, seal, acquire) = (
+        script("fence_claim"),
+        script("fence_seal"),
+        script("acquire"),
+    );
     let run: String = {
         let info: String = redis::cmd("INFO")
             .arg("server")

@@ -12,9 +12,15 @@ use redis::{Cmd, Value};
 use crate::floor::Floor;
 use crate::{Args, BATCHED, CEILING, FLOOR, NO_FENCE, NO_WAKE, Named, OURS, RSLOCK};
 
-/// The lock scripts redquorum sends, byte for byte (the ceiling sends the same commands).
-const ACQUIRE_LUA: &str = include_str!("../../scripts/acquire.lua");
-const RELEASE_LUA: &str = include_str!("../../scripts/release.lua");
+/// A lock script as redquorum sends it, byte for byte (the ceiling sends the same commands):
+/// `acquire` or `release`, assembled from its pieces by the library.
+fn script(name: &str) -> &'static str {
+    redquorum::script_sources()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, source)| source)
+        .expect("redquorum has the script")
+}
 
 /// The ceiling's fencing counter (redquorum's key layout, under another prefix).
 const RAW_FENCE_KEY: &str = "raw:fence";
@@ -112,7 +118,7 @@ impl Raw {
         for url in urls {
             let client = redis::Client::open(url.as_str())?;
             let mut conn = client.get_multiplexed_async_connection().await?;
-            for src in [ACQUIRE_LUA, RELEASE_LUA] {
+            for src in [script("acquire"), script("release")] {
                 let _: String = redis::cmd("SCRIPT")
                     .arg("LOAD")
                     .arg(src)
@@ -131,8 +137,8 @@ impl Raw {
         }
         Ok(Self {
             conns,
-            acquire_sha: redis::Script::new(ACQUIRE_LUA).get_hash().to_owned(),
-            release_sha: redis::Script::new(RELEASE_LUA).get_hash().to_owned(),
+            acquire_sha: redis::Script::new(script("acquire")).get_hash().to_owned(),
+            release_sha: redis::Script::new(script("release")).get_hash().to_owned(),
             // Same key layout as redquorum's defaults, under another prefix.
             fence_key: RAW_FENCE_KEY.into(),
             prefix: "raw:lock:".into(),

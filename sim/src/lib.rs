@@ -7,8 +7,9 @@
 //! - the commands our Lua scripts call and the ones the library sends directly, with Redis'
 //!   reply shapes and error texts;
 //! - the script cache (SCRIPT LOAD / EXISTS / FLUSH, EVAL, EVALSHA and NOSCRIPT) and our
-//!   `scripts/*.lua` run **unmodified** in an embedded Lua 5.1, the version Redis embeds, with
-//!   Redis' type conversions, error format and read-only globals;
+//!   `scripts/*.lua` (as the library assembles them from their pieces) run **unmodified** in
+//!   an embedded Lua 5.1, the version Redis embeds, with Redis' type conversions, error format
+//!   and read-only globals;
 //! - identity: `run_id` (from a seeded RNG) and uptime in INFO, and restarts with or without
 //!   data (the script cache is always lost).
 //!

@@ -499,18 +499,16 @@ fn identity_uptime_and_restart() {
 /// test so that whoever changes the script (e.g. `if pttl >= 0`) sees this flip.
 #[test]
 fn cache_versioned_at_the_exact_deadline_persists_the_version_key() {
-    let source = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../scripts/cache_versioned.lua"
-    ))
-    .unwrap();
-    let source = String::from_utf8(source).unwrap();
+    let (_, source) = redquorum::sim::scripts()
+        .into_iter()
+        .find(|(name, _)| *name == "cache_versioned")
+        .unwrap();
     let mut m = master();
     run(&mut m, &["SET", "cd", "plain", "PX", "10"]);
     m.advance_ms(10);
     assert_eq!(run(&mut m, &["PTTL", "cd"]), Value::Int(0));
     assert_eq!(
-        run(&mut m, &["EVAL", &source, "3", "cd", "cv", "cn", "get"]),
+        run(&mut m, &["EVAL", source, "3", "cd", "cv", "cn", "get"]),
         Value::Array(vec![bulk("1"), bulk("plain")])
     );
     assert_eq!(

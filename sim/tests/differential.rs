@@ -1,4 +1,5 @@
-//! Differential test: every script in `scripts/*.lua` runs on a `SimMaster` and on a real
+//! Differential test: every script of the library's table (`scripts/*.lua` as assembled from
+//! its pieces, `redquorum::sim::scripts()`) runs on a `SimMaster` and on a real
 //! `redis-server` with the same inputs; after every step the replies must be equal and so must
 //! the keyspaces (type, value, TTL; wall-clock-derived numbers within a small tolerance).
 //!
@@ -30,24 +31,26 @@ fn scripts_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts")
 }
 
-/// Every script in scripts/, by file stem, with its source. Read from the directory, so a new
-/// script cannot be skipped: the random generator panics on a name it does not know, and the
-/// scenarios must have run each one.
+/// Every script of the library's table, by name, with the text the library sends (its pieces
+/// expanded). A new script cannot be skipped: the random generator panics on a name it does
+/// not know, and the scenarios must have run each one; and every file in scripts/ must be in
+/// the table.
 fn all_scripts() -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
+    let out: BTreeMap<String, String> = redquorum::sim::scripts()
+        .into_iter()
+        .map(|(name, source)| (name.to_owned(), source.to_owned()))
+        .collect();
     for entry in std::fs::read_dir(scripts_dir()).expect("scripts/ exists") {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "lua") {
             let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-            out.insert(name, std::fs::read_to_string(&path).unwrap());
+            assert!(
+                out.contains_key(&name),
+                "scripts/{name}.lua is not in the library's script table (src/scripts.rs)"
+            );
         }
     }
-    assert!(
-        out.len() >= 20,
-        "found only {} scripts in {:?}",
-        out.len(),
-        scripts_dir()
-    );
+    assert!(out.len() >= 20, "only {} scripts in the table", out.len());
     out
 }
 
@@ -167,7 +170,7 @@ impl Harness {
         }
     }
 
-    /// EVALSHA of a script from scripts/ on both.
+    /// EVALSHA of a script of the table on both.
     fn script(&mut self, name: &str, keys: &[&str], argv: &[&str]) -> Value {
         let sha = self
             .shas
@@ -1765,7 +1768,7 @@ impl Gen {
                 }
             }
             other => panic!(
-                "scripts/{other}.lua has no generator in sim/tests/differential.rs: add one (and a scenario)"
+                "script {other} (scripts/{other}.lua) has no generator in sim/tests/differential.rs: add one (and a scenario)"
             ),
         }
     }
