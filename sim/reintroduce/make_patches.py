@@ -124,11 +124,9 @@ BUGS = {
     ),
     "sharded-lease-no-cap": (
         "sharded with_lock ignores the groups' extension cap (max_lease) (sharded stop: seed 1)",
-        [("src/sharded/guard.rs",
-          "            .filter_map(|p| p.guard.default_max_lease());\n"
-          "        caps.min()\n",
-          "            .filter_map(|p| p.guard.default_max_lease());\n"
-          "        caps.min().filter(|_| false)\n")],
+        [("src/sharded/lease.rs",
+          "    fn lease_cap(&self) -> Option<Duration> {\n        self.max_lease()\n",
+          "    fn lease_cap(&self) -> Option<Duration> {\n        self.max_lease().filter(|_| false)\n")],
     ),
     "sharded-lease-no-deadline-race": (
         "the lease's renewal not raced against the validity deadline, and a sharded renewal "
