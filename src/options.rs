@@ -12,16 +12,14 @@
 //! involved is the master's own key expiry: no client clock is compared with a master's.
 //!
 //! **Extension cap** (`max_lease`): this is the one place a cap is set. The guard carries it,
-//! and every watchdog over that guard (`with_lock`, [`LockGuard::with_watchdog`], a
-//! leadership) never extends the validity past the cap from when the watchdog started (for a
-//! leadership: from the win).
+//! and every watchdog over that guard (`with_lock`,
+//! [`LockGuard::with_watchdog`](crate::LockGuard::with_watchdog), a leadership) never extends
+//! the validity past the cap from when the watchdog started (for a leadership: from the win).
 
 use std::time::Duration;
 
 use crate::defaults::MAX_TTL;
 use crate::error::{Error, Result};
-#[cfg(doc)]
-use crate::guard::LockGuard;
 use crate::invalid::ArgumentReason;
 
 /// How to ask for a lock: its TTL and the per-lock settings that differ from the client's.
