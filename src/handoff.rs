@@ -43,6 +43,10 @@ pub struct LockHandle {
     /// Validity left when exported, for information only: the resumer cannot know how long
     /// the handle took to reach it.
     remaining_at_export_ms: u64,
+    /// The extension cap the lock was asked with ([`LockOptions::max_lease`]), in ms: a
+    /// hand-off does not lift it. Absent in handles from before it was carried.
+    #[cfg_attr(feature = "serde", serde(default))]
+    max_lease_ms: Option<u64>,
 }
 
 impl std::fmt::Debug for LockHandle {
@@ -103,6 +107,7 @@ impl LockGuard {
             owner_token: token.to_owned(),
             fencing_token: self.fencing_token(),
             remaining_at_export_ms: self.remaining().as_millis() as u64,
+            max_lease_ms: self.lease_cap().map(|cap| cap.as_millis() as u64),
         };
         self.disarm();
         Ok(handle)
@@ -112,8 +117,9 @@ impl LockGuard {
 impl Redlock {
     /// Takes over an exported lock: extends it to the options' TTL with the handle's owner
     /// token and returns a guard that extends and releases it like the original, with the same
-    /// fencing token. The options' extension cap goes to the new guard; a wait or a lock-delay
-    /// is refused. The validity is measured from this call's round, on this process's clock.
+    /// fencing token. The new guard keeps the extension cap the lock was asked with, or the
+    /// options' if that is smaller (a hand-off never lifts a cap); a wait or a lock-delay is
+    /// refused. The validity is measured from this call's round, on this process's clock.
     ///
     /// Use a client with the same key prefix as the exporter's.
     ///
@@ -154,7 +160,10 @@ impl Redlock {
             Instant::now(),
             handle.fencing_token,
         )
-        .capped(options.cap());
+        .capped(smaller_cap(
+            handle.max_lease_ms.map(Duration::from_millis),
+            options.cap(),
+        ));
         match guard.extend(ttl).await {
             Ok(()) => Ok(guard),
             Err(e) => {
@@ -198,5 +207,13 @@ impl Redlock {
         } else {
             Err(Error::unavailable(n, replies))
         }
+    }
+}
+
+/// The tighter of two extension caps (`None`: no cap).
+fn smaller_cap(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }

@@ -152,3 +152,28 @@ async fn a_stale_resume_changes_no_key() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A hand-off never lifts the extension cap the lock was asked with: a guard resumed from the
+/// handle with a bare TTL is still lost at the cap under a watchdog (found by review; on the
+/// tree before the handle carried the cap, the resumed guard was kept 4 s under a 1.5 s cap).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_lock_keeps_its_extension_cap() -> anyhow::Result<()> {
+    let cluster = Cluster::builder().masters(3).build()?;
+    let client = client(&cluster).await;
+    let ttl = Duration::from_millis(1000);
+    let capped = redquorum::LockOptions::new(ttl).max_lease(Duration::from_millis(1500));
+    let guard = client.acquire("cap-handoff", &capped).await?;
+    let handle = guard.export().expect("a basic lock exports");
+    let resumed = client.resume(handle, ttl).await?;
+    let out = resumed
+        .with_watchdog(ttl, |ctx| async move {
+            tokio::time::sleep(Duration::from_millis(4000)).await;
+            ctx.state()
+        })
+        .await;
+    assert!(
+        matches!(out, Err(Error::LockLost { .. })),
+        "the 1.5 s cap was escaped by a hand-off: {out:?}"
+    );
+    Ok(())
+}

@@ -343,3 +343,48 @@ async fn two_administrators_resuming_one_interrupted_change_end_in_one_chain() {
         "the client refused by its old view ends on the final spec too"
     );
 }
+
+/// The change lock lives `2 * max_ttl + 10 s` from its take, sized for one joint phase. A
+/// call that first resumes an interrupted change waits out two (the resume's, then its own
+/// change's): with a group drift factor that makes two waits longer than the lock (0.49 here,
+/// allowed; 0.1 does it at the default max TTL), every call after an interruption finished the
+/// previous joint spec, stored its own and failed at its final store, leaving the next call in
+/// the same position for good (found by review; failed on main before the lock was renewed
+/// at each phase: "the change lock does not cover groups [] or ran out; call again").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_resumes_an_interrupted_one_finishes() {
+    let start = |n| {
+        Cluster::builder()
+            .masters(n)
+            .build()
+            .expect("starting a group's masters")
+    };
+    let (a, b) = (start(3), start(3));
+    let max_ttl = Duration::from_secs(12);
+    let group = |c: &Cluster| support::builder(c).drift_factor(0.49);
+    let admin = ShardedRedlock::builder()
+        .max_ttl(max_ttl)
+        .template(redquorum::Redlock::builder().master_timeout(support::TEST_MASTER_TIMEOUT))
+        .group("a", 1, group(&a))
+        .build()
+        .await
+        .expect("building the sharded client");
+    let target = || vec![("a", 1, group(&a)), ("b", 1, group(&b))];
+    // The interruption: the first call is dropped during its joint wait.
+    let first = tokio::time::timeout(Duration::from_secs(2), admin.change_groups(target())).await;
+    assert!(
+        first.is_err(),
+        "the first change should still be waiting: {first:?}"
+    );
+    assert!(admin.is_joint());
+    // Its lock is given back in the background (ChangeLock's Drop).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t0 = Instant::now();
+    let second = admin.change_groups(target()).await;
+    println!("second call: {second:?} after {:?}", t0.elapsed());
+    assert!(
+        second.is_ok(),
+        "the change after an interruption failed: {second:?}"
+    );
+    assert!(!admin.is_joint(), "left joint at epoch {}", admin.epoch());
+}

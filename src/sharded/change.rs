@@ -68,11 +68,14 @@
 //!   writer's lock is not held (`TOPOLOGYBUSY`).
 //!
 //! # The change lock is not a lease
-//! It is taken once for `2 * max_ttl + 10 s` (`CHANGE_LOCK_SLACK`) and never renewed: one
-//! change (its wait is one max TTL plus drift) and one resume of another administrator's
-//! joint spec fit in it while the drift of two waits and the writes stay under the 10 s
-//! (max TTLs up to a few minutes with the default drift factor). A change that outlives it (a process paused between its joint and
-//! its final spec, several resumes in a row) stores nothing more: `store_everywhere` refuses
+//! It is taken for `2 * max_ttl + 10 s` (`CHANGE_LOCK_SLACK`), enough for one joint phase
+//! (one max TTL plus drift, for any drift factor the builder accepts) and its writes, and
+//! taken again with the same token (`ChangeLock::renew`) before each further phase: each
+//! resume, and the call's own change after one. It is not kept alive in the background. (Taken
+//! once for a whole call, a resume and the call's own change did not fit with a large drift
+//! factor or max TTL, and every call after an interruption failed at its final store, found
+//! by review: `tests/sharded_admins.rs`.) A phase that outlives it (a process paused between
+//! its joint and its final spec) stores nothing more: `store_everywhere` refuses
 //! to send after the lock's validity, and a write already on its way is refused on every
 //! master where the lock key no longer holds its token (`TOPOLOGYBUSY`: expired, or taken by
 //! another administrator). The change then fails ("call again"), and whoever takes the lock
@@ -184,7 +187,13 @@ impl ShardedRedlock {
                 });
             }
             resumes += 1;
+            // Each phase (a resume, then the change itself) waits out one joint phase: the
+            // lock, sized for one, is renewed before each rather than taken for all of them.
+            lock.renew().await?;
             self.resume_change(lock).await?;
+        }
+        if resumes > 0 {
+            lock.renew().await?;
         }
         let current = self.view().topology.clone();
         super::topology::check_identity(&current.all_groups(), &specs)?;
@@ -432,7 +441,7 @@ async fn store_everywhere(view: &View, topology: &Topology, lock: &ChangeLock) -
             ),
         });
     }
-    store::write_quorums(&view.all(), topology, Some(&lock.token)).await
+    super::seal::write_quorums(&view.all(), topology, Some(&lock.token)).await
 }
 
 /// The change lock: one key per master (`topology_change_lock.lua`), held on a quorum of every
@@ -494,6 +503,30 @@ impl ChangeLock {
             }
             self.groups.insert(name.clone(), group.clone());
         }
+        Ok(())
+    }
+
+    /// Takes the lock again, with the same token, on every group it holds: its TTL and its
+    /// validity start over (a change that first resumes another waits out two joint phases,
+    /// and the lock is sized for one). The masters renew only where this token holds it.
+    ///
+    /// # Errors
+    /// [`Error::Contended`] when another administrator took it meanwhile on a quorum of one
+    /// group (this one's had run out there); [`Error::Unavailable`] when failing masters rule
+    /// a quorum out.
+    async fn renew(&mut self) -> Result<()> {
+        let t0 = Instant::now();
+        for (name, group) in &self.groups {
+            if !lock_group(group, &self.token, self.ttl).await? {
+                return Err(Error::Contended {
+                    resource: format!("topology change lock on group {name}"),
+                    attempts: 1,
+                    waited: Duration::ZERO,
+                    replies: crate::error::Replies::default(),
+                });
+            }
+        }
+        self.valid_until = t0 + self.ttl - drift(self.ttl, 0.01);
         Ok(())
     }
 

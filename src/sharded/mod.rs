@@ -369,7 +369,7 @@ impl ShardedRedlock {
                 break (topology, groups);
             }
             let all: Vec<&Redlock> = groups.values().collect();
-            match store::write_quorums(&all, &topology, None).await {
+            match seal::write_quorums(&all, &topology, None).await {
                 Ok(()) => break (topology, groups),
                 // Another first topology got there first: adopt it if it is the pinned one.
                 Err(e) if store::is_stale(&e) && tries < 2 => {

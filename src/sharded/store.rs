@@ -5,17 +5,11 @@
 //! A change is stored on a quorum of every group, old and new, before anyone routes by it
 //! (`change.rs`); a client reloads by reading every master it knows and taking the newest spec.
 
-use std::sync::Arc;
-
 use redis::Value;
-use tokio::time::Instant;
 
 use crate::error::{Error, MasterReply, Replies, Result};
 use crate::lock::Redlock;
-use crate::quorum::Decision;
-use crate::scripts::{ScriptCall, TOPOLOGY_READ, TOPOLOGY_WRITE};
-
-use super::topology::Topology;
+use crate::scripts::{ScriptCall, TOPOLOGY_READ};
 
 /// Where a group's masters keep the topology.
 pub(crate) fn topology_key(group: &Redlock) -> String {
@@ -168,66 +162,6 @@ pub(crate) fn parse(value: Value) -> Option<Stored> {
         digest: text(3),
         generation: text(4),
     })
-}
-
-/// Stores `topology` on a quorum of every group of `groups`, concurrently. Masters that did
-/// not answer in time may get it later or never; a quorum is what the proofs need.
-///
-/// # Errors
-/// [`Error::StaleTopology`] when a master stores a newer or a conflicting spec (another
-/// change); [`Error::Unavailable`] when a group has no quorum of answering masters.
-pub(crate) async fn write_quorums(
-    groups: &[&Redlock],
-    topology: &Topology,
-    change: Option<&str>,
-) -> Result<()> {
-    let (spec, digest) = (topology.encode(), topology.digest());
-    let writes = groups
-        .iter()
-        .map(|group| write_quorum(group, topology.epoch, &spec, &digest, change));
-    for result in futures::future::join_all(writes).await {
-        result?;
-    }
-    Ok(())
-}
-
-async fn write_quorum(
-    group: &Redlock,
-    epoch: u64,
-    spec: &str,
-    digest: &str,
-    change: Option<&str>,
-) -> Result<()> {
-    // Only masters sealed for their process count (seal.rs): seal those that are not first.
-    let deadline = Instant::now() + group.config().acquire_wait;
-    super::seal::seal_group(group, deadline).await;
-    let mut keys = vec![topology_key(group)];
-    let mut args = vec![epoch.to_string(), spec.to_owned(), digest.to_owned()];
-    // A change writes only where its change lock is held (change.rs).
-    if let Some(token) = change {
-        keys.push(change_key(group));
-        args.push(token.to_owned());
-    }
-    let call = Arc::new(ScriptCall::new(&TOPOLOGY_WRITE, keys, args));
-    let masters = group.master_set();
-    let round = masters
-        .vote(
-            masters.quorum(),
-            |master| {
-                let (master, call) = (master.clone(), call.clone());
-                async move { crate::master::topology_checked(&master, master.run(&call).await) }
-            },
-            |answer| matches!(answer, Ok(Value::Int(1))),
-        )
-        .await;
-    if round.decision == Decision::Won {
-        return Ok(());
-    }
-    let replies = Replies::from_answers(&round.answers, |v| matches!(v, Value::Int(1)));
-    match stale_reason(&replies) {
-        Some(reason) => Err(Error::StaleTopology { epoch, reason }),
-        None => Err(masters.unavailable(replies)),
-    }
 }
 
 /// Whether a master refused because its topology state is not sealed for its process
