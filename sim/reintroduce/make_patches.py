@@ -116,9 +116,9 @@ BUGS = {
         "a first topology routed by without being on a quorum of every group (racing clients "
         "each route by their own) (sharded stop: seed 3)",
         [("src/sharded/mod.rs",
-          "            match store::write_quorums(&all, &topology, None).await {\n"
+          "            match seal::write_quorums(&all, &topology, None).await {\n"
           "                Ok(()) => break (topology, groups),\n",
-          "            match store::write_quorums(&all, &topology, None).await {\n"
+          "            match seal::write_quorums(&all, &topology, None).await {\n"
           "                Ok(()) => break (topology, groups),\n"
           "                Err(_) if true => break (topology, groups),\n")],
     ),
