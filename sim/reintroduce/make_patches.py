@@ -131,7 +131,7 @@ BUGS = {
     "sharded-lease-no-deadline-race": (
         "the lease's renewal not raced against the validity deadline, and a sharded renewal "
         "not bounded by it (the sharded copy of the lease before it went through lease.rs) "
-        "(sharded stop: seed 7, lost() 11.8 ms late)",
+        "(stop 25: seed 2, lost() 1.55 ms late)",
         [("src/lease.rs",
           "                    _ = tokio::time::sleep_until(deadline) => break Some(Renewal::OutOfTime),\n",
           ""),
@@ -141,7 +141,7 @@ BUGS = {
     ),
     "sharded-no-final-validity": (
         "a multi-group acquire returns its guard without checking that the first hold is still "
-        "valid (sharded stop: seed 2)",
+        "valid (stop 25: seed 150, a guard granted with no validity left)",
         [("src/sharded/acquire.rs",
           "    if parts.iter().any(|p| !p.guard.is_valid()) {\n",
           "    if false {\n")],
@@ -158,7 +158,7 @@ BUGS = {
     ),
     "sharded-validity-largest": (
         "a sharded guard's validity is the largest of its holds', not the smallest (sharded "
-        "stop: seed 326)",
+        "stop: seed 326; stop 25: seed 237, two holders)",
         [("src/sharded/guard.rs",
           "        ends.min().expect(\"a sharded guard has at least one part\")\n",
           "        ends.max().expect(\"a sharded guard has at least one part\")\n")],
@@ -166,7 +166,7 @@ BUGS = {
     "sharded-topology-unsealed-votes": (
         "a master whose topology state is missing votes in sharded acquires (issue 18 item 1 "
         "undone: it accepts the old epoch again after a restart without data) (sharded stop: seed "
-        "31, lost() 85 ms late)",
+        "31; stop 25: seed 74, two holders)",
         # The check is the piece topology_check (scripts/pieces/), shared with multi_extend:
         # the bug replaces multi_acquire's use of it only, by its text with the refusal gone.
         [("scripts/multi_acquire.lua",
