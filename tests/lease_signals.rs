@@ -95,8 +95,11 @@ async fn extension_cap_ends_the_lease() {
         .with_lock("capped", &options, |ctx| async move {
             let mut states = ctx.states();
             let mut seen = vec![*states.borrow()];
-            while *states.borrow() != LeaseState::Lost {
-                states.changed().await.unwrap();
+            // Bounded: a cap ignored must fail the test, not hang it (the cap ends the lease
+            // within `cap` plus a TTL).
+            let give_up = Instant::now() + cap + ttl * 4;
+            while *states.borrow() != LeaseState::Lost && Instant::now() < give_up {
+                let _ = tokio::time::timeout_at(give_up, states.changed()).await;
                 seen.push(*states.borrow());
             }
             (seen, Instant::now())
