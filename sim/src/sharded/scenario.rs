@@ -153,14 +153,7 @@ async fn poll(
                 let index = record(world, who, &guard, started, false);
                 let nap = guard.remaining().mul_f64(rng.random_range(0.3..0.9));
                 tokio::time::sleep(nap).await;
-                let at = Instant::now();
-                let result = guard.release().await;
-                for &i in &index {
-                    world.history.released(i, at);
-                }
-                if let Err(e) = result {
-                    world.net.log(format!("{who}: release failed: {e}"));
-                }
+                super::workload::release_recorded(world, who, guard, &index).await;
             }
             Ok(None) => world.history.refused(false),
             Err(e) => {

@@ -259,9 +259,20 @@ async fn hold(args: HoldArgs<'_>, mut guard: ShardedGuard, quiet: bool, uncovere
         let nap = guard.remaining().mul_f64(rng.random_range(0.2..0.7));
         tokio::time::sleep(nap).await;
     }
+    release_recorded(world, who, guard, &index).await;
+}
+
+/// Releases `guard` and ends its recorded holds (`index`, from [`record`]) at the moment the
+/// release began: from then on another may be granted.
+pub(crate) async fn release_recorded(
+    world: &World,
+    who: &str,
+    guard: ShardedGuard,
+    index: &[usize],
+) {
     let at = Instant::now();
     let result = guard.release().await;
-    for &i in &index {
+    for &i in index {
         world.history.released(i, at);
     }
     if let Err(e) = result {
